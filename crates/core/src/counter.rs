@@ -1,0 +1,522 @@
+//! PN-counter with per-replica slots and per-writer deduplicating slots; the
+//! state behind both `counter` and `gcounter`.
+//!
+//! Two kinds of slot, because updates come in two kinds:
+//!
+//! * **Anonymous updates** (no [`UpdateId`](crate::UpdateId)) count in the
+//!   coordinating replica's node slot. Only that replica ever writes its slot,
+//!   so merge takes the per-slot maximum. Each slot keeps a P and an N side so a
+//!   counter that diverges "around 0" still merges right.
+//! * **Updates with an id** `(writer, seq)` count in the writer's own slot,
+//!   which remembers which seqs it has counted. A retried update is therefore
+//!   counted exactly once whichever coordinator, replica, hint or repair path
+//!   delivers it (Cassandra's counters over-count on retry; these must not).
+//!
+//! # The writer window
+//!
+//! A writer slot keeps the individual deltas of its most recent seqs and folds
+//! older ones into a running sum. Concretely it keeps a `floor`: seqs below it
+//! are folded (or were never seen and are now too late). After a writer's
+//! highest seq on a key is `h`, the floor is at least `h + 1 - WRITER_WINDOW`.
+//! So a writer's updates to one key may arrive **out of order by fewer than
+//! [`WRITER_WINDOW`] seqs** and still count exactly once. An update whose seq
+//! is `WRITER_WINDOW` or more below the highest seq that writer has sent to the
+//! key is reported [`Outcome::Stale`](crate::Outcome::Stale) and not counted.
+//! Likewise, when replicas merge, the slot with the higher floor supplies the
+//! folded sum, so an update a replica had not received before its floor moved
+//! past it is dropped. Every delivery path (hints, repair, anti-entropy) must
+//! therefore bring an update to a replica before the writer gets `WRITER_WINDOW`
+//! seqs further on that key; if not, the update is under-counted, but **no update
+//! is ever counted twice**. Writers that keep fewer than `WRITER_WINDOW` updates
+//! per key in flight, with replicas that catch up within that many updates, see
+//! exact counts.
+//!
+//! A key holds at most [`MAX_WRITERS_PER_KEY`] writer slots (each at most
+//! `WRITER_WINDOW` recent entries); an update from a further writer is refused
+//! with [`OpError::TooManyWriters`](crate::OpError::TooManyWriters) so memory per
+//! key stays bounded. The limit is checked when applying; merge is a total
+//! lattice join and keeps the union, so merged replicas may exceed it.
+
+use std::collections::BTreeMap;
+
+use crate::codec::{write_str, write_varint, write_zigzag, DecodeError, Reader};
+use crate::op::{ApplyCtx, OpError, Outcome};
+
+/// How many seqs below a writer's highest seq on a key still count (exactly
+/// once) when they arrive late. See the [module docs](self).
+pub const WRITER_WINDOW: u64 = 1024;
+
+/// The most writer slots one key accepts from updates; see the [module docs](self).
+pub const MAX_WRITERS_PER_KEY: usize = 1024;
+
+/// Positive and negative sums of one slot; both only grow, so a per-side max is
+/// a valid merge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Side {
+    p: u64,
+    n: u64,
+}
+
+impl Side {
+    fn add(&mut self, by: i64) {
+        if by >= 0 {
+            self.p = self.p.saturating_add(by.unsigned_abs());
+        } else {
+            self.n = self.n.saturating_add(by.unsigned_abs());
+        }
+    }
+
+    fn join(&mut self, other: &Side) {
+        self.p = self.p.max(other.p);
+        self.n = self.n.max(other.n);
+    }
+
+    fn net(&self) -> i128 {
+        i128::from(self.p) - i128::from(self.n)
+    }
+
+    fn is_zero(&self) -> bool {
+        self.p == 0 && self.n == 0
+    }
+}
+
+/// One writer's deduplication state on one key.
+///
+/// Invariants (kept by apply and merge, checked by decode): every key of
+/// `recent` lies in `[floor, floor + WRITER_WINDOW)`; `recent` is non-empty;
+/// `base` is zero while `floor` is zero (nothing folded yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct WriterSlot {
+    /// Seqs below this are folded into `base` or too late to count.
+    floor: u64,
+    /// Sum of the folded deltas.
+    base: Side,
+    /// Seq → delta of the counted seqs at or above `floor`.
+    recent: BTreeMap<u64, i64>,
+}
+
+impl WriterSlot {
+    fn empty() -> Self {
+        WriterSlot {
+            floor: 0,
+            base: Side::default(),
+            recent: BTreeMap::new(),
+        }
+    }
+
+    fn apply(&mut self, seq: u64, by: i64) -> Outcome {
+        if seq < self.floor {
+            return Outcome::Stale;
+        }
+        if self.recent.contains_key(&seq) {
+            return Outcome::Duplicate;
+        }
+        self.recent.insert(seq, by);
+        // seq + 1 - WINDOW without overflowing at seq == u64::MAX.
+        let new_floor = self.floor.max(seq.saturating_sub(WRITER_WINDOW - 1));
+        if new_floor > self.floor {
+            let keep = self.recent.split_off(&new_floor);
+            for (_, delta) in std::mem::replace(&mut self.recent, keep) {
+                self.base.add(delta);
+            }
+            self.floor = new_floor;
+        }
+        Outcome::Applied
+    }
+
+    /// Lexicographic join on `(floor, base)` (base joined per side when floors
+    /// tie), then the union of `recent` restricted to the resulting floor. This
+    /// is a lattice join; folding by count instead would break associativity.
+    fn merge(&mut self, other: &WriterSlot) {
+        match self.floor.cmp(&other.floor) {
+            std::cmp::Ordering::Less => {
+                self.floor = other.floor;
+                self.base = other.base;
+                let floor = self.floor;
+                self.recent.retain(|seq, _| *seq >= floor);
+            }
+            std::cmp::Ordering::Equal => self.base.join(&other.base),
+            std::cmp::Ordering::Greater => {}
+        }
+        for (&seq, &delta) in other.recent.range(self.floor..) {
+            self.recent
+                .entry(seq)
+                .and_modify(|d| *d = (*d).max(delta))
+                .or_insert(delta);
+        }
+    }
+
+    fn net(&self) -> i128 {
+        self.recent
+            .values()
+            .fold(self.base.net(), |acc, d| acc.saturating_add(i128::from(*d)))
+    }
+
+    fn grows_only(&self) -> bool {
+        self.base.n == 0 && self.recent.values().all(|d| *d >= 0)
+    }
+}
+
+/// A PN-counter whose id-carrying updates are counted exactly once (within the
+/// [writer window](self#the-writer-window)).
+///
+/// Shared by `counter` and `gcounter`; the grow-only check lives in
+/// [`Value::apply`](crate::Value::apply). The state is canonical: equal states
+/// are `==` and encode to equal bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Counter {
+    /// Node id → sums of anonymous updates coordinated by that node. Never holds
+    /// an all-zero side.
+    nodes: BTreeMap<String, Side>,
+    /// Writer id → that writer's slot.
+    writers: BTreeMap<String, WriterSlot>,
+}
+
+impl Counter {
+    /// The counter's value: the sum of all slots, computed without overflow and
+    /// saturated to the `i64` range.
+    pub fn total(&self) -> i64 {
+        let nodes = self
+            .nodes
+            .values()
+            .fold(0i128, |acc, s| acc.saturating_add(s.net()));
+        let all = self
+            .writers
+            .values()
+            .fold(nodes, |acc, w| acc.saturating_add(w.net()));
+        // The clamp makes the narrowing cast exact.
+        all.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
+
+    /// Adds `by` (negative to decrement).
+    ///
+    /// With `ctx.id` the update counts in the writer's slot and is deduplicated
+    /// (`by == 0` still records the seq); without, it counts in `ctx.node`'s
+    /// slot and is always [`Outcome::Applied`]. Fails only with
+    /// [`OpError::TooManyWriters`], leaving the counter unchanged.
+    pub fn incr(&mut self, by: i64, ctx: &ApplyCtx<'_>) -> Result<Outcome, OpError> {
+        let Some(id) = ctx.id else {
+            if by != 0 {
+                match self.nodes.get_mut(ctx.node) {
+                    Some(side) => side.add(by),
+                    None => {
+                        let mut side = Side::default();
+                        side.add(by);
+                        self.nodes.insert(ctx.node.to_owned(), side);
+                    }
+                }
+            }
+            return Ok(Outcome::Applied);
+        };
+        if let Some(slot) = self.writers.get_mut(&id.writer) {
+            return Ok(slot.apply(id.seq, by));
+        }
+        if self.writers.len() >= MAX_WRITERS_PER_KEY {
+            return Err(OpError::TooManyWriters {
+                limit: MAX_WRITERS_PER_KEY,
+            });
+        }
+        let mut slot = WriterSlot::empty();
+        let outcome = slot.apply(id.seq, by);
+        self.writers.insert(id.writer.clone(), slot);
+        Ok(outcome)
+    }
+
+    /// Lattice join: per-node side-wise max, per-writer slot join.
+    pub fn merge(&mut self, other: &Counter) {
+        for (node, side) in &other.nodes {
+            match self.nodes.get_mut(node) {
+                Some(mine) => mine.join(side),
+                None => {
+                    self.nodes.insert(node.clone(), *side);
+                }
+            }
+        }
+        for (writer, slot) in &other.writers {
+            match self.writers.get_mut(writer) {
+                Some(mine) => mine.merge(slot),
+                None => {
+                    self.writers.insert(writer.clone(), slot.clone());
+                }
+            }
+        }
+    }
+
+    /// Number of writer slots this key holds (bounded by
+    /// [`MAX_WRITERS_PER_KEY`] per replica).
+    pub fn writer_count(&self) -> usize {
+        self.writers.len()
+    }
+
+    /// True if nothing was ever subtracted: the invariant of a `gcounter`.
+    pub(crate) fn grows_only(&self) -> bool {
+        self.nodes.values().all(|s| s.n == 0) && self.writers.values().all(WriterSlot::grows_only)
+    }
+
+    /// Canonical encoding (maps in key order, recent seqs delta-coded).
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        write_varint(out, self.nodes.len() as u64);
+        for (node, side) in &self.nodes {
+            write_str(out, node);
+            write_varint(out, side.p);
+            write_varint(out, side.n);
+        }
+        write_varint(out, self.writers.len() as u64);
+        for (writer, slot) in &self.writers {
+            write_str(out, writer);
+            write_varint(out, slot.floor);
+            write_varint(out, slot.base.p);
+            write_varint(out, slot.base.n);
+            write_varint(out, slot.recent.len() as u64);
+            let mut expected = slot.floor;
+            for (&seq, &delta) in &slot.recent {
+                write_varint(out, seq.saturating_sub(expected));
+                write_zigzag(out, delta);
+                expected = seq.saturating_add(1);
+            }
+        }
+    }
+
+    /// Inverse of [`encode_into`](Self::encode_into); refuses unsorted maps,
+    /// zero node slots and writer slots that break their invariants.
+    pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Counter, DecodeError> {
+        let mut c = Counter::default();
+        let n_nodes = r.read_len()?;
+        for _ in 0..n_nodes {
+            let node = r.read_str()?;
+            let side = Side {
+                p: r.read_varint()?,
+                n: r.read_varint()?,
+            };
+            if side.is_zero() {
+                return Err(DecodeError::Invalid("counter node slot is zero"));
+            }
+            if c.nodes
+                .last_key_value()
+                .is_some_and(|(k, _)| k.as_str() >= node)
+            {
+                return Err(DecodeError::Invalid("counter nodes not strictly sorted"));
+            }
+            c.nodes.insert(node.to_owned(), side);
+        }
+        let n_writers = r.read_len()?;
+        for _ in 0..n_writers {
+            let writer = r.read_str()?;
+            if c.writers
+                .last_key_value()
+                .is_some_and(|(k, _)| k.as_str() >= writer)
+            {
+                return Err(DecodeError::Invalid("counter writers not strictly sorted"));
+            }
+            let slot = decode_slot(r)?;
+            c.writers.insert(writer.to_owned(), slot);
+        }
+        Ok(c)
+    }
+}
+
+fn decode_slot(r: &mut Reader<'_>) -> Result<WriterSlot, DecodeError> {
+    let mut slot = WriterSlot::empty();
+    slot.floor = r.read_varint()?;
+    slot.base = Side {
+        p: r.read_varint()?,
+        n: r.read_varint()?,
+    };
+    if slot.floor == 0 && !slot.base.is_zero() {
+        return Err(DecodeError::Invalid(
+            "writer slot folded nothing but has a base",
+        ));
+    }
+    let n = r.read_len()?;
+    if n == 0 {
+        return Err(DecodeError::Invalid("writer slot has no recent seqs"));
+    }
+    let mut expected = Some(slot.floor);
+    for _ in 0..n {
+        let gap = r.read_varint()?;
+        let seq = expected
+            .and_then(|e| e.checked_add(gap))
+            .ok_or(DecodeError::Invalid("writer seq overflows"))?;
+        if seq - slot.floor >= WRITER_WINDOW {
+            return Err(DecodeError::Invalid("writer seq outside its window"));
+        }
+        slot.recent.insert(seq, r.read_zigzag()?);
+        expected = seq.checked_add(1);
+    }
+    Ok(slot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::UpdateId;
+
+    fn with_id(c: &mut Counter, writer: &str, seq: u64, by: i64) -> Outcome {
+        let id = UpdateId {
+            writer: writer.to_owned(),
+            seq,
+        };
+        let ctx = ApplyCtx {
+            node: "n1",
+            id: Some(&id),
+            ts_us: 0,
+            unique: 0,
+        };
+        c.incr(by, &ctx).unwrap()
+    }
+
+    fn anon(c: &mut Counter, node: &str, by: i64) {
+        let ctx = ApplyCtx {
+            node,
+            id: None,
+            ts_us: 0,
+            unique: 0,
+        };
+        assert_eq!(c.incr(by, &ctx), Ok(Outcome::Applied));
+    }
+
+    fn round_trip(c: &Counter) {
+        let mut bytes = Vec::new();
+        c.encode_into(&mut bytes);
+        let mut r = Reader::new(&bytes);
+        assert_eq!(Counter::decode_from(&mut r).as_ref(), Ok(c));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn same_id_counts_once() {
+        let mut c = Counter::default();
+        assert_eq!(with_id(&mut c, "w", 7, 5), Outcome::Applied);
+        assert_eq!(with_id(&mut c, "w", 7, 5), Outcome::Duplicate);
+        assert_eq!(c.total(), 5);
+        round_trip(&c);
+    }
+
+    #[test]
+    fn out_of_order_within_window_counts_once_and_late_seq_is_stale() {
+        let mut c = Counter::default();
+        assert_eq!(with_id(&mut c, "w", 2000, 1), Outcome::Applied);
+        // 2000 - 1023 = 977 is the floor: 977 still counts, 976 is too late.
+        assert_eq!(with_id(&mut c, "w", 977, 10), Outcome::Applied);
+        assert_eq!(with_id(&mut c, "w", 976, 100), Outcome::Stale);
+        assert_eq!(c.total(), 11);
+        // Moving the window folds 977 into the base; re-sending it is then Stale,
+        // and it is still counted exactly once.
+        assert_eq!(with_id(&mut c, "w", 3000, -3), Outcome::Applied);
+        assert_eq!(with_id(&mut c, "w", 977, 10), Outcome::Stale);
+        // 3000 - 1023 = 1977: 2000 is still inside the window, so a duplicate.
+        assert_eq!(with_id(&mut c, "w", 2000, 1), Outcome::Duplicate);
+        assert_eq!(c.total(), 8);
+        round_trip(&c);
+    }
+
+    #[test]
+    fn merge_prefers_the_higher_floor_and_keeps_its_window() {
+        let mut a = Counter::default();
+        let mut b = Counter::default();
+        for seq in 0..1500 {
+            with_id(&mut a, "w", seq, 1);
+            with_id(&mut b, "w", seq, 1);
+        }
+        with_id(&mut b, "w", 1600, 1);
+        let mut ab = a.clone();
+        ab.merge(&b);
+        let mut ba = b.clone();
+        ba.merge(&a);
+        assert_eq!(ab, ba);
+        assert_eq!(ab, b);
+        assert_eq!(ab.total(), 1501);
+        round_trip(&ab);
+    }
+
+    #[test]
+    fn seqs_a_window_behind_that_a_replica_missed_are_dropped_not_double_counted() {
+        let mut a = Counter::default();
+        let mut b = Counter::default();
+        for seq in 0..1500 {
+            with_id(&mut a, "w", seq, 1);
+        }
+        // b saw only three seqs; its floor (1600 - 1023 = 577) passed 0..577
+        // having counted only seq 3 of them.
+        for seq in [3, 1400, 1600] {
+            with_id(&mut b, "w", seq, 1);
+        }
+        let mut ab = a.clone();
+        ab.merge(&b);
+        let mut ba = b.clone();
+        ba.merge(&a);
+        assert_eq!(ab, ba);
+        // base {3} + a's 577..1500 + 1600: under-counts, never over-counts.
+        assert_eq!(ab.total(), 1 + (1500 - 577) + 1);
+    }
+
+    #[test]
+    fn anonymous_updates_merge_per_node_max() {
+        let mut a = Counter::default();
+        anon(&mut a, "n1", 5);
+        anon(&mut a, "n1", -7);
+        anon(&mut a, "n1", 0);
+        let mut b = a.clone();
+        anon(&mut b, "n2", 3);
+        anon(&mut a, "n1", 1);
+        a.merge(&b);
+        assert_eq!(a.total(), -1 + 3);
+        round_trip(&a);
+    }
+
+    #[test]
+    fn too_many_writers_is_refused_but_known_writers_still_count() {
+        let mut c = Counter::default();
+        for w in 0..MAX_WRITERS_PER_KEY {
+            with_id(&mut c, &format!("w{w}"), 0, 1);
+        }
+        let id = UpdateId {
+            writer: "late".into(),
+            seq: 0,
+        };
+        let ctx = ApplyCtx {
+            node: "n1",
+            id: Some(&id),
+            ts_us: 0,
+            unique: 0,
+        };
+        assert_eq!(
+            c.incr(1, &ctx),
+            Err(OpError::TooManyWriters {
+                limit: MAX_WRITERS_PER_KEY
+            })
+        );
+        assert_eq!(with_id(&mut c, "w0", 1, 1), Outcome::Applied);
+        assert_eq!(c.writer_count(), MAX_WRITERS_PER_KEY);
+    }
+
+    #[test]
+    fn extremes_saturate_instead_of_overflowing() {
+        let mut c = Counter::default();
+        anon(&mut c, "n1", i64::MAX);
+        anon(&mut c, "n1", i64::MAX);
+        anon(&mut c, "n2", i64::MAX);
+        assert_eq!(c.total(), i64::MAX);
+        anon(&mut c, "n3", i64::MIN);
+        anon(&mut c, "n3", i64::MIN);
+        with_id(&mut c, "w", u64::MAX, i64::MIN);
+        with_id(&mut c, "w", u64::MAX - 1, i64::MIN);
+        assert!(c.total() <= i64::MAX);
+        round_trip(&c);
+    }
+
+    #[test]
+    fn decode_refuses_broken_slots() {
+        // One writer "w", floor 0, base p=1: base without folding.
+        let bytes = [0, 1, 1, b'w', 0, 1, 0, 1, 0, 2];
+        assert!(Counter::decode_from(&mut Reader::new(&bytes)).is_err());
+        // Seq outside the window: floor 0, recent gap 1024.
+        let mut bytes = vec![0, 1, 1, b'w', 0, 0, 0, 1];
+        write_varint(&mut bytes, WRITER_WINDOW);
+        bytes.push(2);
+        assert!(Counter::decode_from(&mut Reader::new(&bytes)).is_err());
+        // Zero node slot.
+        let bytes = [1, 1, b'n', 0, 0, 0];
+        assert!(Counter::decode_from(&mut Reader::new(&bytes)).is_err());
+    }
+}

@@ -1,0 +1,173 @@
+//! Operations on values, the context an update is applied in, and what applying
+//! it did.
+//!
+//! Ops are the *input* vocabulary (what a client asks for); values are the
+//! replicated *state*. Keeping them apart lets the storage layer pre-aggregate,
+//! log and forward ops without knowing how each type folds them in.
+
+use crate::value_type::ValueType;
+
+/// Names one update of one producer, making its application idempotent.
+///
+/// A `writer` is a producer (a stream worker, a service), not a request: a
+/// producer numbers its updates with increasing `seq`, and a retried update
+/// keeps its id, so it is counted once whichever coordinator, replica, hint or
+/// repair path delivers it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct UpdateId {
+    /// Stable name of the producer.
+    pub writer: String,
+    /// The producer's sequence number for this update; increasing per writer.
+    pub seq: u64,
+}
+
+/// One operation a client asks to apply to a value.
+///
+/// Each op fits exactly the types listed in [`Op::fits`]; applying it to any
+/// other type is refused with [`OpError::WrongOp`] rather than coerced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Add to a counter or gcounter; a decrement is a negative `Incr`.
+    /// A gcounter refuses negative amounts.
+    Incr(i64),
+    /// Raise a `max` value to at least this.
+    Max(i64),
+    /// Lower a `min` value to at most this.
+    Min(i64),
+    /// Write a register (last writer wins).
+    Set(Vec<u8>),
+    /// Add members to a set.
+    Add(Vec<Vec<u8>>),
+    /// Remove members from a set: removes the adds this replica has observed; a
+    /// concurrent add it has not seen survives (add wins).
+    Remove(Vec<Vec<u8>>),
+    /// Add members to a HyperLogLog sketch.
+    PfAdd(Vec<Vec<u8>>),
+}
+
+impl Op {
+    /// Stable lowercase name of the op, used in error messages and the APIs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Incr(_) => "incr",
+            Op::Max(_) => "max",
+            Op::Min(_) => "min",
+            Op::Set(_) => "set",
+            Op::Add(_) => "add",
+            Op::Remove(_) => "remove",
+            Op::PfAdd(_) => "pfadd",
+        }
+    }
+
+    /// Whether this op applies to values of type `ty`.
+    ///
+    /// `Incr` fits counter and gcounter (the sign check happens at apply time),
+    /// `Max`→max, `Min`→min, `Set`→register, `Add`/`Remove`→set, `PfAdd`→hll.
+    pub fn fits(&self, ty: ValueType) -> bool {
+        matches!(
+            (self, ty),
+            (Op::Incr(_), ValueType::Counter | ValueType::Gcounter)
+                | (Op::Max(_), ValueType::Max)
+                | (Op::Min(_), ValueType::Min)
+                | (Op::Set(_), ValueType::Register)
+                | (Op::Add(_) | Op::Remove(_), ValueType::Set)
+                | (Op::PfAdd(_), ValueType::Hll)
+        )
+    }
+}
+
+/// Context the storage layer supplies for one update.
+///
+/// The core crate has no clock and no identity of its own: everything that
+/// varies per node or per moment comes in here, which keeps apply a pure,
+/// deterministic function (and testable without a cluster).
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyCtx<'a> {
+    /// Id of the coordinating replica: the slot of anonymous counter updates,
+    /// the register tiebreak and the actor of anonymous set dots.
+    pub node: &'a str,
+    /// Producer id of this update, if it carries one.
+    pub id: Option<&'a UpdateId>,
+    /// Event time in microseconds since the Unix epoch (the register's LWW
+    /// timestamp).
+    pub ts_us: i64,
+    /// A number unique per update on this node; storage guarantees it strictly
+    /// increases per node. Used as the seq of anonymous set dots.
+    pub unique: u64,
+}
+
+/// What applying an op did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The update is now reflected in the value.
+    Applied,
+    /// This update id was already reflected; nothing changed.
+    Duplicate,
+    /// The id's seq fell below the writer's window (already folded, or too
+    /// late to tell): it is not counted and nothing changed.
+    Stale,
+}
+
+/// Why an op was refused. A refused op leaves the value unchanged.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OpError {
+    /// The op does not apply to this value type.
+    #[error("operation '{op}' does not apply to a value of type {value_type}")]
+    WrongOp {
+        /// [`Op::name`] of the refused op.
+        op: &'static str,
+        /// Type of the value it was applied to.
+        value_type: ValueType,
+    },
+    /// A gcounter only grows.
+    #[error("a gcounter only grows: negative increments are refused")]
+    NegativeIncrement,
+    /// The key already holds the maximum number of writer slots.
+    #[error("key already holds {limit} writer slots; updates from a new writer id are refused (send it without an id, or reuse writer ids)")]
+    TooManyWriters {
+        /// The per-key limit ([`MAX_WRITERS_PER_KEY`](crate::MAX_WRITERS_PER_KEY)).
+        limit: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fits_matches_the_type_table() {
+        let ops = [
+            Op::Incr(1),
+            Op::Max(1),
+            Op::Min(1),
+            Op::Set(vec![]),
+            Op::Add(vec![]),
+            Op::Remove(vec![]),
+            Op::PfAdd(vec![]),
+        ];
+        for op in &ops {
+            let fitting: Vec<_> = ValueType::ALL.into_iter().filter(|t| op.fits(*t)).collect();
+            let expected = match op {
+                Op::Incr(_) => vec![ValueType::Counter, ValueType::Gcounter],
+                Op::Max(_) => vec![ValueType::Max],
+                Op::Min(_) => vec![ValueType::Min],
+                Op::Set(_) => vec![ValueType::Register],
+                Op::Add(_) | Op::Remove(_) => vec![ValueType::Set],
+                Op::PfAdd(_) => vec![ValueType::Hll],
+            };
+            assert_eq!(fitting, expected, "{}", op.name());
+        }
+    }
+
+    #[test]
+    fn wrong_op_message() {
+        let e = OpError::WrongOp {
+            op: "pfadd",
+            value_type: ValueType::Counter,
+        };
+        assert_eq!(
+            e.to_string(),
+            "operation 'pfadd' does not apply to a value of type counter"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Writes and reads of view data: update, get, range.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use speedlayer_core::{Key, Outcome};
+
+use super::error::{ApiError, ApiResult};
+use super::params::{query_error, GetParams, RangeParams, WriteMode, WriteParams};
+use super::update_body::parse_updates;
+use super::views::body_error;
+use super::AppState;
+
+/// Rows a range read returns when the caller gives no `limit`.
+pub const DEFAULT_RANGE_LIMIT: usize = 1000;
+/// Most rows one range read may return.
+pub const MAX_RANGE_LIMIT: usize = 100_000;
+
+/// `POST /v1/views/{view}/update`: one update object or a JSON list of them.
+///
+/// 200 with per-outcome counts once every update is durable. A malformed or invalid
+/// update anywhere in the body is a 4xx and nothing is applied. A 422 means the request
+/// was valid but some updates were refused by their key's state (e.g. the writer limit);
+/// the others are applied and durable, and retrying with the same ids is safe.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(view): Path<String>,
+    params: Result<Query<WriteParams>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let Query(params) = params.map_err(query_error)?;
+    let body = body.map_err(body_error)?;
+    if params.mode == Some(WriteMode::Async) {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "async_not_available",
+            "mode=async (queued, pre-aggregated updates) is not available yet; use mode=sync",
+        ));
+    }
+    let updates = parse_updates(&body)?;
+    let results = state.store.apply(&view, updates).await?;
+    let (mut applied, mut duplicate, mut stale) = (0u64, 0u64, 0u64);
+    let mut failed = Vec::new();
+    for (index, result) in results.iter().enumerate() {
+        match result {
+            Ok(Outcome::Applied) => applied += 1,
+            Ok(Outcome::Duplicate) => duplicate += 1,
+            Ok(Outcome::Stale) => stale += 1,
+            Err(e) => failed.push(serde_json::json!({ "index": index, "error": e.to_string() })),
+        }
+    }
+    let mut body = serde_json::json!({
+        "applied": applied,
+        "duplicate": duplicate,
+        "stale": stale,
+    });
+    if failed.is_empty() {
+        return Ok((StatusCode::OK, Json(body)));
+    }
+    body["error"] = "updates_refused".into();
+    body["detail"] = format!("{} update(s) refused by their key's state", failed.len()).into();
+    body["failed"] = failed.into();
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)))
+}
+
+/// `GET /v1/views/{view}/get?key=..&clustering=..`: the merged value of one row.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(view): Path<String>,
+    params: Result<Query<GetParams>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(params) = params.map_err(query_error)?;
+    let key = Key::new(params.key.into_bytes(), params.clustering.into_bytes())
+        .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
+    let value = state.store.get(&view, &key)?;
+    Ok(Json(serde_json::json!({ "value": value.to_json() })))
+}
+
+/// `GET /v1/views/{view}/range?key=..&from=..&to=..&limit=..`: rows of one partition in
+/// clustering order, and their merge.
+pub async fn range(
+    State(state): State<AppState>,
+    Path(view): Path<String>,
+    params: Result<Query<RangeParams>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(params) = params.map_err(query_error)?;
+    let limit = params.limit.unwrap_or(DEFAULT_RANGE_LIMIT);
+    if limit == 0 || limit > MAX_RANGE_LIMIT {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_RANGE_LIMIT}"),
+        ));
+    }
+    // Validates the partition key the same way a write would.
+    Key::new(params.key.clone().into_bytes(), Vec::new())
+        .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
+    let store = state.store.clone();
+    let rows = tokio::task::spawn_blocking(move || {
+        store.range(
+            &view,
+            params.key.as_bytes(),
+            params.from.as_deref().map(str::as_bytes),
+            params.to.as_deref().map(str::as_bytes),
+            limit,
+        )
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "range task failed",
+        )
+    })??;
+    let out: Vec<_> = rows
+        .rows
+        .iter()
+        .map(|row| {
+            serde_json::json!({
+                "clustering": String::from_utf8_lossy(&row.clustering),
+                "value": row.value.to_json(),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "rows": out,
+        "total": rows.total.to_json(),
+        "truncated": rows.truncated,
+    })))
+}

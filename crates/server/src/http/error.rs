@@ -1,0 +1,67 @@
+//! The HTTP error body: `{"error": "...", "detail": "..."}` with a status that says whose
+//! fault it is (4xx the caller's, 5xx the node's).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use speedlayer_store::StoreError;
+
+/// An error answered to an HTTP client.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Short machine-readable class, e.g. `unknown_view`.
+    pub error: &'static str,
+    /// Human-readable explanation.
+    pub detail: String,
+}
+
+impl ApiError {
+    /// An error of `status`, class `error`, explained by `detail`.
+    pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error,
+            detail: detail.into(),
+        }
+    }
+
+    /// 400: the request is malformed or names something invalid.
+    pub fn bad_request(error: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, error, detail)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let (status, class) = match &e {
+            StoreError::UnknownView(_) => (StatusCode::NOT_FOUND, "unknown_view"),
+            StoreError::InvalidViewName { .. } => (StatusCode::BAD_REQUEST, "invalid_view_name"),
+            StoreError::Conflict { .. } => (StatusCode::CONFLICT, "view_conflict"),
+            StoreError::InvalidDeclaration(_) => (StatusCode::BAD_REQUEST, "invalid_declaration"),
+            StoreError::WrongOp { .. } => (StatusCode::BAD_REQUEST, "wrong_op"),
+            StoreError::Key(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
+            StoreError::Timestamp(_) | StoreError::Epoch(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_timestamp")
+            }
+            StoreError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            StoreError::Failed => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "request failed in storage");
+        }
+        ApiError::new(status, class, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.error, "detail": self.detail });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Result of an HTTP handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,135 @@
+//! The HTTP/JSON front end (`/v1/...`, `/health`, `/metrics`), as in DESIGN.md.
+
+mod data;
+pub mod error;
+pub mod params;
+pub mod update_body;
+mod views;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+use speedlayer_store::Store;
+
+use crate::metrics::{NodeMetrics, RequestLabels, RouteLabels};
+use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The node's store.
+    pub store: Store,
+    /// The node's metrics and registry.
+    pub metrics: Arc<NodeMetrics>,
+    /// Bearer token required on every route but `/health`, when set.
+    pub requirepass: Option<Arc<str>>,
+}
+
+/// Builds the router. `max_body_bytes` bounds every request body (413 past it).
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/views", get(views::list))
+        .route("/v1/views/{view}", put(views::declare).get(views::describe))
+        .route("/v1/views/{view}/epochs", get(views::epochs))
+        .route("/v1/views/{view}/epochs/{epoch}", delete(views::drop_epoch))
+        .route("/v1/views/{view}/update", post(data::update))
+        .route("/v1/views/{view}/get", get(data::get))
+        .route("/v1/views/{view}/range", get(data::range))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route("/health", get(health))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let body = serde_json::json!({ "status": "ok", "node": state.store.node_id() });
+    axum::Json(body).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics.render(&state.store) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics_error",
+            "could not encode metrics",
+        )
+        .into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}
+
+/// Checks `Authorization: Bearer <requirepass>` when a password is configured.
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(pass) = &state.requirepass {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(pass.as_ref()) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this node requires 'Authorization: Bearer <password>'",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Counts and times every request by its route template.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let labels = RequestLabels {
+        route: route.clone(),
+        method,
+        status: response.status().as_u16(),
+    };
+    state.metrics.http_requests.get_or_create(&labels).inc();
+    if response.status().is_client_error() || response.status().is_server_error() {
+        state.metrics.http_errors.get_or_create(&labels).inc();
+    }
+    state
+        .metrics
+        .http_latency
+        .get_or_create(&RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,85 @@
+//! Query parameters shared by the read and write endpoints, validated into domain values.
+
+use serde::Deserialize;
+
+use super::error::ApiError;
+
+/// How many replicas must answer (R) or acknowledge (W). With one node every level is
+/// met by the node itself; the parameter is validated now so clients written against a
+/// single node keep working on a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// One replica.
+    One,
+    /// A majority of the preference list.
+    Quorum,
+    /// Every replica of the preference list.
+    All,
+}
+
+/// Whether a write may use fallback nodes (sloppy) or must reach its own replicas (strict).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuorumMode {
+    /// Fallback nodes with hints are allowed (available).
+    Sloppy,
+    /// Only the preference list counts (consistent).
+    Strict,
+}
+
+/// When a write returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    /// After the update is durable at the requested consistency.
+    Sync,
+    /// After the event is durably queued (not available yet).
+    Async,
+}
+
+/// Parameters of `POST /v1/views/{view}/update`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteParams {
+    /// Requested W.
+    pub consistency: Option<Consistency>,
+    /// Sloppy or strict quorum.
+    pub quorum: Option<QuorumMode>,
+    /// Sync or async.
+    pub mode: Option<WriteMode>,
+}
+
+/// Parameters of `GET /v1/views/{view}/get`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetParams {
+    /// Partition key.
+    pub key: String,
+    /// Clustering key (empty when absent).
+    #[serde(default)]
+    pub clustering: String,
+    /// Requested R.
+    pub consistency: Option<Consistency>,
+}
+
+/// Parameters of `GET /v1/views/{view}/range`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeParams {
+    /// Partition key.
+    pub key: String,
+    /// First clustering key (inclusive); open when absent.
+    pub from: Option<String>,
+    /// Last clustering key (inclusive); open when absent.
+    pub to: Option<String>,
+    /// Most rows returned.
+    pub limit: Option<usize>,
+    /// Requested R.
+    pub consistency: Option<Consistency>,
+}
+
+/// Turns axum's query rejection into our JSON 400.
+pub fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::bad_request("invalid_query", e.body_text())
+}

@@ -1,0 +1,100 @@
+//! View declaration, listing and epoch administration.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use speedlayer_core::Epoch;
+use speedlayer_store::{Declared, View, ViewSpec};
+
+use super::error::{ApiError, ApiResult};
+use super::AppState;
+
+fn view_json(view: &View) -> serde_json::Value {
+    serde_json::json!({
+        "name": view.name,
+        "type": view.spec.value_type,
+        "epoch_secs": view.spec.epoch_secs,
+    })
+}
+
+/// Turns a body-reading failure (too large, unreadable) into our JSON error.
+pub fn body_error(e: BytesRejection) -> ApiError {
+    let class = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        "body_too_large"
+    } else {
+        "unreadable_body"
+    };
+    ApiError::new(e.status(), class, e.body_text())
+}
+
+/// `PUT /v1/views/{view}`: declare (201 when new, 200 when identical, 409 when different).
+pub async fn declare(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body.map_err(body_error)?;
+    let spec: ViewSpec = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_declaration", e.to_string()))?;
+    let store = state.store.clone();
+    let (view, declared) = tokio::task::spawn_blocking(move || store.declare_view(&name, spec))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "declaration task failed",
+            )
+        })??;
+    let status = match declared {
+        Declared::Created => StatusCode::CREATED,
+        Declared::Unchanged => StatusCode::OK,
+    };
+    Ok((status, Json(view_json(&view))).into_response())
+}
+
+/// `GET /v1/views`: every view with its type.
+pub async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let views: Vec<_> = state.store.views().iter().map(|v| view_json(v)).collect();
+    Json(serde_json::json!({ "views": views }))
+}
+
+/// `GET /v1/views/{view}`: one view's declaration.
+pub async fn describe(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let view = state.store.view(&name)?;
+    Ok(Json(view_json(&view)))
+}
+
+/// `GET /v1/views/{view}/epochs`: live epochs with approximate key counts and sizes.
+pub async fn epochs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let epochs = state.store.epochs(&name)?;
+    Ok(Json(serde_json::json!({ "view": name, "epochs": epochs })))
+}
+
+/// `DELETE /v1/views/{view}/epochs/{epoch}`: drop one epoch (O(1) in its keys).
+pub async fn drop_epoch(
+    State(state): State<AppState>,
+    Path((name, epoch)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let epoch: u64 = epoch.parse().map_err(|_| {
+        ApiError::bad_request("invalid_epoch", format!("'{epoch}' is not an epoch index"))
+    })?;
+    let existed = state.store.drop_epoch(&name, Epoch(epoch)).await?;
+    if !existed {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_epoch",
+            format!("view '{name}' has no live epoch {epoch}"),
+        ));
+    }
+    Ok(Json(serde_json::json!({ "view": name, "dropped": epoch })))
+}

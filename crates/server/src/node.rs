@@ -1,0 +1,138 @@
+//! A running node: its store plus the listeners of its front ends.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use speedlayer_store::{Store, StoreConfig, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::http::{self, AppState};
+use crate::metrics::NodeMetrics;
+
+/// Default bound on a request body: large enough for batches of ~100k updates.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// HTTP listen address (port 0 picks a free port).
+    pub http: SocketAddr,
+    /// Fixed node id; generated and persisted when `None`.
+    pub node_id: Option<String>,
+    /// Password clients must present, when set.
+    pub requirepass: Option<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Storage tuning.
+    pub shards: Option<usize>,
+}
+
+impl NodeConfig {
+    /// A node in `data_dir` with the contract's default addresses.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            http: SocketAddr::from(([127, 0, 0, 1], 7780)),
+            node_id: None,
+            requirepass: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            shards: None,
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Opening the store failed.
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// Binding a listener failed.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A server task failed.
+    #[error("server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// A started node. Dropping it does not stop it; call [`Node::shutdown`].
+pub struct Node {
+    /// The node's store (shared with the front ends).
+    pub store: Store,
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    http_task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Node {
+    /// Opens the store and starts the front ends.
+    pub async fn start(config: NodeConfig) -> Result<Node, ServerError> {
+        let mut registry = Registry::default();
+        let mut store_config = StoreConfig::new(&config.data_dir);
+        store_config.node_id = config.node_id.clone();
+        if let Some(shards) = config.shards {
+            store_config.shards = shards;
+        }
+        let store = tokio::task::block_in_place(|| Store::open(store_config, &mut registry))?;
+        let metrics = NodeMetrics::new(registry);
+        let state = AppState {
+            store: store.clone(),
+            metrics,
+            requirepass: config.requirepass.as_deref().map(Arc::from),
+        };
+        let listener =
+            TcpListener::bind(config.http)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.http,
+                    source,
+                })?;
+        let http_addr = listener.local_addr()?;
+        let (stop, mut stopped) = watch::channel(false);
+        let app = http::router(state, config.max_body_bytes);
+        let http_task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        tracing::info!(%http_addr, node = %store.node_id(), "node serving");
+        Ok(Node {
+            store,
+            http_addr,
+            stop,
+            http_task,
+        })
+    }
+
+    /// Stops accepting requests, finishes those in flight, and waits for the listeners.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.stop.send(true);
+        match self.http_task.await {
+            Ok(result) => result?,
+            Err(e) => tracing::warn!(error = %e, "http task ended abnormally"),
+        }
+        Ok(())
+    }
+
+    /// Waits until the HTTP server ends (it ends on shutdown or a fatal error).
+    pub async fn wait(&mut self) -> Result<(), ServerError> {
+        match (&mut self.http_task).await {
+            Ok(result) => Ok(result?),
+            Err(e) => Err(ServerError::Serve(std::io::Error::other(e.to_string()))),
+        }
+    }
+}

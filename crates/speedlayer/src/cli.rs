@@ -1,0 +1,160 @@
+//! Command-line interface, as in DESIGN.md's contract.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// speedlayer: the speed layer of a Lambda Architecture — realtime views (counters,
+/// distinct counts, sets, max/min per key and time bucket) in a durable store.
+#[derive(Debug, Parser)]
+#[command(name = "speedlayer", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// Log filter when `RUST_LOG` is unset: quiet for the interactive commands.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Serve(_) => "info",
+            _ => "warn",
+        }
+    }
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node. With no flags: a complete one-node database in ./speedlayer-data.
+    Serve(ServeArgs),
+    /// Start a local node, stream sample pageviews into it and show live views.
+    Demo(DemoArgs),
+    /// Talk to a running node.
+    Ctl(CtlArgs),
+    /// Measure throughput (storage, HTTP, fsync, epoch drop) and print figures.
+    Bench(BenchArgs),
+}
+
+/// `serve` flags. Every flag can also come from the TOML file given by `--config` (same
+/// names, with `_` for `-`); flags win over the file, the file over the defaults.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: ./speedlayer-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:7780].
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Redis-protocol listen address [default: 127.0.0.1:7781].
+    #[arg(long)]
+    pub resp: Option<SocketAddr>,
+    /// Internode listen address [default: 127.0.0.1:7782].
+    #[arg(long)]
+    pub cluster: Option<SocketAddr>,
+    /// Node id [default: generated once and kept in the data directory].
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Seed nodes to join (cluster addresses).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<SocketAddr>>,
+    /// Replication factor [default: 3].
+    #[arg(long)]
+    pub replicas: Option<usize>,
+    /// Secret shared by every node of the cluster.
+    #[arg(long, env = "SPEEDLAYER_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Password clients must present (RESP AUTH, HTTP bearer token).
+    #[arg(long, env = "SPEEDLAYER_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+    /// Key-owner shards (threads) [default: one per core, at least 2].
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Largest accepted HTTP request body in bytes [default: 16 MiB].
+    #[arg(long)]
+    pub max_body_bytes: Option<usize>,
+}
+
+/// `demo` flags.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Target events per second.
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u64,
+}
+
+/// `ctl` flags.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// HTTP address of the node.
+    #[arg(long, default_value = "127.0.0.1:7780")]
+    pub node: String,
+    /// Password, if the node requires one.
+    #[arg(long, env = "SPEEDLAYER_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+    /// What to ask.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// `ctl` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Node health, views and their live epochs.
+    Status,
+}
+
+/// `bench` flags.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which benchmark.
+    #[command(subcommand)]
+    pub which: BenchWhich,
+}
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchWhich {
+    /// Sync updates/s against the storage layer and through HTTP batches, interleaved with
+    /// raw fsyncs/s of the same disk; medians of several rounds.
+    Writes {
+        /// Rounds of each measurement (interleaved).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 2.0)]
+        secs: f64,
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 32)]
+        writers: usize,
+        /// Updates per request (per storage call / per HTTP batch).
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Distinct keys written.
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+        /// Directory for the benchmark's databases [default: a temporary directory].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Time to drop an epoch holding N keys, for several N.
+    DropEpoch {
+        /// Key counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
+        keys: Vec<usize>,
+        /// Rounds per key count.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Directory for the benchmark's databases [default: a temporary directory].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,62 @@
+//! `speedlayer ctl`: a small operator client over the node's HTTP API.
+
+use anyhow::Context;
+
+use crate::cli::{CtlArgs, CtlCommand};
+
+/// Runs one `ctl` command and prints its answer.
+pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let base = if args.node.starts_with("http") {
+        args.node.clone()
+    } else {
+        format!("http://{}", args.node)
+    };
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let mut request = client.get(format!("{base}{path}"));
+        if let Some(pass) = &args.requirepass {
+            request = request.bearer_auth(pass);
+        }
+        async move {
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {path} on the node"))?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.context("reading the answer")?;
+            if !status.is_success() {
+                anyhow::bail!("{path}: {status}: {body}");
+            }
+            Ok::<_, anyhow::Error>(body)
+        }
+    };
+    match args.command {
+        CtlCommand::Status => {
+            let health = get("/health".into()).await?;
+            println!(
+                "node {}  status {}",
+                health["node"].as_str().unwrap_or("?"),
+                health["status"]
+            );
+            let views = get("/v1/views".into()).await?;
+            let list = views["views"].as_array().cloned().unwrap_or_default();
+            println!("{} view(s)", list.len());
+            for view in list {
+                let name = view["name"].as_str().unwrap_or("?");
+                let epochs = get(format!("/v1/views/{name}/epochs")).await?;
+                let epochs = epochs["epochs"].as_array().cloned().unwrap_or_default();
+                let keys: u64 = epochs
+                    .iter()
+                    .filter_map(|e| e["approx_keys"].as_u64())
+                    .sum();
+                println!(
+                    "  {name:<24} {:<9} epoch {:>6}s  {} live epoch(s), ~{keys} keys",
+                    view["type"].as_str().unwrap_or("?"),
+                    view["epoch_secs"],
+                    epochs.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! `speedlayer demo`: one local node, a generated pageview stream, and a live summary.
+//!
+//! Everything goes through the real HTTP API over TCP, exactly as a user's stream job
+//! would: the demo is also a smoke test of the product.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use speedlayer_server::{Node, NodeConfig};
+
+use crate::cli::DemoArgs;
+
+const PAGES: [&str; 12] = [
+    "/",
+    "/pricing",
+    "/docs",
+    "/docs/quickstart",
+    "/blog",
+    "/blog/lambda-architecture",
+    "/about",
+    "/careers",
+    "/docs/crdts",
+    "/login",
+    "/signup",
+    "/contact",
+];
+const VISITORS: u64 = 5_000;
+const BATCH: usize = 500;
+
+/// A tiny deterministic generator (xorshift64*): the demo needs no cryptographic RNG.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed` (0 is remapped).
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+    /// Next pseudo-random number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Zipf-like pick in `0..n`: low indexes are much more frequent.
+    fn skewed(&mut self, n: usize) -> usize {
+        let a = self.next_u64() as usize % n;
+        let b = self.next_u64() as usize % n;
+        a.min(b)
+    }
+}
+
+/// `YYYY-MM-DDTHH` (UTC) of a Unix time: the demo's hourly clustering key.
+pub fn hour_bucket(ts_secs: u64) -> String {
+    let days = (ts_secs / 86_400) as i64;
+    let hour = (ts_secs % 86_400) / 3600;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}")
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs the demo until Ctrl-C or `--duration`.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+    let mut config = NodeConfig::new(dir.path());
+    config.http = "127.0.0.1:0".parse()?;
+    let node = Node::start(config)
+        .await
+        .context("starting the demo node")?;
+    let base = format!("http://{}", node.http_addr);
+    println!(
+        "speedlayer demo: node {} on {base} (data in {})",
+        node.store.node_id(),
+        dir.path().display()
+    );
+    println!("try: curl '{base}/v1/views/pageviews/range?key=/docs'   (Ctrl-C to stop)\n");
+    let client = reqwest::Client::new();
+    for (view, kind) in [
+        ("pageviews", "counter"),
+        ("uniques", "hll"),
+        ("last_seen", "max"),
+    ] {
+        let response = client
+            .put(format!("{base}/v1/views/{view}"))
+            .json(&json!({ "type": kind, "epoch_secs": 3600 }))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("declaring {view}: {}", response.text().await?);
+        }
+    }
+    let sent = Arc::new(AtomicU64::new(0));
+    let producers = 4;
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        tasks.push(tokio::spawn(produce(
+            client.clone(),
+            base.clone(),
+            sent.clone(),
+            args.rate / producers,
+            p + 1,
+        )));
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg}")?);
+    let started = Instant::now();
+    let deadline = args.duration.map(|d| started + Duration::from_secs(d));
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        for task in &tasks {
+            if task.is_finished() {
+                bail!("an event producer stopped; see the log above");
+            }
+        }
+        let events = sent.load(Ordering::Relaxed);
+        bar.set_message(format!(
+            "{events} events acknowledged ({:.0}/s)",
+            events as f64 / started.elapsed().as_secs_f64().max(0.001)
+        ));
+        bar.println(summary(&client, &base).await?);
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    for task in tasks {
+        task.abort();
+    }
+    println!(
+        "{} events acknowledged, all durable; stopping.",
+        sent.load(Ordering::Relaxed)
+    );
+    node.shutdown().await?;
+    Ok(())
+}
+
+async fn produce(
+    client: reqwest::Client,
+    base: String,
+    sent: Arc<AtomicU64>,
+    rate: u64,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let pause = Duration::from_secs_f64(BATCH as f64 / rate.max(1) as f64);
+    let mut writer_seq = 0u64;
+    loop {
+        let tick = Instant::now();
+        let ts = now_secs();
+        let hour = hour_bucket(ts);
+        let (mut views, mut uniques, mut seen) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..BATCH {
+            writer_seq += 1;
+            let page = PAGES[rng.skewed(PAGES.len())];
+            let visitor = format!("v{}", rng.next_u64() % VISITORS);
+            let id = json!({ "writer": format!("demo-{seed}"), "seq": writer_seq });
+            views
+                .push(json!({ "key": page, "clustering": hour, "op": "incr", "ts": ts, "id": id }));
+            uniques.push(json!({ "key": page, "clustering": hour, "op": "pfadd", "members": [visitor], "ts": ts }));
+            seen.push(json!({ "key": visitor, "op": "max", "value": ts, "ts": ts }));
+        }
+        for (view, body) in [
+            ("pageviews", views),
+            ("uniques", uniques),
+            ("last_seen", seen),
+        ] {
+            let response = client
+                .post(format!("{base}/v1/views/{view}/update"))
+                .json(&body)
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                bail!("writing {view}: {}", response.text().await?);
+            }
+        }
+        sent.fetch_add(BATCH as u64, Ordering::Relaxed);
+        if let Some(rest) = pause.checked_sub(tick.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+    }
+}
+
+async fn summary(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let hour = hour_bucket(now_secs());
+    let mut rows = Vec::new();
+    for page in PAGES {
+        let views: serde_json::Value = client
+            .get(format!("{base}/v1/views/pageviews/get"))
+            .query(&[("key", page), ("clustering", hour.as_str())])
+            .send()
+            .await?
+            .json()
+            .await?;
+        let uniques: serde_json::Value = client
+            .get(format!("{base}/v1/views/uniques/get"))
+            .query(&[("key", page), ("clustering", hour.as_str())])
+            .send()
+            .await?
+            .json()
+            .await?;
+        rows.push((
+            page,
+            views["value"].as_i64().unwrap_or(0),
+            uniques["value"].as_i64().unwrap_or(0),
+        ));
+    }
+    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    let mut out =
+        format!("\ntop pages, hour {hour} UTC        pageviews   distinct visitors (hll)\n");
+    for (page, views, uniques) in rows.iter().take(6) {
+        out.push_str(&format!("  {page:<28} {views:>10}   {uniques:>10}\n"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hour_bucket;
+
+    #[test]
+    fn hour_buckets_are_utc_calendar_hours() {
+        assert_eq!(hour_bucket(0), "1970-01-01T00");
+        assert_eq!(hour_bucket(1_732_450_000), "2024-11-24T12");
+        assert_eq!(hour_bucket(951_782_400), "2000-02-29T00");
+    }
+}

@@ -1,0 +1,32 @@
+//! The `speedlayer` binary: the CLI edge of the workspace (value types → node storage →
+//! cluster → front ends → **CLI**). Errors become `anyhow` here and nowhere else.
+
+mod bench;
+mod cli;
+mod ctl;
+mod demo;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.default_log_filter())),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            cli::Command::Serve(args) => serve::run(args).await,
+            cli::Command::Demo(args) => demo::run(args).await,
+            cli::Command::Ctl(args) => ctl::run(args).await,
+            cli::Command::Bench(args) => bench::run(args).await,
+        }
+    })
+}

@@ -1,0 +1,123 @@
+//! `speedlayer serve`: flags over TOML config over defaults, then run until a signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use speedlayer_server::{Node, NodeConfig};
+
+use crate::cli::ServeArgs;
+
+/// The TOML configuration file: the `serve` flags by name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    http: Option<SocketAddr>,
+    resp: Option<SocketAddr>,
+    cluster: Option<SocketAddr>,
+    node_id: Option<String>,
+    seeds: Option<Vec<SocketAddr>>,
+    replicas: Option<usize>,
+    cluster_secret: Option<String>,
+    requirepass: Option<String>,
+    shards: Option<usize>,
+    max_body_bytes: Option<usize>,
+}
+
+/// Applies flags over the file over the defaults, and checks the combination.
+pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./speedlayer-data"));
+    let mut node = NodeConfig::new(data_dir);
+    if let Some(http) = args.http.or(file.http) {
+        node.http = http;
+    }
+    node.node_id = args.node_id.or(file.node_id);
+    node.requirepass = args
+        .requirepass
+        .or(file.requirepass)
+        .filter(|p| !p.is_empty());
+    node.shards = args.shards.or(file.shards);
+    if let Some(max) = args.max_body_bytes.or(file.max_body_bytes) {
+        node.max_body_bytes = max;
+    }
+    let cluster = args
+        .cluster
+        .or(file.cluster)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7782)));
+    let cluster_secret = args
+        .cluster_secret
+        .or(file.cluster_secret)
+        .filter(|s| !s.is_empty());
+    if !cluster.ip().is_loopback() && cluster_secret.is_none() {
+        bail!(
+            "cluster address {cluster} is not loopback: set --cluster-secret (or \
+             SPEEDLAYER_CLUSTER_SECRET) so other hosts cannot join or read internode traffic"
+        );
+    }
+    let seeds = args.seeds.or(file.seeds).unwrap_or_default();
+    if !seeds.is_empty() || args.replicas.or(file.replicas).is_some_and(|r| r > 1) {
+        bail!(
+            "this build runs a single node: --seeds and --replicas > 1 need the replicated \
+             cluster, which is not available yet"
+        );
+    }
+    if let Some(resp) = args.resp.or(file.resp) {
+        tracing::warn!(%resp, "the Redis front end is not available yet; --resp is ignored");
+    }
+    Ok(node)
+}
+
+/// Runs a node until SIGINT/SIGTERM, then shuts down cleanly.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = resolve(args)?;
+    let node = Node::start(config.clone())
+        .await
+        .context("starting the node")?;
+    eprintln!(
+        "speedlayer node {} serving HTTP on http://{} (data in {})",
+        node.store.node_id(),
+        node.http_addr,
+        config.data_dir.display()
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

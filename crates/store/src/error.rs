@@ -1,0 +1,98 @@
+//! Errors of the storage layer.
+
+use speedlayer_core::{DecodeError, EpochError, KeyError, ValueType};
+
+/// Why a storage call failed. Variants split into the caller's mistakes (the front ends map
+/// them to 4xx / Redis `ERR`) and the node's own failures (5xx).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No view of that name is declared.
+    #[error("view '{0}' is not declared")]
+    UnknownView(String),
+    /// A view name outside the allowed alphabet or length.
+    #[error("invalid view name '{name}': {reason}")]
+    InvalidViewName {
+        /// The refused name.
+        name: String,
+        /// What rule it breaks.
+        reason: &'static str,
+    },
+    /// Re-declaring a view with another type or epoch length: the data already stored
+    /// would not mean what the new declaration says.
+    #[error("view '{name}' already exists as {existing}, cannot redeclare it as {requested}")]
+    Conflict {
+        /// The view.
+        name: String,
+        /// Its current declaration, rendered for the message.
+        existing: String,
+        /// The refused declaration, rendered for the message.
+        requested: String,
+    },
+    /// A declaration value out of range (e.g. `epoch_secs` of 0).
+    #[error("invalid view declaration: {0}")]
+    InvalidDeclaration(String),
+    /// The operation does not apply to the view's type.
+    #[error("operation '{op}' does not apply to view '{view}' of type {value_type}")]
+    WrongOp {
+        /// The view.
+        view: String,
+        /// The refused operation.
+        op: &'static str,
+        /// The view's type.
+        value_type: ValueType,
+    },
+    /// A key that cannot be stored.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A timestamp outside the accepted range.
+    #[error("invalid timestamp: {0}")]
+    Timestamp(String),
+    /// An epoch computation failed (negative timestamp).
+    #[error(transparent)]
+    Epoch(#[from] EpochError),
+    /// Stored bytes that do not decode: corruption, or a file from a newer version.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(#[from] DecodeError),
+    /// A stored state of another type than its view: corruption.
+    #[error("stored value of type {found} in a view of type {expected}")]
+    StoredTypeMismatch {
+        /// The view's type.
+        expected: ValueType,
+        /// The type found on disk.
+        found: ValueType,
+    },
+    /// The LSM engine failed.
+    #[error("storage engine: {0}")]
+    Engine(#[from] fjall::Error),
+    /// A filesystem error outside the engine.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The journal could not be made durable earlier; the node refuses writes rather than
+    /// acknowledge data it may not hold (fsync failures are not retried: see PostgreSQL's
+    /// fsyncgate).
+    #[error("storage is failed after a journal sync error; restart the node")]
+    Failed,
+    /// The store is shutting down.
+    #[error("storage is shutting down")]
+    ShuttingDown,
+}
+
+impl StoreError {
+    /// True when the caller sent something wrong (as opposed to the node failing).
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            StoreError::UnknownView(_)
+                | StoreError::InvalidViewName { .. }
+                | StoreError::Conflict { .. }
+                | StoreError::InvalidDeclaration(_)
+                | StoreError::WrongOp { .. }
+                | StoreError::Key(_)
+                | StoreError::Timestamp(_)
+                | StoreError::Epoch(_)
+        )
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

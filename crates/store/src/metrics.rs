@@ -1,0 +1,82 @@
+//! Storage metrics, registered in the node's explicit Prometheus registry (several nodes
+//! in one test process must not share counters).
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Counters and histograms of the write path. Cheap to update from any thread.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    /// Journal syncs performed.
+    pub fsyncs: Counter,
+    /// Duration of each journal sync.
+    pub fsync_seconds: Histogram,
+    /// Updates acknowledged by each journal sync: the group-commit ratio.
+    pub fsync_batch_updates: Histogram,
+    /// Updates counted (outcome `applied`).
+    pub updates_applied: Counter,
+    /// Updates recognised as already counted (same writer and seq).
+    pub updates_duplicate: Counter,
+    /// Updates whose seq fell below the writer's window and were not counted.
+    pub updates_stale: Counter,
+    /// Owner-shard cache misses that read the LSM.
+    pub cache_misses: Counter,
+}
+
+impl StoreMetrics {
+    /// Fresh metrics, not yet registered.
+    pub fn new() -> Self {
+        StoreMetrics {
+            fsyncs: Counter::default(),
+            fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            fsync_batch_updates: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            updates_applied: Counter::default(),
+            updates_duplicate: Counter::default(),
+            updates_stale: Counter::default(),
+            cache_misses: Counter::default(),
+        }
+    }
+
+    /// Adds every metric to `registry` under the `speedlayer_store` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("speedlayer_store");
+        r.register("fsyncs", "Journal syncs (fdatasync)", self.fsyncs.clone());
+        r.register(
+            "fsync_seconds",
+            "Duration of a journal sync",
+            self.fsync_seconds.clone(),
+        );
+        r.register(
+            "fsync_batch_updates",
+            "Updates acknowledged per journal sync (group commit)",
+            self.fsync_batch_updates.clone(),
+        );
+        r.register(
+            "updates_applied",
+            "Updates counted",
+            self.updates_applied.clone(),
+        );
+        r.register(
+            "updates_duplicate",
+            "Updates already counted (same writer and seq)",
+            self.updates_duplicate.clone(),
+        );
+        r.register(
+            "updates_stale",
+            "Updates whose seq fell below the writer window, not counted",
+            self.updates_stale.clone(),
+        );
+        r.register(
+            "cache_misses",
+            "Owner-shard cache misses served from the LSM",
+            self.cache_misses.clone(),
+        );
+    }
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,466 @@
+//! The node's store: the one entry point the front ends call.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use fjall::{Database, PersistMode};
+use prometheus_client::registry::Registry;
+use speedlayer_core::{Epoch, Key, Op, OpError, Outcome, UpdateId, Value, ValueType};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::catalog::{Catalog, Declared, View, ViewSpec};
+use crate::clock::Clock;
+use crate::epochs::EpochKeyspaces;
+use crate::error::{Result, StoreError};
+use crate::group_commit::GroupCommit;
+use crate::metrics::StoreMetrics;
+use crate::shard::{Shard, ShardMsg, ShardUpdate, UpdateResults};
+
+/// Latest accepted event time: 9999-12-31T23:59:59Z, in microseconds. Anything later is a
+/// unit mistake (milliseconds or nanoseconds sent as seconds), refused rather than stored
+/// in an epoch nobody will ever read.
+pub const MAX_TS_US: i64 = 253_402_300_799_000_000;
+
+/// How a node's store is set up.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Directory of the LSM database (journal, keyspaces).
+    pub data_dir: PathBuf,
+    /// This node's id; generated and kept in the catalog when `None`.
+    pub node_id: Option<String>,
+    /// Number of key-owner shards (threads).
+    pub shards: usize,
+    /// Cached key states per shard before the cache is shed.
+    pub cache_entries_per_shard: usize,
+    /// Messages queued per shard before callers wait (back-pressure).
+    pub shard_queue: usize,
+    /// LSM block cache, bytes.
+    pub block_cache_bytes: u64,
+}
+
+impl StoreConfig {
+    /// Defaults for a store in `data_dir`: one shard per core (at least two).
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        StoreConfig {
+            data_dir: data_dir.into(),
+            node_id: None,
+            shards: cores.max(2),
+            cache_entries_per_shard: 1_000_000,
+            shard_queue: 4096,
+            block_cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// One update as a front end hands it over.
+#[derive(Clone, Debug)]
+pub struct Update {
+    /// Row addressed.
+    pub key: Key,
+    /// What to do to it.
+    pub op: Op,
+    /// Event time in microseconds; the arrival time when `None`.
+    pub ts_us: Option<i64>,
+    /// Producer id that makes the update idempotent.
+    pub id: Option<UpdateId>,
+}
+
+/// One row of a range read.
+#[derive(Clone, Debug)]
+pub struct RangeRow {
+    /// Clustering key of the row.
+    pub clustering: Vec<u8>,
+    /// Its value merged over the live epochs.
+    pub value: Value,
+}
+
+/// Result of a range read.
+#[derive(Clone, Debug)]
+pub struct RangeRows {
+    /// Rows in clustering order.
+    pub rows: Vec<RangeRow>,
+    /// Merge of every returned row.
+    pub total: Value,
+    /// True when more rows matched than the limit allowed.
+    pub truncated: bool,
+}
+
+/// What the store knows of one live epoch.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EpochInfo {
+    /// Epoch index.
+    pub epoch: u64,
+    /// First second covered (Unix time).
+    pub start_secs: u64,
+    /// Approximate number of keys (from the LSM's table metadata).
+    pub approx_keys: u64,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+}
+
+struct Inner {
+    db: Database,
+    catalog: Catalog,
+    epochs: Arc<EpochKeyspaces>,
+    shards: Vec<mpsc::Sender<ShardMsg>>,
+    commit: GroupCommit,
+    clock: Clock,
+    node_id: String,
+    metrics: StoreMetrics,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the shard queues ends the shard threads, whose exit drops the last
+        // group-commit senders and ends the sync thread after a final sync.
+        self.shards.clear();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A node's durable, sharded store of views. Cheap to clone (shared handle).
+///
+/// Guarantees: an `apply` that returns `Ok` is durable in the journal (fsynced); updates
+/// to one key are applied by its single owner shard, in queue order; reads see every
+/// acknowledged update.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `config.data_dir`, recovering from the journal,
+    /// and registers its metrics in `registry`.
+    pub fn open(config: StoreConfig, registry: &mut Registry) -> Result<Store> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let db = Database::builder(&config.data_dir)
+            .cache_size(config.block_cache_bytes)
+            .open()?;
+        let catalog = Catalog::open(&db)?;
+        let node_id = catalog.node_id(config.node_id.as_deref())?;
+        let epochs = Arc::new(EpochKeyspaces::open(&db)?);
+        let metrics = StoreMetrics::new();
+        metrics.register(registry);
+        let (commit, sync_thread) = GroupCommit::start(db.clone(), metrics.clone())?;
+        let mut threads = vec![sync_thread];
+        let mut shards = Vec::with_capacity(config.shards);
+        for index in 0..config.shards.max(1) {
+            let (tx, rx) = mpsc::channel(config.shard_queue.max(1));
+            let shard = Shard {
+                db: db.clone(),
+                epochs: epochs.clone(),
+                node_id: node_id.clone(),
+                commit: commit.clone(),
+                metrics: metrics.clone(),
+                cache_limit: config.cache_entries_per_shard,
+            };
+            threads.push(shard.spawn(index, rx)?);
+            shards.push(tx);
+        }
+        tracing::info!(dir = %config.data_dir.display(), node = %node_id, shards = shards.len(), "store open");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                catalog,
+                epochs,
+                shards,
+                commit,
+                clock: Clock::default(),
+                node_id,
+                metrics,
+                threads: Mutex::new(threads),
+            }),
+        })
+    }
+
+    /// This node's id (the slot of its anonymous counter updates).
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// Storage metrics (also registered in the node's registry).
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.inner.metrics
+    }
+
+    /// Declares a view durably (idempotent for an identical spec).
+    pub fn declare_view(&self, name: &str, spec: ViewSpec) -> Result<(Arc<View>, Declared)> {
+        self.inner.catalog.declare(name, spec)
+    }
+
+    /// The declared view `name`.
+    pub fn view(&self, name: &str) -> Result<Arc<View>> {
+        self.inner
+            .catalog
+            .get(name)
+            .ok_or_else(|| StoreError::UnknownView(name.to_string()))
+    }
+
+    /// Every declared view, by name.
+    pub fn views(&self) -> Vec<Arc<View>> {
+        self.inner.catalog.list()
+    }
+
+    /// Applies `updates` to `view` and returns once they are durable, with one outcome per
+    /// update in request order.
+    ///
+    /// Everything the caller can get wrong (unknown view, an op of another type, a
+    /// negative gcounter increment, a bad timestamp) is checked for every update before
+    /// any is applied, so such an error means nothing changed. Per-update results are
+    /// what only the state can tell (a duplicate id, a writer limit).
+    pub async fn apply(
+        &self,
+        view: &str,
+        updates: Vec<Update>,
+    ) -> Result<Vec<Result<Outcome, OpError>>> {
+        let view = self.view(view)?;
+        let count = updates.len();
+        for update in &updates {
+            validate(&view, update)?;
+        }
+        if self.inner.commit.is_failed() {
+            return Err(StoreError::Failed);
+        }
+        let shard_count = self.inner.shards.len();
+        let mut per_shard: Vec<Vec<ShardUpdate>> = (0..shard_count).map(|_| Vec::new()).collect();
+        for (index, update) in updates.into_iter().enumerate() {
+            let unique = self.inner.clock.tick();
+            let ts_us = update.ts_us.unwrap_or(unique as i64);
+            let epoch = Epoch::containing(ts_us, view.spec.epoch_secs)?;
+            let shard = shard_of(view.id, &update.key, shard_count);
+            per_shard[shard].push(ShardUpdate {
+                index,
+                view_id: view.id,
+                value_type: view.spec.value_type,
+                epoch,
+                key: update.key,
+                op: update.op,
+                ts_us,
+                unique,
+                id: update.id,
+            });
+        }
+        let mut waiting = Vec::new();
+        for (shard, batch) in per_shard.into_iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            self.inner.shards[shard]
+                .send(ShardMsg::Apply {
+                    updates: batch,
+                    reply,
+                })
+                .await
+                .map_err(|_| StoreError::ShuttingDown)?;
+            waiting.push(rx);
+        }
+        let mut results: Vec<Result<Outcome, OpError>> =
+            (0..count).map(|_| Ok(Outcome::Applied)).collect();
+        for rx in waiting {
+            let shard_results: UpdateResults = rx.await.map_err(|_| StoreError::ShuttingDown)??;
+            for (index, result) in shard_results {
+                results[index] = result;
+            }
+        }
+        Ok(results)
+    }
+
+    /// The value of `key` in `view`, merged over every live epoch (the type's empty value
+    /// when nothing was written).
+    pub fn get(&self, view: &str, key: &Key) -> Result<Value> {
+        let view = self.view(view)?;
+        let encoded = key.encode();
+        let mut merged = Value::new(view.spec.value_type);
+        for (_, keyspace) in self.inner.epochs.of_view(view.id) {
+            if let Some(bytes) = keyspace.get(&encoded)? {
+                merge_stored(&mut merged, &bytes)?;
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Rows of partition `partition` whose clustering key is in `from..=to` (either bound
+    /// open when `None`), merged over the live epochs, in clustering order; at most
+    /// `limit` rows.
+    pub fn range(
+        &self,
+        view: &str,
+        partition: &[u8],
+        from: Option<&[u8]>,
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<RangeRows> {
+        let view = self.view(view)?;
+        let prefix = Key::partition_prefix(partition);
+        let lower = [prefix.as_slice(), from.unwrap_or_default()].concat();
+        let upper = to.map(|to| [prefix.as_slice(), to].concat());
+        let mut rows: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+        let mut truncated = false;
+        for (_, keyspace) in self.inner.epochs.of_view(view.id) {
+            let end = match &upper {
+                Some(upper) => Bound::Included(upper.clone()),
+                None => Bound::Unbounded,
+            };
+            let mut taken = 0;
+            for guard in keyspace.range::<Vec<u8>, _>((Bound::Included(lower.clone()), end)) {
+                let (key, bytes) = guard.into_inner()?;
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                if taken == limit {
+                    truncated = true;
+                    break;
+                }
+                taken += 1;
+                let clustering = key[prefix.len()..].to_vec();
+                match rows.get_mut(&clustering) {
+                    Some(value) => merge_stored(value, &bytes)?,
+                    None => {
+                        let mut value = Value::new(view.spec.value_type);
+                        merge_stored(&mut value, &bytes)?;
+                        rows.insert(clustering, value);
+                    }
+                }
+            }
+        }
+        if rows.len() > limit {
+            truncated = true;
+        }
+        let mut total = Value::new(view.spec.value_type);
+        let mut out = Vec::with_capacity(rows.len().min(limit));
+        for (clustering, value) in rows.into_iter().take(limit) {
+            merge_values(&mut total, &value)?;
+            out.push(RangeRow { clustering, value });
+        }
+        Ok(RangeRows {
+            rows: out,
+            total,
+            truncated,
+        })
+    }
+
+    /// The live epochs of `view`, oldest first.
+    pub fn epochs(&self, view: &str) -> Result<Vec<EpochInfo>> {
+        let view = self.view(view)?;
+        Ok(self
+            .inner
+            .epochs
+            .of_view(view.id)
+            .into_iter()
+            .map(|(epoch, keyspace)| EpochInfo {
+                epoch: epoch.0,
+                start_secs: epoch.start_secs(view.spec.epoch_secs),
+                approx_keys: keyspace.approximate_len() as u64,
+                disk_bytes: keyspace.disk_space(),
+            })
+            .collect())
+    }
+
+    /// Drops epoch `epoch` of `view`: its keys vanish from reads and its files are
+    /// released. O(1) in the number of keys (a keyspace delete, no per-key tombstones).
+    /// Returns whether the epoch existed. A later write into the same epoch starts it anew.
+    pub async fn drop_epoch(&self, view: &str, epoch: Epoch) -> Result<bool> {
+        let view = self.view(view)?;
+        let Some(keyspace) = self.inner.epochs.unlist(view.id, epoch) else {
+            return Ok(false);
+        };
+        // Every owner shard must let go of the handle before the keyspace is deleted, so
+        // no write lands in it afterwards.
+        let mut forgotten = Vec::new();
+        for shard in &self.inner.shards {
+            let (done, rx) = oneshot::channel();
+            shard
+                .send(ShardMsg::ForgetEpoch {
+                    view_id: view.id,
+                    epoch,
+                    done,
+                })
+                .await
+                .map_err(|_| StoreError::ShuttingDown)?;
+            forgotten.push(rx);
+        }
+        for rx in forgotten {
+            rx.await.map_err(|_| StoreError::ShuttingDown)?;
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            inner.epochs.delete(keyspace)?;
+            inner.db.persist(PersistMode::SyncAll)?;
+            Ok(())
+        })
+        .await
+        .map_err(|_| StoreError::ShuttingDown)??;
+        tracing::info!(view = %view.name, epoch = epoch.0, "epoch dropped");
+        Ok(true)
+    }
+
+    /// Bytes the database occupies on disk (journal and tables).
+    pub fn disk_bytes(&self) -> Result<u64> {
+        Ok(self.inner.db.disk_space()?)
+    }
+}
+
+/// Checks what the caller can get wrong in one update, before anything is applied.
+fn validate(view: &View, update: &Update) -> Result<()> {
+    let value_type = view.spec.value_type;
+    if !update.op.fits(value_type) {
+        return Err(StoreError::WrongOp {
+            view: view.name.clone(),
+            op: update.op.name(),
+            value_type,
+        });
+    }
+    if value_type == ValueType::Gcounter {
+        if let Op::Incr(by) = update.op {
+            if by < 0 {
+                return Err(StoreError::WrongOp {
+                    view: view.name.clone(),
+                    op: "decr",
+                    value_type,
+                });
+            }
+        }
+    }
+    if let Some(ts) = update.ts_us {
+        if !(0..=MAX_TS_US).contains(&ts) {
+            return Err(StoreError::Timestamp(format!(
+                "{} s is outside 0..=253402300799 (seconds since 1970)",
+                ts / 1_000_000
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn shard_of(view_id: u32, key: &Key, shards: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    view_id.hash(&mut hasher);
+    key.hash(&mut hasher);
+    (hasher.finish() % shards as u64) as usize
+}
+
+fn merge_stored(into: &mut Value, bytes: &[u8]) -> Result<()> {
+    let stored = Value::decode(bytes)?;
+    merge_values(into, &stored)
+}
+
+fn merge_values(into: &mut Value, other: &Value) -> Result<()> {
+    into.merge(other)
+        .map_err(|_| StoreError::StoredTypeMismatch {
+            expected: into.value_type(),
+            found: other.value_type(),
+        })
+}
