@@ -29,7 +29,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node. With no flags: a complete one-node database in ./speedlayer-data.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a local node, stream sample pageviews into it and show live views.
     Demo(DemoArgs),
     /// Talk to a running node.

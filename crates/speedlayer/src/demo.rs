@@ -227,7 +227,7 @@ async fn summary(client: &reqwest::Client, base: &str) -> anyhow::Result<String>
             uniques["value"].as_i64().unwrap_or(0),
         ));
     }
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1));
     let mut out =
         format!("\ntop pages, hour {hour} UTC        pageviews   distinct visitors (hll)\n");
     for (page, views, uniques) in rows.iter().take(6) {

@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            cli::Command::Serve(args) => serve::run(args).await,
+            cli::Command::Serve(args) => serve::run(*args).await,
             cli::Command::Demo(args) => demo::run(args).await,
             cli::Command::Ctl(args) => ctl::run(args).await,
             cli::Command::Bench(args) => bench::run(args).await,

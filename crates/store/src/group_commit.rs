@@ -65,6 +65,12 @@ impl GroupCommit {
     pub fn is_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }
+
+    /// The flag behind [`GroupCommit::is_failed`], for holders that must not keep the
+    /// sync thread alive.
+    pub fn failed_flag(&self) -> Arc<AtomicBool> {
+        self.failed.clone()
+    }
 }
 
 fn sync_loop(

@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use fjall::{Database, PersistMode};
 use prometheus_client::registry::Registry;
-use speedlayer_core::{Epoch, Key, Op, OpError, Outcome, UpdateId, Value, ValueType};
+use speedlayer_core::{Epoch, Key, Op, OpError, Outcome, Reading, UpdateId, Value, ValueType};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::{Catalog, Declared, View, ViewSpec};
@@ -78,8 +79,8 @@ pub struct Update {
 pub struct RangeRow {
     /// Clustering key of the row.
     pub clustering: Vec<u8>,
-    /// Its value merged over the live epochs.
-    pub value: Value,
+    /// Its value combined over the live epochs.
+    pub value: Reading,
 }
 
 /// Result of a range read.
@@ -87,8 +88,8 @@ pub struct RangeRow {
 pub struct RangeRows {
     /// Rows in clustering order.
     pub rows: Vec<RangeRow>,
-    /// Merge of every returned row.
-    pub total: Value,
+    /// Combination of every returned row.
+    pub total: Reading,
     /// True when more rows matched than the limit allowed.
     pub truncated: bool,
 }
@@ -111,20 +112,31 @@ struct Inner {
     catalog: Catalog,
     epochs: Arc<EpochKeyspaces>,
     shards: Vec<mpsc::Sender<ShardMsg>>,
-    commit: GroupCommit,
+    /// Set once a journal sync failed (see `group_commit`).
+    failed: Arc<AtomicBool>,
     clock: Clock,
     node_id: String,
     metrics: StoreMetrics,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    shard_threads: Mutex<Vec<JoinHandle<()>>>,
+    sync_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the shard queues ends the shard threads, whose exit drops the last
-        // group-commit senders and ends the sync thread after a final sync.
+        // Closing the shard queues ends the shard threads; their exit drops the last
+        // group-commit senders, which ends the sync thread after it delivered what it had.
         self.shards.clear();
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for thread in threads {
+        let shard_threads =
+            std::mem::take(&mut *self.shard_threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in shard_threads {
+            let _ = thread.join();
+        }
+        if let Some(thread) = self
+            .sync_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = thread.join();
         }
     }
@@ -154,7 +166,7 @@ impl Store {
         let metrics = StoreMetrics::new();
         metrics.register(registry);
         let (commit, sync_thread) = GroupCommit::start(db.clone(), metrics.clone())?;
-        let mut threads = vec![sync_thread];
+        let mut shard_threads = Vec::new();
         let mut shards = Vec::with_capacity(config.shards);
         for index in 0..config.shards.max(1) {
             let (tx, rx) = mpsc::channel(config.shard_queue.max(1));
@@ -166,7 +178,7 @@ impl Store {
                 metrics: metrics.clone(),
                 cache_limit: config.cache_entries_per_shard,
             };
-            threads.push(shard.spawn(index, rx)?);
+            shard_threads.push(shard.spawn(index, rx)?);
             shards.push(tx);
         }
         tracing::info!(dir = %config.data_dir.display(), node = %node_id, shards = shards.len(), "store open");
@@ -176,11 +188,12 @@ impl Store {
                 catalog,
                 epochs,
                 shards,
-                commit,
+                failed: commit.failed_flag(),
                 clock: Clock::default(),
                 node_id,
                 metrics,
-                threads: Mutex::new(threads),
+                shard_threads: Mutex::new(shard_threads),
+                sync_thread: Mutex::new(Some(sync_thread)),
             }),
         })
     }
@@ -230,7 +243,7 @@ impl Store {
         for update in &updates {
             validate(&view, update)?;
         }
-        if self.inner.commit.is_failed() {
+        if self.inner.failed.load(Ordering::Acquire) {
             return Err(StoreError::Failed);
         }
         let shard_count = self.inner.shards.len();
@@ -278,18 +291,19 @@ impl Store {
         Ok(results)
     }
 
-    /// The value of `key` in `view`, merged over every live epoch (the type's empty value
-    /// when nothing was written).
-    pub fn get(&self, view: &str, key: &Key) -> Result<Value> {
+    /// The value of `key` in `view`, combined over every live epoch (the type's empty
+    /// value when nothing was written). Epochs hold disjoint updates, so counters add and
+    /// the other types join (see [`Reading`]).
+    pub fn get(&self, view: &str, key: &Key) -> Result<Reading> {
         let view = self.view(view)?;
         let encoded = key.encode();
-        let mut merged = Value::new(view.spec.value_type);
+        let mut reading = Reading::empty(view.spec.value_type);
         for (_, keyspace) in self.inner.epochs.of_view(view.id) {
             if let Some(bytes) = keyspace.get(&encoded)? {
-                merge_stored(&mut merged, &bytes)?;
+                add_stored_part(&mut reading, &bytes)?;
             }
         }
-        Ok(merged)
+        Ok(reading)
     }
 
     /// Rows of partition `partition` whose clustering key is in `from..=to` (either bound
@@ -307,15 +321,15 @@ impl Store {
         let prefix = Key::partition_prefix(partition);
         let lower = [prefix.as_slice(), from.unwrap_or_default()].concat();
         let upper = to.map(|to| [prefix.as_slice(), to].concat());
-        let mut rows: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+        let mut rows: BTreeMap<Vec<u8>, Reading> = BTreeMap::new();
         let mut truncated = false;
         for (_, keyspace) in self.inner.epochs.of_view(view.id) {
             let end = match &upper {
                 Some(upper) => Bound::Included(upper.clone()),
                 None => Bound::Unbounded,
             };
-            let mut taken = 0;
-            for guard in keyspace.range::<Vec<u8>, _>((Bound::Included(lower.clone()), end)) {
+            let scan = keyspace.range::<Vec<u8>, _>((Bound::Included(lower.clone()), end));
+            for (taken, guard) in scan.enumerate() {
                 let (key, bytes) = guard.into_inner()?;
                 if !key.starts_with(&prefix) {
                     break;
@@ -324,25 +338,20 @@ impl Store {
                     truncated = true;
                     break;
                 }
-                taken += 1;
                 let clustering = key[prefix.len()..].to_vec();
-                match rows.get_mut(&clustering) {
-                    Some(value) => merge_stored(value, &bytes)?,
-                    None => {
-                        let mut value = Value::new(view.spec.value_type);
-                        merge_stored(&mut value, &bytes)?;
-                        rows.insert(clustering, value);
-                    }
-                }
+                let reading = rows
+                    .entry(clustering)
+                    .or_insert_with(|| Reading::empty(view.spec.value_type));
+                add_stored_part(reading, &bytes)?;
             }
         }
         if rows.len() > limit {
             truncated = true;
         }
-        let mut total = Value::new(view.spec.value_type);
+        let mut total = Reading::empty(view.spec.value_type);
         let mut out = Vec::with_capacity(rows.len().min(limit));
         for (clustering, value) in rows.into_iter().take(limit) {
-            merge_values(&mut total, &value)?;
+            total.combine(&value).map_err(mismatch)?;
             out.push(RangeRow { clustering, value });
         }
         Ok(RangeRows {
@@ -452,15 +461,15 @@ fn shard_of(view_id: u32, key: &Key, shards: usize) -> usize {
     (hasher.finish() % shards as u64) as usize
 }
 
-fn merge_stored(into: &mut Value, bytes: &[u8]) -> Result<()> {
+/// Adds one epoch's stored state to a reading.
+fn add_stored_part(reading: &mut Reading, bytes: &[u8]) -> Result<()> {
     let stored = Value::decode(bytes)?;
-    merge_values(into, &stored)
+    reading.add_part(&stored).map_err(mismatch)
 }
 
-fn merge_values(into: &mut Value, other: &Value) -> Result<()> {
-    into.merge(other)
-        .map_err(|_| StoreError::StoredTypeMismatch {
-            expected: into.value_type(),
-            found: other.value_type(),
-        })
+fn mismatch(e: speedlayer_core::TypeMismatch) -> StoreError {
+    StoreError::StoredTypeMismatch {
+        expected: e.left,
+        found: e.right,
+    }
 }

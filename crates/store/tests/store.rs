@@ -1,0 +1,264 @@
+//! Storage-layer behaviour: concurrency exactness, epochs, recovery, range order.
+
+use prometheus_client::registry::Registry;
+use speedlayer_core::{Epoch, Key, Op, Outcome, Reading, UpdateId, Value, ValueType};
+use speedlayer_store::{Store, StoreConfig, StoreError, Update, ViewSpec};
+
+fn open(dir: &std::path::Path) -> Store {
+    let mut registry = Registry::default();
+    Store::open(StoreConfig::new(dir), &mut registry).expect("open store")
+}
+
+fn key(partition: &str, clustering: &str) -> Key {
+    Key::new(
+        partition.as_bytes().to_vec(),
+        clustering.as_bytes().to_vec(),
+    )
+    .expect("key")
+}
+
+fn incr(partition: &str, clustering: &str, by: i64, ts_secs: Option<i64>) -> Update {
+    Update {
+        key: key(partition, clustering),
+        op: Op::Incr(by),
+        ts_us: ts_secs.map(|s| s * 1_000_000),
+        id: None,
+    }
+}
+
+fn total(reading: &Reading) -> i64 {
+    match reading {
+        Reading::Count { total, .. } => *total,
+        other => panic!("not a counter: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_writers_on_one_key_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .declare_view("hits", ViewSpec::new(ValueType::Counter))
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10_000 {
+                let results = store
+                    .apply("hits", vec![incr("hot", "", 1, None)])
+                    .await
+                    .unwrap();
+                assert_eq!(results[0], Ok(Outcome::Applied));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(total(&store.get("hits", &key("hot", "")).unwrap()), 160_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_updates_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .declare_view("hits", ViewSpec::new(ValueType::Counter))
+            .unwrap();
+        store
+            .declare_view("tags", ViewSpec::new(ValueType::Set))
+            .unwrap();
+        for i in 0..100 {
+            store
+                .apply(
+                    "hits",
+                    vec![incr(&format!("k{}", i % 7), "", i, Some(1_732_450_000))],
+                )
+                .await
+                .unwrap();
+        }
+        store
+            .apply(
+                "tags",
+                vec![Update {
+                    key: key("post-1", ""),
+                    op: Op::Add(vec![b"rust".to_vec(), b"crdt".to_vec()]),
+                    ts_us: None,
+                    id: None,
+                }],
+            )
+            .await
+            .unwrap();
+    }
+    let store = open(dir.path());
+    let expected: i64 = (0..100).filter(|i| i % 7 == 3).sum();
+    assert_eq!(total(&store.get("hits", &key("k3", "")).unwrap()), expected);
+    match store.get("tags", &key("post-1", "")).unwrap() {
+        Reading::State(Value::Set(set)) => {
+            assert_eq!(set.members(), vec![&b"crdt"[..], &b"rust"[..]])
+        }
+        other => panic!("not a set: {other:?}"),
+    }
+    assert_eq!(store.views().len(), 2);
+    // The reopened store keeps counting on top of what it recovered.
+    store
+        .apply("hits", vec![incr("k3", "", 1, Some(1_732_450_000))])
+        .await
+        .unwrap();
+    assert_eq!(
+        total(&store.get("hits", &key("k3", "")).unwrap()),
+        expected + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_ids_count_once_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let update = |seq| Update {
+        key: key("page", ""),
+        op: Op::Incr(5),
+        ts_us: Some(1_732_450_000_000_000),
+        id: Some(UpdateId {
+            writer: "w1".into(),
+            seq,
+        }),
+    };
+    {
+        let store = open(dir.path());
+        store
+            .declare_view("hits", ViewSpec::new(ValueType::Counter))
+            .unwrap();
+        let r = store
+            .apply("hits", vec![update(1), update(2), update(1)])
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            vec![
+                Ok(Outcome::Applied),
+                Ok(Outcome::Applied),
+                Ok(Outcome::Duplicate)
+            ]
+        );
+    }
+    let store = open(dir.path());
+    let r = store
+        .apply("hits", vec![update(2), update(3)])
+        .await
+        .unwrap();
+    assert_eq!(r, vec![Ok(Outcome::Duplicate), Ok(Outcome::Applied)]);
+    assert_eq!(total(&store.get("hits", &key("page", "")).unwrap()), 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_an_epoch_removes_only_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .declare_view("hits", ViewSpec::new(ValueType::Counter))
+        .unwrap();
+    let hour_a = 1_732_446_000; // start of an hour
+    let hour_b = hour_a + 3600;
+    let mut updates = Vec::new();
+    for i in 0..1000 {
+        updates.push(incr(&format!("k{i}"), "", 1, Some(hour_a + 5)));
+    }
+    updates.push(incr("k0", "", 10, Some(hour_b + 5)));
+    updates.push(incr("only-b", "", 7, Some(hour_b + 5)));
+    store.apply("hits", updates).await.unwrap();
+    let epochs = store.epochs("hits").unwrap();
+    assert_eq!(epochs.len(), 2);
+    assert_eq!(total(&store.get("hits", &key("k0", "")).unwrap()), 11);
+
+    let epoch_a = Epoch::containing(hour_a * 1_000_000, 3600).unwrap();
+    assert!(store.drop_epoch("hits", epoch_a).await.unwrap());
+    assert!(!store.drop_epoch("hits", epoch_a).await.unwrap());
+    assert_eq!(total(&store.get("hits", &key("k0", "")).unwrap()), 10);
+    assert_eq!(total(&store.get("hits", &key("k999", "")).unwrap()), 0);
+    assert_eq!(total(&store.get("hits", &key("only-b", "")).unwrap()), 7);
+    assert_eq!(store.epochs("hits").unwrap().len(), 1);
+
+    // A late write into the dropped epoch starts it afresh, without the old keys.
+    store
+        .apply("hits", vec![incr("k5", "", 2, Some(hour_a + 9))])
+        .await
+        .unwrap();
+    assert_eq!(total(&store.get("hits", &key("k5", "")).unwrap()), 2);
+    assert_eq!(total(&store.get("hits", &key("k6", "")).unwrap()), 0);
+    drop(store);
+    // And the drop is durable.
+    let store = open(dir.path());
+    assert_eq!(total(&store.get("hits", &key("k6", "")).unwrap()), 0);
+    assert_eq!(total(&store.get("hits", &key("k0", "")).unwrap()), 10);
+    assert_eq!(total(&store.get("hits", &key("k5", "")).unwrap()), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_reads_merge_epochs_in_clustering_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .declare_view("pv", ViewSpec::new(ValueType::Counter))
+        .unwrap();
+    let base = 1_732_446_000;
+    let mut updates = Vec::new();
+    for hour in (0..24).rev() {
+        let clustering = format!("h{hour:02}");
+        // Each row is written in two epochs, so the range must merge them.
+        updates.push(incr("/about", &clustering, hour + 1, Some(base)));
+        updates.push(incr("/about", &clustering, 100, Some(base + 7200)));
+    }
+    updates.push(incr("/aboutx", "h05", 1000, Some(base)));
+    store.apply("pv", updates).await.unwrap();
+    let rows = store
+        .range("pv", b"/about", Some(b"h10"), Some(b"h17"), 1000)
+        .unwrap();
+    let clusterings: Vec<_> = rows
+        .rows
+        .iter()
+        .map(|r| String::from_utf8(r.clustering.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        clusterings,
+        (10..=17).map(|h| format!("h{h:02}")).collect::<Vec<_>>()
+    );
+    let values: Vec<i64> = rows.rows.iter().map(|r| total(&r.value)).collect();
+    assert_eq!(values, (10..=17).map(|h| h + 1 + 100).collect::<Vec<_>>());
+    assert_eq!(total(&rows.total), values.iter().sum::<i64>());
+    assert!(!rows.truncated);
+
+    let all = store.range("pv", b"/about", None, None, 5).unwrap();
+    assert_eq!(all.rows.len(), 5);
+    assert!(all.truncated);
+    assert_eq!(all.rows[0].clustering, b"h00");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_batches_apply_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .declare_view("g", ViewSpec::new(ValueType::Gcounter))
+        .unwrap();
+    let err = store
+        .apply("g", vec![incr("a", "", 1, None), incr("a", "", -1, None)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::WrongOp { .. }), "{err}");
+    let err = store
+        .apply(
+            "g",
+            vec![incr("a", "", 1, None), incr("a", "", 1, Some(-3))],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_client_error(), "{err}");
+    let err = store
+        .apply("nope", vec![incr("a", "", 1, None)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownView(_)));
+    assert_eq!(total(&store.get("g", &key("a", "")).unwrap()), 0);
+}
