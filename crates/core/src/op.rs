@@ -64,6 +64,24 @@ impl Op {
     /// `Incr` fits counter and gcounter (the sign check happens at apply time),
     /// `Max`→max, `Min`→min, `Set`→register, `Add`/`Remove`→set, `PfAdd`→hll.
     pub fn fits(&self, ty: ValueType) -> bool {
+        self.fits_inner(ty)
+    }
+
+    /// The type a key takes when this op is its first write in a view that does not fix
+    /// one type for all keys (the Redis default view): `Incr`→counter, `Max`→max,
+    /// `Min`→min, `Set`→register, `Add`/`Remove`→set, `PfAdd`→hll.
+    pub fn natural_type(&self) -> ValueType {
+        match self {
+            Op::Incr(_) => ValueType::Counter,
+            Op::Max(_) => ValueType::Max,
+            Op::Min(_) => ValueType::Min,
+            Op::Set(_) => ValueType::Register,
+            Op::Add(_) | Op::Remove(_) => ValueType::Set,
+            Op::PfAdd(_) => ValueType::Hll,
+        }
+    }
+
+    fn fits_inner(&self, ty: ValueType) -> bool {
         matches!(
             (self, ty),
             (Op::Incr(_), ValueType::Counter | ValueType::Gcounter)

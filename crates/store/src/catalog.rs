@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
-use speedlayer_core::ValueType;
+use speedlayer_core::{Op, ValueType};
 
 use crate::error::{Result, StoreError};
 
@@ -22,6 +22,60 @@ pub const MAX_VIEW_NAME_LEN: usize = 128;
 const VIEW_PREFIX: &str = "view:";
 const NODE_ID_KEY: &str = "node_id";
 
+/// The type of a view's values: one CRDT type for every key, or `any`, where each key
+/// takes the type of its first write (what Redis clients expect of their keys; a later
+/// write of another type is refused as WRONGTYPE by the key's owner shard).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ViewType {
+    /// Every key holds this type.
+    Typed(ValueType),
+    /// Each key's type is set by its first write.
+    Any,
+}
+
+impl ViewType {
+    /// The type a key of this view gets when `op` is its first write.
+    pub fn type_for(self, op: &Op) -> ValueType {
+        match self {
+            ViewType::Typed(t) => t,
+            ViewType::Any => op.natural_type(),
+        }
+    }
+}
+
+impl std::fmt::Display for ViewType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ViewType::Typed(t) => t.fmt(f),
+            ViewType::Any => f.write_str("any"),
+        }
+    }
+}
+
+impl From<ValueType> for ViewType {
+    fn from(t: ValueType) -> Self {
+        ViewType::Typed(t)
+    }
+}
+
+impl Serialize for ViewType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ViewType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        if name.eq_ignore_ascii_case("any") {
+            return Ok(ViewType::Any);
+        }
+        name.parse::<ValueType>()
+            .map(ViewType::Typed)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// What a user declares: the view's value type and epoch length.
 ///
 /// Invariant once stored: neither field changes (a redeclaration with other values is a
@@ -29,9 +83,9 @@ const NODE_ID_KEY: &str = "node_id";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ViewSpec {
-    /// CRDT type of every value in the view.
+    /// CRDT type of the view's values.
     #[serde(rename = "type")]
-    pub value_type: ValueType,
+    pub value_type: ViewType,
     /// Length of an epoch, the unit of expiry, in seconds.
     #[serde(default = "default_epoch_secs")]
     pub epoch_secs: u64,
@@ -45,7 +99,7 @@ impl ViewSpec {
     /// A spec of `value_type` with the default epoch length.
     pub fn new(value_type: ValueType) -> Self {
         ViewSpec {
-            value_type,
+            value_type: ViewType::Typed(value_type),
             epoch_secs: DEFAULT_EPOCH_SECS,
         }
     }

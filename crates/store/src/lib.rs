@@ -23,7 +23,7 @@ pub mod metrics;
 pub(crate) mod shard;
 mod store;
 
-pub use catalog::{Declared, View, ViewSpec, DEFAULT_EPOCH_SECS};
+pub use catalog::{Declared, View, ViewSpec, ViewType, DEFAULT_EPOCH_SECS};
 pub use error::{Result, StoreError};
 pub use metrics::StoreMetrics;
 pub use store::{EpochInfo, RangeRow, RangeRows, Store, StoreConfig, Update, MAX_TS_US};

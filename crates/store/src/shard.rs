@@ -33,7 +33,11 @@ pub(crate) struct ShardUpdate {
     /// Position in the caller's request, so replies from several shards reassemble.
     pub index: usize,
     pub view_id: u32,
+    /// The type the key gets if this update creates it.
     pub value_type: ValueType,
+    /// True in an `any` view: a stored state of another type is the caller's mistake
+    /// (WRONGTYPE), not corruption.
+    pub dynamic: bool,
     pub epoch: Epoch,
     pub key: Key,
     pub op: Op,
@@ -45,12 +49,22 @@ pub(crate) struct ShardUpdate {
 /// Per-update results, each tagged with its index in the caller's request.
 pub(crate) type UpdateResults = Vec<(usize, Result<Outcome, OpError>)>;
 
+/// Per-key results of a delete: whether the key existed, tagged with its index.
+pub(crate) type DeleteResults = Vec<(usize, bool)>;
+
 /// What a shard is asked to do.
 pub(crate) enum ShardMsg {
     /// Apply updates; reply once they are durable.
     Apply {
         updates: Vec<ShardUpdate>,
         reply: oneshot::Sender<Result<UpdateResults>>,
+    },
+    /// Delete keys from every live epoch of a view; reply, once durable, whether each
+    /// key existed.
+    Delete {
+        view_id: u32,
+        keys: Vec<(usize, Key)>,
+        reply: oneshot::Sender<Result<DeleteResults>>,
     },
     /// Forget an unlisted epoch: drop its cached states and keyspace handle.
     ForgetEpoch {
@@ -60,8 +74,10 @@ pub(crate) enum ShardMsg {
     },
 }
 
+/// A key's state as its owner knows it. `None` is a known-absent key (never written, or
+/// deleted): a write of `None` is a removal.
 struct CachedValue {
-    value: Value,
+    value: Option<Value>,
     dirty: bool,
 }
 
@@ -81,10 +97,46 @@ pub(crate) struct Shard {
     pub cache_limit: usize,
 }
 
-type Reply = (
-    oneshot::Sender<Result<UpdateResults>>,
-    Result<UpdateResults>,
-);
+/// A reply held back until the journal sync.
+enum Reply {
+    Apply(
+        oneshot::Sender<Result<UpdateResults>>,
+        Result<UpdateResults>,
+    ),
+    Delete(
+        oneshot::Sender<Result<DeleteResults>>,
+        Result<DeleteResults>,
+    ),
+}
+
+impl Reply {
+    fn fail(&mut self, e: impl Fn() -> StoreError) {
+        match self {
+            Reply::Apply(_, result) => *result = Err(e()),
+            Reply::Delete(_, result) => *result = Err(e()),
+        }
+    }
+
+    fn send(self, synced: &std::result::Result<(), StoreError>) {
+        let failed = synced.is_err();
+        match self {
+            Reply::Apply(tx, result) => {
+                let _ = tx.send(if failed {
+                    Err(StoreError::Failed)
+                } else {
+                    result
+                });
+            }
+            Reply::Delete(tx, result) => {
+                let _ = tx.send(if failed {
+                    Err(StoreError::Failed)
+                } else {
+                    result
+                });
+            }
+        }
+    }
+}
 
 impl Shard {
     /// Starts the shard's thread, serving `rx` until every sender is gone.
@@ -99,18 +151,76 @@ impl Shard {
     }
 }
 
+/// The owner's in-memory states, by (view, epoch), then key.
+#[derive(Default)]
+struct Cache {
+    epochs: HashMap<(u32, Epoch), EpochCache>,
+    /// Number of cached keys over all epochs.
+    entries: usize,
+}
+
+impl Cache {
+    /// The cache entry of `key` in `(view, epoch)`, loaded from the LSM on a miss. With
+    /// `create` false an epoch without a keyspace yields `None` instead of creating one.
+    fn entry(
+        &mut self,
+        shard: &Shard,
+        view_id: u32,
+        epoch: Epoch,
+        key: &Key,
+        create: bool,
+    ) -> Result<Option<&mut CachedValue>> {
+        let epoch_cache = match self.epochs.entry((view_id, epoch)) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let keyspace = if create {
+                    shard.epochs.get_or_create(view_id, epoch)?
+                } else {
+                    match shard.epochs.get(view_id, epoch) {
+                        Some(keyspace) => keyspace,
+                        None => return Ok(None),
+                    }
+                };
+                v.insert(EpochCache {
+                    keyspace,
+                    values: HashMap::new(),
+                })
+            }
+        };
+        if !epoch_cache.values.contains_key(key) {
+            shard.metrics.cache_misses.inc();
+            let value = match epoch_cache.keyspace.get(key.encode())? {
+                Some(bytes) => Some(Value::decode(&bytes)?),
+                None => None,
+            };
+            self.entries += 1;
+            epoch_cache.values.insert(
+                key.clone(),
+                CachedValue {
+                    value,
+                    dirty: false,
+                },
+            );
+        }
+        Ok(epoch_cache.values.get_mut(key))
+    }
+
+    fn clear(&mut self) {
+        self.epochs.clear();
+        self.entries = 0;
+    }
+}
+
 struct ShardLoop {
     shard: Shard,
-    cache: HashMap<(u32, Epoch), EpochCache>,
-    cached_entries: usize,
+    cache: Cache,
 }
 
 impl ShardLoop {
     fn new(shard: Shard) -> Self {
         ShardLoop {
             shard,
-            cache: HashMap::new(),
-            cached_entries: 0,
+            cache: Cache::default(),
         }
     }
 
@@ -129,9 +239,8 @@ impl ShardLoop {
     }
 
     fn round(&mut self, messages: &mut Vec<ShardMsg>) {
-        if self.cached_entries > self.shard.cache_limit {
+        if self.cache.entries > self.shard.cache_limit {
             self.cache.clear();
-            self.cached_entries = 0;
         }
         let mut dirty: Vec<((u32, Epoch), Key)> = Vec::new();
         let mut replies: Vec<Reply> = Vec::new();
@@ -144,15 +253,24 @@ impl ShardLoop {
                 } => {
                     updates += batch.len() as u64;
                     let result = self.apply_all(batch, &mut dirty);
-                    replies.push((reply, result));
+                    replies.push(Reply::Apply(reply, result));
+                }
+                ShardMsg::Delete {
+                    view_id,
+                    keys,
+                    reply,
+                } => {
+                    updates += keys.len() as u64;
+                    let result = self.delete_all(view_id, keys, &mut dirty);
+                    replies.push(Reply::Delete(reply, result));
                 }
                 ShardMsg::ForgetEpoch {
                     view_id,
                     epoch,
                     done,
                 } => {
-                    if let Some(forgotten) = self.cache.remove(&(view_id, epoch)) {
-                        self.cached_entries -= forgotten.values.len();
+                    if let Some(forgotten) = self.cache.epochs.remove(&(view_id, epoch)) {
+                        self.cache.entries -= forgotten.values.len();
                     }
                     let _ = done.send(());
                 }
@@ -162,9 +280,8 @@ impl ShardLoop {
             tracing::error!(error = %e, "committing a shard batch failed");
             // The cache may now be ahead of the LSM: shed it so states reload from disk.
             self.cache.clear();
-            self.cached_entries = 0;
-            for (_, result) in &mut replies {
-                *result = Err(StoreError::Engine(clone_engine_error(&e)));
+            for reply in &mut replies {
+                reply.fail(|| StoreError::Engine(clone_engine_error(&e)));
             }
         }
         if replies.is_empty() {
@@ -173,12 +290,8 @@ impl ShardLoop {
         self.shard.commit.after_sync(PendingAcks {
             updates,
             deliver: Box::new(move |synced| {
-                for (reply, result) in replies {
-                    let result = match &synced {
-                        Ok(()) => result,
-                        Err(_) => Err(StoreError::Failed),
-                    };
-                    let _ = reply.send(result);
+                for reply in replies {
+                    reply.send(&synced);
                 }
             }),
         });
@@ -205,46 +318,35 @@ impl ShardLoop {
         update: ShardUpdate,
         dirty: &mut Vec<((u32, Epoch), Key)>,
     ) -> Result<Result<Outcome, OpError>> {
-        let epoch_key = (update.view_id, update.epoch);
-        let epoch_cache = match self.cache.entry(epoch_key) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => v.insert(EpochCache {
-                keyspace: self
-                    .shard
-                    .epochs
-                    .get_or_create(update.view_id, update.epoch)?,
-                values: HashMap::new(),
-            }),
+        let Some(cached) =
+            self.cache
+                .entry(&self.shard, update.view_id, update.epoch, &update.key, true)?
+        else {
+            return Err(StoreError::ShuttingDown); // unreachable: `create` makes the epoch
         };
-        if !epoch_cache.values.contains_key(&update.key) {
-            self.shard.metrics.cache_misses.inc();
-            let value = load(&epoch_cache.keyspace, &update.key, update.value_type)?;
-            self.cached_entries += 1;
-            epoch_cache.values.insert(
-                update.key.clone(),
-                CachedValue {
-                    value,
-                    dirty: false,
-                },
-            );
+        let value = cached
+            .value
+            .get_or_insert_with(|| Value::new(update.value_type));
+        if !update.dynamic && value.value_type() != update.value_type {
+            return Err(StoreError::StoredTypeMismatch {
+                expected: update.value_type,
+                found: value.value_type(),
+            });
         }
-        let Some(cached) = epoch_cache.values.get_mut(&update.key) else {
-            return Err(StoreError::ShuttingDown); // unreachable: inserted just above
-        };
         let ctx = ApplyCtx {
             node: &self.shard.node_id,
             id: update.id.as_ref(),
             ts_us: update.ts_us,
             unique: update.unique,
         };
-        let outcome = cached.value.apply(&update.op, &ctx);
+        let outcome = value.apply(&update.op, &ctx);
         let metrics = &self.shard.metrics;
         match outcome {
             Ok(Outcome::Applied) => {
                 metrics.updates_applied.inc();
                 if !cached.dirty {
                     cached.dirty = true;
-                    dirty.push((epoch_key, update.key));
+                    dirty.push(((update.view_id, update.epoch), update.key));
                 }
             }
             Ok(Outcome::Duplicate) => {
@@ -253,9 +355,51 @@ impl ShardLoop {
             Ok(Outcome::Stale) => {
                 metrics.updates_stale.inc();
             }
-            Err(_) => {}
+            Err(_) => {
+                // A refused first write must not leave an empty state behind.
+                if !cached.dirty && value == &Value::new(value.value_type()) {
+                    cached.value = None;
+                }
+            }
         }
         Ok(outcome)
+    }
+
+    fn delete_all(
+        &mut self,
+        view_id: u32,
+        keys: Vec<(usize, Key)>,
+        dirty: &mut Vec<((u32, Epoch), Key)>,
+    ) -> Result<DeleteResults> {
+        if self.shard.commit.is_failed() {
+            return Err(StoreError::Failed);
+        }
+        let epochs: Vec<Epoch> = self
+            .shard
+            .epochs
+            .of_view(view_id)
+            .into_iter()
+            .map(|(epoch, _)| epoch)
+            .collect();
+        let mut results = Vec::with_capacity(keys.len());
+        for (index, key) in keys {
+            let mut existed = false;
+            for &epoch in &epochs {
+                let Some(cached) = self.cache.entry(&self.shard, view_id, epoch, &key, false)?
+                else {
+                    continue;
+                };
+                if cached.value.take().is_some() {
+                    existed = true;
+                    if !cached.dirty {
+                        cached.dirty = true;
+                        dirty.push(((view_id, epoch), key.clone()));
+                    }
+                }
+            }
+            results.push((index, existed));
+        }
+        Ok(results)
     }
 
     fn write_dirty(
@@ -267,7 +411,7 @@ impl ShardLoop {
         }
         let mut batch = self.shard.db.batch();
         for (epoch_key, key) in dirty {
-            let Some(epoch_cache) = self.cache.get_mut(&epoch_key) else {
+            let Some(epoch_cache) = self.cache.epochs.get_mut(&epoch_key) else {
                 continue; // the epoch was dropped during this round
             };
             let Some(cached) = epoch_cache.values.get_mut(&key) else {
@@ -275,26 +419,15 @@ impl ShardLoop {
             };
             if cached.dirty {
                 cached.dirty = false;
-                batch.insert(&epoch_cache.keyspace, key.encode(), cached.value.encode());
+                match &cached.value {
+                    Some(value) => {
+                        batch.insert(&epoch_cache.keyspace, key.encode(), value.encode())
+                    }
+                    None => batch.remove(&epoch_cache.keyspace, key.encode()),
+                }
             }
         }
         batch.commit()
-    }
-}
-
-fn load(keyspace: &Keyspace, key: &Key, value_type: ValueType) -> Result<Value> {
-    match keyspace.get(key.encode())? {
-        None => Ok(Value::new(value_type)),
-        Some(bytes) => {
-            let value = Value::decode(&bytes)?;
-            if value.value_type() != value_type {
-                return Err(StoreError::StoredTypeMismatch {
-                    expected: value_type,
-                    found: value.value_type(),
-                });
-            }
-            Ok(value)
-        }
     }
 }
 

@@ -14,13 +14,13 @@ use prometheus_client::registry::Registry;
 use speedlayer_core::{Epoch, Key, Op, OpError, Outcome, Reading, UpdateId, Value, ValueType};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::catalog::{Catalog, Declared, View, ViewSpec};
+use crate::catalog::{Catalog, Declared, View, ViewSpec, ViewType};
 use crate::clock::Clock;
 use crate::epochs::EpochKeyspaces;
 use crate::error::{Result, StoreError};
 use crate::group_commit::GroupCommit;
 use crate::metrics::StoreMetrics;
-use crate::shard::{Shard, ShardMsg, ShardUpdate, UpdateResults};
+use crate::shard::{DeleteResults, Shard, ShardMsg, ShardUpdate, UpdateResults};
 
 /// Latest accepted event time: 9999-12-31T23:59:59Z, in microseconds. Anything later is a
 /// unit mistake (milliseconds or nanoseconds sent as seconds), refused rather than stored
@@ -88,8 +88,9 @@ pub struct RangeRow {
 pub struct RangeRows {
     /// Rows in clustering order.
     pub rows: Vec<RangeRow>,
-    /// Combination of every returned row.
-    pub total: Reading,
+    /// Combination of every returned row; `None` in an `any` view whose rows are of
+    /// different types (or when there are no rows).
+    pub total: Option<Reading>,
     /// True when more rows matched than the limit allowed.
     pub truncated: bool,
 }
@@ -256,7 +257,8 @@ impl Store {
             per_shard[shard].push(ShardUpdate {
                 index,
                 view_id: view.id,
-                value_type: view.spec.value_type,
+                value_type: view.spec.value_type.type_for(&update.op),
+                dynamic: view.spec.value_type == ViewType::Any,
                 epoch,
                 key: update.key,
                 op: update.op,
@@ -291,19 +293,61 @@ impl Store {
         Ok(results)
     }
 
-    /// The value of `key` in `view`, combined over every live epoch (the type's empty
-    /// value when nothing was written). Epochs hold disjoint updates, so counters add and
-    /// the other types join (see [`Reading`]).
-    pub fn get(&self, view: &str, key: &Key) -> Result<Reading> {
+    /// The value of `key` in `view`, combined over every live epoch; `None` when no epoch
+    /// holds the key. Epochs hold disjoint updates, so counters add and the other types
+    /// join (see [`Reading`]).
+    pub fn get(&self, view: &str, key: &Key) -> Result<Option<Reading>> {
         let view = self.view(view)?;
         let encoded = key.encode();
-        let mut reading = Reading::empty(view.spec.value_type);
+        let mut reading: Option<Reading> = None;
         for (_, keyspace) in self.inner.epochs.of_view(view.id) {
             if let Some(bytes) = keyspace.get(&encoded)? {
                 add_stored_part(&mut reading, &bytes)?;
             }
         }
         Ok(reading)
+    }
+
+    /// Deletes `keys` from every live epoch of `view` (Redis `DEL`): a local removal of
+    /// the keys' states, durable before it returns. Returns, per key, whether it existed.
+    ///
+    /// Unlike an update this is not a CRDT operation: a replica that has not seen the
+    /// delete can bring the state back when replicas merge.
+    pub async fn delete(&self, view: &str, keys: Vec<Key>) -> Result<Vec<bool>> {
+        let view = self.view(view)?;
+        if self.inner.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Failed);
+        }
+        let count = keys.len();
+        let shard_count = self.inner.shards.len();
+        let mut per_shard: Vec<Vec<(usize, Key)>> = (0..shard_count).map(|_| Vec::new()).collect();
+        for (index, key) in keys.into_iter().enumerate() {
+            per_shard[shard_of(view.id, &key, shard_count)].push((index, key));
+        }
+        let mut waiting = Vec::new();
+        for (shard, keys) in per_shard.into_iter().enumerate() {
+            if keys.is_empty() {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            self.inner.shards[shard]
+                .send(ShardMsg::Delete {
+                    view_id: view.id,
+                    keys,
+                    reply,
+                })
+                .await
+                .map_err(|_| StoreError::ShuttingDown)?;
+            waiting.push(rx);
+        }
+        let mut existed = vec![false; count];
+        for rx in waiting {
+            let results: DeleteResults = rx.await.map_err(|_| StoreError::ShuttingDown)??;
+            for (index, found) in results {
+                existed[index] = found;
+            }
+        }
+        Ok(existed)
     }
 
     /// Rows of partition `partition` whose clustering key is in `from..=to` (either bound
@@ -321,7 +365,7 @@ impl Store {
         let prefix = Key::partition_prefix(partition);
         let lower = [prefix.as_slice(), from.unwrap_or_default()].concat();
         let upper = to.map(|to| [prefix.as_slice(), to].concat());
-        let mut rows: BTreeMap<Vec<u8>, Reading> = BTreeMap::new();
+        let mut rows: BTreeMap<Vec<u8>, Option<Reading>> = BTreeMap::new();
         let mut truncated = false;
         for (_, keyspace) in self.inner.epochs.of_view(view.id) {
             let end = match &upper {
@@ -339,20 +383,28 @@ impl Store {
                     break;
                 }
                 let clustering = key[prefix.len()..].to_vec();
-                let reading = rows
-                    .entry(clustering)
-                    .or_insert_with(|| Reading::empty(view.spec.value_type));
-                add_stored_part(reading, &bytes)?;
+                add_stored_part(rows.entry(clustering).or_default(), &bytes)?;
             }
         }
         if rows.len() > limit {
             truncated = true;
         }
-        let mut total = Reading::empty(view.spec.value_type);
+        let mut total = match view.spec.value_type {
+            ViewType::Typed(t) => Some(Reading::empty(t)),
+            ViewType::Any => None,
+        };
+        let mut mixed = false;
         let mut out = Vec::with_capacity(rows.len().min(limit));
         for (clustering, value) in rows.into_iter().take(limit) {
-            total.combine(&value).map_err(mismatch)?;
+            let Some(value) = value else { continue };
+            match &mut total {
+                Some(total) => mixed |= total.combine(&value).is_err(),
+                None => total = Some(value.clone()),
+            }
             out.push(RangeRow { clustering, value });
+        }
+        if mixed {
+            total = None;
         }
         Ok(RangeRows {
             rows: out,
@@ -424,7 +476,7 @@ impl Store {
 
 /// Checks what the caller can get wrong in one update, before anything is applied.
 fn validate(view: &View, update: &Update) -> Result<()> {
-    let value_type = view.spec.value_type;
+    let value_type = view.spec.value_type.type_for(&update.op);
     if !update.op.fits(value_type) {
         return Err(StoreError::WrongOp {
             view: view.name.clone(),
@@ -461,10 +513,13 @@ fn shard_of(view_id: u32, key: &Key, shards: usize) -> usize {
     (hasher.finish() % shards as u64) as usize
 }
 
-/// Adds one epoch's stored state to a reading.
-fn add_stored_part(reading: &mut Reading, bytes: &[u8]) -> Result<()> {
+/// Adds one epoch's stored state to a reading (which starts at the part's type).
+fn add_stored_part(reading: &mut Option<Reading>, bytes: &[u8]) -> Result<()> {
     let stored = Value::decode(bytes)?;
-    reading.add_part(&stored).map_err(mismatch)
+    reading
+        .get_or_insert_with(|| Reading::empty(stored.value_type()))
+        .add_part(&stored)
+        .map_err(mismatch)
 }
 
 fn mismatch(e: speedlayer_core::TypeMismatch) -> StoreError {

@@ -26,6 +26,11 @@ fn incr(partition: &str, clustering: &str, by: i64, ts_secs: Option<i64>) -> Upd
     }
 }
 
+/// A counter reading; a key no epoch holds counts 0.
+fn count(reading: &Option<Reading>) -> i64 {
+    reading.as_ref().map_or(0, total)
+}
+
 fn total(reading: &Reading) -> i64 {
     match reading {
         Reading::Count { total, .. } => *total,
@@ -56,7 +61,7 @@ async fn sixteen_writers_on_one_key_lose_nothing() {
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(total(&store.get("hits", &key("hot", "")).unwrap()), 160_000);
+    assert_eq!(count(&store.get("hits", &key("hot", "")).unwrap()), 160_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,9 +99,9 @@ async fn acknowledged_updates_survive_reopen() {
     }
     let store = open(dir.path());
     let expected: i64 = (0..100).filter(|i| i % 7 == 3).sum();
-    assert_eq!(total(&store.get("hits", &key("k3", "")).unwrap()), expected);
+    assert_eq!(count(&store.get("hits", &key("k3", "")).unwrap()), expected);
     match store.get("tags", &key("post-1", "")).unwrap() {
-        Reading::State(Value::Set(set)) => {
+        Some(Reading::State(Value::Set(set))) => {
             assert_eq!(set.members(), vec![&b"crdt"[..], &b"rust"[..]])
         }
         other => panic!("not a set: {other:?}"),
@@ -108,7 +113,7 @@ async fn acknowledged_updates_survive_reopen() {
         .await
         .unwrap();
     assert_eq!(
-        total(&store.get("hits", &key("k3", "")).unwrap()),
+        count(&store.get("hits", &key("k3", "")).unwrap()),
         expected + 1
     );
 }
@@ -149,7 +154,7 @@ async fn idempotent_ids_count_once_across_restarts() {
         .await
         .unwrap();
     assert_eq!(r, vec![Ok(Outcome::Duplicate), Ok(Outcome::Applied)]);
-    assert_eq!(total(&store.get("hits", &key("page", "")).unwrap()), 15);
+    assert_eq!(count(&store.get("hits", &key("page", "")).unwrap()), 15);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,14 +175,14 @@ async fn dropping_an_epoch_removes_only_its_keys() {
     store.apply("hits", updates).await.unwrap();
     let epochs = store.epochs("hits").unwrap();
     assert_eq!(epochs.len(), 2);
-    assert_eq!(total(&store.get("hits", &key("k0", "")).unwrap()), 11);
+    assert_eq!(count(&store.get("hits", &key("k0", "")).unwrap()), 11);
 
     let epoch_a = Epoch::containing(hour_a * 1_000_000, 3600).unwrap();
     assert!(store.drop_epoch("hits", epoch_a).await.unwrap());
     assert!(!store.drop_epoch("hits", epoch_a).await.unwrap());
-    assert_eq!(total(&store.get("hits", &key("k0", "")).unwrap()), 10);
-    assert_eq!(total(&store.get("hits", &key("k999", "")).unwrap()), 0);
-    assert_eq!(total(&store.get("hits", &key("only-b", "")).unwrap()), 7);
+    assert_eq!(count(&store.get("hits", &key("k0", "")).unwrap()), 10);
+    assert_eq!(count(&store.get("hits", &key("k999", "")).unwrap()), 0);
+    assert_eq!(count(&store.get("hits", &key("only-b", "")).unwrap()), 7);
     assert_eq!(store.epochs("hits").unwrap().len(), 1);
 
     // A late write into the dropped epoch starts it afresh, without the old keys.
@@ -185,14 +190,14 @@ async fn dropping_an_epoch_removes_only_its_keys() {
         .apply("hits", vec![incr("k5", "", 2, Some(hour_a + 9))])
         .await
         .unwrap();
-    assert_eq!(total(&store.get("hits", &key("k5", "")).unwrap()), 2);
-    assert_eq!(total(&store.get("hits", &key("k6", "")).unwrap()), 0);
+    assert_eq!(count(&store.get("hits", &key("k5", "")).unwrap()), 2);
+    assert_eq!(count(&store.get("hits", &key("k6", "")).unwrap()), 0);
     drop(store);
     // And the drop is durable.
     let store = open(dir.path());
-    assert_eq!(total(&store.get("hits", &key("k6", "")).unwrap()), 0);
-    assert_eq!(total(&store.get("hits", &key("k0", "")).unwrap()), 10);
-    assert_eq!(total(&store.get("hits", &key("k5", "")).unwrap()), 2);
+    assert_eq!(count(&store.get("hits", &key("k6", "")).unwrap()), 0);
+    assert_eq!(count(&store.get("hits", &key("k0", "")).unwrap()), 10);
+    assert_eq!(count(&store.get("hits", &key("k5", "")).unwrap()), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +231,7 @@ async fn range_reads_merge_epochs_in_clustering_order() {
     );
     let values: Vec<i64> = rows.rows.iter().map(|r| total(&r.value)).collect();
     assert_eq!(values, (10..=17).map(|h| h + 1 + 100).collect::<Vec<_>>());
-    assert_eq!(total(&rows.total), values.iter().sum::<i64>());
+    assert_eq!(count(&rows.total), values.iter().sum::<i64>());
     assert!(!rows.truncated);
 
     let all = store.range("pv", b"/about", None, None, 5).unwrap();
@@ -260,5 +265,58 @@ async fn invalid_batches_apply_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::UnknownView(_)));
-    assert_eq!(total(&store.get("g", &key("a", "")).unwrap()), 0);
+    assert_eq!(count(&store.get("g", &key("a", "")).unwrap()), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_views_fix_each_keys_type_and_delete_removes_keys() {
+    use speedlayer_core::OpError;
+    use speedlayer_store::ViewType;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let spec = ViewSpec {
+        value_type: ViewType::Any,
+        epoch_secs: 1_000_000_000_000,
+    };
+    store.declare_view("redis", spec).unwrap();
+    let set = |k: &str, v: &str| Update {
+        key: key(k, ""),
+        op: Op::Set(v.as_bytes().to_vec()),
+        ts_us: None,
+        id: None,
+    };
+    let r = store
+        .apply("redis", vec![set("name", "ada"), incr("hits", "", 2, None)])
+        .await
+        .unwrap();
+    assert_eq!(r, vec![Ok(Outcome::Applied), Ok(Outcome::Applied)]);
+    // A write of another type to an existing key is refused, and changes nothing.
+    let r = store
+        .apply("redis", vec![incr("name", "", 1, None)])
+        .await
+        .unwrap();
+    assert!(matches!(r[0], Err(OpError::WrongOp { .. })), "{r:?}");
+    match store.get("redis", &key("name", "")).unwrap() {
+        Some(Reading::State(Value::Register(reg))) => assert_eq!(reg.get(), Some(&b"ada"[..])),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(count(&store.get("redis", &key("hits", "")).unwrap()), 2);
+    assert!(store.get("redis", &key("never", "")).unwrap().is_none());
+
+    let existed = store
+        .delete("redis", vec![key("name", ""), key("never", "")])
+        .await
+        .unwrap();
+    assert_eq!(existed, vec![true, false]);
+    assert!(store.get("redis", &key("name", "")).unwrap().is_none());
+    // After a delete the key may take another type.
+    let r = store
+        .apply("redis", vec![incr("name", "", 5, None)])
+        .await
+        .unwrap();
+    assert_eq!(r[0], Ok(Outcome::Applied));
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(count(&store.get("redis", &key("name", "")).unwrap()), 5);
+    assert_eq!(count(&store.get("redis", &key("hits", "")).unwrap()), 2);
 }

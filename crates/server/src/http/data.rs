@@ -5,7 +5,8 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use speedlayer_core::{Key, Outcome};
+use speedlayer_core::{Key, Outcome, Reading};
+use speedlayer_store::ViewType;
 
 use super::error::{ApiError, ApiResult};
 use super::params::{query_error, GetParams, RangeParams, WriteMode, WriteParams};
@@ -74,8 +75,11 @@ pub async fn get(
     let Query(params) = params.map_err(query_error)?;
     let key = Key::new(params.key.into_bytes(), params.clustering.into_bytes())
         .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
-    let value = state.store.get(&view, &key)?;
-    Ok(Json(serde_json::json!({ "value": value.to_json() })))
+    let view_type = state.store.view(&view)?.spec.value_type;
+    let reading = state.store.get(&view, &key)?;
+    Ok(Json(
+        serde_json::json!({ "value": render(view_type, reading.as_ref()) }),
+    ))
 }
 
 /// `GET /v1/views/{view}/range?key=..&from=..&to=..&limit=..`: rows of one partition in
@@ -96,6 +100,7 @@ pub async fn range(
     // Validates the partition key the same way a write would.
     Key::new(params.key.clone().into_bytes(), Vec::new())
         .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
+    let view_type = state.store.view(&view)?.spec.value_type;
     let store = state.store.clone();
     let rows = tokio::task::spawn_blocking(move || {
         store.range(
@@ -126,7 +131,17 @@ pub async fn range(
         .collect();
     Ok(Json(serde_json::json!({
         "rows": out,
-        "total": rows.total.to_json(),
+        "total": render(view_type, rows.total.as_ref()),
         "truncated": rows.truncated,
     })))
+}
+
+/// JSON of a reading; a key nobody wrote reads as its type's empty value (0, [], null) in
+/// a typed view, and as `null` in an `any` view, where it has no type yet.
+fn render(view_type: ViewType, reading: Option<&Reading>) -> serde_json::Value {
+    match (reading, view_type) {
+        (Some(reading), _) => reading.to_json(),
+        (None, ViewType::Typed(t)) => Reading::empty(t).to_json(),
+        (None, ViewType::Any) => serde_json::Value::Null,
+    }
 }

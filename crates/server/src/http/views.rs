@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use speedlayer_core::Epoch;
-use speedlayer_store::{Declared, View, ViewSpec};
+use speedlayer_store::{Declared, View, ViewSpec, ViewType};
 
 use super::error::{ApiError, ApiResult};
 use super::AppState;
@@ -39,6 +39,13 @@ pub async fn declare(
     let body = body.map_err(body_error)?;
     let spec: ViewSpec = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_declaration", e.to_string()))?;
+    if spec.value_type == ViewType::Any {
+        return Err(ApiError::bad_request(
+            "invalid_declaration",
+            "type 'any' is reserved for the Redis default view; declare one of counter, \
+             gcounter, max, min, register, set, hll",
+        ));
+    }
     let store = state.store.clone();
     let (view, declared) = tokio::task::spawn_blocking(move || store.declare_view(&name, spec))
         .await
