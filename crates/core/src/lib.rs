@@ -38,5 +38,5 @@ pub use op::{ApplyCtx, Op, OpError, Outcome, UpdateId};
 pub use orset::{Dot, OrSet};
 pub use reading::Reading;
 pub use register::Register;
-pub use value::{TypeMismatch, Value};
+pub use value::{Applied, TypeMismatch, Value};
 pub use value_type::{UnknownValueType, ValueType};

@@ -43,6 +43,9 @@ pub enum Op {
     Remove(Vec<Vec<u8>>),
     /// Add members to a HyperLogLog sketch.
     PfAdd(Vec<Vec<u8>>),
+    /// Join a whole state into the key (PFMERGE, and later replica repair and batch
+    /// import): fits the state's own type.
+    Merge(Box<crate::value::Value>),
 }
 
 impl Op {
@@ -56,6 +59,7 @@ impl Op {
             Op::Add(_) => "add",
             Op::Remove(_) => "remove",
             Op::PfAdd(_) => "pfadd",
+            Op::Merge(_) => "merge",
         }
     }
 
@@ -78,10 +82,14 @@ impl Op {
             Op::Set(_) => ValueType::Register,
             Op::Add(_) | Op::Remove(_) => ValueType::Set,
             Op::PfAdd(_) => ValueType::Hll,
+            Op::Merge(state) => state.value_type(),
         }
     }
 
     fn fits_inner(&self, ty: ValueType) -> bool {
+        if let Op::Merge(state) = self {
+            return state.value_type() == ty;
+        }
         matches!(
             (self, ty),
             (Op::Incr(_), ValueType::Counter | ValueType::Gcounter)
@@ -172,6 +180,7 @@ mod tests {
                 Op::Set(_) => vec![ValueType::Register],
                 Op::Add(_) | Op::Remove(_) => vec![ValueType::Set],
                 Op::PfAdd(_) => vec![ValueType::Hll],
+                Op::Merge(state) => vec![state.value_type()],
             };
             assert_eq!(fitting, expected, "{}", op.name());
         }

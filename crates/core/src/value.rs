@@ -82,45 +82,67 @@ impl Value {
     /// [`Outcome::Applied`] (max, min, register, remove and pfadd are
     /// idempotent, so a re-delivery is harmless either way).
     pub fn apply(&mut self, op: &Op, ctx: &ApplyCtx<'_>) -> Result<Outcome, OpError> {
+        self.apply_reporting(op, ctx).map(|applied| applied.outcome)
+    }
+
+    /// [`Value::apply`], also reporting the update's [`Applied::effect`]: what a Redis
+    /// client expects back from the command that carried it.
+    pub fn apply_reporting(&mut self, op: &Op, ctx: &ApplyCtx<'_>) -> Result<Applied, OpError> {
+        let applied = |outcome, effect| Ok(Applied { outcome, effect });
         match (self, op) {
-            (Value::Counter(c), Op::Incr(by)) => c.incr(*by, ctx),
+            (Value::Counter(c), Op::Incr(by)) => {
+                let outcome = c.incr(*by, ctx)?;
+                applied(outcome, c.total())
+            }
             (Value::Gcounter(c), Op::Incr(by)) => {
                 if *by < 0 {
                     Err(OpError::NegativeIncrement)
                 } else {
-                    c.incr(*by, ctx)
+                    let outcome = c.incr(*by, ctx)?;
+                    applied(outcome, c.total())
                 }
             }
             (Value::Max(e), Op::Max(v)) => {
                 e.apply_max(*v);
-                Ok(Outcome::Applied)
+                applied(Outcome::Applied, e.get().unwrap_or(*v))
             }
             (Value::Min(e), Op::Min(v)) => {
                 e.apply_min(*v);
-                Ok(Outcome::Applied)
+                applied(Outcome::Applied, e.get().unwrap_or(*v))
             }
             (Value::Register(r), Op::Set(v)) => {
-                r.set(v, ctx);
-                Ok(Outcome::Applied)
+                let changed = r.set(v, ctx);
+                applied(Outcome::Applied, i64::from(changed))
             }
             (Value::Set(s), Op::Add(members)) => {
+                let absent = count_where(members, |m| !s.contains(m));
                 let changed = s.add(members, ctx);
-                Ok(if changed || ctx.id.is_none() {
+                let outcome = if changed || ctx.id.is_none() {
                     Outcome::Applied
                 } else {
                     Outcome::Duplicate
-                })
+                };
+                applied(outcome, absent)
             }
             (Value::Set(s), Op::Remove(members)) => {
+                let present = count_where(members, |m| s.contains(m));
                 s.remove(members);
-                Ok(Outcome::Applied)
+                applied(Outcome::Applied, present)
             }
             (Value::Hll(h), Op::PfAdd(members)) => {
+                let mut changed = false;
                 for m in members {
-                    h.add(m);
+                    changed |= h.add(m);
                 }
-                Ok(Outcome::Applied)
+                applied(Outcome::Applied, i64::from(changed))
             }
+            (value, Op::Merge(state)) => match value.merge(state) {
+                Ok(()) => applied(Outcome::Applied, 0),
+                Err(_) => Err(OpError::WrongOp {
+                    op: op.name(),
+                    value_type: value.value_type(),
+                }),
+            },
             (value, op) => Err(OpError::WrongOp {
                 op: op.name(),
                 value_type: value.value_type(),
@@ -320,4 +342,29 @@ mod tests {
             assert_eq!(Value::decode(&v.encode()), Ok(v));
         }
     }
+}
+
+/// Result of [`Value::apply_reporting`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Whether the update counted.
+    pub outcome: Outcome,
+    /// What the update did, as Redis reports it: a counter's total after the update
+    /// (`INCR`), a max/min's value after it, 1 if a register changed, the number of set
+    /// members that were absent before an add (`SADD`) or present before a remove
+    /// (`SREM`), 1 if an HLL register changed (`PFADD`). Distinct members are counted
+    /// once per occurrence in the request, as listed.
+    pub effect: i64,
+}
+
+/// Distinct members of `members` (in order of first appearance) satisfying `pred`.
+fn count_where(members: &[Vec<u8>], pred: impl Fn(&[u8]) -> bool) -> i64 {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut n = 0;
+    for m in members {
+        if seen.insert(m.as_slice()) && pred(m) {
+            n += 1;
+        }
+    }
+    n
 }

@@ -1,5 +1,5 @@
-//! Front ends of a speedlayer node: the HTTP/JSON API and metrics, on top of the node's
-//! store.
+//! Front ends of a speedlayer node: the HTTP/JSON API, the Redis protocol and metrics,
+//! on top of the node's store.
 //!
 //! Place in the whole: value types → node storage → cluster → **front ends (this
 //! crate)** → CLI. A front end parses and validates what a client sends, turns it into
@@ -9,5 +9,6 @@
 pub mod http;
 pub mod metrics;
 mod node;
+pub mod resp;
 
 pub use node::{Node, NodeConfig, ServerError};

@@ -39,6 +39,13 @@ pub struct EpochLabels {
     pub epoch: u64,
 }
 
+/// Labels of the RESP command counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    /// Lower-case command name, or `unknown`.
+    pub command: String,
+}
+
 /// Metrics of the front ends plus the node's registry.
 pub struct NodeMetrics {
     registry: Registry,
@@ -50,6 +57,8 @@ pub struct NodeMetrics {
     pub http_latency: Family<RouteLabels, Histogram>,
     /// Approximate keys per live epoch, refreshed at every scrape.
     pub epoch_keys: Family<EpochLabels, Gauge>,
+    /// RESP commands by name.
+    pub resp_commands: Family<CommandLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -65,6 +74,12 @@ impl NodeMetrics {
             latency_histogram as fn() -> Histogram,
         );
         let epoch_keys = Family::<EpochLabels, Gauge>::default();
+        let resp_commands = Family::<CommandLabels, Counter>::default();
+        registry.register(
+            "speedlayer_resp_commands",
+            "Redis-protocol commands by name",
+            resp_commands.clone(),
+        );
         registry.register(
             "speedlayer_http_requests",
             "HTTP requests by route, method and status",
@@ -91,6 +106,7 @@ impl NodeMetrics {
             http_errors,
             http_latency,
             epoch_keys,
+            resp_commands,
         })
     }
 

@@ -12,6 +12,14 @@ use tokio::task::JoinHandle;
 
 use crate::http::{self, AppState};
 use crate::metrics::NodeMetrics;
+use crate::resp::keys::{redis_view_spec, REDIS_VIEW};
+use crate::resp::{self, RespShared};
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
 
 /// Default bound on a request body: large enough for batches of ~100k updates.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -23,6 +31,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// HTTP listen address (port 0 picks a free port).
     pub http: SocketAddr,
+    /// Redis-protocol listen address (port 0 picks a free port).
+    pub resp: SocketAddr,
     /// Fixed node id; generated and persisted when `None`.
     pub node_id: Option<String>,
     /// Password clients must present, when set.
@@ -39,6 +49,7 @@ impl NodeConfig {
         NodeConfig {
             data_dir: data_dir.into(),
             http: SocketAddr::from(([127, 0, 0, 1], 7780)),
+            resp: SocketAddr::from(([127, 0, 0, 1], 7781)),
             node_id: None,
             requirepass: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -72,8 +83,11 @@ pub struct Node {
     pub store: Store,
     /// Where HTTP listens.
     pub http_addr: SocketAddr,
+    /// Where the Redis protocol listens.
+    pub resp_addr: SocketAddr,
     stop: watch::Sender<bool>,
     http_task: JoinHandle<std::io::Result<()>>,
+    resp_task: JoinHandle<std::io::Result<()>>,
 }
 
 impl Node {
@@ -86,21 +100,24 @@ impl Node {
             store_config.shards = shards;
         }
         let store = tokio::task::block_in_place(|| Store::open(store_config, &mut registry))?;
+        store.declare_view(REDIS_VIEW, redis_view_spec())?;
         let metrics = NodeMetrics::new(registry);
         let state = AppState {
             store: store.clone(),
-            metrics,
+            metrics: metrics.clone(),
             requirepass: config.requirepass.as_deref().map(Arc::from),
         };
-        let listener =
-            TcpListener::bind(config.http)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.http,
-                    source,
-                })?;
+        let listener = bind(config.http).await?;
         let http_addr = listener.local_addr()?;
+        let resp_listener = bind(config.resp).await?;
+        let resp_addr = resp_listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
+        let resp_shared = Arc::new(RespShared::new(
+            store.clone(),
+            config.requirepass.clone(),
+            metrics,
+        ));
+        let resp_task = tokio::spawn(resp::serve(resp_listener, resp_shared, stop.subscribe()));
         let app = http::router(state, config.max_body_bytes);
         let http_task = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -109,21 +126,25 @@ impl Node {
                 })
                 .await
         });
-        tracing::info!(%http_addr, node = %store.node_id(), "node serving");
+        tracing::info!(%http_addr, %resp_addr, node = %store.node_id(), "node serving");
         Ok(Node {
             store,
             http_addr,
+            resp_addr,
             stop,
             http_task,
+            resp_task,
         })
     }
 
     /// Stops accepting requests, finishes those in flight, and waits for the listeners.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let _ = self.stop.send(true);
-        match self.http_task.await {
-            Ok(result) => result?,
-            Err(e) => tracing::warn!(error = %e, "http task ended abnormally"),
+        for task in [self.http_task, self.resp_task] {
+            match task.await {
+                Ok(result) => result?,
+                Err(e) => tracing::warn!(error = %e, "listener task ended abnormally"),
+            }
         }
         Ok(())
     }

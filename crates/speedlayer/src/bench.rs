@@ -208,6 +208,7 @@ async fn writes(
     store.declare_view("bench", ViewSpec::new(ValueType::Counter))?;
     let mut config = NodeConfig::new(dir.join("http"));
     config.http = "127.0.0.1:0".parse()?;
+    config.resp = "127.0.0.1:0".parse()?;
     let node = Node::start(config).await?;
     node.store
         .declare_view("bench", ViewSpec::new(ValueType::Counter))?;

@@ -83,6 +83,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let mut config = NodeConfig::new(dir.path());
     config.http = "127.0.0.1:0".parse()?;
+    config.resp = "127.0.0.1:0".parse()?;
     let node = Node::start(config)
         .await
         .context("starting the demo node")?;

@@ -76,7 +76,7 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         );
     }
     if let Some(resp) = args.resp.or(file.resp) {
-        tracing::warn!(%resp, "the Redis front end is not available yet; --resp is ignored");
+        node.resp = resp;
     }
     Ok(node)
 }
@@ -88,9 +88,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("starting the node")?;
     eprintln!(
-        "speedlayer node {} serving HTTP on http://{} (data in {})",
+        "speedlayer node {} serving HTTP on http://{} and Redis on {} (data in {})",
         node.store.node_id(),
         node.http_addr,
+        node.resp_addr,
         config.data_dir.display()
     );
     shutdown_signal().await;

@@ -26,4 +26,4 @@ mod store;
 pub use catalog::{Declared, View, ViewSpec, ViewType, DEFAULT_EPOCH_SECS};
 pub use error::{Result, StoreError};
 pub use metrics::StoreMetrics;
-pub use store::{EpochInfo, RangeRow, RangeRows, Store, StoreConfig, Update, MAX_TS_US};
+pub use store::{validate, EpochInfo, RangeRow, RangeRows, Store, StoreConfig, Update, MAX_TS_US};

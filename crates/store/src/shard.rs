@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use fjall::{Database, Keyspace};
-use speedlayer_core::{ApplyCtx, Epoch, Key, Op, OpError, Outcome, UpdateId, Value, ValueType};
+use speedlayer_core::{
+    Applied, ApplyCtx, Epoch, Key, Op, OpError, Outcome, UpdateId, Value, ValueType,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::epochs::EpochKeyspaces;
@@ -47,7 +49,7 @@ pub(crate) struct ShardUpdate {
 }
 
 /// Per-update results, each tagged with its index in the caller's request.
-pub(crate) type UpdateResults = Vec<(usize, Result<Outcome, OpError>)>;
+pub(crate) type UpdateResults = Vec<(usize, Result<Applied, OpError>)>;
 
 /// Per-key results of a delete: whether the key existed, tagged with its index.
 pub(crate) type DeleteResults = Vec<(usize, bool)>;
@@ -317,7 +319,7 @@ impl ShardLoop {
         &mut self,
         update: ShardUpdate,
         dirty: &mut Vec<((u32, Epoch), Key)>,
-    ) -> Result<Result<Outcome, OpError>> {
+    ) -> Result<Result<Applied, OpError>> {
         let Some(cached) =
             self.cache
                 .entry(&self.shard, update.view_id, update.epoch, &update.key, true)?
@@ -339,20 +341,29 @@ impl ShardLoop {
             ts_us: update.ts_us,
             unique: update.unique,
         };
-        let outcome = value.apply(&update.op, &ctx);
+        let outcome = value.apply_reporting(&update.op, &ctx);
         let metrics = &self.shard.metrics;
         match outcome {
-            Ok(Outcome::Applied) => {
+            Ok(Applied {
+                outcome: Outcome::Applied,
+                ..
+            }) => {
                 metrics.updates_applied.inc();
                 if !cached.dirty {
                     cached.dirty = true;
                     dirty.push(((update.view_id, update.epoch), update.key));
                 }
             }
-            Ok(Outcome::Duplicate) => {
+            Ok(Applied {
+                outcome: Outcome::Duplicate,
+                ..
+            }) => {
                 metrics.updates_duplicate.inc();
             }
-            Ok(Outcome::Stale) => {
+            Ok(Applied {
+                outcome: Outcome::Stale,
+                ..
+            }) => {
                 metrics.updates_stale.inc();
             }
             Err(_) => {

@@ -11,7 +11,9 @@ use std::thread::JoinHandle;
 
 use fjall::{Database, PersistMode};
 use prometheus_client::registry::Registry;
-use speedlayer_core::{Epoch, Key, Op, OpError, Outcome, Reading, UpdateId, Value, ValueType};
+use speedlayer_core::{
+    Applied, Epoch, Key, Op, OpError, Outcome, Reading, UpdateId, Value, ValueType,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::{Catalog, Declared, View, ViewSpec, ViewType};
@@ -238,7 +240,7 @@ impl Store {
         &self,
         view: &str,
         updates: Vec<Update>,
-    ) -> Result<Vec<Result<Outcome, OpError>>> {
+    ) -> Result<Vec<Result<Applied, OpError>>> {
         let view = self.view(view)?;
         let count = updates.len();
         for update in &updates {
@@ -282,8 +284,14 @@ impl Store {
                 .map_err(|_| StoreError::ShuttingDown)?;
             waiting.push(rx);
         }
-        let mut results: Vec<Result<Outcome, OpError>> =
-            (0..count).map(|_| Ok(Outcome::Applied)).collect();
+        let mut results: Vec<Result<Applied, OpError>> = (0..count)
+            .map(|_| {
+                Ok(Applied {
+                    outcome: Outcome::Applied,
+                    effect: 0,
+                })
+            })
+            .collect();
         for rx in waiting {
             let shard_results: UpdateResults = rx.await.map_err(|_| StoreError::ShuttingDown)??;
             for (index, result) in shard_results {
@@ -474,8 +482,12 @@ impl Store {
     }
 }
 
-/// Checks what the caller can get wrong in one update, before anything is applied.
-fn validate(view: &View, update: &Update) -> Result<()> {
+/// Checks what the caller can get wrong in one update against its view (op of another
+/// type, negative gcounter increment, timestamp out of range). [`Store::apply`] runs it on
+/// every update before applying any; front ends that group commands from several
+/// requests into one `apply` run it per request first, so one bad command cannot fail
+/// its neighbours.
+pub fn validate(view: &View, update: &Update) -> Result<()> {
     let value_type = view.spec.value_type.type_for(&update.op);
     if !update.op.fits(value_type) {
         return Err(StoreError::WrongOp {

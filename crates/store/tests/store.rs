@@ -4,6 +4,16 @@ use prometheus_client::registry::Registry;
 use speedlayer_core::{Epoch, Key, Op, Outcome, Reading, UpdateId, Value, ValueType};
 use speedlayer_store::{Store, StoreConfig, StoreError, Update, ViewSpec};
 
+/// Applies and keeps only the outcomes.
+async fn apply(
+    store: &Store,
+    view: &str,
+    updates: Vec<Update>,
+) -> Result<Vec<Result<Outcome, speedlayer_core::OpError>>, StoreError> {
+    let results = store.apply(view, updates).await?;
+    Ok(results.into_iter().map(|r| r.map(|a| a.outcome)).collect())
+}
+
 fn open(dir: &std::path::Path) -> Store {
     let mut registry = Registry::default();
     Store::open(StoreConfig::new(dir), &mut registry).expect("open store")
@@ -50,8 +60,7 @@ async fn sixteen_writers_on_one_key_lose_nothing() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..10_000 {
-                let results = store
-                    .apply("hits", vec![incr("hot", "", 1, None)])
+                let results = apply(&store, "hits", vec![incr("hot", "", 1, None)])
                     .await
                     .unwrap();
                 assert_eq!(results[0], Ok(Outcome::Applied));
@@ -76,26 +85,26 @@ async fn acknowledged_updates_survive_reopen() {
             .declare_view("tags", ViewSpec::new(ValueType::Set))
             .unwrap();
         for i in 0..100 {
-            store
-                .apply(
-                    "hits",
-                    vec![incr(&format!("k{}", i % 7), "", i, Some(1_732_450_000))],
-                )
-                .await
-                .unwrap();
-        }
-        store
-            .apply(
-                "tags",
-                vec![Update {
-                    key: key("post-1", ""),
-                    op: Op::Add(vec![b"rust".to_vec(), b"crdt".to_vec()]),
-                    ts_us: None,
-                    id: None,
-                }],
+            apply(
+                &store,
+                "hits",
+                vec![incr(&format!("k{}", i % 7), "", i, Some(1_732_450_000))],
             )
             .await
             .unwrap();
+        }
+        apply(
+            &store,
+            "tags",
+            vec![Update {
+                key: key("post-1", ""),
+                op: Op::Add(vec![b"rust".to_vec(), b"crdt".to_vec()]),
+                ts_us: None,
+                id: None,
+            }],
+        )
+        .await
+        .unwrap();
     }
     let store = open(dir.path());
     let expected: i64 = (0..100).filter(|i| i % 7 == 3).sum();
@@ -108,8 +117,7 @@ async fn acknowledged_updates_survive_reopen() {
     }
     assert_eq!(store.views().len(), 2);
     // The reopened store keeps counting on top of what it recovered.
-    store
-        .apply("hits", vec![incr("k3", "", 1, Some(1_732_450_000))])
+    apply(&store, "hits", vec![incr("k3", "", 1, Some(1_732_450_000))])
         .await
         .unwrap();
     assert_eq!(
@@ -135,8 +143,7 @@ async fn idempotent_ids_count_once_across_restarts() {
         store
             .declare_view("hits", ViewSpec::new(ValueType::Counter))
             .unwrap();
-        let r = store
-            .apply("hits", vec![update(1), update(2), update(1)])
+        let r = apply(&store, "hits", vec![update(1), update(2), update(1)])
             .await
             .unwrap();
         assert_eq!(
@@ -149,8 +156,7 @@ async fn idempotent_ids_count_once_across_restarts() {
         );
     }
     let store = open(dir.path());
-    let r = store
-        .apply("hits", vec![update(2), update(3)])
+    let r = apply(&store, "hits", vec![update(2), update(3)])
         .await
         .unwrap();
     assert_eq!(r, vec![Ok(Outcome::Duplicate), Ok(Outcome::Applied)]);
@@ -172,7 +178,7 @@ async fn dropping_an_epoch_removes_only_its_keys() {
     }
     updates.push(incr("k0", "", 10, Some(hour_b + 5)));
     updates.push(incr("only-b", "", 7, Some(hour_b + 5)));
-    store.apply("hits", updates).await.unwrap();
+    apply(&store, "hits", updates).await.unwrap();
     let epochs = store.epochs("hits").unwrap();
     assert_eq!(epochs.len(), 2);
     assert_eq!(count(&store.get("hits", &key("k0", "")).unwrap()), 11);
@@ -186,8 +192,7 @@ async fn dropping_an_epoch_removes_only_its_keys() {
     assert_eq!(store.epochs("hits").unwrap().len(), 1);
 
     // A late write into the dropped epoch starts it afresh, without the old keys.
-    store
-        .apply("hits", vec![incr("k5", "", 2, Some(hour_a + 9))])
+    apply(&store, "hits", vec![incr("k5", "", 2, Some(hour_a + 9))])
         .await
         .unwrap();
     assert_eq!(count(&store.get("hits", &key("k5", "")).unwrap()), 2);
@@ -216,7 +221,7 @@ async fn range_reads_merge_epochs_in_clustering_order() {
         updates.push(incr("/about", &clustering, 100, Some(base + 7200)));
     }
     updates.push(incr("/aboutx", "h05", 1000, Some(base)));
-    store.apply("pv", updates).await.unwrap();
+    apply(&store, "pv", updates).await.unwrap();
     let rows = store
         .range("pv", b"/about", Some(b"h10"), Some(b"h17"), 1000)
         .unwrap();
@@ -247,21 +252,23 @@ async fn invalid_batches_apply_nothing() {
     store
         .declare_view("g", ViewSpec::new(ValueType::Gcounter))
         .unwrap();
-    let err = store
-        .apply("g", vec![incr("a", "", 1, None), incr("a", "", -1, None)])
-        .await
-        .unwrap_err();
+    let err = apply(
+        &store,
+        "g",
+        vec![incr("a", "", 1, None), incr("a", "", -1, None)],
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, StoreError::WrongOp { .. }), "{err}");
-    let err = store
-        .apply(
-            "g",
-            vec![incr("a", "", 1, None), incr("a", "", 1, Some(-3))],
-        )
-        .await
-        .unwrap_err();
+    let err = apply(
+        &store,
+        "g",
+        vec![incr("a", "", 1, None), incr("a", "", 1, Some(-3))],
+    )
+    .await
+    .unwrap_err();
     assert!(err.is_client_error(), "{err}");
-    let err = store
-        .apply("nope", vec![incr("a", "", 1, None)])
+    let err = apply(&store, "nope", vec![incr("a", "", 1, None)])
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::UnknownView(_)));
@@ -285,14 +292,16 @@ async fn any_views_fix_each_keys_type_and_delete_removes_keys() {
         ts_us: None,
         id: None,
     };
-    let r = store
-        .apply("redis", vec![set("name", "ada"), incr("hits", "", 2, None)])
-        .await
-        .unwrap();
+    let r = apply(
+        &store,
+        "redis",
+        vec![set("name", "ada"), incr("hits", "", 2, None)],
+    )
+    .await
+    .unwrap();
     assert_eq!(r, vec![Ok(Outcome::Applied), Ok(Outcome::Applied)]);
     // A write of another type to an existing key is refused, and changes nothing.
-    let r = store
-        .apply("redis", vec![incr("name", "", 1, None)])
+    let r = apply(&store, "redis", vec![incr("name", "", 1, None)])
         .await
         .unwrap();
     assert!(matches!(r[0], Err(OpError::WrongOp { .. })), "{r:?}");
@@ -310,8 +319,7 @@ async fn any_views_fix_each_keys_type_and_delete_removes_keys() {
     assert_eq!(existed, vec![true, false]);
     assert!(store.get("redis", &key("name", "")).unwrap().is_none());
     // After a delete the key may take another type.
-    let r = store
-        .apply("redis", vec![incr("name", "", 5, None)])
+    let r = apply(&store, "redis", vec![incr("name", "", 5, None)])
         .await
         .unwrap();
     assert_eq!(r[0], Ok(Outcome::Applied));

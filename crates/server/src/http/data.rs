@@ -46,9 +46,11 @@ pub async fn update(
     let mut failed = Vec::new();
     for (index, result) in results.iter().enumerate() {
         match result {
-            Ok(Outcome::Applied) => applied += 1,
-            Ok(Outcome::Duplicate) => duplicate += 1,
-            Ok(Outcome::Stale) => stale += 1,
+            Ok(a) => match a.outcome {
+                Outcome::Applied => applied += 1,
+                Outcome::Duplicate => duplicate += 1,
+                Outcome::Stale => stale += 1,
+            },
             Err(e) => failed.push(serde_json::json!({ "index": index, "error": e.to_string() })),
         }
     }

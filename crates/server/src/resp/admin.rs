@@ -1,0 +1,341 @@
+//! Connection and server commands: PING, ECHO, HELLO, AUTH, SELECT, CLIENT, COMMAND,
+//! CONFIG, INFO, QUIT.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use speedlayer_resp::{Protocol, Reply, Request};
+
+use super::args::{arity, command_name, integer};
+use super::keys::REDIS_VIEW;
+use super::session::Session;
+
+/// One COMMAND entry: (name, arity, flags, first key, last key, step); arity is Redis's:
+/// positive = exact, negative = at least.
+type CommandSpec = (&'static str, i64, &'static [&'static str], i64, i64, i64);
+
+/// Every implemented command, for COMMAND.
+const COMMANDS: &[CommandSpec] = &[
+    ("ping", -1, &["fast", "stale"], 0, 0, 0),
+    ("echo", 2, &["fast"], 0, 0, 0),
+    (
+        "hello",
+        -1,
+        &["noscript", "loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+    ),
+    (
+        "auth",
+        -2,
+        &["noscript", "loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+    ),
+    ("select", 2, &["loading", "stale", "fast"], 0, 0, 0),
+    ("get", 2, &["readonly", "fast"], 1, 1, 1),
+    ("set", -3, &["write", "denyoom"], 1, 1, 1),
+    ("del", -2, &["write"], 1, -1, 1),
+    ("exists", -2, &["readonly", "fast"], 1, -1, 1),
+    ("mget", -2, &["readonly", "fast"], 1, -1, 1),
+    ("incr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("incrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("hincrby", 4, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("hget", 3, &["readonly", "fast"], 1, 1, 1),
+    ("hgetall", 2, &["readonly"], 1, 1, 1),
+    ("sadd", -3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("srem", -3, &["write", "fast"], 1, 1, 1),
+    ("smembers", 2, &["readonly"], 1, 1, 1),
+    ("sismember", 3, &["readonly", "fast"], 1, 1, 1),
+    ("scard", 2, &["readonly", "fast"], 1, 1, 1),
+    ("pfadd", -2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("pfcount", -2, &["readonly"], 1, -1, 1),
+    ("pfmerge", -2, &["write", "denyoom"], 1, -1, 1),
+    ("command", -1, &["loading", "stale"], 0, 0, 0),
+    ("config", -2, &["admin", "loading", "stale"], 0, 0, 0),
+    ("info", -1, &["loading", "stale"], 0, 0, 0),
+    (
+        "client",
+        -2,
+        &["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+    ),
+    ("quit", -1, &["fast", "no_auth"], 0, 0, 0),
+];
+
+/// True for every command this server implements (for metrics labels).
+pub fn is_known(name: &str) -> bool {
+    COMMANDS.iter().any(|(n, ..)| n.eq_ignore_ascii_case(name))
+}
+
+/// Executes a connection or server command.
+pub fn execute(session: &mut Session, name: &str, request: &Request) -> Reply {
+    let args = &request.args;
+    match name {
+        "PING" => match args.len() {
+            1 => Reply::Simple("PONG".into()),
+            2 => Reply::Bulk(args[1].clone()),
+            _ => arity(name),
+        },
+        "ECHO" if args.len() == 2 => Reply::Bulk(args[1].clone()),
+        "QUIT" => {
+            session.quit = true;
+            Reply::ok()
+        }
+        "AUTH" => match args.len() {
+            2 => auth(session, None, &args[1]),
+            3 => auth(session, Some(&args[1]), &args[2]),
+            _ => arity(name),
+        },
+        "HELLO" => hello(session, args),
+        "SELECT" if args.len() == 2 => match integer(&args[1]) {
+            Ok(0) => Reply::ok(),
+            Ok(_) => Reply::error("ERR DB index is out of range"),
+            Err(reply) => reply,
+        },
+        "CLIENT" if args.len() >= 2 => client(session, args),
+        "COMMAND" => command(args),
+        "CONFIG" if args.len() >= 2 => config(args),
+        "INFO" => Reply::Verbatim {
+            format: *b"txt",
+            text: Bytes::from(info(session, args.get(1))),
+        },
+        _ if is_known(name) => arity(name),
+        _ => {
+            let mut message = format!(
+                "ERR unknown command '{}', with args beginning with:",
+                String::from_utf8_lossy(&args[0])
+            );
+            for arg in args.iter().skip(1).take(8) {
+                let _ = write!(message, " '{}'", String::from_utf8_lossy(arg));
+            }
+            Reply::error(message)
+        }
+    }
+}
+
+fn auth(session: &mut Session, user: Option<&Bytes>, password: &Bytes) -> Reply {
+    let Some(expected) = &session.shared.requirepass else {
+        return Reply::error(
+            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+        );
+    };
+    let user_ok = user.is_none_or(|u| &u[..] == b"default");
+    if user_ok && password[..] == *expected.as_bytes() {
+        session.authenticated = true;
+        Reply::ok()
+    } else {
+        Reply::error("WRONGPASS invalid username-password pair or user is disabled.")
+    }
+}
+
+fn hello(session: &mut Session, args: &[Bytes]) -> Reply {
+    let mut protocol = session.protocol;
+    let mut i = 1;
+    if let Some(version) = args.get(1) {
+        protocol = match integer(version) {
+            Ok(2) => Protocol::Resp2,
+            Ok(3) => Protocol::Resp3,
+            Ok(_) => return Reply::error("NOPROTO unsupported protocol version"),
+            Err(_) => {
+                return Reply::error("ERR Protocol version is not an integer or out of range")
+            }
+        };
+        i = 2;
+    }
+    while i < args.len() {
+        let option = command_name(&args[i]);
+        match option.as_str() {
+            "AUTH" if i + 2 < args.len() => {
+                let reply = auth(session, Some(&args[i + 1]), &args[i + 2]);
+                if matches!(reply, Reply::Error(_)) {
+                    return reply;
+                }
+                i += 3;
+            }
+            "SETNAME" if i + 1 < args.len() => {
+                session.name = Some(args[i + 1].clone());
+                i += 2;
+            }
+            _ => return Reply::error(format!("ERR Syntax error in HELLO option '{option}'")),
+        }
+    }
+    if !session.authenticated {
+        return Reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    session.protocol = protocol;
+    let proto = match protocol {
+        Protocol::Resp2 => 2,
+        Protocol::Resp3 => 3,
+    };
+    let field = |name: &str| Reply::Bulk(Bytes::copy_from_slice(name.as_bytes()));
+    Reply::Map(vec![
+        (field("server"), field("speedlayer")),
+        (field("version"), field(env!("CARGO_PKG_VERSION"))),
+        (field("proto"), Reply::Integer(proto)),
+        (field("id"), Reply::Integer(session.id as i64)),
+        (field("mode"), field("standalone")),
+        (field("role"), field("master")),
+        (field("modules"), Reply::Array(Vec::new())),
+    ])
+}
+
+fn client(session: &mut Session, args: &[Bytes]) -> Reply {
+    match command_name(&args[1]).as_str() {
+        "SETNAME" if args.len() == 3 => {
+            if args[2].iter().any(|b| *b == b' ' || *b == b'\n') {
+                return Reply::error(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            session.name = Some(args[2].clone());
+            Reply::ok()
+        }
+        "GETNAME" if args.len() == 2 => session.name.clone().map_or(Reply::Null, Reply::Bulk),
+        "ID" if args.len() == 2 => Reply::Integer(session.id as i64),
+        "SETINFO" if args.len() == 4 => Reply::ok(),
+        "INFO" if args.len() == 2 => Reply::Bulk(Bytes::from(format!(
+            "id={} name={} resp={}\n",
+            session.id,
+            session
+                .name
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default(),
+            if session.protocol == Protocol::Resp3 {
+                3
+            } else {
+                2
+            }
+        ))),
+        other => Reply::error(format!(
+            "ERR unknown subcommand or wrong number of arguments for 'CLIENT|{}'",
+            other.to_ascii_lowercase()
+        )),
+    }
+}
+
+fn command_entry(entry: &CommandSpec) -> Reply {
+    let (name, arity, flags, first, last, step) = *entry;
+    Reply::Array(vec![
+        Reply::Bulk(Bytes::from_static(name.as_bytes())),
+        Reply::Integer(arity),
+        Reply::Set(flags.iter().map(|f| Reply::Simple((*f).into())).collect()),
+        Reply::Integer(first),
+        Reply::Integer(last),
+        Reply::Integer(step),
+    ])
+}
+
+fn command(args: &[Bytes]) -> Reply {
+    match args.get(1).map(command_name).as_deref() {
+        None => Reply::Array(COMMANDS.iter().map(command_entry).collect()),
+        Some("COUNT") => Reply::Integer(COMMANDS.len() as i64),
+        Some("DOCS") => Reply::Map(Vec::new()),
+        Some("INFO") => Reply::Array(
+            args[2..]
+                .iter()
+                .map(|name| {
+                    COMMANDS
+                        .iter()
+                        .find(|(n, ..)| n.as_bytes().eq_ignore_ascii_case(name))
+                        .map_or(Reply::NullArray, command_entry)
+                })
+                .collect(),
+        ),
+        Some(other) => Reply::error(format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            other.to_ascii_lowercase()
+        )),
+    }
+}
+
+/// CONFIG GET answers the few parameters clients probe at start (redis-benchmark asks
+/// for `save` and `appendonly`); CONFIG SET is refused: settings come from the CLI.
+fn config(args: &[Bytes]) -> Reply {
+    match command_name(&args[1]).as_str() {
+        "GET" if args.len() >= 3 => {
+            let mut pairs = Vec::new();
+            for pattern in &args[2..] {
+                for (name, value) in [
+                    ("save", ""),
+                    ("appendonly", "yes"),
+                    ("appendfsync", "always"),
+                    ("databases", "1"),
+                ] {
+                    if pattern.eq_ignore_ascii_case(name.as_bytes()) || &pattern[..] == b"*" {
+                        pairs.push((
+                            Reply::Bulk(Bytes::from_static(name.as_bytes())),
+                            Reply::Bulk(Bytes::from_static(value.as_bytes())),
+                        ));
+                    }
+                }
+            }
+            Reply::Map(pairs)
+        }
+        "SET" => Reply::error(
+            "ERR CONFIG SET is not supported: configure speedlayer with its flags or config file",
+        ),
+        other => Reply::error(format!(
+            "ERR unknown subcommand '{}'. Try CONFIG HELP.",
+            other.to_ascii_lowercase()
+        )),
+    }
+}
+
+fn info(session: &Session, section: Option<&Bytes>) -> String {
+    let shared = &session.shared;
+    let wanted = section.map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
+    let show = |name: &str| {
+        wanted
+            .as_deref()
+            .is_none_or(|w| w == name || w == "all" || w == "default" || w == "everything")
+    };
+    let mut out = String::new();
+    if show("server") {
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:7.2.0\r\nspeedlayer_version:{}\r\nredis_mode:standalone\r\nos:{}\r\nprocess_id:{}\r\nnode_id:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+            shared.store.node_id(),
+            shared.started.elapsed().as_secs()
+        );
+    }
+    if show("clients") {
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\n\r\n",
+            shared.stats.connected.load(Ordering::Relaxed)
+        );
+    }
+    if show("stats") {
+        let metrics = shared.store.metrics();
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\njournal_syncs:{}\r\nupdates_applied:{}\r\nupdates_duplicate:{}\r\n\r\n",
+            shared.stats.total_connections.load(Ordering::Relaxed),
+            shared.stats.total_commands.load(Ordering::Relaxed),
+            metrics.fsyncs.get(),
+            metrics.updates_applied.get(),
+            metrics.updates_duplicate.get(),
+        );
+    }
+    if show("keyspace") {
+        let keys: u64 = shared
+            .store
+            .epochs(REDIS_VIEW)
+            .map(|epochs| epochs.iter().map(|e| e.approx_keys).sum())
+            .unwrap_or(0);
+        let _ = write!(out, "# Keyspace\r\ndb0:keys={keys},expires=0,avg_ttl=0\r\n");
+    }
+    out
+}

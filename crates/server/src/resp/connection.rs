@@ -1,0 +1,70 @@
+//! One client connection: read, parse every complete request, run them as a pipeline,
+//! write all replies, repeat.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use speedlayer_resp::{parse_request, Reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::session::Session;
+use super::{stopping, RespShared};
+
+/// Most requests run as one pipeline before replies are written: bounds reply memory.
+const MAX_PIPELINE: usize = 4096;
+
+/// Serves one connection until the client quits, the stream fails or the node stops.
+pub async fn run(
+    mut socket: TcpStream,
+    shared: Arc<RespShared>,
+    id: u64,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let limits = shared.limits;
+    let mut session = Session::new(shared, id);
+    let mut input = BytesMut::with_capacity(16 * 1024);
+    let mut output = BytesMut::with_capacity(16 * 1024);
+    let mut requests = Vec::new();
+    loop {
+        let mut protocol_error = None;
+        while requests.len() < MAX_PIPELINE {
+            match parse_request(&mut input, &limits) {
+                Ok(Some(request)) => requests.push(request),
+                Ok(None) => break,
+                Err(e) => {
+                    protocol_error = Some(e);
+                    break;
+                }
+            }
+        }
+        if !requests.is_empty() {
+            session
+                .run_pipeline(std::mem::take(&mut requests), &mut output)
+                .await;
+        }
+        if let Some(e) = protocol_error {
+            Reply::error(format!("ERR Protocol error: {e}"))
+                .encode(session.protocol(), &mut output);
+            socket.write_all(&output).await?;
+            return Ok(());
+        }
+        if !output.is_empty() {
+            socket.write_all(&output).await?;
+            output.clear();
+        }
+        if session.quit() {
+            return Ok(());
+        }
+        // Room for a full read; reclaims consumed space when it can.
+        input.reserve(16 * 1024);
+        let read = tokio::select! {
+            read = socket.read_buf(&mut input) => read?,
+            _ = stopping(&mut stop) => return Ok(()),
+        };
+        if read == 0 {
+            return Ok(());
+        }
+    }
+}

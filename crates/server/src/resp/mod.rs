@@ -1,0 +1,110 @@
+//! The Redis-protocol front end: RESP2/RESP3 on `--resp`, with pipelining.
+//!
+//! A connection reads whatever bytes are available, parses every complete request in the
+//! buffer, executes them as one pipeline (consecutive writes become one storage call, so a
+//! pipeline of 16 `INCR`s costs one journal sync), then writes all replies at once.
+//! Writes are acknowledged only after the journal sync, exactly like HTTP sync writes.
+
+mod admin;
+mod args;
+mod connection;
+pub mod keys;
+mod reads;
+mod session;
+mod writes;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use speedlayer_resp::Limits;
+use speedlayer_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::metrics::NodeMetrics;
+
+/// Counters INFO reports.
+#[derive(Default)]
+pub struct RespStats {
+    /// Connections open now.
+    pub connected: AtomicU64,
+    /// Connections accepted since start.
+    pub total_connections: AtomicU64,
+    /// Commands executed since start.
+    pub total_commands: AtomicU64,
+}
+
+/// What every connection shares.
+pub struct RespShared {
+    /// The node's store.
+    pub store: Store,
+    /// Password for AUTH, if required.
+    pub requirepass: Option<String>,
+    /// Protocol limits (frame sizes).
+    pub limits: Limits,
+    /// INFO counters.
+    pub stats: RespStats,
+    /// Node metrics.
+    pub metrics: Arc<NodeMetrics>,
+    /// When the node started (INFO uptime).
+    pub started: Instant,
+    next_client_id: AtomicU64,
+}
+
+impl RespShared {
+    /// Shared state for a node's RESP listener.
+    pub fn new(store: Store, requirepass: Option<String>, metrics: Arc<NodeMetrics>) -> Self {
+        RespShared {
+            store,
+            requirepass,
+            limits: Limits::default(),
+            stats: RespStats::default(),
+            metrics,
+            started: Instant::now(),
+            next_client_id: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Accepts connections until `stop` turns true; each connection runs on its own task.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<RespShared>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut stopped = stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: log, back off, keep serving.
+                        tracing::warn!(error = %e, "accepting a RESP connection failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = socket.set_nodelay(true);
+                let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+                let shared = shared.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    shared.stats.connected.fetch_add(1, Ordering::Relaxed);
+                    shared.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = connection::run(socket, shared.clone(), id, stop).await {
+                        tracing::debug!(%peer, error = %e, "RESP connection ended with an error");
+                    }
+                    shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            _ = stopping(&mut stopped) => return Ok(()),
+        }
+    }
+}
+
+/// Resolves once the node is stopping (or its stop signal is gone).
+pub(crate) async fn stopping(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -1,0 +1,256 @@
+//! Commands that read data (and the few writes that must read first).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use speedlayer_core::{Hll, Key, Op, OpError, Reading, Value, ValueType};
+use speedlayer_resp::{Reply, Request};
+use speedlayer_store::{Update, View};
+
+use super::args::{arity, wrongtype};
+use super::keys::{resolve, Target};
+use super::session::{store_error, Session};
+
+/// Most fields HGETALL returns.
+const MAX_HASH_FIELDS: usize = 100_000;
+
+/// True for the commands this module executes.
+pub fn handles(name: &str) -> bool {
+    matches!(
+        name,
+        "GET"
+            | "MGET"
+            | "EXISTS"
+            | "DEL"
+            | "HGET"
+            | "HGETALL"
+            | "SMEMBERS"
+            | "SISMEMBER"
+            | "SCARD"
+            | "PFCOUNT"
+            | "PFMERGE"
+            | "PFADD"
+    )
+}
+
+/// A counter-like reading as a Redis integer.
+pub fn integer_of(reading: &Reading) -> Option<Reply> {
+    match reading {
+        Reading::Count { total, .. } => Some(Reply::Integer(*total)),
+        Reading::State(Value::Max(e) | Value::Min(e)) => Some(Reply::Integer(e.get().unwrap_or(0))),
+        Reading::State(_) => None,
+    }
+}
+
+/// A reading as a Redis string: counters and max/min render their integer (as Redis
+/// renders an integer-valued string), registers their bytes. Sets and HLLs are not
+/// strings: `Err`.
+fn string_of(reading: &Reading) -> Result<Option<Bytes>, ()> {
+    match reading {
+        Reading::Count { total, .. } => Ok(Some(Bytes::from(total.to_string()))),
+        Reading::State(Value::Register(r)) => Ok(r.get().map(Bytes::copy_from_slice)),
+        Reading::State(Value::Max(e) | Value::Min(e)) => {
+            Ok(e.get().map(|v| Bytes::from(v.to_string())))
+        }
+        Reading::State(_) => Err(()),
+    }
+}
+
+/// Executes a data command.
+pub async fn execute(session: &Session, name: &str, request: Request) -> Reply {
+    match run(session, name, &request.args).await {
+        Ok(reply) | Err(reply) => reply,
+    }
+}
+
+fn target(session: &Session, key: &Bytes, field: Option<&Bytes>) -> Result<Target, Reply> {
+    resolve(&session.shared.store, key, field.map(|f| &f[..]))
+}
+
+fn read(session: &Session, target: &Target) -> Result<Option<Reading>, Reply> {
+    session
+        .shared
+        .store
+        .get(&target.view.name, &target.key)
+        .map_err(|e| store_error(&e))
+}
+
+fn string_reply(reading: Option<Reading>) -> Reply {
+    match reading.as_ref().map(string_of) {
+        None | Some(Ok(None)) => Reply::Null,
+        Some(Ok(Some(bytes))) => Reply::Bulk(bytes),
+        Some(Err(())) => wrongtype(),
+    }
+}
+
+/// The HLL of a reading: `None` when absent, WRONGTYPE for another type.
+fn hll_of(reading: Option<Reading>) -> Result<Option<Hll>, Reply> {
+    match reading {
+        None => Ok(None),
+        Some(Reading::State(Value::Hll(h))) => Ok(Some(h)),
+        Some(_) => Err(wrongtype()),
+    }
+}
+
+async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Reply> {
+    let store = &session.shared.store;
+    match name {
+        "GET" => {
+            check(args.len() == 2, name)?;
+            let t = target(session, &args[1], None)?;
+            Ok(string_reply(read(session, &t)?))
+        }
+        "HGET" => {
+            check(args.len() == 3, name)?;
+            let t = target(session, &args[1], Some(&args[2]))?;
+            Ok(string_reply(read(session, &t)?))
+        }
+        "MGET" => {
+            check(args.len() >= 2, name)?;
+            let values = args[1..]
+                .iter()
+                .map(
+                    |key| match target(session, key, None).and_then(|t| read(session, &t)) {
+                        Ok(reading) => match reading.as_ref().map(string_of) {
+                            Some(Ok(Some(bytes))) => Reply::Bulk(bytes),
+                            _ => Reply::Null,
+                        },
+                        Err(_) => Reply::Null,
+                    },
+                )
+                .collect();
+            Ok(Reply::Array(values))
+        }
+        "EXISTS" => {
+            check(args.len() >= 2, name)?;
+            let mut n = 0;
+            for key in &args[1..] {
+                let t = target(session, key, None)?;
+                if read(session, &t)?.is_some() {
+                    n += 1;
+                }
+            }
+            Ok(Reply::Integer(n))
+        }
+        "DEL" => {
+            check(args.len() >= 2, name)?;
+            let mut by_view: Vec<(Arc<View>, Vec<Key>)> = Vec::new();
+            for key in &args[1..] {
+                let t = target(session, key, None)?;
+                match by_view.iter_mut().find(|(v, _)| Arc::ptr_eq(v, &t.view)) {
+                    Some((_, keys)) => keys.push(t.key),
+                    None => by_view.push((t.view, vec![t.key])),
+                }
+            }
+            let mut deleted = 0;
+            for (view, keys) in by_view {
+                let existed = store
+                    .delete(&view.name, keys)
+                    .await
+                    .map_err(|e| store_error(&e))?;
+                deleted += existed.iter().filter(|e| **e).count() as i64;
+            }
+            Ok(Reply::Integer(deleted))
+        }
+        "HGETALL" => {
+            check(args.len() == 2, name)?;
+            let t = target(session, &args[1], Some(&Bytes::new()))?;
+            let rows = store
+                .range(&t.view.name, &t.key.partition, None, None, MAX_HASH_FIELDS)
+                .map_err(|e| store_error(&e))?;
+            let mut pairs = Vec::new();
+            for row in rows.rows {
+                if row.clustering.is_empty() {
+                    continue; // the plain key of the same name, not a field
+                }
+                match string_of(&row.value) {
+                    Ok(Some(value)) => {
+                        pairs.push((Reply::Bulk(Bytes::from(row.clustering)), Reply::Bulk(value)))
+                    }
+                    Ok(None) => {}
+                    Err(()) => return Err(wrongtype()),
+                }
+            }
+            Ok(Reply::Map(pairs))
+        }
+        "SMEMBERS" | "SISMEMBER" | "SCARD" => {
+            check(args.len() == if name == "SISMEMBER" { 3 } else { 2 }, name)?;
+            let t = target(session, &args[1], None)?;
+            let set = match read(session, &t)? {
+                None => None,
+                Some(Reading::State(Value::Set(set))) => Some(set),
+                Some(_) => return Err(wrongtype()),
+            };
+            Ok(match name {
+                "SMEMBERS" => Reply::Set(
+                    set.iter()
+                        .flat_map(|s| s.members())
+                        .map(|m| Reply::Bulk(Bytes::copy_from_slice(m)))
+                        .collect(),
+                ),
+                "SISMEMBER" => Reply::Integer(i64::from(set.is_some_and(|s| s.contains(&args[2])))),
+                _ => Reply::Integer(set.map_or(0, |s| s.len() as i64)),
+            })
+        }
+        "PFCOUNT" => {
+            check(args.len() >= 2, name)?;
+            let mut union: Option<Hll> = None;
+            for key in &args[1..] {
+                let t = target(session, key, None)?;
+                if let Some(h) = hll_of(read(session, &t)?)? {
+                    match &mut union {
+                        Some(u) => u.merge(&h),
+                        None => union = Some(h),
+                    }
+                }
+            }
+            Ok(Reply::Integer(union.map_or(0, |u| u.count() as i64)))
+        }
+        "PFMERGE" | "PFADD" => {
+            check(args.len() >= 2, name)?;
+            let dest = target(session, &args[1], None)?;
+            let existing = hll_of(read(session, &dest)?)?;
+            let mut union = Value::new(ValueType::Hll);
+            let sources = if name == "PFMERGE" {
+                &args[2..]
+            } else {
+                &[][..]
+            };
+            for key in sources {
+                let t = target(session, key, None)?;
+                if let Some(h) = hll_of(read(session, &t)?)? {
+                    union.merge(&Value::Hll(h)).map_err(|_| wrongtype())?;
+                }
+            }
+            if name == "PFADD" && existing.is_some() {
+                return Ok(Reply::Integer(0));
+            }
+            let update = Update {
+                key: dest.key.clone(),
+                op: Op::Merge(Box::new(union)),
+                ts_us: None,
+                id: None,
+            };
+            let results = store
+                .apply(&dest.view.name, vec![update])
+                .await
+                .map_err(|e| store_error(&e))?;
+            match results.into_iter().next() {
+                Some(Ok(_)) if name == "PFADD" => Ok(Reply::Integer(1)),
+                Some(Ok(_)) => Ok(Reply::ok()),
+                Some(Err(OpError::WrongOp { .. })) => Err(wrongtype()),
+                Some(Err(e)) => Err(Reply::error(format!("ERR {e}"))),
+                None => Err(Reply::error("ERR no result from storage")),
+            }
+        }
+        _ => Err(Reply::error(format!("ERR unknown command '{name}'"))),
+    }
+}
+
+fn check(ok: bool, name: &str) -> Result<(), Reply> {
+    if ok {
+        Ok(())
+    } else {
+        Err(arity(name))
+    }
+}

@@ -1,0 +1,196 @@
+//! A connection's session state (protocol version, authentication, name) and the
+//! pipeline executor.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use speedlayer_core::{Applied, OpError};
+use speedlayer_resp::{Protocol, Reply, Request};
+use speedlayer_store::{StoreError, Update, View};
+
+use super::args::{command_name, wrongtype};
+use super::keys::Target;
+use super::{admin, reads, writes, RespShared};
+use crate::metrics::CommandLabels;
+
+/// What a command needs next, decided without touching data.
+pub enum Step {
+    /// The reply is known already (errors, PING, session commands).
+    Reply(Reply),
+    /// A single-key update: grouped with its neighbours into one storage call.
+    Write(PendingWrite),
+    /// Needs data (a read, or a write that reads first): runs after the writes before it.
+    Data(Request),
+}
+
+/// A validated update waiting for its pipeline's storage call.
+pub struct PendingWrite {
+    /// Where it goes.
+    pub target: Target,
+    /// What it does.
+    pub update: Update,
+    /// How its result becomes a reply.
+    pub render: Render,
+}
+
+/// How an applied update is answered.
+#[derive(Clone, Copy, Debug)]
+pub enum Render {
+    /// `+OK`.
+    Ok,
+    /// The update's effect as an integer (SADD, SREM, PFADD).
+    Effect,
+    /// The counter's total after the update (INCR family, HINCRBY).
+    Total,
+}
+
+/// One connection's state.
+pub struct Session {
+    pub(super) shared: Arc<RespShared>,
+    pub(super) id: u64,
+    pub(super) protocol: Protocol,
+    pub(super) authenticated: bool,
+    pub(super) name: Option<Bytes>,
+    pub(super) quit: bool,
+}
+
+impl Session {
+    /// A fresh session; authenticated from the start when no password is configured.
+    pub fn new(shared: Arc<RespShared>, id: u64) -> Self {
+        let authenticated = shared.requirepass.is_none();
+        Session {
+            shared,
+            id,
+            protocol: Protocol::Resp2,
+            authenticated,
+            name: None,
+            quit: false,
+        }
+    }
+
+    /// The protocol replies are encoded in.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// True once the client sent QUIT.
+    pub fn quit(&self) -> bool {
+        self.quit
+    }
+
+    /// Runs `requests` in order and appends their replies to `out`, in order.
+    pub async fn run_pipeline(&mut self, requests: Vec<Request>, out: &mut BytesMut) {
+        let count = requests.len();
+        let mut replies: Vec<Option<Reply>> = (0..count).map(|_| None).collect();
+        let mut pending: Vec<(usize, PendingWrite)> = Vec::new();
+        for (slot, request) in requests.into_iter().enumerate() {
+            if self.quit {
+                break;
+            }
+            let name = command_name(&request.args[0]);
+            self.count_command(&name);
+            match self.plan(&name, request) {
+                Step::Reply(reply) => replies[slot] = Some(reply),
+                Step::Write(write) => pending.push((slot, write)),
+                Step::Data(request) => {
+                    self.flush(&mut pending, &mut replies).await;
+                    replies[slot] = Some(reads::execute(self, &name, request).await);
+                }
+            }
+        }
+        self.flush(&mut pending, &mut replies).await;
+        for reply in replies.into_iter().flatten() {
+            reply.encode(self.protocol, out);
+        }
+    }
+
+    fn count_command(&self, name: &str) {
+        self.shared
+            .stats
+            .total_commands
+            .fetch_add(1, Ordering::Relaxed);
+        let command = if admin::is_known(name) {
+            name.to_ascii_lowercase()
+        } else {
+            "unknown".to_string()
+        };
+        self.shared
+            .metrics
+            .resp_commands
+            .get_or_create(&CommandLabels { command })
+            .inc();
+    }
+
+    /// Decides what a command needs; answers at once what needs no data.
+    fn plan(&mut self, name: &str, request: Request) -> Step {
+        if !self.authenticated && !matches!(name, "AUTH" | "HELLO" | "PING" | "QUIT") {
+            return Step::Reply(Reply::error("NOAUTH Authentication required."));
+        }
+        if let Some(step) = writes::plan(self, name, &request) {
+            return step;
+        }
+        if reads::handles(name) {
+            return Step::Data(request);
+        }
+        Step::Reply(admin::execute(self, name, &request))
+    }
+
+    /// Applies the pending writes (one storage call per view) and fills their replies.
+    async fn flush(&self, pending: &mut Vec<(usize, PendingWrite)>, replies: &mut [Option<Reply>]) {
+        while !pending.is_empty() {
+            let view: Arc<View> = pending[0].1.target.view.clone();
+            let (group, rest): (Vec<_>, Vec<_>) = std::mem::take(pending)
+                .into_iter()
+                .partition(|(_, w)| Arc::ptr_eq(&w.target.view, &view));
+            *pending = rest;
+            let updates: Vec<Update> = group.iter().map(|(_, w)| w.update.clone()).collect();
+            match self.shared.store.apply(&view.name, updates).await {
+                Ok(results) => {
+                    for ((slot, write), result) in group.into_iter().zip(results) {
+                        replies[slot] = Some(self.render(&write, result));
+                    }
+                }
+                Err(e) => {
+                    for (slot, _) in group {
+                        replies[slot] = Some(store_error(&e));
+                    }
+                }
+            }
+        }
+    }
+
+    fn render(&self, write: &PendingWrite, result: Result<Applied, OpError>) -> Reply {
+        match result {
+            Ok(applied) => match write.render {
+                Render::Ok => Reply::ok(),
+                Render::Effect => Reply::Integer(applied.effect),
+                Render::Total if write.target.is_implicit() => Reply::Integer(applied.effect),
+                // A declared view may hold the key in several epochs: the total is their sum.
+                Render::Total => match self
+                    .shared
+                    .store
+                    .get(&write.target.view.name, &write.target.key)
+                {
+                    Ok(Some(reading)) => reads::integer_of(&reading).unwrap_or_else(wrongtype),
+                    Ok(None) => Reply::Integer(applied.effect),
+                    Err(e) => store_error(&e),
+                },
+            },
+            Err(OpError::WrongOp { .. }) => wrongtype(),
+            Err(e) => Reply::error(format!("ERR {e}")),
+        }
+    }
+}
+
+/// A storage error as a Redis error reply.
+pub fn store_error(e: &StoreError) -> Reply {
+    match e {
+        StoreError::WrongOp { .. } => wrongtype(),
+        e if e.is_client_error() => Reply::error(format!("ERR {e}")),
+        e => {
+            tracing::error!(error = %e, "RESP command failed in storage");
+            Reply::error(format!("ERR {e}"))
+        }
+    }
+}
