@@ -198,3 +198,109 @@ mod tests {
         );
     }
 }
+
+mod wire {
+    //! Binary form of an [`Op`], for the storage layer's update log: tag byte, then the
+    //! operand (zigzag varints for integers, length-prefixed bytes, a value's canonical
+    //! encoding for `Merge`).
+
+    use super::Op;
+    use crate::codec::{write_bytes, write_varint, write_zigzag, DecodeError, Reader};
+    use crate::value::Value;
+
+    const INCR: u8 = 1;
+    const MAX: u8 = 2;
+    const MIN: u8 = 3;
+    const SET: u8 = 4;
+    const ADD: u8 = 5;
+    const REMOVE: u8 = 6;
+    const PFADD: u8 = 7;
+    const MERGE: u8 = 8;
+
+    impl Op {
+        /// Appends the binary form of this op to `out`.
+        pub fn encode_into(&self, out: &mut Vec<u8>) {
+            let members = |out: &mut Vec<u8>, tag: u8, members: &[Vec<u8>]| {
+                out.push(tag);
+                write_varint(out, members.len() as u64);
+                for m in members {
+                    write_bytes(out, m);
+                }
+            };
+            match self {
+                Op::Incr(v) => {
+                    out.push(INCR);
+                    write_zigzag(out, *v);
+                }
+                Op::Max(v) => {
+                    out.push(MAX);
+                    write_zigzag(out, *v);
+                }
+                Op::Min(v) => {
+                    out.push(MIN);
+                    write_zigzag(out, *v);
+                }
+                Op::Set(v) => {
+                    out.push(SET);
+                    write_bytes(out, v);
+                }
+                Op::Add(m) => members(out, ADD, m),
+                Op::Remove(m) => members(out, REMOVE, m),
+                Op::PfAdd(m) => members(out, PFADD, m),
+                Op::Merge(state) => {
+                    out.push(MERGE);
+                    write_bytes(out, &state.encode());
+                }
+            }
+        }
+
+        /// Reads an op written by [`Op::encode_into`] from `reader`.
+        pub fn decode_from(reader: &mut Reader<'_>) -> Result<Op, DecodeError> {
+            let members = |reader: &mut Reader<'_>| -> Result<Vec<Vec<u8>>, DecodeError> {
+                let n = reader.read_len()?;
+                (0..n).map(|_| reader.read_bytes().map(<[u8]>::to_vec)).collect()
+            };
+            Ok(match reader.read_u8()? {
+                INCR => Op::Incr(reader.read_zigzag()?),
+                MAX => Op::Max(reader.read_zigzag()?),
+                MIN => Op::Min(reader.read_zigzag()?),
+                SET => Op::Set(reader.read_bytes()?.to_vec()),
+                ADD => Op::Add(members(reader)?),
+                REMOVE => Op::Remove(members(reader)?),
+                PFADD => Op::PfAdd(members(reader)?),
+                MERGE => Op::Merge(Box::new(Value::decode(reader.read_bytes()?)?)),
+                tag => return Err(DecodeError::UnknownTag(tag)),
+            })
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::value_type::ValueType;
+
+        #[test]
+        fn ops_round_trip() {
+            let ops = [
+                Op::Incr(-5),
+                Op::Max(i64::MAX),
+                Op::Min(i64::MIN),
+                Op::Set(b"v\r\n".to_vec()),
+                Op::Add(vec![b"a".to_vec(), Vec::new()]),
+                Op::Remove(vec![b"b".to_vec()]),
+                Op::PfAdd(vec![b"x".to_vec(); 3]),
+                Op::Merge(Box::new(Value::new(ValueType::Hll))),
+            ];
+            for op in ops {
+                let mut out = Vec::new();
+                op.encode_into(&mut out);
+                let mut reader = Reader::new(&out);
+                assert_eq!(Op::decode_from(&mut reader).unwrap(), op);
+                assert!(reader.is_empty());
+                for cut in 0..out.len() {
+                    assert!(Op::decode_from(&mut Reader::new(&out[..cut])).is_err());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,579 @@
+//! Durability of acknowledged writes across a crash: the real `speedlayer` binary, fed by
+//! concurrent HTTP clients, killed with SIGKILL mid-stream and restarted on the same data
+//! directory. Every update the node acknowledged (200) must be there after the restart;
+//! updates in flight at the kill may or may not be, but none may count twice.
+//!
+//! Each client task owns its keys, so at most one of its requests is in flight when the
+//! node dies: a key's value after restart must lie in `[acked, acked + in_flight]`.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_speedlayer");
+/// Concurrent client tasks (each owns its keys).
+const CLIENTS: usize = 16;
+/// Acknowledged updates per cycle before the node is killed.
+const ACKED_BEFORE_KILL: u64 = 2_000;
+/// Kill/restart cycles.
+const CYCLES: usize = 2;
+/// All events in one epoch of the hour-long epochs (2024-11-24T12:06:40Z), so the test
+/// does not depend on the wall clock.
+const TS: i64 = 1_732_450_000;
+
+/// A `speedlayer serve` child process. Killed (SIGKILL) when dropped, so a panicking test
+/// leaves no process behind; prints the node's log when the test is failing.
+struct Server {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Server {
+    fn spawn(data_dir: &Path, port: u16, resp_port: u16, log: &Path) -> Server {
+        let stderr = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(BIN)
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(["--resp", &format!("127.0.0.1:{resp_port}")])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning speedlayer serve");
+        Server {
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix) and reap.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Panics (with the log) if the process has exited.
+    fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("speedlayer serve exited early with {status}");
+            }
+        }
+    }
+
+    fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- speedlayer serve log ({}) ----\n{}\n---- end of log ----",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// Two distinct free ports (HTTP, RESP): bound together, read, released.
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
+/// Polls `GET /health` until 200, for at most 30 s.
+async fn wait_healthy(server: &mut Server, base: &str) {
+    let client = Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        server.assert_running();
+        if let Ok(response) = client.get(format!("{base}/health")).send().await {
+            if response.status() == StatusCode::OK {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{base}/health did not answer 200 within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// What one client knows about its own keys.
+#[derive(Clone, Debug, Default)]
+struct Ledger {
+    /// Sum of acknowledged increments of key `c{n}-a` (anonymous updates).
+    acked_a: i64,
+    /// Sum of acknowledged increments of key `c{n}-b` (updates with ids).
+    acked_b: i64,
+    /// Acknowledged members of the set `members/c{n}`.
+    acked_members: BTreeSet<String>,
+    /// The request in flight when the node died: its increments and members.
+    pending_a: i64,
+    pending_b: i64,
+    pending_members: BTreeSet<String>,
+    /// Next `seq` of writer `c{n}` (keeps growing across cycles).
+    next_seq: u64,
+    /// Highest seq of writer `c{n}` on key `c{n}-b` whose request was acknowledged.
+    acked_seq_b: Option<u64>,
+    /// Next member number.
+    next_member: u64,
+    /// Failures seen while the node was supposed to be up.
+    unexpected: Vec<String>,
+}
+
+/// One request a client sends: the view, the body, and what it adds to the ledger.
+struct Planned {
+    view: &'static str,
+    body: Value,
+    a: i64,
+    b: i64,
+    members: Vec<String>,
+    /// Highest writer seq on key `c{n}-b` in this request.
+    seq_b: Option<u64>,
+}
+
+fn plan(n: usize, i: u64, ledger: &mut Ledger) -> Planned {
+    let key_a = format!("c{n}-a");
+    let key_b = format!("c{n}-b");
+    let by = (i % 5 + 1) as i64;
+    let mut id = || {
+        ledger.next_seq += 1;
+        (
+            json!({ "writer": format!("c{n}"), "seq": ledger.next_seq }),
+            ledger.next_seq,
+        )
+    };
+    match i % 8 {
+        0..=3 => Planned {
+            view: "hits",
+            body: json!({ "key": key_a, "op": "incr", "by": by, "ts": TS }),
+            a: by,
+            b: 0,
+            members: vec![],
+            seq_b: None,
+        },
+        4 => {
+            let (id, seq) = id();
+            Planned {
+                view: "hits",
+                body: json!({ "key": key_b, "op": "incr", "by": by, "ts": TS, "id": id }),
+                a: 0,
+                b: by,
+                members: vec![],
+                seq_b: Some(seq),
+            }
+        }
+        5 => {
+            let (id_1, _) = id();
+            let (id_2, seq) = id();
+            Planned {
+                view: "hits",
+                body: json!([
+                    { "key": key_a, "op": "incr", "by": by, "ts": TS },
+                    { "key": key_b, "op": "incr", "by": 2 * by, "ts": TS, "id": id_1 },
+                    { "key": key_a, "op": "decr", "by": 1, "ts": TS },
+                    { "key": key_b, "op": "incr", "by": 1, "ts": TS, "id": id_2 },
+                ]),
+                a: by - 1,
+                b: 2 * by + 1,
+                members: vec![],
+                seq_b: Some(seq),
+            }
+        }
+        6 => {
+            ledger.next_member += 1;
+            let member = format!("c{n}-m{}", ledger.next_member);
+            Planned {
+                view: "members",
+                body: json!({ "key": format!("c{n}"), "op": "add", "members": [member], "ts": TS }),
+                a: 0,
+                b: 0,
+                members: vec![member],
+                seq_b: None,
+            }
+        }
+        _ => {
+            ledger.next_member += 2;
+            let m1 = format!("c{n}-m{}", ledger.next_member - 1);
+            let m2 = format!("c{n}-m{}", ledger.next_member);
+            Planned {
+                view: "members",
+                body: json!([
+                    { "key": format!("c{n}"), "op": "add", "members": [m1], "ts": TS },
+                    { "key": format!("c{n}"), "op": "add", "members": [m2], "ts": TS,
+                      "id": { "writer": format!("c{n}"), "seq": ledger.next_member } },
+                ]),
+                a: 0,
+                b: 0,
+                members: vec![m1, m2],
+                seq_b: None,
+            }
+        }
+    }
+}
+
+/// Sends updates until one fails (the node died), recording what was acknowledged.
+async fn client_task(
+    n: usize,
+    base: String,
+    mut ledger: Ledger,
+    acked: Arc<AtomicU64>,
+    killing: Arc<AtomicBool>,
+) -> Ledger {
+    let client = Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    for i in 0u64.. {
+        let planned = plan(n, i, &mut ledger);
+        let result = client
+            .post(format!("{base}/v1/views/{}/update", planned.view))
+            .json(&planned.body)
+            .send()
+            .await;
+        let outcome = match result {
+            Ok(response) => {
+                let status = response.status();
+                let text = response.text().await;
+                match (status, text) {
+                    (StatusCode::OK, Ok(text)) => Ok(text),
+                    (status, text) => Err(format!("{status}: {text:?}")),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(text) => {
+                let answer: Value = serde_json::from_str(&text).expect("JSON answer");
+                assert_eq!(answer["duplicate"], 0, "{text}");
+                ledger.acked_a += planned.a;
+                ledger.acked_b += planned.b;
+                ledger.acked_members.extend(planned.members);
+                if planned.seq_b.is_some() {
+                    ledger.acked_seq_b = planned.seq_b;
+                }
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                if !killing.load(Ordering::SeqCst) {
+                    ledger
+                        .unexpected
+                        .push(format!("{} {}: {error}", planned.view, planned.body));
+                }
+                ledger.pending_a = planned.a;
+                ledger.pending_b = planned.b;
+                ledger.pending_members = planned.members.into_iter().collect();
+                return ledger;
+            }
+        }
+    }
+    unreachable!()
+}
+
+async fn get_value(client: &Client, base: &str, view: &str, key: &str) -> Value {
+    let response = client
+        .get(format!("{base}/v1/views/{view}/get"))
+        .query(&[("key", key)])
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("JSON");
+    body["value"].clone()
+}
+
+async fn declare(client: &Client, base: &str, view: &str, value_type: &str) -> StatusCode {
+    client
+        .put(format!("{base}/v1/views/{view}"))
+        .json(&json!({ "type": value_type, "epoch_secs": 3600 }))
+        .send()
+        .await
+        .expect("declare")
+        .status()
+}
+
+/// Checks every key against its ledger and rebases the ledger on what the node holds.
+async fn verify(client: &Client, base: &str, ledgers: &mut [Ledger]) {
+    for (n, ledger) in ledgers.iter_mut().enumerate() {
+        for (key, acked, pending) in [
+            (
+                format!("c{n}-a"),
+                &mut ledger.acked_a,
+                &mut ledger.pending_a,
+            ),
+            (
+                format!("c{n}-b"),
+                &mut ledger.acked_b,
+                &mut ledger.pending_b,
+            ),
+        ] {
+            let value = get_value(client, base, "hits", &key)
+                .await
+                .as_i64()
+                .unwrap_or_else(|| panic!("{key} is not an integer"));
+            let (low, high) = if *pending >= 0 {
+                (*acked, *acked + *pending)
+            } else {
+                (*acked + *pending, *acked)
+            };
+            assert!(
+                (low..=high).contains(&value),
+                "key {key}: value {value} after restart, acknowledged {acked}, \
+                 in flight at the kill {pending}"
+            );
+            // Whatever of the in-flight request survived is durable now.
+            *acked = value;
+            *pending = 0;
+        }
+        let members = get_value(client, base, "members", &format!("c{n}")).await;
+        let present: BTreeSet<String> = members
+            .as_array()
+            .unwrap_or_else(|| panic!("members of c{n}: {members}"))
+            .iter()
+            .map(|m| m.as_str().unwrap().to_string())
+            .collect();
+        let missing: Vec<_> = ledger.acked_members.difference(&present).collect();
+        assert!(
+            missing.is_empty(),
+            "acknowledged members of c{n} lost: {missing:?}"
+        );
+        let allowed: BTreeSet<String> = ledger
+            .acked_members
+            .union(&ledger.pending_members)
+            .cloned()
+            .collect();
+        let unknown: Vec<_> = present.difference(&allowed).collect();
+        assert!(unknown.is_empty(), "members never sent: {unknown:?}");
+        ledger.acked_members = present;
+        ledger.pending_members.clear();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_updates_survive_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let (port, resp_port) = free_ports();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+
+    let mut server = Server::spawn(&data_dir, port, resp_port, &log);
+    wait_healthy(&mut server, &base).await;
+    assert_eq!(
+        declare(&client, &base, "hits", "counter").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        declare(&client, &base, "members", "set").await,
+        StatusCode::CREATED
+    );
+
+    let mut ledgers: Vec<Ledger> = vec![Ledger::default(); CLIENTS];
+    for cycle in 0..CYCLES {
+        let acked = Arc::new(AtomicU64::new(0));
+        let killing = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = ledgers
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(n, ledger)| {
+                tokio::spawn(client_task(
+                    n,
+                    base.clone(),
+                    ledger,
+                    acked.clone(),
+                    killing.clone(),
+                ))
+            })
+            .collect();
+
+        // Kill mid-stream, while every client is still sending.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked.load(Ordering::Relaxed) < ACKED_BEFORE_KILL {
+            assert!(
+                Instant::now() < deadline,
+                "cycle {cycle}: only {} updates acknowledged in 60 s",
+                acked.load(Ordering::Relaxed)
+            );
+            if tasks.iter().any(|t| t.is_finished()) {
+                // A client failed before the kill; its ledger says why (checked below).
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        killing.store(true, Ordering::SeqCst);
+        server.kill();
+        let acked_at_kill = acked.load(Ordering::Relaxed);
+
+        let mut in_flight = 0;
+        for (n, task) in tasks.into_iter().enumerate() {
+            let ledger = task.await.expect("client task");
+            assert!(
+                ledger.unexpected.is_empty(),
+                "client {n} failed before the kill: {:?}",
+                ledger.unexpected
+            );
+            if ledger.pending_a != 0 || ledger.pending_b != 0 || !ledger.pending_members.is_empty()
+            {
+                in_flight += 1;
+            }
+            ledgers[n] = ledger;
+        }
+        eprintln!(
+            "cycle {cycle}: killed after {acked_at_kill} acknowledged updates \
+             ({in_flight} clients had a request in flight), {:?} since start",
+            started.elapsed()
+        );
+
+        // Restart on the same directory and port.
+        server = Server::spawn(&data_dir, port, resp_port, &log);
+        wait_healthy(&mut server, &base).await;
+        verify(&client, &base, &mut ledgers).await;
+
+        // The declarations survived (redeclaring is "unchanged", not "created"). The
+        // node's implicit Redis view is left out.
+        let views: Value = client
+            .get(format!("{base}/v1/views"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let declared: Vec<&Value> = views["views"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no views in {views}"))
+            .iter()
+            .filter(|v| v["name"] != "redis")
+            .collect();
+        assert_eq!(
+            json!(declared),
+            json!([
+                { "name": "hits", "type": "counter", "epoch_secs": 3600 },
+                { "name": "members", "type": "set", "epoch_secs": 3600 },
+            ]),
+            "{views}"
+        );
+        assert_eq!(
+            declare(&client, &base, "hits", "counter").await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            declare(&client, &base, "members", "set").await,
+            StatusCode::OK
+        );
+    }
+
+    // The restarted node takes new writes, and they count on top of the survivors.
+    let before = ledgers[0].acked_a;
+    let response = client
+        .post(format!("{base}/v1/views/hits/update"))
+        .json(&json!({ "key": "c0-a", "op": "incr", "by": 1000, "ts": TS }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        get_value(&client, &base, "hits", "c0-a").await,
+        json!(before + 1000)
+    );
+    // An id acknowledged before the last crash is still known: its retry counts nothing.
+    let seq = ledgers[0]
+        .acked_seq_b
+        .expect("client 0 had an update with an id acknowledged");
+    let response = client
+        .post(format!("{base}/v1/views/hits/update"))
+        .json(&json!({ "key": "c0-b", "op": "incr", "by": 1, "ts": TS,
+                       "id": { "writer": "c0", "seq": seq } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["duplicate"], 1, "{answer}");
+    assert_eq!(
+        get_value(&client, &base, "hits", "c0-b").await,
+        json!(ledgers[0].acked_b),
+        "a retried id counted twice after restart"
+    );
+    eprintln!("durability test took {:?}", started.elapsed());
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_and_reports_acknowledged_events() {
+    let started = Instant::now();
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .args(["demo", "--duration", "4"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = command.spawn().expect("spawning speedlayer demo");
+    // Dropping the child on timeout kills it (kill_on_drop).
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("speedlayer demo --duration 4 did not finish within 60 s")
+        .expect("demo output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "demo exited with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("events acknowledged"))
+        .unwrap_or_else(|| panic!("no 'events acknowledged' in stdout:\n{stdout}"));
+    let events: u64 = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no event count in {line:?}"));
+    assert!(events > 0, "{line}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "the demo stopped before its duration"
+    );
+}
