@@ -258,7 +258,9 @@ mod wire {
         pub fn decode_from(reader: &mut Reader<'_>) -> Result<Op, DecodeError> {
             let members = |reader: &mut Reader<'_>| -> Result<Vec<Vec<u8>>, DecodeError> {
                 let n = reader.read_len()?;
-                (0..n).map(|_| reader.read_bytes().map(<[u8]>::to_vec)).collect()
+                (0..n)
+                    .map(|_| reader.read_bytes().map(<[u8]>::to_vec))
+                    .collect()
             };
             Ok(match reader.read_u8()? {
                 INCR => Op::Incr(reader.read_zigzag()?),

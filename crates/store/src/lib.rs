@@ -7,9 +7,10 @@
 //! Design, in one paragraph: views are declared in a persistent [`catalog`]. Every
 //! (view, epoch) pair is its own fjall keyspace ([`epochs`]), so expiring an epoch is a
 //! keyspace delete. Updates are routed by key hash to owner [`shard`]s that keep merged
-//! CRDT states in memory, apply updates without locks, and write each changed state once
-//! per round as a blind insert. Acknowledgements wait for a journal sync shared by all
-//! shards ([`group_commit`]). Why fjall: pure Rust (builds in seconds on two cores, where
+//! CRDT states in memory and apply updates without locks; each shard round appends one
+//! record of its changes to the [`update_log`], and states reach the epoch keyspaces at
+//! checkpoints. Acknowledgements wait for a journal sync shared by all shards
+//! ([`group_commit`]). Why fjall: pure Rust (builds in seconds on two cores, where
 //! RocksDB's C++ takes over ten minutes), a write-ahead journal with explicit
 //! `persist(SyncData)`, atomic batches across keyspaces, online compaction, and O(1)
 //! keyspace deletion.
@@ -22,6 +23,7 @@ pub(crate) mod group_commit;
 pub mod metrics;
 pub(crate) mod shard;
 mod store;
+pub mod update_log;
 
 pub use catalog::{Declared, View, ViewSpec, ViewType, DEFAULT_EPOCH_SECS};
 pub use error::{Result, StoreError};

@@ -22,6 +22,8 @@ pub struct StoreMetrics {
     pub updates_stale: Counter,
     /// Owner-shard cache misses that read the LSM.
     pub cache_misses: Counter,
+    /// Checkpoints: pending states written to their epoch keyspaces.
+    pub checkpoints: Counter,
 }
 
 impl StoreMetrics {
@@ -35,6 +37,7 @@ impl StoreMetrics {
             updates_duplicate: Counter::default(),
             updates_stale: Counter::default(),
             cache_misses: Counter::default(),
+            checkpoints: Counter::default(),
         }
     }
 
@@ -66,6 +69,11 @@ impl StoreMetrics {
             "updates_stale",
             "Updates whose seq fell below the writer window, not counted",
             self.updates_stale.clone(),
+        );
+        r.register(
+            "checkpoints",
+            "Checkpoints of pending states into the epoch keyspaces",
+            self.checkpoints.clone(),
         );
         r.register(
             "cache_misses",

@@ -22,7 +22,8 @@ use crate::epochs::EpochKeyspaces;
 use crate::error::{Result, StoreError};
 use crate::group_commit::GroupCommit;
 use crate::metrics::StoreMetrics;
-use crate::shard::{DeleteResults, Shard, ShardMsg, ShardUpdate, UpdateResults};
+use crate::shard::{DeleteResults, ReadResults, Shard, ShardMsg, ShardUpdate, UpdateResults};
+use crate::update_log;
 
 /// Latest accepted event time: 9999-12-31T23:59:59Z, in microseconds. Anything later is a
 /// unit mistake (milliseconds or nanoseconds sent as seconds), refused rather than stored
@@ -166,14 +167,21 @@ impl Store {
         let catalog = Catalog::open(&db)?;
         let node_id = catalog.node_id(config.node_id.as_deref())?;
         let epochs = Arc::new(EpochKeyspaces::open(&db)?);
+        let log = update_log::open(&db)?;
+        let replayed = update_log::replay(&db, &log, &epochs)?;
+        if replayed > 0 {
+            tracing::info!(replayed, "replayed the update log");
+        }
         let metrics = StoreMetrics::new();
         metrics.register(registry);
         let (commit, sync_thread) = GroupCommit::start(db.clone(), metrics.clone())?;
         let mut shard_threads = Vec::new();
         let mut shards = Vec::with_capacity(config.shards);
-        for index in 0..config.shards.max(1) {
+        for index in 0..config.shards.clamp(1, usize::from(u16::MAX)) {
             let (tx, rx) = mpsc::channel(config.shard_queue.max(1));
             let shard = Shard {
+                index: index as u16,
+                log: log.clone(),
                 db: db.clone(),
                 epochs: epochs.clone(),
                 node_id: node_id.clone(),
@@ -181,7 +189,7 @@ impl Store {
                 metrics: metrics.clone(),
                 cache_limit: config.cache_entries_per_shard,
             };
-            shard_threads.push(shard.spawn(index, rx)?);
+            shard_threads.push(shard.spawn(rx)?);
             shards.push(tx);
         }
         tracing::info!(dir = %config.data_dir.display(), node = %node_id, shards = shards.len(), "store open");
@@ -303,17 +311,84 @@ impl Store {
 
     /// The value of `key` in `view`, combined over every live epoch; `None` when no epoch
     /// holds the key. Epochs hold disjoint updates, so counters add and the other types
-    /// join (see [`Reading`]).
-    pub fn get(&self, view: &str, key: &Key) -> Result<Option<Reading>> {
+    /// join (see [`Reading`]). Served by the key's owner shard, so it sees every update
+    /// applied before it.
+    pub async fn get(&self, view: &str, key: &Key) -> Result<Option<Reading>> {
+        let mut readings = self.get_many(view, vec![key.clone()]).await?;
+        Ok(readings.pop().flatten())
+    }
+
+    /// [`Store::get`] of several keys of one view, in order.
+    pub async fn get_many(&self, view: &str, keys: Vec<Key>) -> Result<Vec<Option<Reading>>> {
         let view = self.view(view)?;
-        let encoded = key.encode();
-        let mut reading: Option<Reading> = None;
-        for (_, keyspace) in self.inner.epochs.of_view(view.id) {
-            if let Some(bytes) = keyspace.get(&encoded)? {
-                add_stored_part(&mut reading, &bytes)?;
+        let epochs = self.live_epochs(view.id);
+        let count = keys.len();
+        let mut waiting = Vec::new();
+        for (shard, keys) in self.by_shard(view.id, keys).into_iter().enumerate() {
+            if keys.is_empty() {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            self.send(
+                shard,
+                ShardMsg::Read {
+                    view_id: view.id,
+                    epochs: epochs.clone(),
+                    keys,
+                    reply,
+                },
+            )
+            .await?;
+            waiting.push(rx);
+        }
+        let mut readings: Vec<Option<Reading>> = (0..count).map(|_| None).collect();
+        for rx in waiting {
+            let results: ReadResults = rx.await.map_err(|_| StoreError::ShuttingDown)??;
+            for (index, reading) in results {
+                readings[index] = reading;
             }
         }
-        Ok(reading)
+        Ok(readings)
+    }
+
+    fn live_epochs(&self, view_id: u32) -> Vec<Epoch> {
+        self.inner
+            .epochs
+            .of_view(view_id)
+            .into_iter()
+            .map(|(epoch, _)| epoch)
+            .collect()
+    }
+
+    fn by_shard(&self, view_id: u32, keys: Vec<Key>) -> Vec<Vec<(usize, Key)>> {
+        let shard_count = self.inner.shards.len();
+        let mut per_shard: Vec<Vec<(usize, Key)>> = (0..shard_count).map(|_| Vec::new()).collect();
+        for (index, key) in keys.into_iter().enumerate() {
+            per_shard[shard_of(view_id, &key, shard_count)].push((index, key));
+        }
+        per_shard
+    }
+
+    async fn send(&self, shard: usize, message: ShardMsg) -> Result<()> {
+        self.inner.shards[shard]
+            .send(message)
+            .await
+            .map_err(|_| StoreError::ShuttingDown)
+    }
+
+    /// Makes every owner shard write its pending states to the epoch keyspaces, so scans
+    /// of those keyspaces see every acknowledged update.
+    pub async fn checkpoint(&self) -> Result<()> {
+        let mut waiting = Vec::new();
+        for shard in 0..self.inner.shards.len() {
+            let (done, rx) = oneshot::channel();
+            self.send(shard, ShardMsg::Checkpoint { done }).await?;
+            waiting.push(rx);
+        }
+        for rx in waiting {
+            rx.await.map_err(|_| StoreError::ShuttingDown)??;
+        }
+        Ok(())
     }
 
     /// Deletes `keys` from every live epoch of `view` (Redis `DEL`): a local removal of
@@ -327,25 +402,23 @@ impl Store {
             return Err(StoreError::Failed);
         }
         let count = keys.len();
-        let shard_count = self.inner.shards.len();
-        let mut per_shard: Vec<Vec<(usize, Key)>> = (0..shard_count).map(|_| Vec::new()).collect();
-        for (index, key) in keys.into_iter().enumerate() {
-            per_shard[shard_of(view.id, &key, shard_count)].push((index, key));
-        }
+        let epochs = self.live_epochs(view.id);
         let mut waiting = Vec::new();
-        for (shard, keys) in per_shard.into_iter().enumerate() {
+        for (shard, keys) in self.by_shard(view.id, keys).into_iter().enumerate() {
             if keys.is_empty() {
                 continue;
             }
             let (reply, rx) = oneshot::channel();
-            self.inner.shards[shard]
-                .send(ShardMsg::Delete {
+            self.send(
+                shard,
+                ShardMsg::Delete {
                     view_id: view.id,
+                    epochs: epochs.clone(),
                     keys,
                     reply,
-                })
-                .await
-                .map_err(|_| StoreError::ShuttingDown)?;
+                },
+            )
+            .await?;
             waiting.push(rx);
         }
         let mut existed = vec![false; count];
@@ -360,8 +433,26 @@ impl Store {
 
     /// Rows of partition `partition` whose clustering key is in `from..=to` (either bound
     /// open when `None`), merged over the live epochs, in clustering order; at most
-    /// `limit` rows.
-    pub fn range(
+    /// `limit` rows. Checkpoints first, so the scan sees every acknowledged update.
+    pub async fn range(
+        &self,
+        view: &str,
+        partition: Vec<u8>,
+        from: Option<Vec<u8>>,
+        to: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<RangeRows> {
+        self.checkpoint().await?;
+        let store = self.clone();
+        let view = view.to_string();
+        tokio::task::spawn_blocking(move || {
+            store.scan_range(&view, &partition, from.as_deref(), to.as_deref(), limit)
+        })
+        .await
+        .map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    fn scan_range(
         &self,
         view: &str,
         partition: &[u8],
@@ -462,7 +553,7 @@ impl Store {
             forgotten.push(rx);
         }
         for rx in forgotten {
-            rx.await.map_err(|_| StoreError::ShuttingDown)?;
+            rx.await.map_err(|_| StoreError::ShuttingDown)??;
         }
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {

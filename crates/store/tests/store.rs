@@ -70,7 +70,10 @@ async fn sixteen_writers_on_one_key_lose_nothing() {
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(count(&store.get("hits", &key("hot", "")).unwrap()), 160_000);
+    assert_eq!(
+        count(&store.get("hits", &key("hot", "")).await.unwrap()),
+        160_000
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,8 +111,11 @@ async fn acknowledged_updates_survive_reopen() {
     }
     let store = open(dir.path());
     let expected: i64 = (0..100).filter(|i| i % 7 == 3).sum();
-    assert_eq!(count(&store.get("hits", &key("k3", "")).unwrap()), expected);
-    match store.get("tags", &key("post-1", "")).unwrap() {
+    assert_eq!(
+        count(&store.get("hits", &key("k3", "")).await.unwrap()),
+        expected
+    );
+    match store.get("tags", &key("post-1", "")).await.unwrap() {
         Some(Reading::State(Value::Set(set))) => {
             assert_eq!(set.members(), vec![&b"crdt"[..], &b"rust"[..]])
         }
@@ -121,7 +127,7 @@ async fn acknowledged_updates_survive_reopen() {
         .await
         .unwrap();
     assert_eq!(
-        count(&store.get("hits", &key("k3", "")).unwrap()),
+        count(&store.get("hits", &key("k3", "")).await.unwrap()),
         expected + 1
     );
 }
@@ -160,7 +166,10 @@ async fn idempotent_ids_count_once_across_restarts() {
         .await
         .unwrap();
     assert_eq!(r, vec![Ok(Outcome::Duplicate), Ok(Outcome::Applied)]);
-    assert_eq!(count(&store.get("hits", &key("page", "")).unwrap()), 15);
+    assert_eq!(
+        count(&store.get("hits", &key("page", "")).await.unwrap()),
+        15
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,28 +190,34 @@ async fn dropping_an_epoch_removes_only_its_keys() {
     apply(&store, "hits", updates).await.unwrap();
     let epochs = store.epochs("hits").unwrap();
     assert_eq!(epochs.len(), 2);
-    assert_eq!(count(&store.get("hits", &key("k0", "")).unwrap()), 11);
+    assert_eq!(count(&store.get("hits", &key("k0", "")).await.unwrap()), 11);
 
     let epoch_a = Epoch::containing(hour_a * 1_000_000, 3600).unwrap();
     assert!(store.drop_epoch("hits", epoch_a).await.unwrap());
     assert!(!store.drop_epoch("hits", epoch_a).await.unwrap());
-    assert_eq!(count(&store.get("hits", &key("k0", "")).unwrap()), 10);
-    assert_eq!(count(&store.get("hits", &key("k999", "")).unwrap()), 0);
-    assert_eq!(count(&store.get("hits", &key("only-b", "")).unwrap()), 7);
+    assert_eq!(count(&store.get("hits", &key("k0", "")).await.unwrap()), 10);
+    assert_eq!(
+        count(&store.get("hits", &key("k999", "")).await.unwrap()),
+        0
+    );
+    assert_eq!(
+        count(&store.get("hits", &key("only-b", "")).await.unwrap()),
+        7
+    );
     assert_eq!(store.epochs("hits").unwrap().len(), 1);
 
     // A late write into the dropped epoch starts it afresh, without the old keys.
     apply(&store, "hits", vec![incr("k5", "", 2, Some(hour_a + 9))])
         .await
         .unwrap();
-    assert_eq!(count(&store.get("hits", &key("k5", "")).unwrap()), 2);
-    assert_eq!(count(&store.get("hits", &key("k6", "")).unwrap()), 0);
+    assert_eq!(count(&store.get("hits", &key("k5", "")).await.unwrap()), 2);
+    assert_eq!(count(&store.get("hits", &key("k6", "")).await.unwrap()), 0);
     drop(store);
     // And the drop is durable.
     let store = open(dir.path());
-    assert_eq!(count(&store.get("hits", &key("k6", "")).unwrap()), 0);
-    assert_eq!(count(&store.get("hits", &key("k0", "")).unwrap()), 10);
-    assert_eq!(count(&store.get("hits", &key("k5", "")).unwrap()), 2);
+    assert_eq!(count(&store.get("hits", &key("k6", "")).await.unwrap()), 0);
+    assert_eq!(count(&store.get("hits", &key("k0", "")).await.unwrap()), 10);
+    assert_eq!(count(&store.get("hits", &key("k5", "")).await.unwrap()), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +238,14 @@ async fn range_reads_merge_epochs_in_clustering_order() {
     updates.push(incr("/aboutx", "h05", 1000, Some(base)));
     apply(&store, "pv", updates).await.unwrap();
     let rows = store
-        .range("pv", b"/about", Some(b"h10"), Some(b"h17"), 1000)
+        .range(
+            "pv",
+            b"/about".to_vec(),
+            Some(b"h10".to_vec()),
+            Some(b"h17".to_vec()),
+            1000,
+        )
+        .await
         .unwrap();
     let clusterings: Vec<_> = rows
         .rows
@@ -239,7 +261,10 @@ async fn range_reads_merge_epochs_in_clustering_order() {
     assert_eq!(count(&rows.total), values.iter().sum::<i64>());
     assert!(!rows.truncated);
 
-    let all = store.range("pv", b"/about", None, None, 5).unwrap();
+    let all = store
+        .range("pv", b"/about".to_vec(), None, None, 5)
+        .await
+        .unwrap();
     assert_eq!(all.rows.len(), 5);
     assert!(all.truncated);
     assert_eq!(all.rows[0].clustering, b"h00");
@@ -272,7 +297,7 @@ async fn invalid_batches_apply_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::UnknownView(_)));
-    assert_eq!(count(&store.get("g", &key("a", "")).unwrap()), 0);
+    assert_eq!(count(&store.get("g", &key("a", "")).await.unwrap()), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,19 +330,30 @@ async fn any_views_fix_each_keys_type_and_delete_removes_keys() {
         .await
         .unwrap();
     assert!(matches!(r[0], Err(OpError::WrongOp { .. })), "{r:?}");
-    match store.get("redis", &key("name", "")).unwrap() {
+    match store.get("redis", &key("name", "")).await.unwrap() {
         Some(Reading::State(Value::Register(reg))) => assert_eq!(reg.get(), Some(&b"ada"[..])),
         other => panic!("{other:?}"),
     }
-    assert_eq!(count(&store.get("redis", &key("hits", "")).unwrap()), 2);
-    assert!(store.get("redis", &key("never", "")).unwrap().is_none());
+    assert_eq!(
+        count(&store.get("redis", &key("hits", "")).await.unwrap()),
+        2
+    );
+    assert!(store
+        .get("redis", &key("never", ""))
+        .await
+        .unwrap()
+        .is_none());
 
     let existed = store
         .delete("redis", vec![key("name", ""), key("never", "")])
         .await
         .unwrap();
     assert_eq!(existed, vec![true, false]);
-    assert!(store.get("redis", &key("name", "")).unwrap().is_none());
+    assert!(store
+        .get("redis", &key("name", ""))
+        .await
+        .unwrap()
+        .is_none());
     // After a delete the key may take another type.
     let r = apply(&store, "redis", vec![incr("name", "", 5, None)])
         .await
@@ -325,6 +361,12 @@ async fn any_views_fix_each_keys_type_and_delete_removes_keys() {
     assert_eq!(r[0], Ok(Outcome::Applied));
     drop(store);
     let store = open(dir.path());
-    assert_eq!(count(&store.get("redis", &key("name", "")).unwrap()), 5);
-    assert_eq!(count(&store.get("redis", &key("hits", "")).unwrap()), 2);
+    assert_eq!(
+        count(&store.get("redis", &key("name", "")).await.unwrap()),
+        5
+    );
+    assert_eq!(
+        count(&store.get("redis", &key("hits", "")).await.unwrap()),
+        2
+    );
 }

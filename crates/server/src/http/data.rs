@@ -78,7 +78,7 @@ pub async fn get(
     let key = Key::new(params.key.into_bytes(), params.clustering.into_bytes())
         .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
     let view_type = state.store.view(&view)?.spec.value_type;
-    let reading = state.store.get(&view, &key)?;
+    let reading = state.store.get(&view, &key).await?;
     Ok(Json(
         serde_json::json!({ "value": render(view_type, reading.as_ref()) }),
     ))
@@ -103,24 +103,16 @@ pub async fn range(
     Key::new(params.key.clone().into_bytes(), Vec::new())
         .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
     let view_type = state.store.view(&view)?.spec.value_type;
-    let store = state.store.clone();
-    let rows = tokio::task::spawn_blocking(move || {
-        store.range(
+    let rows = state
+        .store
+        .range(
             &view,
-            params.key.as_bytes(),
-            params.from.as_deref().map(str::as_bytes),
-            params.to.as_deref().map(str::as_bytes),
+            params.key.into_bytes(),
+            params.from.map(String::into_bytes),
+            params.to.map(String::into_bytes),
             limit,
         )
-    })
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "range task failed",
-        )
-    })??;
+        .await?;
     let out: Vec<_> = rows
         .rows
         .iter()

@@ -67,11 +67,12 @@ fn target(session: &Session, key: &Bytes, field: Option<&Bytes>) -> Result<Targe
     resolve(&session.shared.store, key, field.map(|f| &f[..]))
 }
 
-fn read(session: &Session, target: &Target) -> Result<Option<Reading>, Reply> {
+async fn read(session: &Session, target: &Target) -> Result<Option<Reading>, Reply> {
     session
         .shared
         .store
         .get(&target.view.name, &target.key)
+        .await
         .map_err(|e| store_error(&e))
 }
 
@@ -98,27 +99,26 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
         "GET" => {
             check(args.len() == 2, name)?;
             let t = target(session, &args[1], None)?;
-            Ok(string_reply(read(session, &t)?))
+            Ok(string_reply(read(session, &t).await?))
         }
         "HGET" => {
             check(args.len() == 3, name)?;
             let t = target(session, &args[1], Some(&args[2]))?;
-            Ok(string_reply(read(session, &t)?))
+            Ok(string_reply(read(session, &t).await?))
         }
         "MGET" => {
             check(args.len() >= 2, name)?;
-            let values = args[1..]
-                .iter()
-                .map(
-                    |key| match target(session, key, None).and_then(|t| read(session, &t)) {
-                        Ok(reading) => match reading.as_ref().map(string_of) {
-                            Some(Ok(Some(bytes))) => Reply::Bulk(bytes),
-                            _ => Reply::Null,
-                        },
-                        Err(_) => Reply::Null,
-                    },
-                )
-                .collect();
+            let mut values = Vec::with_capacity(args.len() - 1);
+            for key in &args[1..] {
+                let reading = match target(session, key, None) {
+                    Ok(t) => read(session, &t).await.ok().flatten(),
+                    Err(_) => None,
+                };
+                values.push(match reading.as_ref().map(string_of) {
+                    Some(Ok(Some(bytes))) => Reply::Bulk(bytes),
+                    _ => Reply::Null,
+                });
+            }
             Ok(Reply::Array(values))
         }
         "EXISTS" => {
@@ -126,7 +126,7 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
             let mut n = 0;
             for key in &args[1..] {
                 let t = target(session, key, None)?;
-                if read(session, &t)?.is_some() {
+                if read(session, &t).await?.is_some() {
                     n += 1;
                 }
             }
@@ -156,7 +156,14 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
             check(args.len() == 2, name)?;
             let t = target(session, &args[1], Some(&Bytes::new()))?;
             let rows = store
-                .range(&t.view.name, &t.key.partition, None, None, MAX_HASH_FIELDS)
+                .range(
+                    &t.view.name,
+                    t.key.partition.clone(),
+                    None,
+                    None,
+                    MAX_HASH_FIELDS,
+                )
+                .await
                 .map_err(|e| store_error(&e))?;
             let mut pairs = Vec::new();
             for row in rows.rows {
@@ -176,7 +183,7 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
         "SMEMBERS" | "SISMEMBER" | "SCARD" => {
             check(args.len() == if name == "SISMEMBER" { 3 } else { 2 }, name)?;
             let t = target(session, &args[1], None)?;
-            let set = match read(session, &t)? {
+            let set = match read(session, &t).await? {
                 None => None,
                 Some(Reading::State(Value::Set(set))) => Some(set),
                 Some(_) => return Err(wrongtype()),
@@ -197,7 +204,7 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
             let mut union: Option<Hll> = None;
             for key in &args[1..] {
                 let t = target(session, key, None)?;
-                if let Some(h) = hll_of(read(session, &t)?)? {
+                if let Some(h) = hll_of(read(session, &t).await?)? {
                     match &mut union {
                         Some(u) => u.merge(&h),
                         None => union = Some(h),
@@ -209,7 +216,7 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
         "PFMERGE" | "PFADD" => {
             check(args.len() >= 2, name)?;
             let dest = target(session, &args[1], None)?;
-            let existing = hll_of(read(session, &dest)?)?;
+            let existing = hll_of(read(session, &dest).await?)?;
             let mut union = Value::new(ValueType::Hll);
             let sources = if name == "PFMERGE" {
                 &args[2..]
@@ -218,7 +225,7 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
             };
             for key in sources {
                 let t = target(session, key, None)?;
-                if let Some(h) = hll_of(read(session, &t)?)? {
+                if let Some(h) = hll_of(read(session, &t).await?)? {
                     union.merge(&Value::Hll(h)).map_err(|_| wrongtype())?;
                 }
             }

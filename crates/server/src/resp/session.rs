@@ -144,15 +144,20 @@ impl Session {
                 .into_iter()
                 .partition(|(_, w)| Arc::ptr_eq(&w.target.view, &view));
             *pending = rest;
-            let updates: Vec<Update> = group.iter().map(|(_, w)| w.update.clone()).collect();
+            let mut answers = Vec::with_capacity(group.len());
+            let mut updates = Vec::with_capacity(group.len());
+            for (slot, write) in group {
+                updates.push(write.update);
+                answers.push((slot, write.target, write.render));
+            }
             match self.shared.store.apply(&view.name, updates).await {
                 Ok(results) => {
-                    for ((slot, write), result) in group.into_iter().zip(results) {
-                        replies[slot] = Some(self.render(&write, result));
+                    for ((slot, target, render), result) in answers.into_iter().zip(results) {
+                        replies[slot] = Some(self.render(&target, render, result).await);
                     }
                 }
                 Err(e) => {
-                    for (slot, _) in group {
+                    for (slot, ..) in answers {
                         replies[slot] = Some(store_error(&e));
                     }
                 }
@@ -160,22 +165,25 @@ impl Session {
         }
     }
 
-    fn render(&self, write: &PendingWrite, result: Result<Applied, OpError>) -> Reply {
+    async fn render(
+        &self,
+        target: &Target,
+        render: Render,
+        result: Result<Applied, OpError>,
+    ) -> Reply {
         match result {
-            Ok(applied) => match write.render {
+            Ok(applied) => match render {
                 Render::Ok => Reply::ok(),
                 Render::Effect => Reply::Integer(applied.effect),
-                Render::Total if write.target.is_implicit() => Reply::Integer(applied.effect),
+                Render::Total if target.is_implicit() => Reply::Integer(applied.effect),
                 // A declared view may hold the key in several epochs: the total is their sum.
-                Render::Total => match self
-                    .shared
-                    .store
-                    .get(&write.target.view.name, &write.target.key)
-                {
-                    Ok(Some(reading)) => reads::integer_of(&reading).unwrap_or_else(wrongtype),
-                    Ok(None) => Reply::Integer(applied.effect),
-                    Err(e) => store_error(&e),
-                },
+                Render::Total => {
+                    match self.shared.store.get(&target.view.name, &target.key).await {
+                        Ok(Some(reading)) => reads::integer_of(&reading).unwrap_or_else(wrongtype),
+                        Ok(None) => Reply::Integer(applied.effect),
+                        Err(e) => store_error(&e),
+                    }
+                }
             },
             Err(OpError::WrongOp { .. }) => wrongtype(),
             Err(e) => Reply::error(format!("ERR {e}")),

@@ -1,0 +1,91 @@
+//! An owner shard's in-memory states, by (view, epoch), then key.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
+use fjall::Keyspace;
+use speedlayer_core::{Epoch, Key, Value};
+
+use super::Shard;
+use crate::error::Result;
+
+/// A key's state as its owner knows it. `value: None` is a known-absent key (never
+/// written, or deleted); writing `None` at a checkpoint is a removal. `dirty` marks a
+/// state changed since the last checkpoint: it must not be shed before one.
+pub(super) struct CachedValue {
+    pub value: Option<Value>,
+    pub dirty: bool,
+}
+
+pub(super) struct EpochCache {
+    pub keyspace: Keyspace,
+    pub values: HashMap<Key, CachedValue>,
+}
+
+/// The owner's states.
+#[derive(Default)]
+pub(super) struct Cache {
+    pub epochs: HashMap<(u32, Epoch), EpochCache>,
+    /// Number of cached keys over all epochs.
+    pub entries: usize,
+}
+
+impl Cache {
+    /// The entry of `key` in `(view, epoch)`, loaded from the LSM on a miss. With
+    /// `create` false an epoch without a keyspace yields `None` instead of creating one.
+    pub fn entry(
+        &mut self,
+        shard: &Shard,
+        view_id: u32,
+        epoch: Epoch,
+        key: &Key,
+        create: bool,
+    ) -> Result<Option<&mut CachedValue>> {
+        let epoch_cache = match self.epochs.entry((view_id, epoch)) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let keyspace = if create {
+                    shard.epochs.get_or_create(view_id, epoch)?
+                } else {
+                    match shard.epochs.get(view_id, epoch) {
+                        Some(keyspace) => keyspace,
+                        None => return Ok(None),
+                    }
+                };
+                v.insert(EpochCache {
+                    keyspace,
+                    values: HashMap::new(),
+                })
+            }
+        };
+        if !epoch_cache.values.contains_key(key) {
+            shard.metrics.cache_misses.inc();
+            let value = match epoch_cache.keyspace.get(key.encode())? {
+                Some(bytes) => Some(Value::decode(&bytes)?),
+                None => None,
+            };
+            self.entries += 1;
+            epoch_cache.values.insert(
+                key.clone(),
+                CachedValue {
+                    value,
+                    dirty: false,
+                },
+            );
+        }
+        Ok(epoch_cache.values.get_mut(key))
+    }
+
+    /// Drops every cached state. Only valid right after a checkpoint (nothing dirty).
+    pub fn clear(&mut self) {
+        self.epochs.clear();
+        self.entries = 0;
+    }
+
+    /// Drops the states of one epoch.
+    pub fn forget(&mut self, view_id: u32, epoch: Epoch) {
+        if let Some(forgotten) = self.epochs.remove(&(view_id, epoch)) {
+            self.entries -= forgotten.values.len();
+        }
+    }
+}

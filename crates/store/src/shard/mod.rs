@@ -1,0 +1,527 @@
+//! Key-owner shards: the only writers (and readers) of the keys they own.
+//!
+//! Every key hashes to exactly one shard, a thread that holds the merged state of the
+//! keys it has touched in memory. A CRDT update is a read-modify-write; because only the
+//! owner touches a key, concurrent updates to one key never lose an increment, and no
+//! global lock serialises writers of different keys. Reads of single keys go through the
+//! owner too, so they see every update applied before them.
+//!
+//! A shard works in rounds: it takes every message waiting in its queue, applies them to
+//! its in-memory states, appends one record of the round's state changes to the update
+//! log ([`crate::update_log`]), and hands the replies to group commit, which releases them
+//! after the journal sync. States reach their epoch keyspaces at checkpoints.
+
+mod cache;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fjall::{Database, Keyspace};
+use speedlayer_core::{
+    Applied, ApplyCtx, Epoch, Key, Op, OpError, Outcome, Reading, UpdateId, Value, ValueType,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::epochs::EpochKeyspaces;
+use crate::error::{Result, StoreError};
+use crate::group_commit::{GroupCommit, PendingAcks};
+use crate::metrics::StoreMetrics;
+use crate::update_log::{encode_update, record_key, start_record, LoggedUpdate};
+use cache::Cache;
+
+/// Most messages taken in one round; bounds the latency a round adds.
+const MAX_MESSAGES_PER_ROUND: usize = 1024;
+/// A checkpoint is due after this long with state changes pending...
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+/// ...or once this many log bytes are pending (bounds replay time after a crash).
+const CHECKPOINT_LOG_BYTES: usize = 64 * 1024 * 1024;
+
+/// One update routed to its owner shard, already validated against the view.
+pub(crate) struct ShardUpdate {
+    /// Position in the caller's request, so replies from several shards reassemble.
+    pub index: usize,
+    pub view_id: u32,
+    /// The type the key gets if this update creates it.
+    pub value_type: ValueType,
+    /// True in an `any` view: a stored state of another type is the caller's mistake
+    /// (WRONGTYPE), not corruption.
+    pub dynamic: bool,
+    pub epoch: Epoch,
+    pub key: Key,
+    pub op: Op,
+    pub ts_us: i64,
+    pub unique: u64,
+    pub id: Option<UpdateId>,
+}
+
+/// Per-update results, each tagged with its index in the caller's request.
+pub(crate) type UpdateResults = Vec<(usize, Result<Applied, OpError>)>;
+
+/// Per-key results of a delete: whether the key existed, tagged with its index.
+pub(crate) type DeleteResults = Vec<(usize, bool)>;
+
+/// Per-key results of a read, tagged with their index.
+pub(crate) type ReadResults = Vec<(usize, Option<Reading>)>;
+
+/// What a shard is asked to do.
+pub(crate) enum ShardMsg {
+    /// Apply updates; reply once they are durable.
+    Apply {
+        updates: Vec<ShardUpdate>,
+        reply: oneshot::Sender<Result<UpdateResults>>,
+    },
+    /// Delete keys from the given epochs of a view; reply, once durable, whether each
+    /// key existed.
+    Delete {
+        view_id: u32,
+        epochs: Vec<Epoch>,
+        keys: Vec<(usize, Key)>,
+        reply: oneshot::Sender<Result<DeleteResults>>,
+    },
+    /// Read keys over the given epochs of a view.
+    Read {
+        view_id: u32,
+        epochs: Vec<Epoch>,
+        keys: Vec<(usize, Key)>,
+        reply: oneshot::Sender<Result<ReadResults>>,
+    },
+    /// Write every pending state to the epoch keyspaces (before a range scan).
+    Checkpoint { done: oneshot::Sender<Result<()>> },
+    /// Checkpoint, then forget an unlisted epoch: its cached states and keyspace handle.
+    ForgetEpoch {
+        view_id: u32,
+        epoch: Epoch,
+        done: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// What a shard is made of; lives on its own thread.
+pub(crate) struct Shard {
+    pub index: u16,
+    pub db: Database,
+    pub epochs: Arc<EpochKeyspaces>,
+    pub log: Keyspace,
+    pub node_id: String,
+    pub commit: GroupCommit,
+    pub metrics: StoreMetrics,
+    /// Cached states past this count are shed (after a checkpoint).
+    pub cache_limit: usize,
+}
+
+/// A reply held back until the journal sync.
+enum Reply {
+    Apply(
+        oneshot::Sender<Result<UpdateResults>>,
+        Result<UpdateResults>,
+    ),
+    Delete(
+        oneshot::Sender<Result<DeleteResults>>,
+        Result<DeleteResults>,
+    ),
+}
+
+impl Reply {
+    fn fail(&mut self, e: impl Fn() -> StoreError) {
+        match self {
+            Reply::Apply(_, result) => *result = Err(e()),
+            Reply::Delete(_, result) => *result = Err(e()),
+        }
+    }
+
+    fn send(self, synced: &std::result::Result<(), StoreError>) {
+        let failed = synced.is_err();
+        match self {
+            Reply::Apply(tx, result) => {
+                let _ = tx.send(if failed {
+                    Err(StoreError::Failed)
+                } else {
+                    result
+                });
+            }
+            Reply::Delete(tx, result) => {
+                let _ = tx.send(if failed {
+                    Err(StoreError::Failed)
+                } else {
+                    result
+                });
+            }
+        }
+    }
+}
+
+impl Shard {
+    /// Starts the shard's thread, serving `rx` until every sender is gone.
+    pub fn spawn(self, rx: mpsc::Receiver<ShardMsg>) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(format!("shard-{}", self.index))
+            .spawn(move || ShardLoop::new(self).run(rx))
+    }
+}
+
+/// State changes since the last checkpoint.
+struct Pending {
+    /// Keys whose cached state differs from their epoch keyspace.
+    dirty: Vec<((u32, Epoch), Key)>,
+    /// First log round not yet covered by a checkpoint.
+    first_round: u64,
+    /// Log bytes written since the last checkpoint.
+    log_bytes: usize,
+    since: Instant,
+}
+
+struct ShardLoop {
+    shard: Shard,
+    cache: Cache,
+    pending: Pending,
+    next_round: u64,
+}
+
+impl ShardLoop {
+    fn new(shard: Shard) -> Self {
+        ShardLoop {
+            shard,
+            cache: Cache::default(),
+            pending: Pending {
+                dirty: Vec::new(),
+                first_round: 0,
+                log_bytes: 0,
+                since: Instant::now(),
+            },
+            next_round: 0,
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<ShardMsg>) {
+        let mut messages = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            messages.push(first);
+            while messages.len() < MAX_MESSAGES_PER_ROUND {
+                match rx.try_recv() {
+                    Ok(message) => messages.push(message),
+                    Err(_) => break,
+                }
+            }
+            self.round(&mut messages);
+        }
+        // Leave a short log behind for the next start.
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(error = %e, shard = self.shard.index, "final checkpoint failed; the next start replays the log");
+        }
+    }
+
+    fn round(&mut self, messages: &mut Vec<ShardMsg>) {
+        let mut record = start_record(&self.shard.node_id);
+        let empty_record = record.len();
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut updates = 0u64;
+        for message in messages.drain(..) {
+            match message {
+                ShardMsg::Apply {
+                    updates: batch,
+                    reply,
+                } => {
+                    updates += batch.len() as u64;
+                    let result = self.apply_all(batch, &mut record);
+                    replies.push(Reply::Apply(reply, result));
+                }
+                ShardMsg::Delete {
+                    view_id,
+                    epochs,
+                    keys,
+                    reply,
+                } => {
+                    updates += keys.len() as u64;
+                    let result = self.delete_all(view_id, &epochs, keys, &mut record);
+                    replies.push(Reply::Delete(reply, result));
+                }
+                ShardMsg::Read {
+                    view_id,
+                    epochs,
+                    keys,
+                    reply,
+                } => {
+                    let _ = reply.send(self.read_all(view_id, &epochs, keys));
+                }
+                ShardMsg::Checkpoint { done } => {
+                    let _ =
+                        done.send(self.log_and_checkpoint(&mut record, empty_record, &mut replies));
+                }
+                ShardMsg::ForgetEpoch {
+                    view_id,
+                    epoch,
+                    done,
+                } => {
+                    let result = self.log_and_checkpoint(&mut record, empty_record, &mut replies);
+                    if result.is_ok() {
+                        self.cache.forget(view_id, epoch);
+                    }
+                    let _ = done.send(result);
+                }
+            }
+        }
+        if let Err(e) = self.write_record(&mut record, empty_record) {
+            self.engine_failure(&e, &mut replies);
+        }
+        let due = self.pending.log_bytes >= CHECKPOINT_LOG_BYTES
+            || self.cache.entries > self.shard.cache_limit
+            || (!self.pending.dirty.is_empty()
+                && self.pending.since.elapsed() >= CHECKPOINT_INTERVAL);
+        if due {
+            if let Err(e) = self.checkpoint() {
+                tracing::error!(error = %e, shard = self.shard.index, "checkpoint failed");
+            } else if self.cache.entries > self.shard.cache_limit {
+                self.cache.clear();
+            }
+        }
+        if replies.is_empty() {
+            return;
+        }
+        self.shard.commit.after_sync(PendingAcks {
+            updates,
+            deliver: Box::new(move |synced| {
+                for reply in replies {
+                    reply.send(&synced);
+                }
+            }),
+        });
+    }
+
+    /// Writes the round's record so far (so replies logged before it are covered), then
+    /// checkpoints. Used by the messages that need the epoch keyspaces up to date.
+    fn log_and_checkpoint(
+        &mut self,
+        record: &mut Vec<u8>,
+        empty_record: usize,
+        replies: &mut [Reply],
+    ) -> Result<()> {
+        if let Err(e) = self.write_record(record, empty_record) {
+            self.engine_failure(&e, replies);
+            return Err(StoreError::Engine(clone_engine_error(&e)));
+        }
+        self.checkpoint()
+    }
+
+    fn engine_failure(&mut self, e: &fjall::Error, replies: &mut [Reply]) {
+        tracing::error!(error = %e, shard = self.shard.index, "logging a shard round failed");
+        // The cache is now ahead of what is durable: drop it (pending states included) so
+        // states reload from the checkpoint and the log, which hold exactly what was
+        // acknowledged.
+        self.cache.clear();
+        self.pending.dirty.clear();
+        for reply in replies {
+            reply.fail(|| StoreError::Engine(clone_engine_error(e)));
+        }
+    }
+
+    /// Appends the record (if it holds any update) to the log, and starts a new one.
+    fn write_record(
+        &mut self,
+        record: &mut Vec<u8>,
+        empty_record: usize,
+    ) -> std::result::Result<(), fjall::Error> {
+        if record.len() == empty_record {
+            return Ok(());
+        }
+        let round = self.next_round;
+        self.next_round += 1;
+        self.pending.log_bytes += record.len();
+        let bytes = std::mem::replace(record, start_record(&self.shard.node_id));
+        self.shard
+            .log
+            .insert(record_key(self.shard.index, round), bytes)
+    }
+
+    /// Writes every dirty state to its epoch keyspace and removes the log records they
+    /// include, in one atomic batch.
+    fn checkpoint(&mut self) -> Result<()> {
+        if self.pending.dirty.is_empty() && self.pending.first_round == self.next_round {
+            return Ok(());
+        }
+        let mut batch = self.shard.db.batch();
+        for (epoch_key, key) in &self.pending.dirty {
+            let Some(epoch_cache) = self.cache.epochs.get_mut(epoch_key) else {
+                continue;
+            };
+            let Some(cached) = epoch_cache.values.get_mut(key) else {
+                continue;
+            };
+            if cached.dirty {
+                cached.dirty = false;
+                match &cached.value {
+                    Some(value) => {
+                        batch.insert(&epoch_cache.keyspace, key.encode(), value.encode())
+                    }
+                    None => batch.remove(&epoch_cache.keyspace, key.encode()),
+                }
+            }
+        }
+        for round in self.pending.first_round..self.next_round {
+            batch.remove(&self.shard.log, record_key(self.shard.index, round));
+        }
+        batch.commit()?;
+        self.shard.metrics.checkpoints.inc();
+        self.pending.dirty.clear();
+        self.pending.first_round = self.next_round;
+        self.pending.log_bytes = 0;
+        self.pending.since = Instant::now();
+        Ok(())
+    }
+
+    fn apply_all(
+        &mut self,
+        batch: Vec<ShardUpdate>,
+        record: &mut Vec<u8>,
+    ) -> Result<UpdateResults> {
+        if self.shard.commit.is_failed() {
+            return Err(StoreError::Failed);
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        for update in batch {
+            let index = update.index;
+            results.push((index, self.apply_one(update, record)?));
+        }
+        Ok(results)
+    }
+
+    fn apply_one(
+        &mut self,
+        update: ShardUpdate,
+        record: &mut Vec<u8>,
+    ) -> Result<Result<Applied, OpError>> {
+        let Some(cached) =
+            self.cache
+                .entry(&self.shard, update.view_id, update.epoch, &update.key, true)?
+        else {
+            return Err(StoreError::ShuttingDown); // unreachable: `create` makes the epoch
+        };
+        let created = cached.value.is_none();
+        let value = cached
+            .value
+            .get_or_insert_with(|| Value::new(update.value_type));
+        if !update.dynamic && value.value_type() != update.value_type {
+            return Err(StoreError::StoredTypeMismatch {
+                expected: update.value_type,
+                found: value.value_type(),
+            });
+        }
+        let ctx = ApplyCtx {
+            node: &self.shard.node_id,
+            id: update.id.as_ref(),
+            ts_us: update.ts_us,
+            unique: update.unique,
+        };
+        let result = value.apply_reporting(&update.op, &ctx);
+        let metrics = &self.shard.metrics;
+        match &result {
+            Ok(applied) => match applied.outcome {
+                Outcome::Applied => {
+                    metrics.updates_applied.inc();
+                    let logged = LoggedUpdate::Apply {
+                        view_id: update.view_id,
+                        epoch: update.epoch,
+                        key: update.key,
+                        op: update.op,
+                        ts_us: update.ts_us,
+                        unique: update.unique,
+                        id: update.id,
+                    };
+                    encode_update(record, &logged);
+                    if !cached.dirty {
+                        cached.dirty = true;
+                        if let LoggedUpdate::Apply { key, .. } = logged {
+                            self.pending
+                                .dirty
+                                .push(((update.view_id, update.epoch), key));
+                        }
+                    }
+                }
+                Outcome::Duplicate => {
+                    metrics.updates_duplicate.inc();
+                }
+                Outcome::Stale => {
+                    metrics.updates_stale.inc();
+                }
+            },
+            Err(_) => {
+                // A refused first write must not leave an empty state behind.
+                if created {
+                    cached.value = None;
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    fn delete_all(
+        &mut self,
+        view_id: u32,
+        epochs: &[Epoch],
+        keys: Vec<(usize, Key)>,
+        record: &mut Vec<u8>,
+    ) -> Result<DeleteResults> {
+        if self.shard.commit.is_failed() {
+            return Err(StoreError::Failed);
+        }
+        let mut results = Vec::with_capacity(keys.len());
+        for (index, key) in keys {
+            let mut existed = false;
+            for &epoch in epochs {
+                let Some(cached) = self.cache.entry(&self.shard, view_id, epoch, &key, false)?
+                else {
+                    continue;
+                };
+                if cached.value.take().is_some() {
+                    existed = true;
+                    encode_update(
+                        record,
+                        &LoggedUpdate::Delete {
+                            view_id,
+                            epoch,
+                            key: key.clone(),
+                        },
+                    );
+                    if !cached.dirty {
+                        cached.dirty = true;
+                        self.pending.dirty.push(((view_id, epoch), key.clone()));
+                    }
+                }
+            }
+            results.push((index, existed));
+        }
+        Ok(results)
+    }
+
+    fn read_all(
+        &mut self,
+        view_id: u32,
+        epochs: &[Epoch],
+        keys: Vec<(usize, Key)>,
+    ) -> Result<ReadResults> {
+        let mut results = Vec::with_capacity(keys.len());
+        for (index, key) in keys {
+            let mut reading: Option<Reading> = None;
+            for &epoch in epochs {
+                let Some(cached) = self.cache.entry(&self.shard, view_id, epoch, &key, false)?
+                else {
+                    continue;
+                };
+                if let Some(value) = &cached.value {
+                    reading
+                        .get_or_insert_with(|| Reading::empty(value.value_type()))
+                        .add_part(value)
+                        .map_err(|e| StoreError::StoredTypeMismatch {
+                            expected: e.left,
+                            found: e.right,
+                        })?;
+                }
+            }
+            results.push((index, reading));
+        }
+        Ok(results)
+    }
+}
+
+fn clone_engine_error(e: &fjall::Error) -> fjall::Error {
+    fjall::Error::Io(std::io::Error::other(e.to_string()))
+}
