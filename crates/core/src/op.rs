@@ -154,6 +154,11 @@ pub enum OpError {
         /// The per-key limit ([`MAX_WRITERS_PER_KEY`](crate::MAX_WRITERS_PER_KEY)).
         limit: usize,
     },
+    /// The increment would take the counter's total past the i64 range (checked by
+    /// [`Value::apply_reporting`](crate::Value::apply_reporting), which computes the total
+    /// anyway; Redis answers the same error).
+    #[error("increment or decrement would overflow")]
+    Overflow,
 }
 
 #[cfg(test)]

@@ -82,7 +82,11 @@ impl Value {
     /// [`Outcome::Applied`] (max, min, register, remove and pfadd are
     /// idempotent, so a re-delivery is harmless either way).
     pub fn apply(&mut self, op: &Op, ctx: &ApplyCtx<'_>) -> Result<Outcome, OpError> {
-        self.apply_reporting(op, ctx).map(|applied| applied.outcome)
+        match (&mut *self, op) {
+            // The counter path without the total: computing it costs O(writer slots).
+            (Value::Counter(c), Op::Incr(by)) => c.incr(*by, ctx),
+            _ => self.apply_reporting(op, ctx).map(|applied| applied.outcome),
+        }
     }
 
     /// [`Value::apply`], also reporting the update's [`Applied::effect`]: what a Redis
@@ -91,15 +95,31 @@ impl Value {
         let applied = |outcome, effect| Ok(Applied { outcome, effect });
         match (self, op) {
             (Value::Counter(c), Op::Incr(by)) => {
+                let total = c.total().checked_add(*by).ok_or(OpError::Overflow)?;
                 let outcome = c.incr(*by, ctx)?;
-                applied(outcome, c.total())
+                applied(
+                    outcome,
+                    if outcome == Outcome::Applied {
+                        total
+                    } else {
+                        c.total()
+                    },
+                )
             }
             (Value::Gcounter(c), Op::Incr(by)) => {
                 if *by < 0 {
                     Err(OpError::NegativeIncrement)
                 } else {
+                    let total = c.total().checked_add(*by).ok_or(OpError::Overflow)?;
                     let outcome = c.incr(*by, ctx)?;
-                    applied(outcome, c.total())
+                    applied(
+                        outcome,
+                        if outcome == Outcome::Applied {
+                            total
+                        } else {
+                            c.total()
+                        },
+                    )
                 }
             }
             (Value::Max(e), Op::Max(v)) => {

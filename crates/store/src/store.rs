@@ -249,7 +249,29 @@ impl Store {
         view: &str,
         updates: Vec<Update>,
     ) -> Result<Vec<Result<Applied, OpError>>> {
+        self.apply_inner(view, updates, false).await
+    }
+
+    /// [`Store::apply`], with each result's [`Applied::effect`] filled in as Redis
+    /// reports it (a counter's total after the update over every live epoch, members
+    /// added, ...). Costs a little more per update; an increment that would take a
+    /// counter past the i64 range is refused with [`OpError::Overflow`].
+    pub async fn apply_reporting(
+        &self,
+        view: &str,
+        updates: Vec<Update>,
+    ) -> Result<Vec<Result<Applied, OpError>>> {
+        self.apply_inner(view, updates, true).await
+    }
+
+    async fn apply_inner(
+        &self,
+        view: &str,
+        updates: Vec<Update>,
+        report: bool,
+    ) -> Result<Vec<Result<Applied, OpError>>> {
         let view = self.view(view)?;
+        let report = report.then(|| self.live_epochs(view.id));
         let count = updates.len();
         for update in &updates {
             validate(&view, update)?;
@@ -286,6 +308,7 @@ impl Store {
             self.inner.shards[shard]
                 .send(ShardMsg::Apply {
                     updates: batch,
+                    report: report.clone(),
                     reply,
                 })
                 .await

@@ -33,15 +33,6 @@ pub fn handles(name: &str) -> bool {
     )
 }
 
-/// A counter-like reading as a Redis integer.
-pub fn integer_of(reading: &Reading) -> Option<Reply> {
-    match reading {
-        Reading::Count { total, .. } => Some(Reply::Integer(*total)),
-        Reading::State(Value::Max(e) | Value::Min(e)) => Some(Reply::Integer(e.get().unwrap_or(0))),
-        Reading::State(_) => None,
-    }
-}
-
 /// A reading as a Redis string: counters and max/min render their integer (as Redis
 /// renders an integer-valued string), registers their bytes. Sets and HLLs are not
 /// strings: `Err`.

@@ -148,12 +148,12 @@ impl Session {
             let mut updates = Vec::with_capacity(group.len());
             for (slot, write) in group {
                 updates.push(write.update);
-                answers.push((slot, write.target, write.render));
+                answers.push((slot, write.render));
             }
-            match self.shared.store.apply(&view.name, updates).await {
+            match self.shared.store.apply_reporting(&view.name, updates).await {
                 Ok(results) => {
-                    for ((slot, target, render), result) in answers.into_iter().zip(results) {
-                        replies[slot] = Some(self.render(&target, render, result).await);
+                    for ((slot, render), result) in answers.into_iter().zip(results) {
+                        replies[slot] = Some(Self::render(render, result));
                     }
                 }
                 Err(e) => {
@@ -165,25 +165,12 @@ impl Session {
         }
     }
 
-    async fn render(
-        &self,
-        target: &Target,
-        render: Render,
-        result: Result<Applied, OpError>,
-    ) -> Reply {
+    fn render(render: Render, result: Result<Applied, OpError>) -> Reply {
         match result {
             Ok(applied) => match render {
                 Render::Ok => Reply::ok(),
-                Render::Effect => Reply::Integer(applied.effect),
-                Render::Total if target.is_implicit() => Reply::Integer(applied.effect),
-                // A declared view may hold the key in several epochs: the total is their sum.
-                Render::Total => {
-                    match self.shared.store.get(&target.view.name, &target.key).await {
-                        Ok(Some(reading)) => reads::integer_of(&reading).unwrap_or_else(wrongtype),
-                        Ok(None) => Reply::Integer(applied.effect),
-                        Err(e) => store_error(&e),
-                    }
-                }
+                // For counters the effect is the key's total over its live epochs.
+                Render::Effect | Render::Total => Reply::Integer(applied.effect),
             },
             Err(OpError::WrongOp { .. }) => wrongtype(),
             Err(e) => Reply::error(format!("ERR {e}")),

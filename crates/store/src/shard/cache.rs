@@ -82,10 +82,20 @@ impl Cache {
         self.entries = 0;
     }
 
-    /// Drops the states of one epoch.
+    /// Drops the states of one epoch. Freeing a million cached states takes a while, so
+    /// that happens on a short-lived thread: the owner (and the epoch drop waiting for it)
+    /// moves on in O(1).
     pub fn forget(&mut self, view_id: u32, epoch: Epoch) {
         if let Some(forgotten) = self.epochs.remove(&(view_id, epoch)) {
             self.entries -= forgotten.values.len();
+            if forgotten.values.len() > 10_000 {
+                let spawned = std::thread::Builder::new()
+                    .name("free-epoch".into())
+                    .spawn(move || drop(forgotten));
+                if let Err(e) = spawned {
+                    tracing::debug!(error = %e, "freeing a forgotten epoch inline");
+                }
+            }
         }
     }
 }

@@ -66,9 +66,11 @@ pub(crate) type ReadResults = Vec<(usize, Option<Reading>)>;
 
 /// What a shard is asked to do.
 pub(crate) enum ShardMsg {
-    /// Apply updates; reply once they are durable.
+    /// Apply updates; reply once they are durable. With `report`, each result carries the
+    /// update's effect, counter totals summed over the given live epochs of the view.
     Apply {
         updates: Vec<ShardUpdate>,
+        report: Option<Vec<Epoch>>,
         reply: oneshot::Sender<Result<UpdateResults>>,
     },
     /// Delete keys from the given epochs of a view; reply, once durable, whether each
@@ -219,10 +221,11 @@ impl ShardLoop {
             match message {
                 ShardMsg::Apply {
                     updates: batch,
+                    report,
                     reply,
                 } => {
                     updates += batch.len() as u64;
-                    let result = self.apply_all(batch, &mut record);
+                    let result = self.apply_all(batch, report.as_deref(), &mut record);
                     replies.push(Reply::Apply(reply, result));
                 }
                 ShardMsg::Delete {
@@ -371,6 +374,7 @@ impl ShardLoop {
     fn apply_all(
         &mut self,
         batch: Vec<ShardUpdate>,
+        report: Option<&[Epoch]>,
         record: &mut Vec<u8>,
     ) -> Result<UpdateResults> {
         if self.shard.commit.is_failed() {
@@ -379,7 +383,24 @@ impl ShardLoop {
         let mut results = Vec::with_capacity(batch.len());
         for update in batch {
             let index = update.index;
-            results.push((index, self.apply_one(update, record)?));
+            let (view_id, epoch) = (update.view_id, update.epoch);
+            let is_incr = matches!(update.op, Op::Incr(_));
+            let key = report
+                .filter(|epochs| is_incr && epochs.iter().any(|e| *e != epoch))
+                .map(|_| update.key.clone());
+            let mut result = self.apply_one(update, report.is_some(), record)?;
+            if let (Some(epochs), Some(key), Ok(applied)) = (report, key, &mut result) {
+                // The total a client expects is the key's, over every live epoch.
+                for &other in epochs.iter().filter(|e| **e != epoch) {
+                    let cached = self.cache.entry(&self.shard, view_id, other, &key, false)?;
+                    if let Some(Value::Counter(c) | Value::Gcounter(c)) =
+                        cached.and_then(|cached| cached.value.as_ref())
+                    {
+                        applied.effect = applied.effect.saturating_add(c.total());
+                    }
+                }
+            }
+            results.push((index, result));
         }
         Ok(results)
     }
@@ -387,6 +408,7 @@ impl ShardLoop {
     fn apply_one(
         &mut self,
         update: ShardUpdate,
+        report: bool,
         record: &mut Vec<u8>,
     ) -> Result<Result<Applied, OpError>> {
         let Some(cached) =
@@ -411,7 +433,13 @@ impl ShardLoop {
             ts_us: update.ts_us,
             unique: update.unique,
         };
-        let result = value.apply_reporting(&update.op, &ctx);
+        let result = if report {
+            value.apply_reporting(&update.op, &ctx)
+        } else {
+            value
+                .apply(&update.op, &ctx)
+                .map(|outcome| Applied { outcome, effect: 0 })
+        };
         let metrics = &self.shard.metrics;
         match &result {
             Ok(applied) => match applied.outcome {

@@ -1,0 +1,313 @@
+//! The real `redis-cli` against the real `speedlayer serve` binary: a handful of commands,
+//! then `redis-cli --pipe` mass insertion of 100,000 RESP-encoded commands, checked
+//! against a model of what they must have done.
+//!
+//! `redis-cli` comes from Debian's `redis-tools` (CI installs it in `.ci/run`). When it is
+//! missing this test fails with a message saying so: it never skips silently.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_speedlayer");
+/// Commands sent through `redis-cli --pipe`.
+const MASS_COMMANDS: usize = 100_000;
+/// Counters the mass insertion's INCRs spread over.
+const MASS_COUNTERS: usize = 1_000;
+/// Sets the mass insertion's SADDs spread over.
+const MASS_SETS: usize = 50;
+
+/// A `speedlayer serve` child process, killed (SIGKILL) and reaped when dropped; prints
+/// the node's log when the test is failing.
+struct Server {
+    child: Option<Child>,
+    log: PathBuf,
+    resp_port: u16,
+}
+
+impl Server {
+    fn spawn(data_dir: &Path, log: &Path) -> Server {
+        let (http_port, resp_port) = free_ports();
+        let stderr = File::create(log).expect("log file");
+        let child = Command::new(BIN)
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--http", &format!("127.0.0.1:{http_port}")])
+            .args(["--resp", &format!("127.0.0.1:{resp_port}")])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning speedlayer serve");
+        Server {
+            child: Some(child),
+            log: log.to_path_buf(),
+            resp_port,
+        }
+    }
+
+    /// Polls a RESP `PING` until `+PONG`, for at most 60 s; panics if the process exits.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("speedlayer serve exited early with {status}");
+                }
+            }
+            if ping(self.resp_port) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "speedlayer serve did not answer PING on port {} within 60 s",
+                self.resp_port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- speedlayer serve log ({}) ----\n{}\n---- end of log ----",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// Two distinct free ports (HTTP, RESP): bound together, read, released.
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
+/// True when a RESP `PING` on `port` answers `+PONG`.
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(b"*1\r\n$4\r\nPING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// Fails (does not skip) when redis-cli is not installed.
+fn require_redis_cli() {
+    let found = Command::new("redis-cli")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "redis-cli is not installed (or not on PATH): this test needs the real Redis client. \
+         Install it with `apt-get install -y redis-tools`; .ci/run installs it on CI."
+    );
+}
+
+fn run_cli(port: u16, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning redis-cli");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        // redis-cli reads while it writes, so a large input cannot deadlock here as long
+        // as its stdout is drained too: feed it from a thread.
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    child.wait_with_output().expect("redis-cli output")
+}
+
+/// Runs `redis-cli -p PORT args...` and returns its stdout, trimmed.
+fn cli(port: u16, args: &[&str]) -> String {
+    cli_raw(port, args).trim_end().to_string()
+}
+
+/// Runs `redis-cli -p PORT args...` and returns its stdout as printed.
+fn cli_raw(port: u16, args: &[&str]) -> String {
+    let output = run_cli(port, args, None);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "redis-cli {args:?} failed with {}: stdout {stdout:?} stderr {:?}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Appends `args` as one RESP multibulk request.
+fn encode(out: &mut Vec<u8>, args: &[&str]) {
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+    }
+}
+
+#[test]
+fn redis_cli_commands_and_mass_insertion() {
+    require_redis_cli();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::spawn(&dir.path().join("data"), &dir.path().join("serve.log"));
+    server.wait_ready();
+    let port = server.resp_port;
+
+    // A handful of commands, one redis-cli process each, as a shell user would.
+    assert_eq!(cli(port, &["PING"]), "PONG");
+    assert_eq!(cli(port, &["INCR", "visits"]), "1");
+    assert_eq!(cli(port, &["INCRBY", "visits", "41"]), "42");
+    assert_eq!(cli(port, &["GET", "visits"]), "42");
+    assert_eq!(cli(port, &["SADD", "tags", "red", "green", "blue"]), "3");
+    assert_eq!(cli(port, &["SADD", "tags", "red"]), "0");
+    let mut tags: Vec<String> = cli(port, &["SMEMBERS", "tags"])
+        .lines()
+        .map(String::from)
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["blue", "green", "red"]);
+    assert_eq!(cli(port, &["PFADD", "uniques", "a", "b", "c", "a"]), "1");
+    assert_eq!(cli(port, &["PFADD", "uniques2", "c", "d"]), "1");
+    assert_eq!(cli(port, &["PFCOUNT", "uniques"]), "3");
+    assert_eq!(cli(port, &["PFCOUNT", "uniques", "uniques2"]), "4");
+    // Errors are printed on stdout when it is not a terminal.
+    assert_eq!(
+        cli(port, &["SADD", "visits", "x"]),
+        "WRONGTYPE Operation against a key holding the wrong kind of value"
+    );
+    assert!(
+        cli(port, &["NOSUCHCOMMAND"]).starts_with("ERR unknown command"),
+        "unknown command"
+    );
+    assert_eq!(cli(port, &["GET", "visits"]), "42");
+    // Several commands on one connection from stdin (redis-cli reads them line by line).
+    let output = run_cli(port, &[], Some(b"INCR visits\nGET visits\nSCARD tags\n"));
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "43\n43\n3\n");
+
+    // Mass insertion: 100,000 RESP-encoded commands through `redis-cli --pipe`, mostly
+    // INCRs over 1,000 counters, every tenth an SADD over 50 sets.
+    let mut input = Vec::with_capacity(MASS_COMMANDS * 40);
+    let mut counters: BTreeMap<usize, i64> = (0..MASS_COUNTERS).map(|k| (k, 0)).collect();
+    let mut sets: BTreeMap<usize, usize> = BTreeMap::new();
+    for i in 0..MASS_COMMANDS {
+        if i % 10 == 9 {
+            let s = i % MASS_SETS;
+            encode(
+                &mut input,
+                &["SADD", &format!("mass:set:{s}"), &format!("m{i}")],
+            );
+            *sets.entry(s).or_insert(0) += 1;
+        } else {
+            // A third of them on 37 hot keys; some counters get none at all.
+            let k = if i % 3 == 0 {
+                i % 37
+            } else {
+                i * 7919 % MASS_COUNTERS
+            };
+            encode(&mut input, &["INCR", &format!("mass:k{k}")]);
+            *counters.get_mut(&k).unwrap() += 1;
+        }
+    }
+    let started = Instant::now();
+    let output = run_cli(port, &["--pipe"], Some(&input));
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "redis-cli --pipe failed with {}: {stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected = format!("errors: 0, replies: {MASS_COMMANDS}");
+    assert!(
+        stdout.lines().any(|line| line.trim() == expected),
+        "redis-cli --pipe summary should be {expected:?}:\n{stdout}"
+    );
+    eprintln!("redis-cli --pipe: {MASS_COMMANDS} commands in {elapsed:.2?}");
+
+    // Every counter holds exactly the number of INCRs sent to it (one MGET for all).
+    let keys: Vec<String> = (0..MASS_COUNTERS).map(|k| format!("mass:k{k}")).collect();
+    let mut args: Vec<&str> = vec!["MGET"];
+    args.extend(keys.iter().map(String::as_str));
+    // One line per key, an empty line for a missing key.
+    let values = cli_raw(port, &args);
+    let values: Vec<&str> = values.lines().collect();
+    assert_eq!(values.len(), MASS_COUNTERS, "MGET answered {values:?}");
+    for (k, value) in values.iter().enumerate() {
+        let want = counters[&k];
+        if want == 0 {
+            assert_eq!(*value, "", "mass:k{k} was never incremented");
+        } else {
+            assert_eq!(*value, want.to_string(), "mass:k{k}");
+        }
+    }
+    assert!(
+        counters.values().any(|&n| n == 0) && counters.values().any(|&n| n > 500),
+        "the model has untouched and hot counters"
+    );
+    // And a few through GET, as the brief's user would check them.
+    for k in [0, 1, 500, 999] {
+        let want = counters[&k];
+        let got = cli(port, &["GET", &format!("mass:k{k}")]);
+        assert_eq!(
+            got,
+            if want == 0 {
+                String::new()
+            } else {
+                want.to_string()
+            }
+        );
+    }
+    for (s, n) in &sets {
+        assert_eq!(
+            cli(port, &["SCARD", &format!("mass:set:{s}")]),
+            n.to_string(),
+            "mass:set:{s}"
+        );
+    }
+    // The keys written before the mass insertion are untouched.
+    assert_eq!(cli(port, &["GET", "visits"]), "43");
+    drop(server);
+}
