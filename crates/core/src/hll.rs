@@ -29,62 +29,159 @@ const DENSE: u8 = 1;
 /// Size of the dense form: 4 six-bit registers per 3 bytes, plus the flag.
 const DENSE_SIZE: usize = 1 + M / 4 * 3;
 
+/// Most non-zero registers kept in the sparse in-memory form (4 bytes each); past it
+/// the sketch turns dense (16 KiB). Small sketches are the common case (one per URL per
+/// hour), so they must not cost 16 KiB each.
+const SPARSE_MAX: usize = M / 8;
+
+/// The registers, sparse or dense. The form is a function of the register values
+/// (sparse iff at most `SPARSE_MAX` are non-zero), so equal sketches compare equal.
+/// Registers only grow, so a sketch turns dense once and never back.
+#[derive(Clone, PartialEq, Eq)]
+enum Registers {
+    /// Non-zero registers as (index, value), sorted by index.
+    Sparse(Vec<(u16, u8)>),
+    /// All `M` registers.
+    Dense(Box<[u8]>),
+}
+
 /// A HyperLogLog sketch of byte-string members.
 ///
-/// Invariant: exactly `2^HLL_PRECISION` registers, each at most `Q + 1 = 51`.
+/// Invariant: `2^HLL_PRECISION` registers, each at most `Q + 1 = 51`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Hll {
-    registers: Vec<u8>,
+    registers: Registers,
 }
 
 impl Default for Hll {
     fn default() -> Self {
         Hll {
-            registers: vec![0; M],
+            registers: Registers::Sparse(Vec::new()),
         }
     }
 }
 
 impl fmt::Debug for Hll {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let nonzero = self.registers.iter().filter(|r| **r != 0).count();
         f.debug_struct("Hll")
-            .field("nonzero_registers", &nonzero)
+            .field("nonzero_registers", &self.nonzero().count())
             .finish()
     }
 }
 
+/// Index and rank of a member's hash.
+fn locate(member: &[u8]) -> (usize, u8) {
+    let h = xxh3_64(member);
+    let index = (h >> Q) as usize;
+    let rest = h & ((1u64 << Q) - 1);
+    let rank = if rest == 0 {
+        MAX_RANK
+    } else {
+        // `rest` has at most Q significant bits, so leading_zeros >= 64 - Q.
+        (rest.leading_zeros() - (64 - Q) + 1) as u8
+    };
+    (index, rank)
+}
+
 impl Hll {
+    /// A sketch of the given `M` registers, in its canonical form.
+    fn from_dense(registers: Vec<u8>) -> Hll {
+        let nonzero = registers.iter().filter(|r| **r != 0).count();
+        if nonzero <= SPARSE_MAX {
+            let sparse = registers
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| **r != 0)
+                .map(|(i, r)| (i as u16, *r))
+                .collect();
+            Hll {
+                registers: Registers::Sparse(sparse),
+            }
+        } else {
+            Hll {
+                registers: Registers::Dense(registers.into_boxed_slice()),
+            }
+        }
+    }
+
+    /// The non-zero registers as (index, value), by index.
+    fn nonzero(&self) -> Box<dyn Iterator<Item = (usize, u8)> + '_> {
+        match &self.registers {
+            Registers::Sparse(v) => Box::new(v.iter().map(|(i, r)| (usize::from(*i), *r))),
+            Registers::Dense(d) => Box::new(
+                d.iter()
+                    .enumerate()
+                    .filter(|(_, r)| **r != 0)
+                    .map(|(i, r)| (i, *r)),
+            ),
+        }
+    }
+
+    /// Turns the sketch dense once the sparse form is over its limit.
+    fn densify_if_full(&mut self) {
+        if let Registers::Sparse(v) = &self.registers {
+            if v.len() > SPARSE_MAX {
+                let mut dense = vec![0u8; M];
+                for (i, r) in v {
+                    if let Some(slot) = dense.get_mut(usize::from(*i)) {
+                        *slot = *r;
+                    }
+                }
+                self.registers = Registers::Dense(dense.into_boxed_slice());
+            }
+        }
+    }
+
+    /// Raises register `index` to `rank`; whether it changed.
+    fn raise(&mut self, index: usize, rank: u8) -> bool {
+        let changed = match &mut self.registers {
+            Registers::Dense(d) => match d.get_mut(index) {
+                Some(r) if *r < rank => {
+                    *r = rank;
+                    true
+                }
+                _ => false,
+            },
+            Registers::Sparse(v) => {
+                let Ok(index) = u16::try_from(index) else {
+                    return false;
+                };
+                match v.binary_search_by_key(&index, |(i, _)| *i) {
+                    Ok(at) if v[at].1 < rank => {
+                        v[at].1 = rank;
+                        true
+                    }
+                    Ok(_) => false,
+                    Err(at) => {
+                        v.insert(at, (index, rank));
+                        true
+                    }
+                }
+            }
+        };
+        self.densify_if_full();
+        changed
+    }
+
     /// Adds one member. Returns whether a register changed (a member that
     /// changes nothing may still be new: the sketch cannot tell).
     pub fn add(&mut self, member: &[u8]) -> bool {
-        let h = xxh3_64(member);
-        let index = (h >> Q) as usize;
-        let rest = h & ((1u64 << Q) - 1);
-        let rank = if rest == 0 {
-            MAX_RANK
-        } else {
-            // `rest` has at most Q significant bits, so leading_zeros >= 64 - Q.
-            (rest.leading_zeros() - (64 - Q) + 1) as u8
-        };
-        match self.registers.get_mut(index) {
-            Some(r) if *r < rank => {
-                *r = rank;
-                true
-            }
-            _ => false,
-        }
+        let (index, rank) = locate(member);
+        self.raise(index, rank)
     }
 
     /// Estimated number of distinct members added (Ertl's improved raw
     /// estimator over the register histogram).
     pub fn count(&self) -> u64 {
         let mut hist = [0u32; MAX_RANK as usize + 1];
-        for r in &self.registers {
-            if let Some(h) = hist.get_mut(usize::from(*r)) {
+        let mut nonzero = 0u32;
+        for (_, r) in self.nonzero() {
+            if let Some(h) = hist.get_mut(usize::from(r)) {
                 *h += 1;
+                nonzero += 1;
             }
         }
+        hist[0] = M as u32 - nonzero;
         let m = M as f64;
         if hist[0] as usize == M {
             return 0;
@@ -101,8 +198,16 @@ impl Hll {
 
     /// Join: register-wise max.
     pub fn merge(&mut self, other: &Hll) {
-        for (mine, theirs) in self.registers.iter_mut().zip(&other.registers) {
-            *mine = (*mine).max(*theirs);
+        if let (Registers::Dense(mine), Registers::Dense(theirs)) =
+            (&mut self.registers, &other.registers)
+        {
+            for (m, t) in mine.iter_mut().zip(theirs.iter()) {
+                *m = (*m).max(*t);
+            }
+            return;
+        }
+        for (index, rank) in other.nonzero() {
+            self.raise(index, rank);
         }
     }
 
@@ -110,19 +215,24 @@ impl Hll {
     /// registers when that is smaller than the packed dense form, else dense.
     /// The choice depends only on the registers, so equal sketches encode equally.
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
-        if sparse_size(&self.registers) < DENSE_SIZE {
+        if sparse_size(self.nonzero()) < DENSE_SIZE {
             out.push(SPARSE);
-            let nonzero = self.registers.iter().filter(|r| **r != 0).count();
-            write_varint(out, nonzero as u64);
+            write_varint(out, self.nonzero().count() as u64);
             let mut next = 0usize;
-            for (i, r) in self.registers.iter().enumerate().filter(|(_, r)| **r != 0) {
+            for (i, r) in self.nonzero() {
                 write_varint(out, (i - next) as u64);
-                out.push(*r);
+                out.push(r);
                 next = i + 1;
             }
         } else {
             out.push(DENSE);
-            for c in self.registers.chunks_exact(4) {
+            let mut all = vec![0u8; M];
+            for (i, r) in self.nonzero() {
+                if let Some(slot) = all.get_mut(i) {
+                    *slot = r;
+                }
+            }
+            for c in all.chunks_exact(4) {
                 let v = c
                     .iter()
                     .fold(0u32, |acc, r| (acc << 6) | u32::from(*r & 0x3f));
@@ -134,7 +244,7 @@ impl Hll {
     /// Inverse of [`encode_into`](Self::encode_into); refuses out-of-range
     /// registers and the representation the encoder would not have chosen.
     pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Hll, DecodeError> {
-        let mut hll = Hll::default();
+        let mut registers = vec![0u8; M];
         let flag = r.read_u8()?;
         match flag {
             SPARSE => {
@@ -150,8 +260,7 @@ impl Hll {
                     if value == 0 || value > MAX_RANK {
                         return Err(DecodeError::Invalid("hll sparse register out of range"));
                     }
-                    let slot = hll
-                        .registers
+                    let slot = registers
                         .get_mut(index)
                         .ok_or(DecodeError::Invalid("hll index out of range"))?;
                     *slot = value;
@@ -160,7 +269,7 @@ impl Hll {
             }
             DENSE => {
                 let bytes = r.read_exact(DENSE_SIZE - 1)?;
-                for (c, regs) in bytes.chunks_exact(3).zip(hll.registers.chunks_exact_mut(4)) {
+                for (c, regs) in bytes.chunks_exact(3).zip(registers.chunks_exact_mut(4)) {
                     let v = u32::from_be_bytes([0, c[0], c[1], c[2]]);
                     for (i, reg) in regs.iter_mut().enumerate() {
                         let value = ((v >> (18 - 6 * i)) & 0x3f) as u8;
@@ -173,7 +282,8 @@ impl Hll {
             }
             _ => return Err(DecodeError::Invalid("unknown hll representation")),
         }
-        let canonical = if sparse_size(&hll.registers) < DENSE_SIZE {
+        let hll = Hll::from_dense(registers);
+        let canonical = if sparse_size(hll.nonzero()) < DENSE_SIZE {
             SPARSE
         } else {
             DENSE
@@ -187,12 +297,12 @@ impl Hll {
     }
 }
 
-/// Byte length of the sparse form of `registers`, flag included.
-fn sparse_size(registers: &[u8]) -> usize {
+/// Byte length of the sparse encoding of these non-zero registers, flag included.
+fn sparse_size(nonzero_registers: impl Iterator<Item = (usize, u8)>) -> usize {
     let mut size = 1;
     let mut nonzero = 0u64;
     let mut next = 0usize;
-    for (i, _) in registers.iter().enumerate().filter(|(_, r)| **r != 0) {
+    for (i, _) in nonzero_registers {
         size += varint_len((i - next) as u64) + 1;
         nonzero += 1;
         next = i + 1;
@@ -282,9 +392,7 @@ mod tests {
 
     #[test]
     fn saturated_registers_do_not_break_the_estimate() {
-        let h = Hll {
-            registers: vec![MAX_RANK; M],
-        };
+        let h = Hll::from_dense(vec![MAX_RANK; M]);
         assert!(h.count() > 0);
         round_trip(&h);
     }
@@ -293,11 +401,45 @@ mod tests {
     fn non_canonical_representation_is_refused() {
         let mut h = Hll::default();
         h.add(b"x");
+        let mut all = vec![0u8; M];
+        for (i, r) in h.nonzero() {
+            all[i] = r;
+        }
         let mut dense = vec![DENSE];
-        for c in h.registers.chunks_exact(4) {
+        for c in all.chunks_exact(4) {
             let v = c.iter().fold(0u32, |acc, r| (acc << 6) | u32::from(*r));
             dense.extend_from_slice(&v.to_be_bytes()[1..]);
         }
         assert!(Hll::decode_from(&mut Reader::new(&dense)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod representation_tests {
+    use super::*;
+
+    #[test]
+    fn sparse_and_dense_forms_agree_and_turn_dense_once() {
+        let mut small = Hll::default();
+        let mut big = Hll::default();
+        for i in 0..SPARSE_MAX as u32 / 2 {
+            small.add(&i.to_le_bytes());
+        }
+        assert!(matches!(small.registers, Registers::Sparse(_)));
+        for i in 0..200_000u32 {
+            big.add(&i.to_le_bytes());
+        }
+        assert!(matches!(big.registers, Registers::Dense(_)));
+        // The union computed both ways round is the same sketch.
+        let mut a = small.clone();
+        a.merge(&big);
+        let mut b = big.clone();
+        b.merge(&small);
+        assert_eq!(a, b);
+        assert_eq!(a, big, "small's members are a subset of big's");
+        // Building the same members through add or through decode gives equal sketches.
+        let mut bytes = Vec::new();
+        small.encode_into(&mut bytes);
+        assert_eq!(Hll::decode_from(&mut Reader::new(&bytes)).unwrap(), small);
     }
 }
