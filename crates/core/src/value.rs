@@ -94,33 +94,17 @@ impl Value {
     pub fn apply_reporting(&mut self, op: &Op, ctx: &ApplyCtx<'_>) -> Result<Applied, OpError> {
         let applied = |outcome, effect| Ok(Applied { outcome, effect });
         match (self, op) {
-            (Value::Counter(c), Op::Incr(by)) => {
+            (Value::Gcounter(_), Op::Incr(by)) if *by < 0 => Err(OpError::NegativeIncrement),
+            (Value::Counter(c) | Value::Gcounter(c), Op::Incr(by)) => {
                 let total = c.total().checked_add(*by).ok_or(OpError::Overflow)?;
                 let outcome = c.incr(*by, ctx)?;
-                applied(
-                    outcome,
-                    if outcome == Outcome::Applied {
-                        total
-                    } else {
-                        c.total()
-                    },
-                )
-            }
-            (Value::Gcounter(c), Op::Incr(by)) => {
-                if *by < 0 {
-                    Err(OpError::NegativeIncrement)
+                // A duplicate or stale update leaves the total as it was.
+                let effect = if outcome == Outcome::Applied {
+                    total
                 } else {
-                    let total = c.total().checked_add(*by).ok_or(OpError::Overflow)?;
-                    let outcome = c.incr(*by, ctx)?;
-                    applied(
-                        outcome,
-                        if outcome == Outcome::Applied {
-                            total
-                        } else {
-                            c.total()
-                        },
-                    )
-                }
+                    total - by
+                };
+                applied(outcome, effect)
             }
             (Value::Max(e), Op::Max(v)) => {
                 e.apply_max(*v);

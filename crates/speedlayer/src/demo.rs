@@ -93,7 +93,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         node.store.node_id(),
         dir.path().display()
     );
-    println!("try: curl '{base}/v1/views/pageviews/range?key=/docs'   (Ctrl-C to stop)\n");
+    println!("try: curl '{base}/v1/views/pageviews/range?key=/docs'");
+    println!(
+        "     redis-cli -p {} HGETALL pageviews:/docs      (Ctrl-C to stop)\n",
+        node.resp_addr.port()
+    );
     let client = reqwest::Client::new();
     for (view, kind) in [
         ("pageviews", "counter"),

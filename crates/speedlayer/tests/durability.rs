@@ -7,10 +7,7 @@
 //! node dies: a key's value after restart must lie in `[acked, acked + in_flight]`.
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +15,10 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_speedlayer");
+mod support;
+
+use support::{free_ports, Server, BIN};
+
 /// Concurrent client tasks (each owns its keys).
 const CLIENTS: usize = 16;
 /// Acknowledged updates per cycle before the node is killed.
@@ -28,87 +28,6 @@ const CYCLES: usize = 2;
 /// All events in one epoch of the hour-long epochs (2024-11-24T12:06:40Z), so the test
 /// does not depend on the wall clock.
 const TS: i64 = 1_732_450_000;
-
-/// A `speedlayer serve` child process. Killed (SIGKILL) when dropped, so a panicking test
-/// leaves no process behind; prints the node's log when the test is failing.
-struct Server {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Server {
-    fn spawn(data_dir: &Path, port: u16, resp_port: u16, log: &Path) -> Server {
-        let stderr = File::options()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        let child = Command::new(BIN)
-            .args(["serve", "--data-dir"])
-            .arg(data_dir)
-            .args(["--http", &format!("127.0.0.1:{port}")])
-            .args(["--resp", &format!("127.0.0.1:{resp_port}")])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawning speedlayer serve");
-        Server {
-            child: Some(child),
-            log: log.to_path_buf(),
-        }
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix) and reap.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Panics (with the log) if the process has exited.
-    fn assert_running(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("speedlayer serve exited early with {status}");
-            }
-        }
-    }
-
-    fn log_text(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = File::open(&self.log) {
-            let _ = file.read_to_string(&mut text);
-        }
-        text
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- speedlayer serve log ({}) ----\n{}\n---- end of log ----",
-                self.log.display(),
-                self.log_text()
-            );
-        }
-    }
-}
-
-/// Two distinct free ports (HTTP, RESP): bound together, read, released.
-fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
-}
 
 /// Polls `GET /health` until 200, for at most 30 s.
 async fn wait_healthy(server: &mut Server, base: &str) {

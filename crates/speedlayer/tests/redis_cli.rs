@@ -6,14 +6,15 @@
 //! missing this test fails with a message saying so: it never skips silently.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_speedlayer");
+mod support;
+
+use support::{free_ports, Server};
+
 /// Commands sent through `redis-cli --pipe`.
 const MASS_COMMANDS: usize = 100_000;
 /// Counters the mass insertion's INCRs spread over.
@@ -21,91 +22,21 @@ const MASS_COUNTERS: usize = 1_000;
 /// Sets the mass insertion's SADDs spread over.
 const MASS_SETS: usize = 50;
 
-/// A `speedlayer serve` child process, killed (SIGKILL) and reaped when dropped; prints
-/// the node's log when the test is failing.
-struct Server {
-    child: Option<Child>,
-    log: PathBuf,
-    resp_port: u16,
-}
-
-impl Server {
-    fn spawn(data_dir: &Path, log: &Path) -> Server {
-        let (http_port, resp_port) = free_ports();
-        let stderr = File::create(log).expect("log file");
-        let child = Command::new(BIN)
-            .args(["serve", "--data-dir"])
-            .arg(data_dir)
-            .args(["--http", &format!("127.0.0.1:{http_port}")])
-            .args(["--resp", &format!("127.0.0.1:{resp_port}")])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawning speedlayer serve");
-        Server {
-            child: Some(child),
-            log: log.to_path_buf(),
-            resp_port,
+/// Polls a RESP `PING` until `+PONG`, for at most 60 s; panics if the process exits.
+fn wait_ready(server: &mut Server) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        server.assert_running();
+        if ping(server.resp_port) {
+            return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "speedlayer serve did not answer PING on port {} within 60 s",
+            server.resp_port
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
-
-    /// Polls a RESP `PING` until `+PONG`, for at most 60 s; panics if the process exits.
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("speedlayer serve exited early with {status}");
-                }
-            }
-            if ping(self.resp_port) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "speedlayer serve did not answer PING on port {} within 60 s",
-                self.resp_port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = File::open(&self.log) {
-            let _ = file.read_to_string(&mut text);
-        }
-        text
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- speedlayer serve log ({}) ----\n{}\n---- end of log ----",
-                self.log.display(),
-                self.log_text()
-            );
-        }
-    }
-}
-
-/// Two distinct free ports (HTTP, RESP): bound together, read, released.
-fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
 }
 
 /// True when a RESP `PING` on `port` answers `+PONG`.
@@ -190,8 +121,14 @@ fn encode(out: &mut Vec<u8>, args: &[&str]) {
 fn redis_cli_commands_and_mass_insertion() {
     require_redis_cli();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = Server::spawn(&dir.path().join("data"), &dir.path().join("serve.log"));
-    server.wait_ready();
+    let (http_port, resp_port) = free_ports();
+    let mut server = Server::spawn(
+        &dir.path().join("data"),
+        http_port,
+        resp_port,
+        &dir.path().join("serve.log"),
+    );
+    wait_ready(&mut server);
     let port = server.resp_port;
 
     // A handful of commands, one redis-cli process each, as a shell user would.

@@ -22,7 +22,7 @@ use crate::epochs::EpochKeyspaces;
 use crate::error::{Result, StoreError};
 use crate::group_commit::GroupCommit;
 use crate::metrics::StoreMetrics;
-use crate::shard::{DeleteResults, ReadResults, Shard, ShardMsg, ShardUpdate, UpdateResults};
+use crate::shard::{Shard, ShardMsg, ShardUpdate, UpdateResults};
 use crate::update_log;
 
 /// Latest accepted event time: 9999-12-31T23:59:59Z, in microseconds. Anything later is a
@@ -345,33 +345,40 @@ impl Store {
     pub async fn get_many(&self, view: &str, keys: Vec<Key>) -> Result<Vec<Option<Reading>>> {
         let view = self.view(view)?;
         let epochs = self.live_epochs(view.id);
+        self.per_key(view.id, keys, |keys, reply| ShardMsg::Read {
+            view_id: view.id,
+            epochs: epochs.clone(),
+            keys,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends each shard the keys it owns (one message made by `message`) and puts the
+    /// per-key answers back in the callers' order.
+    async fn per_key<T: Default>(
+        &self,
+        view_id: u32,
+        keys: Vec<Key>,
+        message: impl Fn(Vec<(usize, Key)>, oneshot::Sender<Result<Vec<(usize, T)>>>) -> ShardMsg,
+    ) -> Result<Vec<T>> {
         let count = keys.len();
         let mut waiting = Vec::new();
-        for (shard, keys) in self.by_shard(view.id, keys).into_iter().enumerate() {
+        for (shard, keys) in self.by_shard(view_id, keys).into_iter().enumerate() {
             if keys.is_empty() {
                 continue;
             }
             let (reply, rx) = oneshot::channel();
-            self.send(
-                shard,
-                ShardMsg::Read {
-                    view_id: view.id,
-                    epochs: epochs.clone(),
-                    keys,
-                    reply,
-                },
-            )
-            .await?;
+            self.send(shard, message(keys, reply)).await?;
             waiting.push(rx);
         }
-        let mut readings: Vec<Option<Reading>> = (0..count).map(|_| None).collect();
+        let mut answers: Vec<T> = (0..count).map(|_| T::default()).collect();
         for rx in waiting {
-            let results: ReadResults = rx.await.map_err(|_| StoreError::ShuttingDown)??;
-            for (index, reading) in results {
-                readings[index] = reading;
+            for (index, answer) in rx.await.map_err(|_| StoreError::ShuttingDown)?? {
+                answers[index] = answer;
             }
         }
-        Ok(readings)
+        Ok(answers)
     }
 
     fn live_epochs(&self, view_id: u32) -> Vec<Epoch> {
@@ -424,34 +431,14 @@ impl Store {
         if self.inner.failed.load(Ordering::Acquire) {
             return Err(StoreError::Failed);
         }
-        let count = keys.len();
         let epochs = self.live_epochs(view.id);
-        let mut waiting = Vec::new();
-        for (shard, keys) in self.by_shard(view.id, keys).into_iter().enumerate() {
-            if keys.is_empty() {
-                continue;
-            }
-            let (reply, rx) = oneshot::channel();
-            self.send(
-                shard,
-                ShardMsg::Delete {
-                    view_id: view.id,
-                    epochs: epochs.clone(),
-                    keys,
-                    reply,
-                },
-            )
-            .await?;
-            waiting.push(rx);
-        }
-        let mut existed = vec![false; count];
-        for rx in waiting {
-            let results: DeleteResults = rx.await.map_err(|_| StoreError::ShuttingDown)??;
-            for (index, found) in results {
-                existed[index] = found;
-            }
-        }
-        Ok(existed)
+        self.per_key(view.id, keys, |keys, reply| ShardMsg::Delete {
+            view_id: view.id,
+            epochs: epochs.clone(),
+            keys,
+            reply,
+        })
+        .await
     }
 
     /// Rows of partition `partition` whose clustering key is in `from..=to` (either bound

@@ -1,0 +1,102 @@
+//! What the real-process tests share: a `speedlayer serve` child that cannot outlive its
+//! test, and free ports.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_speedlayer");
+
+/// A `speedlayer serve` child process. Killed (SIGKILL) and reaped when dropped, so a
+/// panicking test leaves no process behind; prints the node's log when the test fails.
+pub struct Server {
+    child: Option<Child>,
+    log: PathBuf,
+    /// HTTP port.
+    pub http_port: u16,
+    /// Redis-protocol port.
+    pub resp_port: u16,
+}
+
+impl Server {
+    /// Starts `speedlayer serve` on `data_dir` and the given ports, appending its log to
+    /// `log` (a restart on the same file keeps the earlier run's lines).
+    pub fn spawn(data_dir: &Path, http_port: u16, resp_port: u16, log: &Path) -> Server {
+        let stderr = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(BIN)
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--http", &format!("127.0.0.1:{http_port}")])
+            .args(["--resp", &format!("127.0.0.1:{resp_port}")])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning speedlayer serve");
+        Server {
+            child: Some(child),
+            log: log.to_path_buf(),
+            http_port,
+            resp_port,
+        }
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix) and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Panics (with the log, through `Drop`) if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("speedlayer serve exited early with {status}");
+            }
+        }
+    }
+
+    /// The node's log so far.
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- speedlayer serve log ({}) ----\n{}\n---- end of log ----",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// Two distinct free ports (HTTP, RESP): bound together, read, released.
+pub fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
