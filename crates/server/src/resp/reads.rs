@@ -9,7 +9,7 @@ use speedlayer_store::{Update, View};
 
 use super::args::{arity, wrongtype};
 use super::keys::{resolve, Target};
-use super::session::{store_error, Session};
+use super::session::{store_error, Session, Step};
 
 /// Most fields HGETALL returns.
 const MAX_HASH_FIELDS: usize = 100_000;
@@ -47,6 +47,20 @@ fn string_of(reading: &Reading) -> Result<Option<Bytes>, ()> {
     }
 }
 
+/// The plan of a single-key read that can join a group (GET, HGET), or `None`.
+pub fn plan(session: &Session, name: &str, request: &Request) -> Option<Step> {
+    let args = &request.args;
+    let planned = match name {
+        "GET" if args.len() == 2 => target(session, &args[1], None),
+        "HGET" if args.len() == 3 => target(session, &args[1], Some(&args[2])),
+        _ => return None,
+    };
+    Some(match planned {
+        Ok(target) => Step::Get(target),
+        Err(reply) => Step::Reply(reply),
+    })
+}
+
 /// Executes a data command.
 pub async fn execute(session: &Session, name: &str, request: Request) -> Reply {
     match run(session, name, &request.args).await {
@@ -67,7 +81,8 @@ async fn read(session: &Session, target: &Target) -> Result<Option<Reading>, Rep
         .map_err(|e| store_error(&e))
 }
 
-fn string_reply(reading: Option<Reading>) -> Reply {
+/// A string command's reply to a reading (nil when absent, WRONGTYPE for sets and HLLs).
+pub fn string_reply(reading: Option<Reading>) -> Reply {
     match reading.as_ref().map(string_of) {
         None | Some(Ok(None)) => Reply::Null,
         Some(Ok(Some(bytes))) => Reply::Bulk(bytes),

@@ -20,6 +20,8 @@ pub enum Step {
     Reply(Reply),
     /// A single-key update: grouped with its neighbours into one storage call.
     Write(PendingWrite),
+    /// A single-key read (GET, HGET): grouped with its neighbours into one storage call.
+    Get(Target),
     /// Needs data (a read, or a write that reads first): runs after the writes before it.
     Data(Request),
 }
@@ -83,7 +85,11 @@ impl Session {
     pub async fn run_pipeline(&mut self, requests: Vec<Request>, out: &mut BytesMut) {
         let count = requests.len();
         let mut replies: Vec<Option<Reply>> = (0..count).map(|_| None).collect();
+        // Runs of writes, and runs of single-key reads, each become one storage call per
+        // view. A run ends where the other kind starts, so every read sees exactly the
+        // writes sent before it in the pipeline.
         let mut pending: Vec<(usize, PendingWrite)> = Vec::new();
+        let mut gets: Vec<(usize, Target)> = Vec::new();
         for (slot, request) in requests.into_iter().enumerate() {
             if self.quit {
                 break;
@@ -92,14 +98,23 @@ impl Session {
             self.count_command(&name);
             match self.plan(&name, request) {
                 Step::Reply(reply) => replies[slot] = Some(reply),
-                Step::Write(write) => pending.push((slot, write)),
+                Step::Write(write) => {
+                    self.flush_gets(&mut gets, &mut replies).await;
+                    pending.push((slot, write));
+                }
+                Step::Get(target) => {
+                    self.flush(&mut pending, &mut replies).await;
+                    gets.push((slot, target));
+                }
                 Step::Data(request) => {
                     self.flush(&mut pending, &mut replies).await;
+                    self.flush_gets(&mut gets, &mut replies).await;
                     replies[slot] = Some(reads::execute(self, &name, request).await);
                 }
             }
         }
         self.flush(&mut pending, &mut replies).await;
+        self.flush_gets(&mut gets, &mut replies).await;
         for reply in replies.into_iter().flatten() {
             reply.encode(self.protocol, out);
         }
@@ -130,10 +145,38 @@ impl Session {
         if let Some(step) = writes::plan(self, name, &request) {
             return step;
         }
+        if let Some(step) = reads::plan(self, name, &request) {
+            return step;
+        }
         if reads::handles(name) {
             return Step::Data(request);
         }
         Step::Reply(admin::execute(self, name, &request))
+    }
+
+    /// Reads the pending GETs (one storage call per view) and fills their replies.
+    async fn flush_gets(&self, gets: &mut Vec<(usize, Target)>, replies: &mut [Option<Reply>]) {
+        while !gets.is_empty() {
+            let view: Arc<View> = gets[0].1.view.clone();
+            let (group, rest): (Vec<_>, Vec<_>) = std::mem::take(gets)
+                .into_iter()
+                .partition(|(_, t)| Arc::ptr_eq(&t.view, &view));
+            *gets = rest;
+            let (slots, keys): (Vec<usize>, Vec<_>) =
+                group.into_iter().map(|(slot, t)| (slot, t.key)).unzip();
+            match self.shared.store.get_many(&view.name, keys).await {
+                Ok(readings) => {
+                    for (slot, reading) in slots.into_iter().zip(readings) {
+                        replies[slot] = Some(reads::string_reply(reading));
+                    }
+                }
+                Err(e) => {
+                    for slot in slots {
+                        replies[slot] = Some(store_error(&e));
+                    }
+                }
+            }
+        }
     }
 
     /// Applies the pending writes (one storage call per view) and fills their replies.
