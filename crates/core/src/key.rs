@@ -105,6 +105,13 @@ impl Key {
     }
 }
 
+/// Lets hash maps keyed by [`Key`] look up by reference and clone only on insert.
+impl From<&Key> for Key {
+    fn from(key: &Key) -> Key {
+        key.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

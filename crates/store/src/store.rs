@@ -619,6 +619,9 @@ pub fn validate(view: &View, update: &Update) -> Result<()> {
     Ok(())
 }
 
+/// The owner shard of `key`. A fixed-seed hash: the mapping only has to be stable within
+/// one process (the update log does not depend on it), and only spreads keys over a few
+/// shards, so there is nothing for a client to attack.
 fn shard_of(view_id: u32, key: &Key, shards: usize) -> usize {
     let mut hasher = DefaultHasher::new();
     view_id.hash(&mut hasher);

@@ -3,6 +3,8 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
+use hashbrown::hash_map::EntryRef;
+
 use fjall::Keyspace;
 use speedlayer_core::{Epoch, Key, Value};
 
@@ -19,7 +21,9 @@ pub(super) struct CachedValue {
 
 pub(super) struct EpochCache {
     pub keyspace: Keyspace,
-    pub values: HashMap<Key, CachedValue>,
+    /// hashbrown for `entry_ref` (one hash lookup, key cloned only on insert) and its
+    /// randomly seeded foldhash (fast, and not predictable by clients choosing keys).
+    pub values: hashbrown::HashMap<Key, CachedValue>,
 }
 
 /// The owner's states.
@@ -54,26 +58,25 @@ impl Cache {
                 };
                 v.insert(EpochCache {
                     keyspace,
-                    values: HashMap::new(),
+                    values: hashbrown::HashMap::new(),
                 })
             }
         };
-        if !epoch_cache.values.contains_key(key) {
-            shard.metrics.cache_misses.inc();
-            let value = match epoch_cache.keyspace.get(key.encode())? {
-                Some(bytes) => Some(Value::decode(&bytes)?),
-                None => None,
-            };
-            self.entries += 1;
-            epoch_cache.values.insert(
-                key.clone(),
-                CachedValue {
+        Ok(Some(match epoch_cache.values.entry_ref(key) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(v) => {
+                shard.metrics.cache_misses.inc();
+                let value = match epoch_cache.keyspace.get(key.encode())? {
+                    Some(bytes) => Some(Value::decode(&bytes)?),
+                    None => None,
+                };
+                self.entries += 1;
+                v.insert(CachedValue {
                     value,
                     dirty: false,
-                },
-            );
-        }
-        Ok(epoch_cache.values.get_mut(key))
+                })
+            }
+        }))
     }
 
     /// Drops every cached state. Only valid right after a checkpoint (nothing dirty).
