@@ -234,7 +234,7 @@ async fn writes(
         http.push(f.updates_per_sec);
         http_ratio.push(f.updates_per_fsync);
         bar.inc(1);
-        bar.println(format!(
+        bar.suspend(|| println!(
             "round {}: fsync {:>8.0}/s | storage {:>9.0} updates/s ({:>6.0}/fsync) | HTTP {:>9.0} updates/s ({:>6.0}/fsync)",
             round + 1, fsync[round], direct[round], direct_ratio[round], http[round], http_ratio[round]
         ));
@@ -314,11 +314,13 @@ async fn drop_epoch(dir: &Path, key_counts: &[usize], rounds: usize) -> anyhow::
             let elapsed = started.elapsed();
             anyhow::ensure!(existed, "the loaded epoch was not live");
             times.push(elapsed.as_secs_f64() * 1000.0);
-            bar.println(format!(
-                "{keys} keys: dropped in {:.2} ms; database {} MiB before the drop",
-                elapsed.as_secs_f64() * 1000.0,
-                disk_before / (1024 * 1024)
-            ));
+            bar.suspend(|| {
+                println!(
+                    "{keys} keys: dropped in {:.2} ms; database {} MiB before the drop",
+                    elapsed.as_secs_f64() * 1000.0,
+                    disk_before / (1024 * 1024)
+                )
+            });
             drop(store);
             std::fs::remove_dir_all(&path).ok();
         }

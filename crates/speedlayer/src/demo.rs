@@ -145,7 +145,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "{events} events acknowledged ({:.0}/s)",
             events as f64 / started.elapsed().as_secs_f64().max(0.001)
         ));
-        bar.println(summary(&client, &base).await?);
+        let table = summary(&client, &base).await?;
+        // `println` on the bar prints nothing when stdout is not a terminal.
+        bar.suspend(|| println!("{table}"));
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }

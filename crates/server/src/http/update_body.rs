@@ -26,7 +26,7 @@ pub struct UpdateBody {
     by: Option<i64>,
     value: Option<serde_json::Value>,
     members: Option<Vec<String>>,
-    ts: Option<serde_json::Number>,
+    ts: Option<serde_json::Value>,
     id: Option<UpdateId>,
 }
 
@@ -81,7 +81,16 @@ impl UpdateBody {
                 ))
             }
         };
-        let ts_us = self.ts.map(|ts| seconds_to_us(&ts)).transpose()?;
+        let ts_us = match self.ts {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Number(ts)) => Some(seconds_to_us(&ts)?),
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "invalid_timestamp",
+                    format!("ts {other} must be a number of seconds since 1970"),
+                ))
+            }
+        };
         Ok(Update {
             key,
             op,
