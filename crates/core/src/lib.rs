@@ -15,6 +15,8 @@
 //! idempotent) and every decode is total on arbitrary bytes; the property tests
 //! in `tests/properties.rs` check both for every type.
 
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod counter;
 pub mod epoch;

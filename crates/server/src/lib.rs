@@ -6,6 +6,8 @@
 //! storage calls, and renders answers and errors (4xx for the caller's mistakes, 5xx
 //! only for the node's). Nothing here holds data.
 
+#![warn(missing_docs)]
+
 pub mod http;
 pub mod metrics;
 mod node;

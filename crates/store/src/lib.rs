@@ -15,6 +15,8 @@
 //! `persist(SyncData)`, atomic batches across keyspaces, online compaction, and O(1)
 //! keyspace deletion.
 
+#![warn(missing_docs)]
+
 pub mod catalog;
 pub mod clock;
 pub mod epochs;
