@@ -70,9 +70,14 @@ const COMMANDS: &[CommandSpec] = &[
     ("quit", -1, &["fast", "no_auth"], 0, 0, 0),
 ];
 
-/// True for every command this server implements (for metrics labels).
+/// True for every command this server implements.
 pub fn is_known(name: &str) -> bool {
     COMMANDS.iter().any(|(n, ..)| n.eq_ignore_ascii_case(name))
+}
+
+/// The lower-case names of every implemented command (metric labels).
+pub fn command_names() -> impl Iterator<Item = &'static str> {
+    COMMANDS.iter().map(|(name, ..)| *name)
 }
 
 /// Executes a connection or server command.

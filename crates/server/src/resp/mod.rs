@@ -13,16 +13,18 @@ mod reads;
 mod session;
 mod writes;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use prometheus_client::metrics::counter::Counter;
 use speedlayer_resp::Limits;
 use speedlayer_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::metrics::NodeMetrics;
+use crate::metrics::{CommandLabels, NodeMetrics};
 
 /// Counters INFO reports.
 #[derive(Default)]
@@ -49,12 +51,26 @@ pub struct RespShared {
     pub metrics: Arc<NodeMetrics>,
     /// When the node started (INFO uptime).
     pub started: Instant,
+    /// Per-command metric counters by upper-case name, resolved once: counting a command
+    /// is then one map lookup, not a label allocation and a metric-family lock.
+    command_counters: HashMap<String, Counter>,
     next_client_id: AtomicU64,
 }
 
 impl RespShared {
     /// Shared state for a node's RESP listener.
     pub fn new(store: Store, requirepass: Option<String>, metrics: Arc<NodeMetrics>) -> Self {
+        let command_counters = admin::command_names()
+            .map(|name| {
+                let counter = metrics
+                    .resp_commands
+                    .get_or_create(&CommandLabels {
+                        command: name.to_string(),
+                    })
+                    .clone();
+                (name.to_ascii_uppercase(), counter)
+            })
+            .collect();
         RespShared {
             store,
             requirepass,
@@ -62,6 +78,7 @@ impl RespShared {
             stats: RespStats::default(),
             metrics,
             started: Instant::now(),
+            command_counters,
             next_client_id: AtomicU64::new(1),
         }
     }

@@ -125,16 +125,20 @@ impl Session {
             .stats
             .total_commands
             .fetch_add(1, Ordering::Relaxed);
-        let command = if admin::is_known(name) {
-            name.to_ascii_lowercase()
-        } else {
-            "unknown".to_string()
+        match self.shared.command_counters.get(name) {
+            Some(counter) => {
+                counter.inc();
+            }
+            None => {
+                self.shared
+                    .metrics
+                    .resp_commands
+                    .get_or_create(&CommandLabels {
+                        command: "unknown".to_string(),
+                    })
+                    .inc();
+            }
         };
-        self.shared
-            .metrics
-            .resp_commands
-            .get_or_create(&CommandLabels { command })
-            .inc();
     }
 
     /// Decides what a command needs; answers at once what needs no data.

@@ -1,0 +1,471 @@
+//! The Redis-protocol front end's commands through redis-rs against a real node, as
+//! DESIGN.md's "RESP" section describes them: connection and server commands (PING, ECHO,
+//! SELECT, HELLO, CLIENT, COMMAND, INFO, QUIT), strings and counters, hashes of counters,
+//! sets and HyperLogLogs.
+//!
+//! Keys: `view:partition[:clustering]` addresses a declared view; any other key lives in
+//! the implicit `redis` view and takes the type of its first write.
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use redis::Value;
+use support::resp::{bulk, cmd, cmd_err, int, members, ok, set_of, text, try_cmd, TestNode};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_and_server_commands() {
+    let node = TestNode::start().await;
+    let mut con = node.connect(false).await;
+
+    assert_eq!(
+        cmd(&mut con, &["PING"]).await,
+        Value::SimpleString("PONG".into())
+    );
+    assert_eq!(
+        bulk(&mut con, &["PING", "hello there"]).await.as_deref(),
+        Some("hello there")
+    );
+    assert_eq!(
+        bulk(&mut con, &["ECHO", "a\r\nbinary-ish\0value"])
+            .await
+            .as_deref(),
+        Some("a\r\nbinary-ish\0value")
+    );
+    assert!(cmd_err(&mut con, &["ECHO"])
+        .await
+        .starts_with("ERR wrong number of arguments for 'echo'"));
+
+    ok(&mut con, &["SELECT", "0"]).await;
+    let select = cmd_err(&mut con, &["SELECT", "1"]).await;
+    assert!(select.starts_with("ERR "), "SELECT 1: {select}");
+    let select = cmd_err(&mut con, &["SELECT", "zero"]).await;
+    assert!(select.starts_with("ERR "), "SELECT zero: {select}");
+
+    // No password configured: AUTH is refused the way Redis refuses it.
+    let auth = cmd_err(&mut con, &["AUTH", "whatever"]).await;
+    assert!(
+        auth.starts_with("ERR AUTH <password> called without any password configured"),
+        "AUTH: {auth}"
+    );
+
+    // HELLO 2 answers the server's description as a flat array (a RESP2 map).
+    let hello = match cmd(&mut con, &["HELLO", "2"]).await {
+        Value::Array(items) => items,
+        other => panic!("HELLO 2: expected a flat array, got {other:?}"),
+    };
+    let fields: HashMap<String, String> = hello
+        .chunks(2)
+        .filter(|pair| pair.len() == 2 && !matches!(pair[1], Value::Array(_)))
+        .map(|pair| (text(&pair[0]), text(&pair[1])))
+        .collect();
+    assert_eq!(
+        fields.get("proto").map(String::as_str),
+        Some("2"),
+        "{hello:?}"
+    );
+    assert_eq!(fields.get("server").map(String::as_str), Some("speedlayer"));
+    let noproto = cmd_err(&mut con, &["HELLO", "4"]).await;
+    assert!(noproto.starts_with("NOPROTO"), "HELLO 4: {noproto}");
+
+    // CLIENT SETNAME / GETNAME.
+    assert_eq!(bulk(&mut con, &["CLIENT", "GETNAME"]).await, None);
+    ok(&mut con, &["CLIENT", "SETNAME", "resp-test"]).await;
+    assert_eq!(
+        bulk(&mut con, &["CLIENT", "GETNAME"]).await.as_deref(),
+        Some("resp-test")
+    );
+    assert!(cmd_err(&mut con, &["CLIENT", "SETNAME", "has space"])
+        .await
+        .starts_with("ERR "));
+    assert_eq!(
+        bulk(&mut con, &["CLIENT", "GETNAME"]).await.as_deref(),
+        Some("resp-test"),
+        "a refused name leaves the old one"
+    );
+    // The name is per connection.
+    let mut other = node.connect(false).await;
+    assert_eq!(bulk(&mut other, &["CLIENT", "GETNAME"]).await, None);
+
+    // COMMAND COUNT and COMMAND agree, and list every command the contract requires.
+    let count = int(&mut con, &["COMMAND", "COUNT"]).await;
+    assert!(count > 0, "COMMAND COUNT = {count}");
+    let entries = match cmd(&mut con, &["COMMAND"]).await {
+        Value::Array(entries) => entries,
+        other => panic!("COMMAND: expected an array, got {other:?}"),
+    };
+    assert_eq!(entries.len() as i64, count, "COMMAND vs COMMAND COUNT");
+    let names: BTreeSet<String> = entries
+        .iter()
+        .map(|entry| match entry {
+            Value::Array(fields) if !fields.is_empty() => text(&fields[0]).to_ascii_uppercase(),
+            other => panic!("COMMAND entry: {other:?}"),
+        })
+        .collect();
+    for required in [
+        "PING",
+        "ECHO",
+        "HELLO",
+        "AUTH",
+        "SELECT",
+        "GET",
+        "SET",
+        "DEL",
+        "EXISTS",
+        "MGET",
+        "INCR",
+        "INCRBY",
+        "DECR",
+        "DECRBY",
+        "HINCRBY",
+        "HGET",
+        "HGETALL",
+        "SADD",
+        "SREM",
+        "SMEMBERS",
+        "SISMEMBER",
+        "SCARD",
+        "PFADD",
+        "PFCOUNT",
+        "PFMERGE",
+        "COMMAND",
+        "INFO",
+        "QUIT",
+    ] {
+        assert!(
+            names.contains(required),
+            "COMMAND lacks {required}: {names:?}"
+        );
+    }
+
+    // INFO: every section Redis tools look for.
+    let info = text(&cmd(&mut con, &["INFO"]).await);
+    for section in ["# Server", "# Clients", "# Stats", "# Keyspace"] {
+        assert!(info.contains(section), "INFO lacks {section}:\n{info}");
+    }
+    assert!(info.contains("redis_version:"), "{info}");
+    let clients = info
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .expect("connected_clients line")
+        .trim()
+        .parse::<u64>()
+        .expect("connected_clients is a number");
+    assert!(clients >= 2, "two connections are open: {info}");
+    let server_only = text(&cmd(&mut con, &["INFO", "server"]).await);
+    assert!(server_only.contains("# Server"), "{server_only}");
+    assert!(!server_only.contains("# Keyspace"), "{server_only}");
+
+    // Unknown commands.
+    let unknown = cmd_err(&mut con, &["NOSUCHCOMMAND", "arg1"]).await;
+    assert!(unknown.starts_with("ERR unknown command"), "{unknown}");
+    assert!(unknown.contains("NOSUCHCOMMAND"), "{unknown}");
+
+    // The connection is still usable after all those errors.
+    assert_eq!(
+        cmd(&mut con, &["PING"]).await,
+        Value::SimpleString("PONG".into())
+    );
+
+    // QUIT: +OK, then the server closes the connection.
+    ok(&mut con, &["QUIT"]).await;
+    let mut closed = false;
+    for _ in 0..50 {
+        if try_cmd(&mut con, &["PING"]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed, "the connection still answers after QUIT");
+    // Other connections are unaffected.
+    assert_eq!(
+        cmd(&mut other, &["PING"]).await,
+        Value::SimpleString("PONG".into())
+    );
+    drop((con, other));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strings_counters_exists_mget_del() {
+    let node = TestNode::start().await;
+    let mut con = node.connect(false).await;
+
+    // SET / GET.
+    assert_eq!(bulk(&mut con, &["GET", "greeting"]).await, None);
+    ok(&mut con, &["SET", "greeting", "hello"]).await;
+    assert_eq!(
+        bulk(&mut con, &["GET", "greeting"]).await.as_deref(),
+        Some("hello")
+    );
+    ok(&mut con, &["SET", "greeting", "hello again"]).await;
+    assert_eq!(
+        bulk(&mut con, &["GET", "greeting"]).await.as_deref(),
+        Some("hello again")
+    );
+    // SET with options is refused (keys expire by epoch) and changes nothing.
+    let ex = cmd_err(&mut con, &["SET", "greeting", "bye", "EX", "10"]).await;
+    assert!(ex.starts_with("ERR "), "SET EX: {ex}");
+    let ex = cmd_err(&mut con, &["SET", "fresh", "v", "EX", "10"]).await;
+    assert!(ex.starts_with("ERR "), "SET EX: {ex}");
+    assert_eq!(
+        bulk(&mut con, &["GET", "greeting"]).await.as_deref(),
+        Some("hello again")
+    );
+    assert_eq!(bulk(&mut con, &["GET", "fresh"]).await, None);
+
+    // The INCR family answers the new total.
+    assert_eq!(int(&mut con, &["INCR", "n"]).await, 1);
+    assert_eq!(int(&mut con, &["INCR", "n"]).await, 2);
+    assert_eq!(int(&mut con, &["INCRBY", "n", "40"]).await, 42);
+    assert_eq!(int(&mut con, &["DECR", "n"]).await, 41);
+    assert_eq!(int(&mut con, &["DECRBY", "n", "50"]).await, -9);
+    assert_eq!(int(&mut con, &["INCRBY", "n", "-1"]).await, -10);
+    assert_eq!(int(&mut con, &["DECRBY", "n", "-12"]).await, 2);
+    assert_eq!(int(&mut con, &["DECR", "down"]).await, -1);
+    assert_eq!(
+        int(&mut con, &["INCRBY", "big", "1000000000000"]).await,
+        1_000_000_000_000
+    );
+    // A counter reads back as its integer in a bulk string, as Redis renders integers.
+    assert_eq!(
+        cmd(&mut con, &["GET", "n"]).await,
+        Value::BulkString(b"2".to_vec())
+    );
+    assert_eq!(
+        bulk(&mut con, &["GET", "down"]).await.as_deref(),
+        Some("-1")
+    );
+    assert_eq!(
+        bulk(&mut con, &["GET", "big"]).await.as_deref(),
+        Some("1000000000000")
+    );
+    // Non-integer increments.
+    let not_int = cmd_err(&mut con, &["INCRBY", "n", "1.5"]).await;
+    assert_eq!(not_int, "ERR value is not an integer or out of range");
+    let not_int = cmd_err(&mut con, &["DECRBY", "n", "x"]).await;
+    assert_eq!(not_int, "ERR value is not an integer or out of range");
+    assert_eq!(bulk(&mut con, &["GET", "n"]).await.as_deref(), Some("2"));
+    let arity = cmd_err(&mut con, &["INCR", "n", "extra"]).await;
+    assert!(
+        arity.starts_with("ERR wrong number of arguments"),
+        "{arity}"
+    );
+
+    // EXISTS counts every argument that exists (a repeated key counts again).
+    assert_eq!(int(&mut con, &["SADD", "aset", "m"]).await, 1);
+    assert_eq!(int(&mut con, &["EXISTS", "n"]).await, 1);
+    assert_eq!(int(&mut con, &["EXISTS", "nope"]).await, 0);
+    assert_eq!(
+        int(&mut con, &["EXISTS", "n", "greeting", "aset", "nope", "n"]).await,
+        4
+    );
+
+    // MGET: strings and counters as bulk strings, nil for a missing key or another type.
+    let values = cmd(&mut con, &["MGET", "greeting", "n", "nope", "aset", "down"]).await;
+    assert_eq!(
+        values,
+        Value::Array(vec![
+            Value::BulkString(b"hello again".to_vec()),
+            Value::BulkString(b"2".to_vec()),
+            Value::Nil,
+            Value::Nil,
+            Value::BulkString(b"-1".to_vec()),
+        ])
+    );
+
+    // DEL answers how many existed, and a deleted key can come back as another type.
+    assert_eq!(int(&mut con, &["DEL", "n", "greeting", "nope"]).await, 2);
+    assert_eq!(int(&mut con, &["DEL", "n"]).await, 0);
+    assert_eq!(bulk(&mut con, &["GET", "n"]).await, None);
+    assert_eq!(bulk(&mut con, &["GET", "greeting"]).await, None);
+    assert_eq!(int(&mut con, &["EXISTS", "n", "greeting"]).await, 0);
+    assert_eq!(int(&mut con, &["DEL", "aset"]).await, 1);
+    assert_eq!(int(&mut con, &["INCR", "aset"]).await, 1);
+    assert_eq!(int(&mut con, &["SADD", "n", "now-a-set"]).await, 1);
+    assert_eq!(
+        members(&mut con, &["SMEMBERS", "n"]).await,
+        set_of(&["now-a-set"])
+    );
+    drop(con);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashes_of_counters() {
+    let node = TestNode::start().await;
+    let mut con = node.connect(false).await;
+
+    assert_eq!(int(&mut con, &["HINCRBY", "h", "f1", "3"]).await, 3);
+    assert_eq!(int(&mut con, &["HINCRBY", "h", "f1", "2"]).await, 5);
+    assert_eq!(int(&mut con, &["HINCRBY", "h", "f2", "-4"]).await, -4);
+    assert_eq!(
+        int(&mut con, &["HINCRBY", "h", "f:with:colons", "7"]).await,
+        7
+    );
+    assert_eq!(int(&mut con, &["HINCRBY", "other", "f1", "100"]).await, 100);
+    assert_eq!(
+        bulk(&mut con, &["HGET", "h", "f1"]).await.as_deref(),
+        Some("5")
+    );
+    assert_eq!(
+        bulk(&mut con, &["HGET", "h", "f2"]).await.as_deref(),
+        Some("-4")
+    );
+    assert_eq!(bulk(&mut con, &["HGET", "h", "missing"]).await, None);
+    assert_eq!(bulk(&mut con, &["HGET", "missing", "f1"]).await, None);
+
+    let all: HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg("h")
+        .query_async(&mut con)
+        .await
+        .expect("HGETALL");
+    let expected: HashMap<String, i64> = [("f1", 5), ("f2", -4), ("f:with:colons", 7)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    assert_eq!(all, expected);
+    // RESP2: a flat array of field, value, field, value.
+    match cmd(&mut con, &["HGETALL", "other"]).await {
+        Value::Array(items) => assert_eq!(
+            items,
+            vec![
+                Value::BulkString(b"f1".to_vec()),
+                Value::BulkString(b"100".to_vec())
+            ]
+        ),
+        other => panic!("HGETALL in RESP2: expected a flat array, got {other:?}"),
+    }
+    match cmd(&mut con, &["HGETALL", "missing"]).await {
+        Value::Array(items) => assert!(items.is_empty(), "{items:?}"),
+        other => panic!("HGETALL of a missing key: {other:?}"),
+    }
+    let not_int = cmd_err(&mut con, &["HINCRBY", "h", "f1", "one"]).await;
+    assert_eq!(not_int, "ERR value is not an integer or out of range");
+    assert_eq!(
+        bulk(&mut con, &["HGET", "h", "f1"]).await.as_deref(),
+        Some("5")
+    );
+    drop(con);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sets() {
+    let node = TestNode::start().await;
+    let mut con = node.connect(false).await;
+
+    // SADD answers how many members were new.
+    assert_eq!(int(&mut con, &["SADD", "s", "a", "b", "c"]).await, 3);
+    assert_eq!(int(&mut con, &["SADD", "s", "c", "d"]).await, 1);
+    assert_eq!(int(&mut con, &["SADD", "s", "a", "b"]).await, 0);
+    assert_eq!(int(&mut con, &["SADD", "s", "e", "e", "e"]).await, 1);
+    // SREM answers how many members were there.
+    assert_eq!(int(&mut con, &["SREM", "s", "a", "zz"]).await, 1);
+    assert_eq!(int(&mut con, &["SREM", "s", "a"]).await, 0);
+    assert_eq!(
+        members(&mut con, &["SMEMBERS", "s"]).await,
+        set_of(&["b", "c", "d", "e"])
+    );
+    assert_eq!(int(&mut con, &["SISMEMBER", "s", "b"]).await, 1);
+    assert_eq!(int(&mut con, &["SISMEMBER", "s", "a"]).await, 0);
+    assert_eq!(int(&mut con, &["SISMEMBER", "missing", "a"]).await, 0);
+    assert_eq!(int(&mut con, &["SCARD", "s"]).await, 4);
+    assert_eq!(int(&mut con, &["SCARD", "missing"]).await, 0);
+    assert!(members(&mut con, &["SMEMBERS", "missing"]).await.is_empty());
+    // A removed member can be added again.
+    assert_eq!(int(&mut con, &["SADD", "s", "a"]).await, 1);
+    assert_eq!(int(&mut con, &["SCARD", "s"]).await, 5);
+
+    // Binary-safe members, and many of them.
+    let many: Vec<String> = (0..500).map(|i| format!("member:{i}\r\n")).collect();
+    let mut sadd = redis::cmd("SADD");
+    sadd.arg("big");
+    for m in &many {
+        sadd.arg(m);
+    }
+    let added: i64 = sadd.query_async(&mut con).await.expect("SADD 500");
+    assert_eq!(added, 500);
+    assert_eq!(int(&mut con, &["SCARD", "big"]).await, 500);
+    let got = members(&mut con, &["SMEMBERS", "big"]).await;
+    assert_eq!(got, many.iter().cloned().collect::<BTreeSet<_>>());
+    assert_eq!(
+        int(&mut con, &["SISMEMBER", "big", "member:7\r\n"]).await,
+        1
+    );
+    assert_eq!(int(&mut con, &["SISMEMBER", "big", "member:7"]).await, 0);
+    let arity = cmd_err(&mut con, &["SADD", "s"]).await;
+    assert!(
+        arity.starts_with("ERR wrong number of arguments"),
+        "{arity}"
+    );
+    drop(con);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyperloglogs() {
+    let node = TestNode::start().await;
+    let mut con = node.connect(false).await;
+
+    // PFADD answers 1 when the sketch changed (or was created), 0 otherwise.
+    assert_eq!(int(&mut con, &["PFADD", "p1", "a", "b", "c"]).await, 1);
+    assert_eq!(int(&mut con, &["PFADD", "p1", "a"]).await, 0);
+    assert_eq!(int(&mut con, &["PFADD", "p1", "b", "c"]).await, 0);
+    assert_eq!(int(&mut con, &["PFADD", "p2", "c", "d", "e"]).await, 1);
+    assert_eq!(int(&mut con, &["PFCOUNT", "p1"]).await, 3);
+    assert_eq!(int(&mut con, &["PFCOUNT", "p2"]).await, 3);
+    assert_eq!(int(&mut con, &["PFCOUNT", "missing"]).await, 0);
+    // Several keys: the count of their union.
+    assert_eq!(int(&mut con, &["PFCOUNT", "p1", "p2"]).await, 5);
+    assert_eq!(
+        int(&mut con, &["PFCOUNT", "p1", "p2", "missing", "p1"]).await,
+        5
+    );
+    // PFMERGE into a new key; the sources are unchanged.
+    ok(&mut con, &["PFMERGE", "p3", "p1", "p2"]).await;
+    assert_eq!(int(&mut con, &["PFCOUNT", "p3"]).await, 5);
+    assert_eq!(int(&mut con, &["PFCOUNT", "p1"]).await, 3);
+    // PFMERGE into an existing key keeps what it had.
+    assert_eq!(int(&mut con, &["PFADD", "p4", "x", "y"]).await, 1);
+    ok(&mut con, &["PFMERGE", "p4", "p1"]).await;
+    assert_eq!(int(&mut con, &["PFCOUNT", "p4"]).await, 5);
+    // PFMERGE with only a destination creates an empty sketch.
+    ok(&mut con, &["PFMERGE", "p5"]).await;
+    assert_eq!(int(&mut con, &["EXISTS", "p5"]).await, 1);
+    assert_eq!(int(&mut con, &["PFCOUNT", "p5"]).await, 0);
+    // PFADD with no element: creates the key (1), then nothing to do (0).
+    assert_eq!(int(&mut con, &["PFADD", "p6"]).await, 1);
+    assert_eq!(int(&mut con, &["PFADD", "p6"]).await, 0);
+    assert_eq!(int(&mut con, &["EXISTS", "p6"]).await, 1);
+
+    // Many distinct elements: within a few percent (p = 14: ~0.8 % standard error).
+    let mut pipe = redis::pipe();
+    for chunk in 0..40 {
+        let mut cmd = redis::cmd("PFADD");
+        cmd.arg("visitors");
+        for i in 0..500 {
+            cmd.arg(format!("user-{}", chunk * 500 + i));
+        }
+        pipe.add_command(cmd).ignore();
+    }
+    pipe.exec_async(&mut con).await.expect("PFADD pipeline");
+    let estimate = int(&mut con, &["PFCOUNT", "visitors"]).await;
+    assert!(
+        (19_400..=20_600).contains(&estimate),
+        "PFCOUNT of 20,000 distinct = {estimate}"
+    );
+    // Re-adding the same elements changes nothing.
+    let mut again = redis::cmd("PFADD");
+    again.arg("visitors");
+    for i in 0..500 {
+        again.arg(format!("user-{i}"));
+    }
+    let changed: i64 = again.query_async(&mut con).await.expect("PFADD");
+    assert_eq!(changed, 0);
+    assert_eq!(int(&mut con, &["PFCOUNT", "visitors"]).await, estimate);
+    drop(con);
+    node.stop().await;
+}
