@@ -19,6 +19,39 @@ pub(super) struct CachedValue {
     pub dirty: bool,
 }
 
+impl EpochCache {
+    fn new(keyspace: Keyspace) -> Self {
+        EpochCache {
+            keyspace,
+            values: hashbrown::HashMap::new(),
+        }
+    }
+}
+
+/// One hash lookup on a hit; on a miss, reads the LSM and clones the key into the map.
+fn load<'a>(
+    epoch_cache: &'a mut EpochCache,
+    entries: &mut usize,
+    shard: &Shard,
+    key: &Key,
+) -> Result<&'a mut CachedValue> {
+    Ok(match epoch_cache.values.entry_ref(key) {
+        EntryRef::Occupied(o) => o.into_mut(),
+        EntryRef::Vacant(v) => {
+            shard.metrics.cache_misses.inc();
+            let value = match epoch_cache.keyspace.get(key.encode())? {
+                Some(bytes) => Some(Value::decode(&bytes)?),
+                None => None,
+            };
+            *entries += 1;
+            v.insert(CachedValue {
+                value,
+                dirty: false,
+            })
+        }
+    })
+}
+
 pub(super) struct EpochCache {
     pub keyspace: Keyspace,
     /// hashbrown for `entry_ref` (one hash lookup, key cloned only on insert) and its
@@ -35,48 +68,40 @@ pub(super) struct Cache {
 }
 
 impl Cache {
-    /// The entry of `key` in `(view, epoch)`, loaded from the LSM on a miss. With
-    /// `create` false an epoch without a keyspace yields `None` instead of creating one.
-    pub fn entry(
+    /// The entry of `key` in `(view, epoch)`, loaded from the LSM on a miss; `None` when
+    /// the epoch has no keyspace (nothing was ever written to it).
+    pub fn existing(
         &mut self,
         shard: &Shard,
         view_id: u32,
         epoch: Epoch,
         key: &Key,
-        create: bool,
     ) -> Result<Option<&mut CachedValue>> {
         let epoch_cache = match self.epochs.entry((view_id, epoch)) {
             Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => match shard.epochs.get(view_id, epoch) {
+                Some(keyspace) => v.insert(EpochCache::new(keyspace)),
+                None => return Ok(None),
+            },
+        };
+        load(epoch_cache, &mut self.entries, shard, key).map(Some)
+    }
+
+    /// The entry of `key` in `(view, epoch)`, creating the epoch's keyspace if needed.
+    pub fn for_write(
+        &mut self,
+        shard: &Shard,
+        view_id: u32,
+        epoch: Epoch,
+        key: &Key,
+    ) -> Result<&mut CachedValue> {
+        let epoch_cache = match self.epochs.entry((view_id, epoch)) {
+            Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => {
-                let keyspace = if create {
-                    shard.epochs.get_or_create(view_id, epoch)?
-                } else {
-                    match shard.epochs.get(view_id, epoch) {
-                        Some(keyspace) => keyspace,
-                        None => return Ok(None),
-                    }
-                };
-                v.insert(EpochCache {
-                    keyspace,
-                    values: hashbrown::HashMap::new(),
-                })
+                v.insert(EpochCache::new(shard.epochs.get_or_create(view_id, epoch)?))
             }
         };
-        Ok(Some(match epoch_cache.values.entry_ref(key) {
-            EntryRef::Occupied(o) => o.into_mut(),
-            EntryRef::Vacant(v) => {
-                shard.metrics.cache_misses.inc();
-                let value = match epoch_cache.keyspace.get(key.encode())? {
-                    Some(bytes) => Some(Value::decode(&bytes)?),
-                    None => None,
-                };
-                self.entries += 1;
-                v.insert(CachedValue {
-                    value,
-                    dirty: false,
-                })
-            }
-        }))
+        load(epoch_cache, &mut self.entries, shard, key)
     }
 
     /// Drops every cached state. Only valid right after a checkpoint (nothing dirty).

@@ -392,7 +392,7 @@ impl ShardLoop {
             if let (Some(epochs), Some(key), Ok(applied)) = (report, key, &mut result) {
                 // The total a client expects is the key's, over every live epoch.
                 for &other in epochs.iter().filter(|e| **e != epoch) {
-                    let cached = self.cache.entry(&self.shard, view_id, other, &key, false)?;
+                    let cached = self.cache.existing(&self.shard, view_id, other, &key)?;
                     if let Some(Value::Counter(c) | Value::Gcounter(c)) =
                         cached.and_then(|cached| cached.value.as_ref())
                     {
@@ -411,12 +411,9 @@ impl ShardLoop {
         report: bool,
         record: &mut Vec<u8>,
     ) -> Result<Result<Applied, OpError>> {
-        let Some(cached) =
+        let cached =
             self.cache
-                .entry(&self.shard, update.view_id, update.epoch, &update.key, true)?
-        else {
-            return Err(StoreError::ShuttingDown); // unreachable: `create` makes the epoch
-        };
+                .for_write(&self.shard, update.view_id, update.epoch, &update.key)?;
         let created = cached.value.is_none();
         let value = cached
             .value
@@ -495,8 +492,7 @@ impl ShardLoop {
         for (index, key) in keys {
             let mut existed = false;
             for &epoch in epochs {
-                let Some(cached) = self.cache.entry(&self.shard, view_id, epoch, &key, false)?
-                else {
+                let Some(cached) = self.cache.existing(&self.shard, view_id, epoch, &key)? else {
                     continue;
                 };
                 if cached.value.take().is_some() {
@@ -530,8 +526,7 @@ impl ShardLoop {
         for (index, key) in keys {
             let mut reading: Option<Reading> = None;
             for &epoch in epochs {
-                let Some(cached) = self.cache.entry(&self.shard, view_id, epoch, &key, false)?
-                else {
+                let Some(cached) = self.cache.existing(&self.shard, view_id, epoch, &key)? else {
                     continue;
                 };
                 if let Some(value) = &cached.value {
