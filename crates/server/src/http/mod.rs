@@ -57,6 +57,10 @@ async fn health(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    // Keys per epoch are counted in the epoch keyspaces: checkpoint so they are current.
+    if let Err(e) = state.store.checkpoint().await {
+        tracing::warn!(error = %e, "checkpoint before a metrics scrape failed");
+    }
     match state.metrics.render(&state.store) {
         Ok(text) => (
             [(

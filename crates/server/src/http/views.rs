@@ -83,6 +83,9 @@ pub async fn epochs(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    state.store.view(&name)?;
+    // Key counts come from the epoch keyspaces, which see pending states at a checkpoint.
+    state.store.checkpoint().await?;
     let epochs = state.store.epochs(&name)?;
     Ok(Json(serde_json::json!({ "view": name, "epochs": epochs })))
 }
