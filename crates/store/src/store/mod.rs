@@ -1,9 +1,7 @@
 //! The node's store: the one entry point the front ends call.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,9 +9,7 @@ use std::thread::JoinHandle;
 
 use fjall::{Database, PersistMode};
 use prometheus_client::registry::Registry;
-use speedlayer_core::{
-    Applied, Epoch, Key, Op, OpError, Outcome, Reading, UpdateId, Value, ValueType,
-};
+use speedlayer_core::{Applied, Epoch, Key, Op, OpError, Outcome, Reading, UpdateId, ValueType};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::{Catalog, Declared, View, ViewSpec, ViewType};
@@ -24,6 +20,10 @@ use crate::group_commit::GroupCommit;
 use crate::metrics::StoreMetrics;
 use crate::shard::{Shard, ShardMsg, ShardUpdate, UpdateResults};
 use crate::update_log;
+
+mod range;
+
+pub use range::{RangeRow, RangeRows};
 
 /// Latest accepted event time: 9999-12-31T23:59:59Z, in microseconds. Anything later is a
 /// unit mistake (milliseconds or nanoseconds sent as seconds), refused rather than stored
@@ -75,27 +75,6 @@ pub struct Update {
     pub ts_us: Option<i64>,
     /// Producer id that makes the update idempotent.
     pub id: Option<UpdateId>,
-}
-
-/// One row of a range read.
-#[derive(Clone, Debug)]
-pub struct RangeRow {
-    /// Clustering key of the row.
-    pub clustering: Vec<u8>,
-    /// Its value combined over the live epochs.
-    pub value: Reading,
-}
-
-/// Result of a range read.
-#[derive(Clone, Debug)]
-pub struct RangeRows {
-    /// Rows in clustering order.
-    pub rows: Vec<RangeRow>,
-    /// Combination of every returned row; `None` in an `any` view whose rows are of
-    /// different types (or when there are no rows).
-    pub total: Option<Reading>,
-    /// True when more rows matched than the limit allowed.
-    pub truncated: bool,
 }
 
 /// What the store knows of one live epoch.
@@ -441,87 +420,6 @@ impl Store {
         .await
     }
 
-    /// Rows of partition `partition` whose clustering key is in `from..=to` (either bound
-    /// open when `None`), merged over the live epochs, in clustering order; at most
-    /// `limit` rows. Checkpoints first, so the scan sees every acknowledged update.
-    pub async fn range(
-        &self,
-        view: &str,
-        partition: Vec<u8>,
-        from: Option<Vec<u8>>,
-        to: Option<Vec<u8>>,
-        limit: usize,
-    ) -> Result<RangeRows> {
-        self.checkpoint().await?;
-        let store = self.clone();
-        let view = view.to_string();
-        tokio::task::spawn_blocking(move || {
-            store.scan_range(&view, &partition, from.as_deref(), to.as_deref(), limit)
-        })
-        .await
-        .map_err(|_| StoreError::ShuttingDown)?
-    }
-
-    fn scan_range(
-        &self,
-        view: &str,
-        partition: &[u8],
-        from: Option<&[u8]>,
-        to: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<RangeRows> {
-        let view = self.view(view)?;
-        let prefix = Key::partition_prefix(partition);
-        let lower = [prefix.as_slice(), from.unwrap_or_default()].concat();
-        let upper = to.map(|to| [prefix.as_slice(), to].concat());
-        let mut rows: BTreeMap<Vec<u8>, Option<Reading>> = BTreeMap::new();
-        let mut truncated = false;
-        for (_, keyspace) in self.inner.epochs.of_view(view.id) {
-            let end = match &upper {
-                Some(upper) => Bound::Included(upper.clone()),
-                None => Bound::Unbounded,
-            };
-            let scan = keyspace.range::<Vec<u8>, _>((Bound::Included(lower.clone()), end));
-            for (taken, guard) in scan.enumerate() {
-                let (key, bytes) = guard.into_inner()?;
-                if !key.starts_with(&prefix) {
-                    break;
-                }
-                if taken == limit {
-                    truncated = true;
-                    break;
-                }
-                let clustering = key[prefix.len()..].to_vec();
-                add_stored_part(rows.entry(clustering).or_default(), &bytes)?;
-            }
-        }
-        if rows.len() > limit {
-            truncated = true;
-        }
-        let mut total = match view.spec.value_type {
-            ViewType::Typed(t) => Some(Reading::empty(t)),
-            ViewType::Any => None,
-        };
-        let mut mixed = false;
-        let mut out = Vec::with_capacity(rows.len().min(limit));
-        for (clustering, value) in rows.into_iter().take(limit) {
-            let Some(value) = value else { continue };
-            match &mut total {
-                Some(total) => mixed |= total.combine(&value).is_err(),
-                None => total = Some(value.clone()),
-            }
-            out.push(RangeRow { clustering, value });
-        }
-        if mixed {
-            total = None;
-        }
-        Ok(RangeRows {
-            rows: out,
-            total,
-            truncated,
-        })
-    }
-
     /// The live epochs of `view`, oldest first.
     pub fn epochs(&self, view: &str) -> Result<Vec<EpochInfo>> {
         let view = self.view(view)?;
@@ -627,20 +525,4 @@ fn shard_of(view_id: u32, key: &Key, shards: usize) -> usize {
     view_id.hash(&mut hasher);
     key.hash(&mut hasher);
     (hasher.finish() % shards as u64) as usize
-}
-
-/// Adds one epoch's stored state to a reading (which starts at the part's type).
-fn add_stored_part(reading: &mut Option<Reading>, bytes: &[u8]) -> Result<()> {
-    let stored = Value::decode(bytes)?;
-    reading
-        .get_or_insert_with(|| Reading::empty(stored.value_type()))
-        .add_part(&stored)
-        .map_err(mismatch)
-}
-
-fn mismatch(e: speedlayer_core::TypeMismatch) -> StoreError {
-    StoreError::StoredTypeMismatch {
-        expected: e.left,
-        found: e.right,
-    }
 }
