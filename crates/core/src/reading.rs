@@ -64,6 +64,14 @@ impl Reading {
         }
     }
 
+    /// Adds a part to a reading that may not exist yet (a key read part by part starts
+    /// as the first part's type).
+    pub fn add_part_to(reading: &mut Option<Reading>, part: &Value) -> Result<(), TypeMismatch> {
+        reading
+            .get_or_insert_with(|| Reading::empty(part.value_type()))
+            .add_part(part)
+    }
+
     /// Combines another reading of disjoint parts (e.g. rows of a range into a total).
     pub fn combine(&mut self, other: &Reading) -> Result<(), TypeMismatch> {
         match (self, other) {

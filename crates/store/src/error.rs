@@ -94,5 +94,15 @@ impl StoreError {
     }
 }
 
+/// Parts of one key that disagree on its type can only come from corruption.
+impl From<speedlayer_core::TypeMismatch> for StoreError {
+    fn from(e: speedlayer_core::TypeMismatch) -> Self {
+        StoreError::StoredTypeMismatch {
+            expected: e.left,
+            found: e.right,
+        }
+    }
+}
+
 /// Result alias of this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

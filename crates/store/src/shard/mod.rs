@@ -530,13 +530,7 @@ impl ShardLoop {
                     continue;
                 };
                 if let Some(value) = &cached.value {
-                    reading
-                        .get_or_insert_with(|| Reading::empty(value.value_type()))
-                        .add_part(value)
-                        .map_err(|e| StoreError::StoredTypeMismatch {
-                            expected: e.left,
-                            found: e.right,
-                        })?;
+                    Reading::add_part_to(&mut reading, value)?;
                 }
             }
             results.push((index, reading));

@@ -284,14 +284,15 @@ impl Store {
                 continue;
             }
             let (reply, rx) = oneshot::channel();
-            self.inner.shards[shard]
-                .send(ShardMsg::Apply {
+            self.send(
+                shard,
+                ShardMsg::Apply {
                     updates: batch,
                     report: report.clone(),
                     reply,
-                })
-                .await
-                .map_err(|_| StoreError::ShuttingDown)?;
+                },
+            )
+            .await?;
             waiting.push(rx);
         }
         let mut results: Vec<Result<Applied, OpError>> = (0..count)
@@ -388,10 +389,18 @@ impl Store {
     /// Makes every owner shard write its pending states to the epoch keyspaces, so scans
     /// of those keyspaces see every acknowledged update.
     pub async fn checkpoint(&self) -> Result<()> {
+        self.broadcast(|done| ShardMsg::Checkpoint { done }).await
+    }
+
+    /// Sends every shard the message `message` makes and waits until all have done it.
+    async fn broadcast(
+        &self,
+        message: impl Fn(oneshot::Sender<Result<()>>) -> ShardMsg,
+    ) -> Result<()> {
         let mut waiting = Vec::new();
         for shard in 0..self.inner.shards.len() {
             let (done, rx) = oneshot::channel();
-            self.send(shard, ShardMsg::Checkpoint { done }).await?;
+            self.send(shard, message(done)).await?;
             waiting.push(rx);
         }
         for rx in waiting {
@@ -447,22 +456,12 @@ impl Store {
         };
         // Every owner shard must let go of the handle before the keyspace is deleted, so
         // no write lands in it afterwards.
-        let mut forgotten = Vec::new();
-        for shard in &self.inner.shards {
-            let (done, rx) = oneshot::channel();
-            shard
-                .send(ShardMsg::ForgetEpoch {
-                    view_id: view.id,
-                    epoch,
-                    done,
-                })
-                .await
-                .map_err(|_| StoreError::ShuttingDown)?;
-            forgotten.push(rx);
-        }
-        for rx in forgotten {
-            rx.await.map_err(|_| StoreError::ShuttingDown)??;
-        }
+        self.broadcast(|done| ShardMsg::ForgetEpoch {
+            view_id: view.id,
+            epoch,
+            done,
+        })
+        .await?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             inner.epochs.delete(keyspace)?;

@@ -113,18 +113,7 @@ impl Store {
     }
 }
 
-/// Adds one epoch's stored state to a reading (which starts at the part's type).
+/// Adds one epoch's stored state to a reading.
 fn add_stored_part(reading: &mut Option<Reading>, bytes: &[u8]) -> Result<()> {
-    let stored = Value::decode(bytes)?;
-    reading
-        .get_or_insert_with(|| Reading::empty(stored.value_type()))
-        .add_part(&stored)
-        .map_err(mismatch)
-}
-
-fn mismatch(e: speedlayer_core::TypeMismatch) -> StoreError {
-    StoreError::StoredTypeMismatch {
-        expected: e.left,
-        found: e.right,
-    }
+    Ok(Reading::add_part_to(reading, &Value::decode(bytes)?)?)
 }
