@@ -36,13 +36,6 @@ pub struct Target {
     pub key: Key,
 }
 
-impl Target {
-    /// True for rows of the implicit `redis` view.
-    pub fn is_implicit(&self) -> bool {
-        self.view.name == REDIS_VIEW
-    }
-}
-
 /// Resolves `raw` (and, for hash commands, `field` as the clustering key).
 pub fn resolve(store: &Store, raw: &[u8], field: Option<&[u8]>) -> Result<Target, Reply> {
     if let Some(colon) = raw.iter().position(|&b| b == b':') {

@@ -41,10 +41,26 @@ pub struct PendingWrite {
 pub enum Render {
     /// `+OK`.
     Ok,
-    /// The update's effect as an integer (SADD, SREM, PFADD).
-    Effect,
-    /// The counter's total after the update (INCR family, HINCRBY).
-    Total,
+    /// The update's effect as an integer: members added or removed (SADD, SREM), 1 if an
+    /// HLL changed (PFADD), the counter's total over its live epochs (INCR family).
+    Integer,
+}
+
+/// Pipeline entries (slot, item) that one storage call on `view` serves.
+type ViewGroup<T> = (Arc<View>, Vec<(usize, T)>);
+
+/// Takes from `pending` the entries of the first entry's view, in order: one storage call
+/// serves them all.
+fn take_view_group<T>(
+    pending: &mut Vec<(usize, T)>,
+    view_of: impl Fn(&T) -> &Arc<View>,
+) -> Option<ViewGroup<T>> {
+    let view = view_of(&pending.first()?.1).clone();
+    let (group, rest) = std::mem::take(pending)
+        .into_iter()
+        .partition(|(_, item)| Arc::ptr_eq(view_of(item), &view));
+    *pending = rest;
+    Some((view, group))
 }
 
 /// One connection's state.
@@ -160,12 +176,7 @@ impl Session {
 
     /// Reads the pending GETs (one storage call per view) and fills their replies.
     async fn flush_gets(&self, gets: &mut Vec<(usize, Target)>, replies: &mut [Option<Reply>]) {
-        while !gets.is_empty() {
-            let view: Arc<View> = gets[0].1.view.clone();
-            let (group, rest): (Vec<_>, Vec<_>) = std::mem::take(gets)
-                .into_iter()
-                .partition(|(_, t)| Arc::ptr_eq(&t.view, &view));
-            *gets = rest;
+        while let Some((view, group)) = take_view_group(gets, |t| &t.view) {
             let (slots, keys): (Vec<usize>, Vec<_>) =
                 group.into_iter().map(|(slot, t)| (slot, t.key)).unzip();
             match self.shared.store.get_many(&view.name, keys).await {
@@ -185,12 +196,7 @@ impl Session {
 
     /// Applies the pending writes (one storage call per view) and fills their replies.
     async fn flush(&self, pending: &mut Vec<(usize, PendingWrite)>, replies: &mut [Option<Reply>]) {
-        while !pending.is_empty() {
-            let view: Arc<View> = pending[0].1.target.view.clone();
-            let (group, rest): (Vec<_>, Vec<_>) = std::mem::take(pending)
-                .into_iter()
-                .partition(|(_, w)| Arc::ptr_eq(&w.target.view, &view));
-            *pending = rest;
+        while let Some((view, group)) = take_view_group(pending, |w| &w.target.view) {
             let mut answers = Vec::with_capacity(group.len());
             let mut updates = Vec::with_capacity(group.len());
             for (slot, write) in group {
@@ -216,8 +222,7 @@ impl Session {
         match result {
             Ok(applied) => match render {
                 Render::Ok => Reply::ok(),
-                // For counters the effect is the key's total over its live epochs.
-                Render::Effect | Render::Total => Reply::Integer(applied.effect),
+                Render::Integer => Reply::Integer(applied.effect),
             },
             Err(OpError::WrongOp { .. }) => wrongtype(),
             Err(e) => Reply::error(format!("ERR {e}")),

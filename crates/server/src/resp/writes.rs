@@ -18,7 +18,7 @@ pub fn plan(session: &Session, name: &str, request: &Request) -> Option<Step> {
                 return Some(Step::Reply(arity(name)));
             }
             let by = if name == "INCR" { 1 } else { -1 };
-            write(session, &args[1], None, Op::Incr(by), Render::Total)
+            write(session, &args[1], None, Op::Incr(by), Render::Integer)
         }
         "INCRBY" | "DECRBY" => {
             if args.len() != 3 {
@@ -34,7 +34,7 @@ pub fn plan(session: &Session, name: &str, request: &Request) -> Option<Step> {
                 by.checked_neg()
             };
             match by {
-                Some(by) => write(session, &args[1], None, Op::Incr(by), Render::Total),
+                Some(by) => write(session, &args[1], None, Op::Incr(by), Render::Integer),
                 None => Step::Reply(Reply::error("ERR decrement would overflow")),
             }
         }
@@ -48,7 +48,7 @@ pub fn plan(session: &Session, name: &str, request: &Request) -> Option<Step> {
                     &args[1],
                     Some(&args[2]),
                     Op::Incr(by),
-                    Render::Total,
+                    Render::Integer,
                 ),
                 Err(reply) => Step::Reply(reply),
             }
@@ -85,7 +85,7 @@ pub fn plan(session: &Session, name: &str, request: &Request) -> Option<Step> {
                 "SREM" => Op::Remove(members),
                 _ => Op::PfAdd(members),
             };
-            write(session, &args[1], None, op, Render::Effect)
+            write(session, &args[1], None, op, Render::Integer)
         }
         _ => return None,
     };
