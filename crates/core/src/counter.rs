@@ -222,6 +222,29 @@ impl Counter {
         Ok(outcome)
     }
 
+    /// The part of this counter an update with `ctx` writes: the writer's slot when
+    /// `ctx.id` is set, else `ctx.node`'s slot. Merging it into any replica that holds
+    /// an older copy of that slot brings the slot up to this state, which is why
+    /// replication ships it instead of the whole counter (or the op: an anonymous
+    /// increment re-applied on another replica would land in that replica's view of a
+    /// slot it does not own).
+    pub fn slot_delta(&self, ctx: &ApplyCtx<'_>) -> Counter {
+        let mut delta = Counter::default();
+        match ctx.id {
+            Some(id) => {
+                if let Some(slot) = self.writers.get(&id.writer) {
+                    delta.writers.insert(id.writer.clone(), slot.clone());
+                }
+            }
+            None => {
+                if let Some(side) = self.nodes.get(ctx.node) {
+                    delta.nodes.insert(ctx.node.to_owned(), *side);
+                }
+            }
+        }
+        delta
+    }
+
     /// Lattice join: per-node side-wise max, per-writer slot join.
     pub fn merge(&mut self, other: &Counter) {
         for (node, side) in &other.nodes {

@@ -163,6 +163,35 @@ impl Hll {
         changed
     }
 
+    /// This sketch restricted to the registers `members` hash to (their current
+    /// values). Merging it into a replica carries every change adding those members
+    /// made, in at most one register per member instead of the whole sketch.
+    pub fn restricted_to(&self, members: &[Vec<u8>]) -> Hll {
+        let mut registers: Vec<(u16, u8)> = members
+            .iter()
+            .filter_map(|m| {
+                let (index, _) = locate(m);
+                let rank = match &self.registers {
+                    Registers::Dense(d) => d.get(index).copied().unwrap_or(0),
+                    Registers::Sparse(v) => {
+                        let i = u16::try_from(index).ok()?;
+                        v.binary_search_by_key(&i, |(j, _)| *j)
+                            .map(|at| v[at].1)
+                            .unwrap_or(0)
+                    }
+                };
+                (rank != 0).then_some((u16::try_from(index).ok()?, rank))
+            })
+            .collect();
+        registers.sort_unstable();
+        registers.dedup();
+        let mut part = Hll {
+            registers: Registers::Sparse(registers),
+        };
+        part.densify_if_full();
+        part
+    }
+
     /// Adds one member. Returns whether a register changed (a member that
     /// changes nothing may still be new: the sketch cannot tell).
     pub fn add(&mut self, member: &[u8]) -> bool {

@@ -116,6 +116,21 @@ impl OrSet {
         changed
     }
 
+    /// This set restricted to `members`: their live dots and tombstones. Merging it
+    /// into a replica carries every change an add or remove of those members made.
+    pub fn restricted_to(&self, members: &[Vec<u8>]) -> OrSet {
+        let mut part = OrSet::default();
+        for m in members {
+            if let Some(dots) = self.adds.get(m) {
+                part.adds.insert(m.clone(), dots.clone());
+            }
+            if let Some(dots) = self.removed.get(m) {
+                part.removed.insert(m.clone(), dots.clone());
+            }
+        }
+        part
+    }
+
     /// Join: union of adds and of tombstones, then tombstoned dots are dropped
     /// from the adds (and members left without dots disappear).
     pub fn merge(&mut self, other: &OrSet) {

@@ -154,6 +154,27 @@ impl Value {
         }
     }
 
+    /// The part of this (already updated) state that applying `op` with `ctx` wrote:
+    /// what a replica must merge to reflect the update. Invariant (property-tested):
+    /// for a state `pre` that became `post` by applying `op`, `pre ⊔ post.delta(op)`
+    /// equals `post`. Replication ships deltas, never ops, so every replica converges
+    /// by merge alone: no update depends on which node re-applies it.
+    pub fn delta(&self, op: &Op, ctx: &ApplyCtx<'_>) -> Value {
+        match (self, op) {
+            (Value::Counter(c), Op::Incr(_)) => Value::Counter(c.slot_delta(ctx)),
+            (Value::Gcounter(c), Op::Incr(_)) => Value::Gcounter(c.slot_delta(ctx)),
+            (Value::Set(s), Op::Add(members) | Op::Remove(members)) => {
+                Value::Set(s.restricted_to(members))
+            }
+            (Value::Hll(h), Op::PfAdd(members)) => Value::Hll(h.restricted_to(members)),
+            (_, Op::Merge(state)) if state.value_type() == self.value_type() => {
+                (**state).clone()
+            }
+            // Max, min and register states are as small as their deltas.
+            (value, _) => value.clone(),
+        }
+    }
+
     /// Joins `other` into `self`. Refused (and `self` unchanged) if the types
     /// differ.
     pub fn merge(&mut self, other: &Value) -> Result<(), TypeMismatch> {

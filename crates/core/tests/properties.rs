@@ -278,6 +278,29 @@ proptest! {
         prop_assert_eq!(joined(&new, &old), new);
     }
 
+    /// Replication ships `post.delta(op)` instead of the op: merged into the state the
+    /// update was applied to, it must give exactly the updated state, and it must add
+    /// nothing the updated state lacks.
+    #[test]
+    fn a_delta_carries_exactly_its_update(
+        (v, u) in arb_type().prop_flat_map(|ty| (arb_value_of(ty), arb_update(ty)))
+    ) {
+        let pre = v.clone();
+        let mut post = v;
+        if u.apply(&mut post).is_ok() {
+            let ctx = ApplyCtx {
+                node: &u.node,
+                id: u.id.as_ref(),
+                ts_us: u.ts_us,
+                unique: u.unique,
+            };
+            let delta = post.delta(&u.op, &ctx);
+            prop_assert_eq!(&Value::decode(&delta.encode()).expect("delta decodes"), &delta);
+            prop_assert_eq!(joined(&pre, &delta), post.clone());
+            prop_assert_eq!(joined(&post, &delta), post);
+        }
+    }
+
     #[test]
     fn encoding_round_trips(a in arb_value()) {
         let bytes = a.encode();
