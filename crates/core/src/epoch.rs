@@ -40,6 +40,12 @@ impl Epoch {
     pub fn start_secs(self, epoch_secs: u64) -> u64 {
         self.0.saturating_mul(epoch_secs)
     }
+
+    /// First microsecond this epoch covers, as an event timestamp: an update with this
+    /// `ts` lands in this epoch (how merges name their epoch). Saturates at `i64::MAX`.
+    pub fn start_us(self, epoch_secs: u64) -> i64 {
+        i64::try_from(self.start_secs(epoch_secs).saturating_mul(1_000_000)).unwrap_or(i64::MAX)
+    }
 }
 
 #[cfg(test)]

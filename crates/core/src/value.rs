@@ -167,9 +167,7 @@ impl Value {
                 Value::Set(s.restricted_to(members))
             }
             (Value::Hll(h), Op::PfAdd(members)) => Value::Hll(h.restricted_to(members)),
-            (_, Op::Merge(state)) if state.value_type() == self.value_type() => {
-                (**state).clone()
-            }
+            (_, Op::Merge(state)) if state.value_type() == self.value_type() => (**state).clone(),
             // Max, min and register states are as small as their deltas.
             (value, _) => value.clone(),
         }

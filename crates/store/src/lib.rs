@@ -22,6 +22,7 @@ pub mod clock;
 pub mod epochs;
 pub mod error;
 pub(crate) mod group_commit;
+pub mod hints;
 pub mod metrics;
 pub(crate) mod shard;
 mod store;
@@ -29,5 +30,9 @@ pub mod update_log;
 
 pub use catalog::{Declared, View, ViewSpec, ViewType, DEFAULT_EPOCH_SECS};
 pub use error::{Result, StoreError};
+pub use hints::{Hint, HintKey, Hints};
 pub use metrics::StoreMetrics;
-pub use store::{validate, EpochInfo, RangeRow, RangeRows, Store, StoreConfig, Update, MAX_TS_US};
+pub use store::{
+    validate, EpochInfo, RangeRow, RangeRows, RangeStates, Store, StoreConfig, Update, Written,
+    MAX_TS_US,
+};

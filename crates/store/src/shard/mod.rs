@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace};
 use speedlayer_core::{
-    Applied, ApplyCtx, Epoch, Key, Op, OpError, Outcome, Reading, UpdateId, Value, ValueType,
+    Applied, ApplyCtx, Epoch, Key, Op, OpError, Outcome, UpdateId, Value, ValueType,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -53,16 +53,20 @@ pub(crate) struct ShardUpdate {
     pub ts_us: i64,
     pub unique: u64,
     pub id: Option<UpdateId>,
+    /// Also return the update's delta (what replicas must merge), see [`Value::delta`].
+    pub delta: bool,
 }
 
-/// Per-update results, each tagged with its index in the caller's request.
-pub(crate) type UpdateResults = Vec<(usize, Result<Applied, OpError>)>;
+/// Per-update results, each tagged with its index in the caller's request, with the
+/// update's delta when it was asked for and the update was accepted.
+pub(crate) type UpdateResults = Vec<(usize, Result<Applied, OpError>, Option<Value>)>;
 
 /// Per-key results of a delete: whether the key existed, tagged with its index.
 pub(crate) type DeleteResults = Vec<(usize, bool)>;
 
-/// Per-key results of a read, tagged with their index.
-pub(crate) type ReadResults = Vec<(usize, Option<Reading>)>;
+/// Per-key results of a read, tagged with their index: the key's state in each epoch
+/// that holds it, in the order of the epochs asked for.
+pub(crate) type ReadResults = Vec<(usize, Vec<(Epoch, Value)>)>;
 
 /// What a shard is asked to do.
 pub(crate) enum ShardMsg {
@@ -388,7 +392,7 @@ impl ShardLoop {
             let key = report
                 .filter(|epochs| is_incr && epochs.iter().any(|e| *e != epoch))
                 .map(|_| update.key.clone());
-            let mut result = self.apply_one(update, report.is_some(), record)?;
+            let (mut result, delta) = self.apply_one(update, report.is_some(), record)?;
             if let (Some(epochs), Some(key), Ok(applied)) = (report, key, &mut result) {
                 // The total a client expects is the key's, over every live epoch.
                 for &other in epochs.iter().filter(|e| **e != epoch) {
@@ -400,7 +404,7 @@ impl ShardLoop {
                     }
                 }
             }
-            results.push((index, result));
+            results.push((index, result, delta));
         }
         Ok(results)
     }
@@ -410,7 +414,7 @@ impl ShardLoop {
         update: ShardUpdate,
         report: bool,
         record: &mut Vec<u8>,
-    ) -> Result<Result<Applied, OpError>> {
+    ) -> Result<(Result<Applied, OpError>, Option<Value>)> {
         let cached =
             self.cache
                 .for_write(&self.shard, update.view_id, update.epoch, &update.key)?;
@@ -437,6 +441,9 @@ impl ShardLoop {
                 .apply(&update.op, &ctx)
                 .map(|outcome| Applied { outcome, effect: 0 })
         };
+        // A duplicate's delta still matters: the first delivery may have reached only
+        // some replicas (a retry through another coordinator).
+        let delta = (update.delta && result.is_ok()).then(|| value.delta(&update.op, &ctx));
         let metrics = &self.shard.metrics;
         match &result {
             Ok(applied) => match applied.outcome {
@@ -475,7 +482,7 @@ impl ShardLoop {
                 }
             }
         }
-        Ok(result)
+        Ok((result, delta))
     }
 
     fn delete_all(
@@ -524,16 +531,16 @@ impl ShardLoop {
     ) -> Result<ReadResults> {
         let mut results = Vec::with_capacity(keys.len());
         for (index, key) in keys {
-            let mut reading: Option<Reading> = None;
+            let mut parts = Vec::new();
             for &epoch in epochs {
                 let Some(cached) = self.cache.existing(&self.shard, view_id, epoch, &key)? else {
                     continue;
                 };
                 if let Some(value) = &cached.value {
-                    Reading::add_part_to(&mut reading, value)?;
+                    parts.push((epoch, value.clone()));
                 }
             }
-            results.push((index, reading));
+            results.push((index, parts));
         }
         Ok(results)
     }

@@ -9,7 +9,9 @@ use std::thread::JoinHandle;
 
 use fjall::{Database, PersistMode};
 use prometheus_client::registry::Registry;
-use speedlayer_core::{Applied, Epoch, Key, Op, OpError, Outcome, Reading, UpdateId, ValueType};
+use speedlayer_core::{
+    Applied, Epoch, Key, Op, OpError, Outcome, Reading, UpdateId, Value, ValueType,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::{Catalog, Declared, View, ViewSpec, ViewType};
@@ -17,13 +19,14 @@ use crate::clock::Clock;
 use crate::epochs::EpochKeyspaces;
 use crate::error::{Result, StoreError};
 use crate::group_commit::GroupCommit;
+use crate::hints::Hints;
 use crate::metrics::StoreMetrics;
 use crate::shard::{Shard, ShardMsg, ShardUpdate, UpdateResults};
 use crate::update_log;
 
 mod range;
 
-pub use range::{RangeRow, RangeRows};
+pub use range::{RangeRow, RangeRows, RangeStates};
 
 /// Latest accepted event time: 9999-12-31T23:59:59Z, in microseconds. Anything later is a
 /// unit mistake (milliseconds or nanoseconds sent as seconds), refused rather than stored
@@ -77,6 +80,18 @@ pub struct Update {
     pub id: Option<UpdateId>,
 }
 
+/// One update's result as [`Store::apply_replicating`] reports it.
+#[derive(Debug)]
+pub struct Written {
+    /// What applying it did (or why it was refused).
+    pub result: std::result::Result<Applied, OpError>,
+    /// The epoch it landed in.
+    pub epoch: Epoch,
+    /// The part of the key's state it wrote ([`speedlayer_core::Value::delta`]): what
+    /// the other replicas merge. `None` when the update was refused.
+    pub delta: Option<Value>,
+}
+
 /// What the store knows of one live epoch.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct EpochInfo {
@@ -97,6 +112,7 @@ struct Inner {
     shards: Vec<mpsc::Sender<ShardMsg>>,
     /// Set once a journal sync failed (see `group_commit`).
     failed: Arc<AtomicBool>,
+    hints: Hints,
     clock: Clock,
     node_id: String,
     metrics: StoreMetrics,
@@ -151,6 +167,8 @@ impl Store {
         if replayed > 0 {
             tracing::info!(replayed, "replayed the update log");
         }
+        let clock = Clock::default();
+        let hints = Hints::open(&db, clock.tick())?;
         let metrics = StoreMetrics::new();
         metrics.register(registry);
         let (commit, sync_thread) = GroupCommit::start(db.clone(), metrics.clone())?;
@@ -179,7 +197,8 @@ impl Store {
                 epochs,
                 shards,
                 failed: commit.failed_flag(),
-                clock: Clock::default(),
+                hints,
+                clock,
                 node_id,
                 metrics,
                 shard_threads: Mutex::new(shard_threads),
@@ -191,6 +210,11 @@ impl Store {
     /// This node's id (the slot of its anonymous counter updates).
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
+    }
+
+    /// The hints this node holds for replicas that missed writes.
+    pub fn hints(&self) -> &Hints {
+        &self.inner.hints
     }
 
     /// Storage metrics (also registered in the node's registry).
@@ -228,7 +252,8 @@ impl Store {
         view: &str,
         updates: Vec<Update>,
     ) -> Result<Vec<Result<Applied, OpError>>> {
-        self.apply_inner(view, updates, false).await
+        let written = self.apply_inner(view, updates, false, false).await?;
+        Ok(written.into_iter().map(|w| w.result).collect())
     }
 
     /// [`Store::apply`], with each result's [`Applied::effect`] filled in as Redis
@@ -240,7 +265,42 @@ impl Store {
         view: &str,
         updates: Vec<Update>,
     ) -> Result<Vec<Result<Applied, OpError>>> {
-        self.apply_inner(view, updates, true).await
+        let written = self.apply_inner(view, updates, true, false).await?;
+        Ok(written.into_iter().map(|w| w.result).collect())
+    }
+
+    /// [`Store::apply`] (or [`Store::apply_reporting`] with `report`) on the replica that
+    /// coordinates a replicated write: also returns each update's epoch and delta, which
+    /// the other replicas merge with [`Store::merge`]. The epoch is fixed here (from the
+    /// update's `ts`, or this node's clock), so every replica files the update alike.
+    pub async fn apply_replicating(
+        &self,
+        view: &str,
+        updates: Vec<Update>,
+        report: bool,
+    ) -> Result<Vec<Written>> {
+        self.apply_inner(view, updates, report, true).await
+    }
+
+    /// Merges states into `view` (replication, hints, read repair): each `(epoch, key,
+    /// state)` is joined into the key's state in that epoch, durably before this returns.
+    /// Merges are idempotent and commute, so a re-delivery changes nothing.
+    pub async fn merge(
+        &self,
+        view: &str,
+        states: Vec<(Epoch, Key, Value)>,
+    ) -> Result<Vec<Result<Applied, OpError>>> {
+        let epoch_secs = self.view(view)?.spec.epoch_secs;
+        let updates = states
+            .into_iter()
+            .map(|(epoch, key, state)| Update {
+                key,
+                op: Op::Merge(Box::new(state)),
+                ts_us: Some(epoch.start_us(epoch_secs)),
+                id: None,
+            })
+            .collect();
+        self.apply(view, updates).await
     }
 
     async fn apply_inner(
@@ -248,10 +308,11 @@ impl Store {
         view: &str,
         updates: Vec<Update>,
         report: bool,
-    ) -> Result<Vec<Result<Applied, OpError>>> {
+        delta: bool,
+    ) -> Result<Vec<Written>> {
         let view = self.view(view)?;
         let report = report.then(|| self.live_epochs(view.id));
-        let count = updates.len();
+        let mut epochs = Vec::with_capacity(updates.len());
         for update in &updates {
             validate(&view, update)?;
         }
@@ -264,6 +325,7 @@ impl Store {
             let unique = self.inner.clock.tick();
             let ts_us = update.ts_us.unwrap_or(unique as i64);
             let epoch = Epoch::containing(ts_us, view.spec.epoch_secs)?;
+            epochs.push(epoch);
             let shard = shard_of(view.id, &update.key, shard_count);
             per_shard[shard].push(ShardUpdate {
                 index,
@@ -276,6 +338,7 @@ impl Store {
                 ts_us,
                 unique,
                 id: update.id,
+                delta,
             });
         }
         let mut waiting = Vec::new();
@@ -295,18 +358,22 @@ impl Store {
             .await?;
             waiting.push(rx);
         }
-        let mut results: Vec<Result<Applied, OpError>> = (0..count)
-            .map(|_| {
-                Ok(Applied {
+        let mut results: Vec<Written> = epochs
+            .into_iter()
+            .map(|epoch| Written {
+                result: Ok(Applied {
                     outcome: Outcome::Applied,
                     effect: 0,
-                })
+                }),
+                epoch,
+                delta: None,
             })
             .collect();
         for rx in waiting {
             let shard_results: UpdateResults = rx.await.map_err(|_| StoreError::ShuttingDown)??;
-            for (index, result) in shard_results {
-                results[index] = result;
+            for (index, result, delta) in shard_results {
+                results[index].result = result;
+                results[index].delta = delta;
             }
         }
         Ok(results)
@@ -323,6 +390,23 @@ impl Store {
 
     /// [`Store::get`] of several keys of one view, in order.
     pub async fn get_many(&self, view: &str, keys: Vec<Key>) -> Result<Vec<Option<Reading>>> {
+        let states = self.states(view, keys).await?;
+        let mut readings = Vec::with_capacity(states.len());
+        for parts in states {
+            let mut reading = None;
+            for (_, state) in &parts {
+                Reading::add_part_to(&mut reading, state)?;
+            }
+            readings.push(reading);
+        }
+        Ok(readings)
+    }
+
+    /// The states of several keys of one view, per live epoch that holds them (oldest
+    /// first): what a replica answers a coordinator, which merges replicas per epoch
+    /// before combining epochs (counters add across epochs, so combined readings of two
+    /// replicas could not be merged).
+    pub async fn states(&self, view: &str, keys: Vec<Key>) -> Result<Vec<Vec<(Epoch, Value)>>> {
         let view = self.view(view)?;
         let epochs = self.live_epochs(view.id);
         self.per_key(view.id, keys, |keys, reply| ShardMsg::Read {

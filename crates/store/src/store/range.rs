@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use speedlayer_core::{Key, Reading, Value};
+use speedlayer_core::{Epoch, Key, Reading, Value};
 
 use super::Store;
 use crate::catalog::ViewType;
@@ -30,6 +30,16 @@ pub struct RangeRows {
     pub truncated: bool,
 }
 
+/// Rows of a range read before epochs are combined: each row's state per epoch. What a
+/// replica answers a coordinator, which merges replicas per (row, epoch) first.
+#[derive(Clone, Debug, Default)]
+pub struct RangeStates {
+    /// Clustering key → (epoch, state), epochs oldest first.
+    pub rows: BTreeMap<Vec<u8>, Vec<(Epoch, Value)>>,
+    /// True when more rows matched than the limit allowed.
+    pub truncated: bool,
+}
+
 impl Store {
     /// Rows of partition `partition` whose clustering key is in `from..=to` (either bound
     /// open when `None`), merged over the live epochs, in clustering order; at most
@@ -42,6 +52,20 @@ impl Store {
         to: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<RangeRows> {
+        let value_type = self.view(view)?.spec.value_type;
+        let states = self.range_states(view, partition, from, to, limit).await?;
+        RangeRows::combine(value_type, states, limit)
+    }
+
+    /// [`Store::range`] before epochs are combined.
+    pub async fn range_states(
+        &self,
+        view: &str,
+        partition: Vec<u8>,
+        from: Option<Vec<u8>>,
+        to: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<RangeStates> {
         self.checkpoint().await?;
         let store = self.clone();
         let view = view.to_string();
@@ -59,14 +83,13 @@ impl Store {
         from: Option<&[u8]>,
         to: Option<&[u8]>,
         limit: usize,
-    ) -> Result<RangeRows> {
+    ) -> Result<RangeStates> {
         let view = self.view(view)?;
         let prefix = Key::partition_prefix(partition);
         let lower = [prefix.as_slice(), from.unwrap_or_default()].concat();
         let upper = to.map(|to| [prefix.as_slice(), to].concat());
-        let mut rows: BTreeMap<Vec<u8>, Option<Reading>> = BTreeMap::new();
-        let mut truncated = false;
-        for (_, keyspace) in self.inner.epochs.of_view(view.id) {
+        let mut states = RangeStates::default();
+        for (epoch, keyspace) in self.inner.epochs.of_view(view.id) {
             let end = match &upper {
                 Some(upper) => Bound::Included(upper.clone()),
                 None => Bound::Unbounded,
@@ -78,23 +101,38 @@ impl Store {
                     break;
                 }
                 if taken == limit {
-                    truncated = true;
+                    states.truncated = true;
                     break;
                 }
                 let clustering = key[prefix.len()..].to_vec();
-                add_stored_part(rows.entry(clustering).or_default(), &bytes)?;
+                let state = Value::decode(&bytes)?;
+                states
+                    .rows
+                    .entry(clustering)
+                    .or_default()
+                    .push((epoch, state));
             }
         }
-        if rows.len() > limit {
-            truncated = true;
-        }
-        let mut total = match view.spec.value_type {
+        Ok(states)
+    }
+}
+
+impl RangeRows {
+    /// Combines each row's epochs (see [`Reading`]) and the rows into a total, keeping
+    /// the first `limit` rows.
+    pub fn combine(value_type: ViewType, states: RangeStates, limit: usize) -> Result<RangeRows> {
+        let truncated = states.truncated || states.rows.len() > limit;
+        let mut total = match value_type {
             ViewType::Typed(t) => Some(Reading::empty(t)),
             ViewType::Any => None,
         };
         let mut mixed = false;
-        let mut out = Vec::with_capacity(rows.len().min(limit));
-        for (clustering, value) in rows.into_iter().take(limit) {
+        let mut out = Vec::with_capacity(states.rows.len().min(limit));
+        for (clustering, parts) in states.rows.into_iter().take(limit) {
+            let mut value: Option<Reading> = None;
+            for (_, state) in &parts {
+                Reading::add_part_to(&mut value, state)?;
+            }
             let Some(value) = value else { continue };
             match &mut total {
                 Some(total) => mixed |= total.combine(&value).is_err(),
@@ -111,9 +149,4 @@ impl Store {
             truncated,
         })
     }
-}
-
-/// Adds one epoch's stored state to a reading.
-fn add_stored_part(reading: &mut Option<Reading>, bytes: &[u8]) -> Result<()> {
-    Ok(Reading::add_part_to(reading, &Value::decode(bytes)?)?)
 }
