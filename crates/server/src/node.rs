@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
+use speedlayer_cluster::{Cluster, ClusterConfig, ClusterError};
 use speedlayer_store::{Store, StoreConfig, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -41,6 +42,8 @@ pub struct NodeConfig {
     pub max_body_bytes: usize,
     /// Storage tuning.
     pub shards: Option<usize>,
+    /// Cluster membership and request defaults (no seeds: a one-node database).
+    pub cluster: ClusterConfig,
 }
 
 impl NodeConfig {
@@ -54,6 +57,7 @@ impl NodeConfig {
             requirepass: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             shards: None,
+            cluster: ClusterConfig::single(SocketAddr::from(([127, 0, 0, 1], 7782))),
         }
     }
 }
@@ -64,6 +68,9 @@ pub enum ServerError {
     /// Opening the store failed.
     #[error("opening the store: {0}")]
     Store(#[from] StoreError),
+    /// Joining the cluster failed.
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
     /// Binding a listener failed.
     #[error("listening on {addr}: {source}")]
     Bind {
@@ -81,6 +88,8 @@ pub enum ServerError {
 pub struct Node {
     /// The node's store (shared with the front ends).
     pub store: Store,
+    /// The node's cluster layer.
+    pub cluster: Cluster,
     /// Where HTTP listens.
     pub http_addr: SocketAddr,
     /// Where the Redis protocol listens.
@@ -101,9 +110,18 @@ impl Node {
         }
         let store = tokio::task::block_in_place(|| Store::open(store_config, &mut registry))?;
         store.declare_view(REDIS_VIEW, redis_view_spec())?;
+        let (stop, mut stopped) = watch::channel(false);
+        let cluster = Cluster::start(
+            store.clone(),
+            config.cluster.clone(),
+            &mut registry,
+            stop.subscribe(),
+        )
+        .await?;
         let metrics = NodeMetrics::new(registry);
         let state = AppState {
             store: store.clone(),
+            cluster: cluster.clone(),
             metrics: metrics.clone(),
             requirepass: config.requirepass.as_deref().map(Arc::from),
         };
@@ -111,9 +129,8 @@ impl Node {
         let http_addr = listener.local_addr()?;
         let resp_listener = bind(config.resp).await?;
         let resp_addr = resp_listener.local_addr()?;
-        let (stop, mut stopped) = watch::channel(false);
         let resp_shared = Arc::new(RespShared::new(
-            store.clone(),
+            cluster.clone(),
             config.requirepass.clone(),
             metrics,
         ));
@@ -129,6 +146,7 @@ impl Node {
         tracing::info!(%http_addr, %resp_addr, node = %store.node_id(), "node serving");
         Ok(Node {
             store,
+            cluster,
             http_addr,
             resp_addr,
             stop,

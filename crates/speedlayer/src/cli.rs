@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use speedlayer_cluster::{Consistency, QuorumMode};
 
 /// speedlayer: the speed layer of a Lambda Architecture — realtime views (counters,
 /// distinct counts, sets, max/min per key and time bucket) in a durable store.
@@ -78,6 +79,31 @@ pub struct ServeArgs {
     /// Largest accepted HTTP request body in bytes [default: 16 MiB].
     #[arg(long)]
     pub max_body_bytes: Option<usize>,
+    /// Partitions of the ring, fixed at cluster creation; the same on every node
+    /// [default: 256].
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// Consistency of requests that do not choose one (RESP, HTTP without
+    /// `consistency=`): one, quorum or all [default: quorum].
+    #[arg(long)]
+    pub consistency: Option<Consistency>,
+    /// Quorum of writes that do not choose one: sloppy (fallback nodes with hints) or
+    /// strict [default: sloppy].
+    #[arg(long)]
+    pub quorum: Option<QuorumMode>,
+    /// Deliver hints to their owners when they are back [default: on]. `off` keeps
+    /// them (only to test read repair).
+    #[arg(long)]
+    pub hinted_handoff: Option<Switch>,
+}
+
+/// On or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 /// `demo` flags.

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+use speedlayer_cluster::{ClusterConfig, Consistency, QuorumMode, WriteOptions};
 use speedlayer_server::{Node, NodeConfig};
 
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, Switch};
 
 /// The TOML configuration file: the `serve` flags by name.
 #[derive(Debug, Default, Deserialize)]
@@ -24,6 +25,10 @@ struct FileConfig {
     requirepass: Option<String>,
     shards: Option<usize>,
     max_body_bytes: Option<usize>,
+    partitions: Option<u32>,
+    consistency: Option<Consistency>,
+    quorum: Option<QuorumMode>,
+    hinted_handoff: Option<bool>,
 }
 
 /// Applies flags over the file over the defaults, and checks the combination.
@@ -69,12 +74,35 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         );
     }
     let seeds = args.seeds.or(file.seeds).unwrap_or_default();
-    if !seeds.is_empty() || args.replicas.or(file.replicas).is_some_and(|r| r > 1) {
-        bail!(
-            "this build runs a single node: --seeds and --replicas > 1 need the replicated \
-             cluster, which is not available yet"
-        );
+    let mut cluster_config = ClusterConfig::single(cluster);
+    cluster_config.seeds = seeds;
+    cluster_config.secret = cluster_secret;
+    if let Some(replicas) = args.replicas.or(file.replicas) {
+        if replicas == 0 {
+            bail!("--replicas must be at least 1");
+        }
+        cluster_config.replicas = replicas;
     }
+    if let Some(partitions) = args.partitions.or(file.partitions) {
+        if !(1..=65_536).contains(&partitions) {
+            bail!("--partitions must be between 1 and 65536");
+        }
+        cluster_config.partitions = partitions;
+    }
+    let consistency = args.consistency.or(file.consistency).unwrap_or_default();
+    if consistency == Consistency::Local {
+        bail!("--consistency local is a per-read diagnostic; the default takes one, quorum or all");
+    }
+    cluster_config.defaults = WriteOptions {
+        consistency,
+        quorum: args.quorum.or(file.quorum).unwrap_or_default(),
+    };
+    cluster_config.hinted_handoff = args
+        .hinted_handoff
+        .map(|h| h == Switch::On)
+        .or(file.hinted_handoff)
+        .unwrap_or(true);
+    node.cluster = cluster_config;
     if let Some(resp) = args.resp.or(file.resp) {
         node.resp = resp;
     }

@@ -5,11 +5,12 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use speedlayer_cluster::WriteOptions;
 use speedlayer_core::{Key, Outcome, Reading};
 use speedlayer_store::ViewType;
 
 use super::error::{ApiError, ApiResult};
-use super::params::{query_error, GetParams, RangeParams, WriteMode, WriteParams};
+use super::params::{query_error, Consistency, GetParams, RangeParams, WriteMode, WriteParams};
 use super::update_body::parse_updates;
 use super::views::body_error;
 use super::AppState;
@@ -41,7 +42,18 @@ pub async fn update(
         ));
     }
     let updates = parse_updates(&body)?;
-    let results = state.store.apply(&view, updates).await?;
+    let defaults = state.cluster.defaults();
+    if params.consistency == Some(Consistency::Local) {
+        return Err(ApiError::bad_request(
+            "invalid_consistency",
+            "consistency=local is for reads; writes take one, quorum or all",
+        ));
+    }
+    let options = WriteOptions {
+        consistency: params.consistency.unwrap_or(defaults.consistency),
+        quorum: params.quorum.unwrap_or(defaults.quorum),
+    };
+    let results = state.cluster.apply(&view, updates, options, false).await?;
     let (mut applied, mut duplicate, mut stale) = (0u64, 0u64, 0u64);
     let mut failed = Vec::new();
     for (index, result) in results.iter().enumerate() {
@@ -78,7 +90,13 @@ pub async fn get(
     let key = Key::new(params.key.into_bytes(), params.clustering.into_bytes())
         .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
     let view_type = state.store.view(&view)?.spec.value_type;
-    let reading = state.store.get(&view, &key).await?;
+    let consistency = state.cluster.read_consistency(params.consistency);
+    let reading = state
+        .cluster
+        .get_many(&view, vec![key], consistency)
+        .await?
+        .pop()
+        .flatten();
     Ok(Json(
         serde_json::json!({ "value": render(view_type, reading.as_ref()) }),
     ))
@@ -103,14 +121,16 @@ pub async fn range(
     Key::new(params.key.clone().into_bytes(), Vec::new())
         .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
     let view_type = state.store.view(&view)?.spec.value_type;
+    let consistency = state.cluster.read_consistency(params.consistency);
     let rows = state
-        .store
+        .cluster
         .range(
             &view,
             params.key.into_bytes(),
             params.from.map(String::into_bytes),
             params.to.map(String::into_bytes),
             limit,
+            consistency,
         )
         .await?;
     let out: Vec<_> = rows

@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use speedlayer_cluster::ClusterError;
 use speedlayer_store::StoreError;
 
 /// An error answered to an HTTP client.
@@ -53,6 +54,30 @@ impl From<StoreError> for ApiError {
             tracing::error!(error = %e, "request failed in storage");
         }
         ApiError::new(status, class, e.to_string())
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::Store(e) => e.into(),
+            e @ ClusterError::Unavailable { .. } => {
+                tracing::warn!(error = %e, "request refused: replicas unreachable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    e.to_string(),
+                )
+            }
+            e => {
+                tracing::error!(error = %e, "request failed in the cluster layer");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cluster_error",
+                    e.to_string(),
+                )
+            }
+        }
     }
 }
 

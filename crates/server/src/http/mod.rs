@@ -15,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use speedlayer_cluster::Cluster;
 use speedlayer_store::Store;
 
 use crate::metrics::{NodeMetrics, RequestLabels, RouteLabels};
@@ -25,6 +26,8 @@ use error::ApiError;
 pub struct AppState {
     /// The node's store.
     pub store: Store,
+    /// The cluster layer every data request goes through.
+    pub cluster: Cluster,
     /// The node's metrics and registry.
     pub metrics: Arc<NodeMetrics>,
     /// Bearer token required on every route but `/health`, when set.
@@ -41,6 +44,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/views/{view}/update", post(data::update))
         .route("/v1/views/{view}/get", get(data::get))
         .route("/v1/views/{view}/range", get(data::range))
+        .route("/v1/cluster", get(cluster))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -54,6 +58,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 async fn health(State(state): State<AppState>) -> Response {
     let body = serde_json::json!({ "status": "ok", "node": state.store.node_id() });
     axum::Json(body).into_response()
+}
+
+/// `GET /v1/cluster`: members, their state as this node sees them, hints, and the ring.
+async fn cluster(State(state): State<AppState>) -> Response {
+    axum::Json(state.cluster.status()).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -2,31 +2,9 @@
 
 use serde::Deserialize;
 
+pub use speedlayer_cluster::{Consistency, QuorumMode};
+
 use super::error::ApiError;
-
-/// How many replicas must answer (R) or acknowledge (W). With one node every level is
-/// met by the node itself; the parameter is validated now so clients written against a
-/// single node keep working on a cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Consistency {
-    /// One replica.
-    One,
-    /// A majority of the preference list.
-    Quorum,
-    /// Every replica of the preference list.
-    All,
-}
-
-/// Whether a write may use fallback nodes (sloppy) or must reach its own replicas (strict).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QuorumMode {
-    /// Fallback nodes with hints are allowed (available).
-    Sloppy,
-    /// Only the preference list counts (consistent).
-    Strict,
-}
 
 /// When a write returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -46,16 +46,7 @@ pub async fn declare(
              gcounter, max, min, register, set, hll",
         ));
     }
-    let store = state.store.clone();
-    let (view, declared) = tokio::task::spawn_blocking(move || store.declare_view(&name, spec))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "declaration task failed",
-            )
-        })??;
+    let (view, declared) = state.cluster.declare_view(&name, spec).await?;
     let status = match declared {
         Declared::Created => StatusCode::CREATED,
         Declared::Unchanged => StatusCode::OK,

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
+use speedlayer_cluster::Cluster;
 use speedlayer_resp::Limits;
 use speedlayer_store::Store;
 use tokio::net::TcpListener;
@@ -39,8 +40,10 @@ pub struct RespStats {
 
 /// What every connection shares.
 pub struct RespShared {
-    /// The node's store.
+    /// The node's store (view resolution, INFO).
     pub store: Store,
+    /// The cluster layer every data command goes through.
+    pub cluster: Cluster,
     /// Password for AUTH, if required.
     pub requirepass: Option<String>,
     /// Protocol limits (frame sizes).
@@ -59,7 +62,8 @@ pub struct RespShared {
 
 impl RespShared {
     /// Shared state for a node's RESP listener.
-    pub fn new(store: Store, requirepass: Option<String>, metrics: Arc<NodeMetrics>) -> Self {
+    pub fn new(cluster: Cluster, requirepass: Option<String>, metrics: Arc<NodeMetrics>) -> Self {
+        let store = cluster.store().clone();
         let command_counters = admin::command_names()
             .map(|name| {
                 let counter = metrics
@@ -73,6 +77,7 @@ impl RespShared {
             .collect();
         RespShared {
             store,
+            cluster,
             requirepass,
             limits: Limits::default(),
             stats: RespStats::default(),

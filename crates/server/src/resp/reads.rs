@@ -9,7 +9,7 @@ use speedlayer_store::{Update, View};
 
 use super::args::{arity, wrongtype};
 use super::keys::{resolve, Target};
-use super::session::{store_error, Session, Step};
+use super::session::{cluster_error, Session, Step};
 
 /// Most fields HGETALL returns.
 const MAX_HASH_FIELDS: usize = 100_000;
@@ -73,12 +73,16 @@ fn target(session: &Session, key: &Bytes, field: Option<&Bytes>) -> Result<Targe
 }
 
 async fn read(session: &Session, target: &Target) -> Result<Option<Reading>, Reply> {
-    session
-        .shared
-        .store
-        .get(&target.view.name, &target.key)
+    let cluster = &session.shared.cluster;
+    let readings = cluster
+        .get_many(
+            &target.view.name,
+            vec![target.key.clone()],
+            cluster.defaults().consistency,
+        )
         .await
-        .map_err(|e| store_error(&e))
+        .map_err(|e| cluster_error(&e))?;
+    Ok(readings.into_iter().next().flatten())
 }
 
 /// A string command's reply to a reading (nil when absent, WRONGTYPE for sets and HLLs).
@@ -100,7 +104,7 @@ fn hll_of(reading: Option<Reading>) -> Result<Option<Hll>, Reply> {
 }
 
 async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Reply> {
-    let store = &session.shared.store;
+    let cluster = &session.shared.cluster;
     match name {
         "GET" => {
             check(args.len() == 2, name)?;
@@ -150,10 +154,10 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
             }
             let mut deleted = 0;
             for (view, keys) in by_view {
-                let existed = store
-                    .delete(&view.name, keys)
+                let existed = cluster
+                    .delete(&view.name, keys, cluster.defaults())
                     .await
-                    .map_err(|e| store_error(&e))?;
+                    .map_err(|e| cluster_error(&e))?;
                 deleted += existed.iter().filter(|e| **e).count() as i64;
             }
             Ok(Reply::Integer(deleted))
@@ -161,16 +165,17 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
         "HGETALL" => {
             check(args.len() == 2, name)?;
             let t = target(session, &args[1], Some(&Bytes::new()))?;
-            let rows = store
+            let rows = cluster
                 .range(
                     &t.view.name,
                     t.key.partition.clone(),
                     None,
                     None,
                     MAX_HASH_FIELDS,
+                    cluster.defaults().consistency,
                 )
                 .await
-                .map_err(|e| store_error(&e))?;
+                .map_err(|e| cluster_error(&e))?;
             let mut pairs = Vec::new();
             for row in rows.rows {
                 if row.clustering.is_empty() {
@@ -244,10 +249,10 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
                 ts_us: None,
                 id: None,
             };
-            let results = store
-                .apply(&dest.view.name, vec![update])
+            let results = cluster
+                .apply(&dest.view.name, vec![update], cluster.defaults(), false)
                 .await
-                .map_err(|e| store_error(&e))?;
+                .map_err(|e| cluster_error(&e))?;
             match results.into_iter().next() {
                 Some(Ok(_)) if name == "PFADD" => Ok(Reply::Integer(1)),
                 Some(Ok(_)) => Ok(Reply::ok()),

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use speedlayer_cluster::ClusterError;
 use speedlayer_core::{Applied, OpError};
 use speedlayer_resp::{Protocol, Reply, Request};
 use speedlayer_store::{StoreError, Update, View};
@@ -179,7 +180,9 @@ impl Session {
         while let Some((view, group)) = take_view_group(gets, |t| &t.view) {
             let (slots, keys): (Vec<usize>, Vec<_>) =
                 group.into_iter().map(|(slot, t)| (slot, t.key)).unzip();
-            match self.shared.store.get_many(&view.name, keys).await {
+            let cluster = &self.shared.cluster;
+            let consistency = cluster.defaults().consistency;
+            match cluster.get_many(&view.name, keys, consistency).await {
                 Ok(readings) => {
                     for (slot, reading) in slots.into_iter().zip(readings) {
                         replies[slot] = Some(reads::string_reply(reading));
@@ -187,7 +190,7 @@ impl Session {
                 }
                 Err(e) => {
                     for slot in slots {
-                        replies[slot] = Some(store_error(&e));
+                        replies[slot] = Some(cluster_error(&e));
                     }
                 }
             }
@@ -203,7 +206,11 @@ impl Session {
                 updates.push(write.update);
                 answers.push((slot, write.render));
             }
-            match self.shared.store.apply_reporting(&view.name, updates).await {
+            let cluster = &self.shared.cluster;
+            match cluster
+                .apply(&view.name, updates, cluster.defaults(), true)
+                .await
+            {
                 Ok(results) => {
                     for ((slot, render), result) in answers.into_iter().zip(results) {
                         replies[slot] = Some(Self::render(render, result));
@@ -211,7 +218,7 @@ impl Session {
                 }
                 Err(e) => {
                     for (slot, ..) in answers {
-                        replies[slot] = Some(store_error(&e));
+                        replies[slot] = Some(cluster_error(&e));
                     }
                 }
             }
@@ -226,6 +233,19 @@ impl Session {
             },
             Err(OpError::WrongOp { .. }) => wrongtype(),
             Err(e) => Reply::error(format!("ERR {e}")),
+        }
+    }
+}
+
+/// A cluster error as a Redis error reply: `-UNAVAILABLE …` when too few replicas
+/// answered (the client may retry; with ids nothing counts twice).
+pub fn cluster_error(e: &ClusterError) -> Reply {
+    match e {
+        ClusterError::Store(e) => store_error(e),
+        e @ ClusterError::Unavailable { .. } => Reply::error(format!("UNAVAILABLE {e}")),
+        e => {
+            tracing::error!(error = %e, "RESP command failed in the cluster layer");
+            Reply::error(format!("ERR {e}"))
         }
     }
 }

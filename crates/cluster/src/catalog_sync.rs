@@ -1,0 +1,84 @@
+//! The cluster-wide view catalog: every node converges on the union of declarations.
+//!
+//! A declaration is sent to every reachable peer when it is made; a node that missed it
+//! (down, partitioned, or started later) learns it from gossip: every ping carries a
+//! digest of the sender's catalog, and a node whose digest differs pulls the whole
+//! catalog (a handful of small entries) and declares what it lacks. Declarations never
+//! change once made, so the union is the merge. Two nodes that declared one name
+//! differently while partitioned keep their own and count a conflict (a metric and a log
+//! line name it); the operator resolves it.
+
+use speedlayer_store::{Store, StoreError, ViewSpec};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::error::ClusterError;
+use crate::node::Inner;
+use crate::wire::{Request, Response};
+
+/// `(name, spec JSON)` of every view, by name.
+pub fn entries(store: &Store) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = store
+        .views()
+        .iter()
+        .filter_map(|v| {
+            serde_json::to_string(&v.spec)
+                .ok()
+                .map(|spec| (v.name.clone(), spec))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A digest of the catalog: equal catalogs give equal digests.
+pub fn digest(store: &Store) -> u64 {
+    let mut bytes = Vec::new();
+    for (name, spec) in entries(store) {
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(spec.as_bytes());
+        bytes.push(b'\n');
+    }
+    xxh3_64(&bytes)
+}
+
+/// Declares a view a peer holds. An identical declaration is a no-op; a conflicting one
+/// is logged and counted, and refused.
+pub(crate) async fn learn(inner: &Inner, name: &str, spec: &str) -> Result<(), ClusterError> {
+    let spec: ViewSpec = serde_json::from_str(spec)
+        .map_err(|e| StoreError::InvalidDeclaration(format!("from a peer: {e}")))?;
+    let store = inner.store.clone();
+    let owned = name.to_owned();
+    let result = tokio::task::spawn_blocking(move || store.declare_view(&owned, spec))
+        .await
+        .map_err(|_| StoreError::ShuttingDown)?;
+    match result {
+        Ok((_, declared)) => {
+            if matches!(declared, speedlayer_store::Declared::Created) {
+                inner.metrics.catalog_learned.inc();
+                tracing::info!(view = %name, "learned a view from a peer");
+            }
+            Ok(())
+        }
+        Err(e @ StoreError::Conflict { .. }) => {
+            inner.metrics.catalog_conflicts.inc();
+            tracing::error!(view = %name, error = %e, "a peer declared this view differently; keeping this node's declaration");
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Pulls `member`'s catalog and declares what this node lacks.
+pub(crate) async fn pull(inner: &Inner, member: usize) {
+    let Ok(Response::Catalog(theirs)) = inner.call(member, &Request::Catalog).await else {
+        return;
+    };
+    let ours = entries(&inner.store);
+    for (name, spec) in theirs {
+        if ours.iter().any(|(n, s)| *n == name && *s == spec) {
+            continue;
+        }
+        let _ = learn(inner, &name, &spec).await;
+    }
+}

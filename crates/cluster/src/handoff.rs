@@ -1,0 +1,118 @@
+//! Hinted handoff: hand the states behind each hint to their owner once it is back.
+//!
+//! Every [`INTERVAL`], for each owner this node holds hints for and the failure detector
+//! sees up, the hints are read in batches; for each the holder's *current* state of the
+//! key in that epoch is sent (a state includes every write the hint stands for, and a
+//! merge is idempotent); once the owner acknowledged the merge durably, the hints are
+//! removed, unless re-recorded meanwhile (see [`speedlayer_store::Hints::delivered`]).
+//! A hint whose epoch is gone here (dropped) has nothing left to hand over and is removed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use speedlayer_store::Hint;
+use tokio::sync::watch;
+
+use crate::metrics::ClusterMetrics;
+use crate::node::{Deltas, Inner};
+
+/// How often pending hints are looked at.
+const INTERVAL: Duration = Duration::from_millis(500);
+/// Hints handed over per round trip.
+const BATCH: usize = 1000;
+
+/// Runs hinted handoff until `stop` turns true (when enabled in the configuration; the
+/// pending-hints metric is kept up to date either way).
+pub(crate) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        for member in 0..inner.members.len() {
+            let name = inner.name(member).to_owned();
+            let pending = inner.store.hints().pending_for(&name);
+            inner
+                .metrics
+                .hints_pending
+                .get_or_create(&ClusterMetrics::target(&name))
+                .set(pending as i64);
+            if pending == 0 || member == inner.me || !inner.is_up(member) {
+                continue;
+            }
+            if !inner.config.hinted_handoff {
+                continue;
+            }
+            loop {
+                match deliver_batch(&inner, member, &name).await {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::debug!(peer = %name, error = %e, "hint delivery paused");
+                        break;
+                    }
+                }
+            }
+            let left = inner.store.hints().pending_for(&name);
+            inner
+                .metrics
+                .hints_pending
+                .get_or_create(&ClusterMetrics::target(&name))
+                .set(left as i64);
+            if left == 0 {
+                tracing::info!(peer = %name, "every hint delivered");
+            }
+        }
+    }
+}
+
+/// Hands one batch of hints to `member`. `Ok(true)`: a full batch went, there may be
+/// more.
+async fn deliver_batch(inner: &Inner, member: usize, name: &str) -> Result<bool, String> {
+    let store = inner.store.clone();
+    let target = name.to_owned();
+    let hints = tokio::task::spawn_blocking(move || store.hints().batch(&target, BATCH))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if hints.is_empty() {
+        return Ok(false);
+    }
+    let full = hints.len() == BATCH;
+    let mut by_view: BTreeMap<String, Vec<Hint>> = BTreeMap::new();
+    for hint in hints {
+        by_view.entry(hint.key.view.clone()).or_default().push(hint);
+    }
+    for (view, hints) in by_view {
+        let keys = hints.iter().map(|h| h.key.key.clone()).collect();
+        let states = match inner.store.states(&view, keys).await {
+            Ok(states) => states,
+            Err(speedlayer_store::StoreError::UnknownView(_)) => vec![Vec::new(); hints.len()],
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut deltas = Deltas::default();
+        for (hint, parts) in hints.iter().zip(states) {
+            if let Some((epoch, state)) = parts.into_iter().find(|(e, _)| *e == hint.key.epoch) {
+                deltas.push(epoch, hint.key.key.clone(), state);
+            }
+        }
+        if !deltas.is_empty() && !inner.merge_on(member, &view, &deltas, None).await {
+            return Err("owner did not acknowledge".into());
+        }
+        let store = inner.store.clone();
+        let target = name.to_owned();
+        let removed = tokio::task::spawn_blocking(move || store.hints().delivered(&target, &hints))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        inner
+            .metrics
+            .hints_delivered
+            .get_or_create(&ClusterMetrics::target(name))
+            .inc_by(removed);
+    }
+    Ok(full)
+}

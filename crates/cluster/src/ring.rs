@@ -1,0 +1,129 @@
+//! The ring: a fixed number of partitions, each with an ordered list of the nodes that
+//! own it.
+//!
+//! A key's partition is `xxh3(partition key) mod partitions`: a fixed-seed hash, so every
+//! node (and every version) places a key alike. Each partition orders the members by
+//! rendezvous hashing (`xxh3(partition ‖ member)`, highest first): the first N are its
+//! **preference list**, the rest, in order, its **fallbacks** for sloppy quorums. Every
+//! node computes the same ring from the same member set (the cluster addresses), with no
+//! coordination, and adding a member moves only the partitions it wins.
+
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Default number of partitions (DESIGN.md: fixed at cluster creation).
+pub const DEFAULT_PARTITIONS: u32 = 256;
+
+/// The ring of one cluster. Members are identified by their cluster address.
+#[derive(Clone, Debug)]
+pub struct Ring {
+    members: Vec<String>,
+    replicas: usize,
+    /// Per partition, every member index in preference order.
+    orders: Vec<Vec<usize>>,
+}
+
+impl Ring {
+    /// The ring of `members` (deduplicated and sorted, so every node agrees) with
+    /// `partitions` partitions and `replicas` owners per partition (capped at the member
+    /// count).
+    pub fn new(mut members: Vec<String>, partitions: u32, replicas: usize) -> Ring {
+        members.sort();
+        members.dedup();
+        let partitions = partitions.max(1);
+        let orders = (0..partitions)
+            .map(|p| {
+                let mut order: Vec<usize> = (0..members.len()).collect();
+                order.sort_by_key(|&m| {
+                    let mut bytes = p.to_be_bytes().to_vec();
+                    bytes.extend_from_slice(members[m].as_bytes());
+                    std::cmp::Reverse(xxh3_64(&bytes))
+                });
+                order
+            })
+            .collect();
+        Ring {
+            replicas: replicas.clamp(1, members.len().max(1)),
+            members,
+            orders,
+        }
+    }
+
+    /// The members, sorted (a member's index is its position here).
+    pub fn members(&self) -> &[String] {
+        &self.members
+    }
+
+    /// Number of partitions.
+    pub fn partitions(&self) -> u32 {
+        self.orders.len() as u32
+    }
+
+    /// Owners per partition (N).
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    /// The partition of a partition key.
+    pub fn partition_of(&self, partition_key: &[u8]) -> u32 {
+        (xxh3_64(partition_key) % self.orders.len() as u64) as u32
+    }
+
+    /// The preference list of `partition`: its N owners, first choice first.
+    pub fn preference_list(&self, partition: u32) -> &[usize] {
+        let order = &self.orders[partition as usize % self.orders.len()];
+        &order[..self.replicas.min(order.len())]
+    }
+
+    /// The members after the preference list, in the order sloppy writes try them.
+    pub fn fallbacks(&self, partition: u32) -> &[usize] {
+        let order = &self.orders[partition as usize % self.orders.len()];
+        &order[self.replicas.min(order.len())..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("127.0.0.1:{}", 7000 + i)).collect()
+    }
+
+    #[test]
+    fn preference_lists_hold_distinct_nodes_and_agree_whatever_the_member_order() {
+        let a = Ring::new(members(5), 256, 3);
+        let mut reversed = members(5);
+        reversed.reverse();
+        let b = Ring::new(reversed, 256, 3);
+        for p in 0..256 {
+            let list = a.preference_list(p);
+            assert_eq!(list.len(), 3);
+            let mut sorted = list.to_vec();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 3, "distinct owners");
+            assert_eq!(list, b.preference_list(p));
+            assert_eq!(a.fallbacks(p).len(), 2);
+        }
+    }
+
+    #[test]
+    fn partitions_spread_over_members() {
+        let ring = Ring::new(members(4), 256, 3);
+        let mut firsts = [0usize; 4];
+        for p in 0..256 {
+            firsts[ring.preference_list(p)[0]] += 1;
+        }
+        for count in firsts {
+            assert!((32..=96).contains(&count), "first choices {firsts:?}");
+        }
+    }
+
+    #[test]
+    fn replicas_are_capped_at_the_member_count() {
+        let ring = Ring::new(members(1), 16, 3);
+        assert_eq!(ring.replicas(), 1);
+        assert_eq!(ring.preference_list(3), &[0]);
+        assert!(ring.fallbacks(3).is_empty());
+    }
+}

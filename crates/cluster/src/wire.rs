@@ -1,0 +1,361 @@
+//! The internode protocol: what nodes say to each other, and its byte form.
+//!
+//! Transport framing: each frame is a 4-byte big-endian length and a postcard payload
+//! (at most [`MAX_FRAME`] bytes). A connection starts with [`Hello`] from the dialling
+//! node and [`HelloReply`] from the listener; after that the dialler sends
+//! [`Envelope`]`<`[`Request`]`>` frames and the listener answers with
+//! [`Envelope`]`<`[`Response`]`>` frames carrying the same id, in any order (requests are
+//! served concurrently). CRDT states, keys and ops travel in speedlayer-core's canonical
+//! byte forms, decoded (and so validated) by the receiver.
+
+use serde::{Deserialize, Serialize};
+use speedlayer_core::codec::Reader;
+use speedlayer_core::{Applied, DecodeError, Epoch, Key, Op, OpError, Outcome, UpdateId, Value};
+use speedlayer_store::Update;
+
+/// Largest frame accepted (a batch of states or a range answer).
+pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+/// Bumped on incompatible changes; a peer speaking another version is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// First frame of a connection: who dials, and the proof it belongs to the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the dialler.
+    pub version: u32,
+    /// The cluster secret (empty when none is configured).
+    pub secret: String,
+    /// The dialler's node id.
+    pub node_id: String,
+    /// The dialler's cluster address (its name in the ring).
+    pub addr: String,
+    /// Ring shape: both sides must agree or keys would be placed differently.
+    pub partitions: u32,
+    /// Replication factor, for the same reason.
+    pub replicas: u32,
+}
+
+/// The listener's answer to [`Hello`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// Accepted; the listener's node id.
+    Welcome {
+        /// Listener's node id.
+        node_id: String,
+    },
+    /// Refused; the connection closes.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A request or response with the id that pairs them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Chosen by the dialler, echoed by the listener.
+    pub id: u64,
+    /// The message.
+    pub body: T,
+}
+
+/// One update as a coordinator hands it to the replica that applies it first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireUpdate {
+    /// [`Key::encode`] form.
+    pub key: Vec<u8>,
+    /// [`Op::encode_into`] form.
+    pub op: Vec<u8>,
+    /// Event time, µs.
+    pub ts_us: Option<i64>,
+    /// Producer id `(writer, seq)`.
+    pub id: Option<(String, u64)>,
+}
+
+/// A key's state in one epoch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireState {
+    /// Epoch index.
+    pub epoch: u64,
+    /// [`Key::encode`] form.
+    pub key: Vec<u8>,
+    /// [`Value::encode`] form.
+    pub state: Vec<u8>,
+}
+
+/// Per-epoch states of one key (or row), in [`Value::encode`] form.
+pub type WireParts = Vec<(u64, Vec<u8>)>;
+
+/// What a node asks a peer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Failure detection and catalog gossip: the sender's catalog digest.
+    Ping {
+        /// [`crate::catalog_sync::digest`] of the sender's catalog.
+        catalog: u64,
+    },
+    /// Apply updates as the coordinating replica and return their deltas.
+    Apply {
+        /// View name.
+        view: String,
+        /// The updates.
+        updates: Vec<WireUpdate>,
+        /// Report effects (Redis replies).
+        report: bool,
+    },
+    /// Merge states (replication, hinted handoff, read repair). With `hint_for`, the
+    /// receiver is a fallback standing in for that owner and keeps hints for it.
+    Merge {
+        /// View name.
+        view: String,
+        /// The states.
+        states: Vec<WireState>,
+        /// Owner (cluster address) the receiver holds these for.
+        hint_for: Option<String>,
+    },
+    /// Per-epoch states of keys.
+    States {
+        /// View name.
+        view: String,
+        /// Keys, [`Key::encode`] form.
+        keys: Vec<Vec<u8>>,
+    },
+    /// Per-epoch states of a range of rows of one partition.
+    Range {
+        /// View name.
+        view: String,
+        /// Partition key.
+        partition: Vec<u8>,
+        /// First clustering key.
+        from: Option<Vec<u8>>,
+        /// Last clustering key.
+        to: Option<Vec<u8>>,
+        /// Most rows.
+        limit: u64,
+    },
+    /// Delete keys (Redis DEL).
+    Delete {
+        /// View name.
+        view: String,
+        /// Keys, [`Key::encode`] form.
+        keys: Vec<Vec<u8>>,
+    },
+    /// The receiver's catalog.
+    Catalog,
+    /// Declare a view (its spec as JSON, the catalog's own form).
+    Declare {
+        /// View name.
+        name: String,
+        /// Spec, JSON.
+        spec: String,
+    },
+}
+
+/// One update's result from the applying replica.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireWritten {
+    /// Outcome and effect, or why it was refused.
+    pub result: Result<(u8, i64), WireOpError>,
+    /// Epoch it landed in.
+    pub epoch: u64,
+    /// Delta, [`Value::encode`] form.
+    pub delta: Option<Vec<u8>>,
+}
+
+/// [`OpError`] on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum WireOpError {
+    /// [`OpError::WrongOp`].
+    WrongOp {
+        /// Op name.
+        op: String,
+        /// Value type name.
+        value_type: String,
+    },
+    /// [`OpError::NegativeIncrement`].
+    NegativeIncrement,
+    /// [`OpError::TooManyWriters`].
+    TooManyWriters {
+        /// Limit.
+        limit: u64,
+    },
+    /// [`OpError::Overflow`].
+    Overflow,
+}
+
+/// What a peer answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to `Ping`.
+    Pong {
+        /// The responder's catalog digest.
+        catalog: u64,
+    },
+    /// Answer to `Apply`, per update in order.
+    Applied(Vec<WireWritten>),
+    /// Answer to `Merge`: durable on the responder.
+    Merged,
+    /// Answer to `States`, per key in order.
+    States(Vec<WireParts>),
+    /// Answer to `Range`: rows with their per-epoch states.
+    Range {
+        /// (clustering key, parts), in clustering order.
+        rows: Vec<(Vec<u8>, WireParts)>,
+        /// More rows matched than the limit.
+        truncated: bool,
+    },
+    /// Answer to `Delete`, per key: whether it existed.
+    Deleted(Vec<bool>),
+    /// Answer to `Catalog`: (name, spec JSON).
+    Catalog(Vec<(String, String)>),
+    /// Answer to `Declare`.
+    Declared,
+    /// The request failed on the responder.
+    Failed(String),
+}
+
+/// Why bytes from a peer could not be understood.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Not a postcard message of the expected type.
+    #[error("malformed message: {0}")]
+    Postcard(#[from] postcard::Error),
+    /// A key, op or state inside did not decode.
+    #[error("malformed payload: {0}")]
+    Payload(#[from] DecodeError),
+    /// A key did not decode.
+    #[error("malformed key: {0}")]
+    Key(String),
+}
+
+/// Postcard bytes of `message`.
+pub fn to_bytes<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
+    Ok(postcard::to_stdvec(message)?)
+}
+
+/// `T` from postcard bytes.
+pub fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
+    Ok(postcard::from_bytes(bytes)?)
+}
+
+/// A key from its [`Key::encode`] form.
+pub fn key(bytes: &[u8]) -> Result<Key, WireError> {
+    Key::decode(bytes).map_err(|e| WireError::Key(e.to_string()))
+}
+
+impl WireUpdate {
+    /// The wire form of `update`.
+    pub fn from_update(update: &Update) -> WireUpdate {
+        let mut op = Vec::new();
+        update.op.encode_into(&mut op);
+        WireUpdate {
+            key: update.key.encode(),
+            op,
+            ts_us: update.ts_us,
+            id: update.id.as_ref().map(|id| (id.writer.clone(), id.seq)),
+        }
+    }
+
+    /// Back to an [`Update`], validating the key and op bytes.
+    pub fn into_update(self) -> Result<Update, WireError> {
+        let mut reader = Reader::new(&self.op);
+        let op = Op::decode_from(&mut reader)?;
+        Ok(Update {
+            key: key(&self.key)?,
+            op,
+            ts_us: self.ts_us,
+            id: self.id.map(|(writer, seq)| UpdateId { writer, seq }),
+        })
+    }
+}
+
+impl WireState {
+    /// The wire form of a key's state in an epoch.
+    pub fn new(epoch: Epoch, key: &Key, state: &Value) -> WireState {
+        WireState {
+            epoch: epoch.0,
+            key: key.encode(),
+            state: state.encode(),
+        }
+    }
+
+    /// Back to `(epoch, key, state)`, validating the bytes.
+    pub fn decode(&self) -> Result<(Epoch, Key, Value), WireError> {
+        Ok((
+            Epoch(self.epoch),
+            key(&self.key)?,
+            Value::decode(&self.state)?,
+        ))
+    }
+}
+
+/// Per-epoch states to their wire form.
+pub fn encode_parts(parts: &[(Epoch, Value)]) -> WireParts {
+    parts.iter().map(|(e, v)| (e.0, v.encode())).collect()
+}
+
+/// Per-epoch states from their wire form.
+pub fn decode_parts(parts: &WireParts) -> Result<Vec<(Epoch, Value)>, WireError> {
+    parts
+        .iter()
+        .map(|(e, bytes)| Ok((Epoch(*e), Value::decode(bytes)?)))
+        .collect()
+}
+
+fn outcome_code(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::Applied => 0,
+        Outcome::Duplicate => 1,
+        Outcome::Stale => 2,
+    }
+}
+
+/// The wire form of one update's result.
+pub fn encode_result(result: &Result<Applied, OpError>) -> Result<(u8, i64), WireOpError> {
+    match result {
+        Ok(applied) => Ok((outcome_code(applied.outcome), applied.effect)),
+        Err(OpError::WrongOp { op, value_type }) => Err(WireOpError::WrongOp {
+            op: (*op).to_owned(),
+            value_type: value_type.to_string(),
+        }),
+        Err(OpError::NegativeIncrement) => Err(WireOpError::NegativeIncrement),
+        Err(OpError::TooManyWriters { limit }) => Err(WireOpError::TooManyWriters {
+            limit: *limit as u64,
+        }),
+        Err(OpError::Overflow) => Err(WireOpError::Overflow),
+    }
+}
+
+/// Op names as `'static` strings ([`OpError::WrongOp`] holds one).
+const OP_NAMES: [&str; 8] = [
+    "incr", "max", "min", "set", "add", "remove", "pfadd", "merge",
+];
+
+/// One update's result from its wire form.
+pub fn decode_result(result: &Result<(u8, i64), WireOpError>) -> Result<Applied, OpError> {
+    match result {
+        Ok((code, effect)) => Ok(Applied {
+            outcome: match code {
+                1 => Outcome::Duplicate,
+                2 => Outcome::Stale,
+                _ => Outcome::Applied,
+            },
+            effect: *effect,
+        }),
+        Err(WireOpError::WrongOp { op, value_type }) => Err(OpError::WrongOp {
+            op: OP_NAMES
+                .iter()
+                .find(|name| **name == op)
+                .copied()
+                .unwrap_or("op"),
+            value_type: value_type
+                .parse()
+                .unwrap_or(speedlayer_core::ValueType::Counter),
+        }),
+        Err(WireOpError::NegativeIncrement) => Err(OpError::NegativeIncrement),
+        Err(WireOpError::TooManyWriters { limit }) => Err(OpError::TooManyWriters {
+            limit: *limit as usize,
+        }),
+        Err(WireOpError::Overflow) => Err(OpError::Overflow),
+    }
+}

@@ -1,0 +1,389 @@
+//! The write path: apply on one replica, replicate its deltas, count acknowledgements.
+//!
+//! For each group of updates that share a ring order, the coordinator:
+//! 1. picks the **applying replica** (itself when it owns the keys, else the first live
+//!    owner; a sloppy write falls back to itself when no owner is reachable) and has it
+//!    apply the updates durably, returning each update's delta ([`Value::delta`]);
+//! 2. sends the deltas to the other live owners, which merge them durably;
+//! 3. if fewer than W nodes acknowledged and the write is sloppy, sends the deltas to
+//!    fallback nodes (next on the ring) that keep a hint for an owner they stand in for;
+//! 4. records hints (here) for every owner still missing, so it catches up when back;
+//! 5. succeeds when W distinct nodes hold the write durably.
+//!
+//! Shipping deltas instead of ops is what makes every path idempotent: a replica never
+//! re-applies an anonymous increment into a slot it does not own, and a retried update
+//! with an id lands in its writer slot once, whichever coordinator carried it.
+//!
+//! [`Value::delta`]: speedlayer_core::Value::delta
+
+use std::collections::HashMap;
+
+use speedlayer_core::{Applied, Epoch, OpError, Value};
+use speedlayer_store::{validate, Update, Written};
+
+use crate::consistency::{QuorumMode, WriteOptions};
+use crate::error::ClusterError;
+use crate::node::{Cluster, Deltas, Inner};
+use crate::wire::{self, Request, Response, WireUpdate};
+
+type Results = Vec<Result<Applied, OpError>>;
+
+impl Cluster {
+    /// Applies `updates` to `view` at the given consistency; one result per update, in
+    /// order. With `report`, results carry Redis effects as the applying replica saw
+    /// them. On [`ClusterError::Unavailable`] some updates may have been applied on fewer
+    /// than W nodes (and hinted): retry with the same ids to count each exactly once.
+    pub async fn apply(
+        &self,
+        view: &str,
+        updates: Vec<Update>,
+        options: WriteOptions,
+        report: bool,
+    ) -> Result<Results, ClusterError> {
+        let inner = &self.inner;
+        if self.is_single() {
+            let store = &inner.store;
+            return Ok(if report {
+                store.apply_reporting(view, updates).await?
+            } else {
+                store.apply(view, updates).await?
+            });
+        }
+        let spec = inner.store.view(view)?;
+        for update in &updates {
+            validate(&spec, update)?;
+        }
+        let count = updates.len();
+        let mut groups: HashMap<u32, (u32, Vec<(usize, Update)>)> = HashMap::new();
+        let mut order_of: HashMap<Vec<usize>, u32> = HashMap::new();
+        for (index, update) in updates.into_iter().enumerate() {
+            let partition = inner.ring.partition_of(&update.key.partition);
+            // Group by the whole ring order (owners and fallbacks), so a batch makes one
+            // call per node whatever the number of partitions it touches.
+            let order: Vec<usize> = inner
+                .ring
+                .preference_list(partition)
+                .iter()
+                .chain(inner.ring.fallbacks(partition))
+                .copied()
+                .collect();
+            let id = *order_of.entry(order).or_insert(partition);
+            groups
+                .entry(id)
+                .or_insert_with(|| (partition, Vec::new()))
+                .1
+                .push((index, update));
+        }
+        let writes = groups
+            .into_values()
+            .map(|(partition, items)| inner.write_group(view, partition, items, options, report));
+        let mut results: Vec<Option<Result<Applied, OpError>>> = (0..count).map(|_| None).collect();
+        let mut unavailable: Option<ClusterError> = None;
+        for outcome in futures_util::future::join_all(writes).await {
+            match outcome {
+                Ok(done) => {
+                    for (index, result) in done {
+                        results[index] = Some(result);
+                    }
+                }
+                Err(ClusterError::Unavailable {
+                    needed,
+                    of,
+                    reached,
+                    unreachable,
+                }) => {
+                    // Report the worst group, naming every unreachable owner seen.
+                    let mut names = unreachable;
+                    if let Some(ClusterError::Unavailable {
+                        unreachable: seen, ..
+                    }) = &unavailable
+                    {
+                        names.extend(seen.iter().cloned());
+                    }
+                    names.sort();
+                    names.dedup();
+                    unavailable = Some(ClusterError::Unavailable {
+                        needed,
+                        of,
+                        reached,
+                        unreachable: names,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(e) = unavailable {
+            return Err(e);
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(OpError::Overflow)))
+            .collect())
+    }
+}
+
+impl Cluster {
+    /// Deletes `keys` of `view` on every live owner (Redis DEL; not a CRDT operation, see
+    /// [`speedlayer_store::Store::delete`]): needs W owners; per key, whether any owner
+    /// held it.
+    pub async fn delete(
+        &self,
+        view: &str,
+        keys: Vec<speedlayer_core::Key>,
+        options: WriteOptions,
+    ) -> Result<Vec<bool>, ClusterError> {
+        let inner = &self.inner;
+        if self.is_single() {
+            return Ok(inner.store.delete(view, keys).await?);
+        }
+        inner.store.view(view)?;
+        let mut existed = vec![false; keys.len()];
+        let mut groups: HashMap<Vec<usize>, Vec<(usize, speedlayer_core::Key)>> = HashMap::new();
+        for (index, key) in keys.into_iter().enumerate() {
+            let partition = inner.ring.partition_of(&key.partition);
+            groups
+                .entry(inner.ring.preference_list(partition).to_vec())
+                .or_default()
+                .push((index, key));
+        }
+        for (owners, items) in groups {
+            let (indexes, keys): (Vec<usize>, Vec<speedlayer_core::Key>) =
+                items.into_iter().unzip();
+            let w = options.consistency.required(owners.len());
+            let request = Request::Delete {
+                view: view.to_owned(),
+                keys: keys.iter().map(speedlayer_core::Key::encode).collect(),
+            };
+            let calls = owners.iter().copied().filter(|&m| inner.is_up(m)).map(|m| {
+                let (request, keys) = (&request, keys.clone());
+                async move {
+                    let answer = if m == inner.me {
+                        inner.store.delete(view, keys).await.ok()
+                    } else {
+                        match inner.call(m, request).await {
+                            Ok(Response::Deleted(existed)) => Some(existed),
+                            _ => None,
+                        }
+                    };
+                    (m, answer)
+                }
+            });
+            let mut acked = Vec::new();
+            for (member, answer) in futures_util::future::join_all(calls).await {
+                if let Some(answer) = answer {
+                    acked.push(member);
+                    for (i, e) in answer.into_iter().enumerate() {
+                        if let Some(&index) = indexes.get(i) {
+                            existed[index] |= e;
+                        }
+                    }
+                }
+            }
+            if acked.len() < w {
+                return Err(inner.unavailable(w, owners.len(), acked.len(), &owners, &acked));
+            }
+        }
+        Ok(existed)
+    }
+}
+
+impl Inner {
+    async fn write_group(
+        &self,
+        view: &str,
+        partition: u32,
+        items: Vec<(usize, Update)>,
+        options: WriteOptions,
+        report: bool,
+    ) -> Result<Vec<(usize, Result<Applied, OpError>)>, ClusterError> {
+        let owners = self.ring.preference_list(partition);
+        let n = owners.len();
+        let w = options.consistency.required(n);
+        let sloppy = options.quorum == QuorumMode::Sloppy;
+        let live: Vec<usize> = owners.iter().copied().filter(|&m| self.is_up(m)).collect();
+        if !sloppy && live.len() < w {
+            return Err(self.unavailable(w, n, live.len(), owners, &live));
+        }
+        let (indexes, updates): (Vec<usize>, Vec<Update>) = items.into_iter().unzip();
+
+        // 1. The applying replica.
+        let mut candidates = live.clone();
+        if let Some(at) = candidates.iter().position(|&m| m == self.me) {
+            candidates.swap(0, at);
+        } else if sloppy {
+            candidates.push(self.me);
+        }
+        let mut applied = None;
+        for &candidate in &candidates {
+            match self.apply_on(candidate, view, &updates, report).await {
+                Ok(written) => {
+                    applied = Some((candidate, written));
+                    break;
+                }
+                Err(Some(e)) => return Err(e),
+                Err(None) => continue,
+            }
+        }
+        let Some((applier, written)) = applied else {
+            return Err(self.unavailable(w, n, 0, owners, &[]));
+        };
+        let mut deltas = Deltas::default();
+        let mut results = Vec::with_capacity(written.len());
+        for ((index, update), (result, epoch, delta)) in
+            indexes.into_iter().zip(updates).zip(written)
+        {
+            if let Some(delta) = delta {
+                deltas.push(epoch, update.key, delta);
+            }
+            results.push((index, result));
+        }
+        if deltas.is_empty() {
+            return Ok(results);
+        }
+
+        // 2. The other live owners.
+        let mut acked = vec![applier];
+        let others: Vec<usize> = live.iter().copied().filter(|&m| m != applier).collect();
+        let shared = &deltas;
+        let merges = others
+            .iter()
+            .map(|&m| async move { (m, self.merge_on(m, view, shared, None).await) });
+        for (member, ok) in futures_util::future::join_all(merges).await {
+            if ok {
+                acked.push(member);
+            }
+        }
+        let missing: Vec<usize> = owners
+            .iter()
+            .copied()
+            .filter(|m| !acked.contains(m))
+            .collect();
+
+        // 3. Sloppy quorum: fallbacks stand in for missing owners.
+        let mut covered = Vec::new();
+        if sloppy && acked.len() < w {
+            let mut tried = Vec::new();
+            let fallbacks: Vec<usize> = self
+                .ring
+                .fallbacks(partition)
+                .iter()
+                .copied()
+                .chain(std::iter::once(self.me))
+                .collect();
+            for &owner in &missing {
+                if acked.len() >= w {
+                    break;
+                }
+                for &fallback in &fallbacks {
+                    if acked.contains(&fallback)
+                        || tried.contains(&fallback)
+                        || !self.is_up(fallback)
+                    {
+                        continue;
+                    }
+                    tried.push(fallback);
+                    if self
+                        .merge_on(fallback, view, &deltas, Some(self.name(owner)))
+                        .await
+                    {
+                        acked.push(fallback);
+                        covered.push(owner);
+                        break;
+                    }
+                }
+            }
+        }
+
+        // 4. Hints, held here, for the owners nobody stands in for.
+        let uncovered: Vec<usize> = missing
+            .iter()
+            .copied()
+            .filter(|m| !covered.contains(m))
+            .collect();
+        if !uncovered.is_empty() {
+            if !acked.contains(&self.me) {
+                // A hint holder must hold the state it will hand over.
+                self.merge_here(view, deltas.local.clone(), None).await?;
+            }
+            for &owner in &uncovered {
+                self.record_hints(self.name(owner), deltas.hint_keys(view))
+                    .await?;
+            }
+        }
+
+        // 5. W distinct nodes?
+        if acked.len() < w {
+            let reached = acked.len();
+            return Err(self.unavailable(w, n, reached, owners, &acked));
+        }
+        Ok(results)
+    }
+
+    /// Applies `updates` on `member` as the coordinating replica. `Err(None)`: the member
+    /// could not be reached (try another); `Err(Some(_))`: a final error.
+    async fn apply_on(
+        &self,
+        member: usize,
+        view: &str,
+        updates: &[Update],
+        report: bool,
+    ) -> Result<Vec<(Result<Applied, OpError>, Epoch, Option<Value>)>, Option<ClusterError>> {
+        if member == self.me {
+            let written: Vec<Written> = self
+                .store
+                .apply_replicating(view, updates.to_vec(), report)
+                .await
+                .map_err(|e| Some(e.into()))?;
+            return Ok(written
+                .into_iter()
+                .map(|w| (w.result, w.epoch, w.delta))
+                .collect());
+        }
+        let request = Request::Apply {
+            view: view.to_owned(),
+            updates: updates.iter().map(WireUpdate::from_update).collect(),
+            report,
+        };
+        match self.call(member, &request).await {
+            Ok(Response::Applied(written)) if written.len() == updates.len() => {
+                let mut out = Vec::with_capacity(written.len());
+                for w in written {
+                    let delta = match w.delta.as_deref().map(Value::decode).transpose() {
+                        Ok(delta) => delta,
+                        Err(e) => {
+                            tracing::warn!(peer = %self.name(member), error = %e, "undecodable delta");
+                            return Err(None);
+                        }
+                    };
+                    out.push((wire::decode_result(&w.result), Epoch(w.epoch), delta));
+                }
+                Ok(out)
+            }
+            Ok(other) => {
+                tracing::warn!(peer = %self.name(member), ?other, "unexpected answer to apply");
+                Err(None)
+            }
+            Err(e) => {
+                tracing::debug!(peer = %self.name(member), error = %e, "applying on a peer failed");
+                Err(None)
+            }
+        }
+    }
+
+    /// The error of a request that reached `reached` of the `needed` nodes.
+    pub(crate) fn unavailable(
+        &self,
+        needed: usize,
+        of: usize,
+        reached: usize,
+        owners: &[usize],
+        answered: &[usize],
+    ) -> ClusterError {
+        ClusterError::Unavailable {
+            needed,
+            of,
+            reached,
+            unreachable: self.names(owners.iter().copied().filter(|m| !answered.contains(m))),
+        }
+    }
+}
