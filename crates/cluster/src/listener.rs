@@ -96,7 +96,7 @@ pub async fn serve<H: Handler>(
                 let _ = stream.set_nodelay(true);
                 let admission = admission.clone();
                 let handler = handler.clone();
-                tokio::spawn(connection(stream, from, admission, handler));
+                tokio::spawn(connection(stream, from, admission, handler, stop.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accepting an internode connection failed");
@@ -111,6 +111,7 @@ async fn connection<H: Handler>(
     from: SocketAddr,
     admission: Arc<Admission>,
     handler: Arc<H>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut framed = framed_stream(stream);
     let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next()).await {
@@ -159,7 +160,12 @@ async fn connection<H: Handler>(
         }
     });
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
-    while let Some(frame) = stream.next().await {
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let Some(frame) = frame else { break };
         let frame = match frame {
             Ok(frame) => frame,
             Err(e) => {

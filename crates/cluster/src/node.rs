@@ -320,6 +320,16 @@ impl Cluster {
         }
     }
 
+    /// The preference list (cluster addresses) of a partition key: the nodes that own it.
+    pub fn owners(&self, partition_key: &[u8]) -> Vec<String> {
+        let ring = &self.inner.ring;
+        self.inner.names(
+            ring.preference_list(ring.partition_of(partition_key))
+                .iter()
+                .copied(),
+        )
+    }
+
     /// The consistency a read asked for, or the node's default.
     pub fn read_consistency(&self, asked: Option<Consistency>) -> Consistency {
         asked.unwrap_or(self.inner.config.defaults.consistency)

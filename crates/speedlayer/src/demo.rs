@@ -1,8 +1,12 @@
-//! `speedlayer demo`: one local node, a generated pageview stream, and a live summary.
+//! `speedlayer demo`: a local 3-node cluster, a generated pageview stream, and a live
+//! summary that says which node served what.
 //!
-//! Everything goes through the real HTTP API over TCP, exactly as a user's stream job
-//! would: the demo is also a smoke test of the product.
+//! The three nodes run in this process but talk over real sockets (HTTP, RESP and the
+//! internode protocol), with 3 replicas and quorum reads and writes. Everything goes
+//! through the real HTTP API, exactly as a user's stream job would: the demo is also a
+//! smoke test of the product.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use speedlayer_cluster::ClusterConfig;
 use speedlayer_server::{Node, NodeConfig};
 
 use crate::cli::DemoArgs;
@@ -81,23 +86,42 @@ fn now_secs() -> u64 {
 /// Runs the demo until Ctrl-C or `--duration`.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
-    let mut config = NodeConfig::new(dir.path());
-    config.http = "127.0.0.1:0".parse()?;
-    config.resp = "127.0.0.1:0".parse()?;
-    let node = Node::start(config)
-        .await
-        .context("starting the demo node")?;
-    let base = format!("http://{}", node.http_addr);
+    let cluster_addrs = free_addrs(NODES)?;
+    let mut nodes = Vec::new();
+    for (i, addr) in cluster_addrs.iter().enumerate() {
+        let mut config = NodeConfig::new(dir.path().join(format!("n{i}")));
+        config.http = "127.0.0.1:0".parse()?;
+        config.resp = "127.0.0.1:0".parse()?;
+        config.node_id = Some(format!("n{i}"));
+        config.cluster = ClusterConfig::single(*addr);
+        config.cluster.seeds = cluster_addrs.clone();
+        let node = Node::start(config)
+            .await
+            .with_context(|| format!("starting demo node n{i}"))?;
+        nodes.push(node);
+    }
+    let bases: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("http://{}", n.http_addr))
+        .collect();
+    let base = bases[0].clone();
     println!(
-        "speedlayer demo: node {} on {base} (data in {})",
-        node.store.node_id(),
+        "speedlayer demo: a 3-node cluster (3 replicas, quorum reads and writes; data in {})",
         dir.path().display()
     );
+    for (i, node) in nodes.iter().enumerate() {
+        println!(
+            "  n{i}: HTTP {}  Redis {}  cluster {}",
+            bases[i], node.resp_addr, cluster_addrs[i]
+        );
+    }
     println!("try: curl '{base}/v1/views/pageviews/range?key=/docs'");
+    println!("     curl '{base}/v1/cluster'");
     println!(
         "     redis-cli -p {} HGETALL pageviews:/docs      (Ctrl-C to stop)\n",
-        node.resp_addr.port()
+        nodes[0].resp_addr.port()
     );
+    wait_for_peers(&nodes).await?;
     let client = reqwest::Client::new();
     for (view, kind) in [
         ("pageviews", "counter"),
@@ -113,18 +137,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             bail!("declaring {view}: {}", response.text().await?);
         }
     }
-    let sent = Arc::new(AtomicU64::new(0));
-    let producers = 4;
+    // Producer p sends its batches to node p mod 3: every node coordinates writes.
+    let served: Arc<Vec<AtomicU64>> = Arc::new((0..NODES).map(|_| AtomicU64::new(0)).collect());
+    let producers = 3 * 2;
     let mut tasks = Vec::new();
     for p in 0..producers {
         tasks.push(tokio::spawn(produce(
             client.clone(),
-            base.clone(),
-            sent.clone(),
+            bases[p as usize % NODES].clone(),
+            served.clone(),
+            p as usize % NODES,
             args.rate / producers,
             p + 1,
         )));
     }
+    let sent = || {
+        served
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} {msg}")?);
     let started = Instant::now();
@@ -140,12 +172,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 bail!("an event producer stopped; see the log above");
             }
         }
-        let events = sent.load(Ordering::Relaxed);
+        let events = sent();
+        let per_node: Vec<String> = served
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("n{i} {}", s.load(Ordering::Relaxed)))
+            .collect();
         bar.set_message(format!(
-            "{events} events acknowledged ({:.0}/s)",
-            events as f64 / started.elapsed().as_secs_f64().max(0.001)
+            "{events} events acknowledged at quorum ({:.0}/s; coordinated by {})",
+            events as f64 / started.elapsed().as_secs_f64().max(0.001),
+            per_node.join(", ")
         ));
-        let table = summary(&client, &base).await?;
+        let table = summary(&client, &bases, &nodes[0]).await?;
         // `println` on the bar prints nothing when stdout is not a terminal.
         bar.suspend(|| println!("{table}"));
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -157,17 +195,61 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         task.abort();
     }
     println!(
-        "{} events acknowledged, all durable; stopping.",
-        sent.load(Ordering::Relaxed)
+        "{} events acknowledged, each durable on at least 2 of 3 replicas; stopping.",
+        sent()
     );
-    node.shutdown().await?;
+    for node in nodes {
+        node.shutdown().await?;
+    }
+    // The cluster's background loops end within one tick of the stop signal; let them
+    // release their store handles before the data directory is removed.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    drop(dir);
     Ok(())
+}
+
+/// Nodes in the demo cluster.
+const NODES: usize = 3;
+
+/// `n` free loopback addresses (bound, read, released: the nodes must know each other's
+/// internode address before any of them starts).
+fn free_addrs(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .context("finding free ports")?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<_, _>>()?)
+}
+
+/// Waits until every node sees every other up (the failure detector's first pings).
+async fn wait_for_peers(nodes: &[Node]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all_up = nodes.iter().all(|n| {
+            n.cluster
+                .status()
+                .nodes
+                .iter()
+                .all(|member| member.state == "up")
+        });
+        if all_up {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the demo nodes did not see each other within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn produce(
     client: reqwest::Client,
     base: String,
-    sent: Arc<AtomicU64>,
+    served: Arc<Vec<AtomicU64>>,
+    node: usize,
     rate: u64,
     seed: u64,
 ) -> anyhow::Result<()> {
@@ -203,17 +285,24 @@ async fn produce(
                 bail!("writing {view}: {}", response.text().await?);
             }
         }
-        sent.fetch_add(BATCH as u64, Ordering::Relaxed);
+        served[node].fetch_add(BATCH as u64, Ordering::Relaxed);
         if let Some(rest) = pause.checked_sub(tick.elapsed()) {
             tokio::time::sleep(rest).await;
         }
     }
 }
 
-async fn summary(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+async fn summary(
+    client: &reqwest::Client,
+    bases: &[String],
+    node: &Node,
+) -> anyhow::Result<String> {
     let hour = hour_bucket(now_secs());
     let mut rows = Vec::new();
-    for page in PAGES {
+    for (i, page) in PAGES.into_iter().enumerate() {
+        // Each row is read through another coordinator.
+        let reader = i % bases.len();
+        let base = &bases[reader];
         let views: serde_json::Value = client
             .get(format!("{base}/v1/views/pageviews/get"))
             .query(&[("key", page), ("clustering", hour.as_str())])
@@ -228,17 +317,23 @@ async fn summary(client: &reqwest::Client, base: &str) -> anyhow::Result<String>
             .await?
             .json()
             .await?;
+        let owners = node.cluster.owners(page.as_bytes());
         rows.push((
             page,
             views["value"].as_i64().unwrap_or(0),
             uniques["value"].as_i64().unwrap_or(0),
+            reader,
+            owners.first().cloned().unwrap_or_default(),
         ));
     }
     rows.sort_by_key(|row| std::cmp::Reverse(row.1));
-    let mut out =
-        format!("\ntop pages, hour {hour} UTC        pageviews   distinct visitors (hll)\n");
-    for (page, views, uniques) in rows.iter().take(6) {
-        out.push_str(&format!("  {page:<28} {views:>10}   {uniques:>10}\n"));
+    let mut out = format!(
+        "\ntop pages, hour {hour} UTC   pageviews  distinct (hll)  read via  first owner\n"
+    );
+    for (page, views, uniques, reader, owner) in rows.iter().take(6) {
+        out.push_str(&format!(
+            "  {page:<24} {views:>10}  {uniques:>14}  n{reader:<7} {owner}\n"
+        ));
     }
     Ok(out)
 }
