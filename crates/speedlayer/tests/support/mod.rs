@@ -8,6 +8,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+pub mod cluster;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_speedlayer");
 
