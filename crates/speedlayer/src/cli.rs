@@ -134,7 +134,8 @@ pub struct CtlArgs {
 /// `ctl` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
-    /// Node health, views and their live epochs.
+    /// Node health, cluster membership (state, partitions owned, hints held), views and
+    /// their live epochs.
     Status,
 }
 

@@ -38,6 +38,43 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 health["node"].as_str().unwrap_or("?"),
                 health["status"]
             );
+            let cluster = get("/v1/cluster".into()).await?;
+            let nodes = cluster["nodes"].as_array().cloned().unwrap_or_default();
+            println!(
+                "cluster {}: {} node(s), {} partitions x {} replicas, default consistency {} ({})",
+                cluster["addr"].as_str().unwrap_or("?"),
+                nodes.len(),
+                cluster["partitions"],
+                cluster["replicas"],
+                cluster["consistency"].as_str().unwrap_or("?"),
+                cluster["quorum"].as_str().unwrap_or("?"),
+            );
+            for node in &nodes {
+                let owned = cluster["ring"]
+                    .as_array()
+                    .map(|ring| {
+                        ring.iter()
+                            .filter(|p| {
+                                p["nodes"]
+                                    .as_array()
+                                    .is_some_and(|owners| owners.contains(&node["addr"]))
+                            })
+                            .count()
+                    })
+                    .unwrap_or(0);
+                println!(
+                    "  {:<22} {:<10} {:<5}{} owns {owned} partition(s), {} hint(s) held for it",
+                    node["addr"].as_str().unwrap_or("?"),
+                    node["node_id"].as_str().unwrap_or("?"),
+                    node["state"].as_str().unwrap_or("?"),
+                    if node["self"].as_bool() == Some(true) {
+                        " (this node)"
+                    } else {
+                        ""
+                    },
+                    node["hints_pending"]
+                );
+            }
             let views = get("/v1/views".into()).await?;
             let list = views["views"].as_array().cloned().unwrap_or_default();
             println!("{} view(s)", list.len());
