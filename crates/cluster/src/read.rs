@@ -7,7 +7,7 @@
 //! the answer at `all`, in the background otherwise (once the remaining owners have
 //! answered too).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -37,15 +37,9 @@ impl Cluster {
         }
         inner.store.view(view)?;
         let count = keys.len();
-        let mut groups: HashMap<Vec<usize>, Vec<(usize, Key)>> = HashMap::new();
-        for (index, key) in keys.into_iter().enumerate() {
-            let partition = inner.ring.partition_of(&key.partition);
-            groups
-                .entry(inner.ring.preference_list(partition).to_vec())
-                .or_default()
-                .push((index, key));
-        }
-        let reads = groups.into_iter().map(|(owners, items)| {
+        let groups = inner.ring.group(keys, |k| &k.partition);
+        let reads = groups.into_iter().map(|(partition, items)| {
+            let owners = inner.ring.preference_list(partition).to_vec();
             let inner = self.inner.clone();
             let view = view.to_owned();
             async move {

@@ -74,6 +74,30 @@ impl Ring {
         &order[..self.replicas.min(order.len())]
     }
 
+    /// Groups `items` by their partition's whole ring order (owners, then fallbacks), so
+    /// a batch makes one call per node however many partitions it touches. Each group
+    /// names one of its partitions (they all share owners and fallbacks) and holds its
+    /// items with their index in `items`.
+    pub fn group<T>(
+        &self,
+        items: Vec<T>,
+        partition_key: impl Fn(&T) -> &[u8],
+    ) -> Vec<(u32, Vec<(usize, T)>)> {
+        let mut group_of: std::collections::HashMap<&[usize], usize> =
+            std::collections::HashMap::new();
+        let mut groups: Vec<(u32, Vec<(usize, T)>)> = Vec::new();
+        for (index, item) in items.into_iter().enumerate() {
+            let partition = self.partition_of(partition_key(&item));
+            let order = self.orders[partition as usize].as_slice();
+            let at = *group_of.entry(order).or_insert_with(|| {
+                groups.push((partition, Vec::new()));
+                groups.len() - 1
+            });
+            groups[at].1.push((index, item));
+        }
+        groups
+    }
+
     /// The members after the preference list, in the order sloppy writes try them.
     pub fn fallbacks(&self, partition: u32) -> &[usize] {
         let order = &self.orders[partition as usize % self.orders.len()];

@@ -16,8 +16,6 @@
 //!
 //! [`Value::delta`]: speedlayer_core::Value::delta
 
-use std::collections::HashMap;
-
 use speedlayer_core::{Applied, Epoch, OpError, Value};
 use speedlayer_store::{validate, Update, Written};
 
@@ -54,28 +52,9 @@ impl Cluster {
             validate(&spec, update)?;
         }
         let count = updates.len();
-        let mut groups: HashMap<u32, (u32, Vec<(usize, Update)>)> = HashMap::new();
-        let mut order_of: HashMap<Vec<usize>, u32> = HashMap::new();
-        for (index, update) in updates.into_iter().enumerate() {
-            let partition = inner.ring.partition_of(&update.key.partition);
-            // Group by the whole ring order (owners and fallbacks), so a batch makes one
-            // call per node whatever the number of partitions it touches.
-            let order: Vec<usize> = inner
-                .ring
-                .preference_list(partition)
-                .iter()
-                .chain(inner.ring.fallbacks(partition))
-                .copied()
-                .collect();
-            let id = *order_of.entry(order).or_insert(partition);
-            groups
-                .entry(id)
-                .or_insert_with(|| (partition, Vec::new()))
-                .1
-                .push((index, update));
-        }
+        let groups = inner.ring.group(updates, |u| &u.key.partition);
         let writes = groups
-            .into_values()
+            .into_iter()
             .map(|(partition, items)| inner.write_group(view, partition, items, options, report));
         let mut results: Vec<Option<Result<Applied, OpError>>> = (0..count).map(|_| None).collect();
         let mut unavailable: Option<ClusterError> = None;
@@ -138,15 +117,8 @@ impl Cluster {
         }
         inner.store.view(view)?;
         let mut existed = vec![false; keys.len()];
-        let mut groups: HashMap<Vec<usize>, Vec<(usize, speedlayer_core::Key)>> = HashMap::new();
-        for (index, key) in keys.into_iter().enumerate() {
-            let partition = inner.ring.partition_of(&key.partition);
-            groups
-                .entry(inner.ring.preference_list(partition).to_vec())
-                .or_default()
-                .push((index, key));
-        }
-        for (owners, items) in groups {
+        for (partition, items) in inner.ring.group(keys, |k| &k.partition) {
+            let owners = inner.ring.preference_list(partition);
             let (indexes, keys): (Vec<usize>, Vec<speedlayer_core::Key>) =
                 items.into_iter().unzip();
             let w = options.consistency.required(owners.len());
@@ -180,7 +152,7 @@ impl Cluster {
                 }
             }
             if acked.len() < w {
-                return Err(inner.unavailable(w, owners.len(), acked.len(), &owners, &acked));
+                return Err(inner.unavailable(w, owners.len(), acked.len(), owners, &acked));
             }
         }
         Ok(existed)
