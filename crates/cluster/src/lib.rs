@@ -14,7 +14,7 @@
 //! durable hints for owners that missed the write ([`write`], [`handoff`]). Reads join
 //! the owners' per-epoch states and repair stale owners ([`read`]). Nodes talk over TCP
 //! with length-prefixed postcard frames after a handshake that checks the cluster secret
-//! ([`wire`], [`peer`], [`listener`]); a ping-based failure detector marks peers up or
+//! ([`wire`], [`peer`], [`listener`]) and are served by [`service`]; a ping-based failure detector marks peers up or
 //! down, and pings carry a catalog digest so view declarations reach every node
 //! ([`catalog_sync`]).
 
@@ -30,6 +30,7 @@ pub mod node;
 pub mod peer;
 pub mod read;
 pub mod ring;
+pub mod service;
 pub mod wire;
 pub mod write;
 

@@ -15,11 +15,11 @@ use tokio::sync::watch;
 
 use crate::consistency::{Consistency, WriteOptions};
 use crate::error::ClusterError;
-use crate::listener::{self, Admission, Handler};
+use crate::listener::{self, Admission};
 use crate::metrics::ClusterMetrics;
 use crate::peer::{Peer, RpcError};
 use crate::ring::{Ring, DEFAULT_PARTITIONS};
-use crate::wire::{self, Hello, Request, Response, WireState, WireWritten, PROTOCOL_VERSION};
+use crate::wire::{Hello, Request, Response, WireState, PROTOCOL_VERSION};
 use crate::{catalog_sync, handoff};
 
 /// How often each peer is pinged.
@@ -561,121 +561,4 @@ async fn failure_detector(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             });
         }
     }
-}
-
-fn failed(e: impl std::fmt::Display) -> Response {
-    Response::Failed(e.to_string())
-}
-
-impl Handler for Inner {
-    fn handle(
-        self: Arc<Self>,
-        from: Arc<str>,
-        request: Request,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>> {
-        Box::pin(async move {
-            let first = self.serve(&request).await;
-            // A view a peer already uses but this node has not heard of yet: learn the
-            // catalog from that peer, then answer.
-            if let Err(ClusterError::Store(StoreError::UnknownView(_))) = &first {
-                if let Some(member) = self.member_named(&from) {
-                    catalog_sync::pull(&self, member).await;
-                    return self.serve(&request).await.unwrap_or_else(failed);
-                }
-            }
-            first.unwrap_or_else(failed)
-        })
-    }
-}
-
-impl Inner {
-    async fn serve(&self, request: &Request) -> Result<Response, ClusterError> {
-        let store = &self.store;
-        let bad =
-            |e: wire::WireError| ClusterError::Store(StoreError::InvalidDeclaration(e.to_string()));
-        Ok(match request {
-            Request::Ping { .. } => Response::Pong {
-                catalog: catalog_sync::digest(store),
-            },
-            Request::Apply {
-                view,
-                updates,
-                report,
-            } => {
-                let updates = updates
-                    .iter()
-                    .cloned()
-                    .map(wire::WireUpdate::into_update)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(bad)?;
-                let written = store.apply_replicating(view, updates, *report).await?;
-                Response::Applied(
-                    written
-                        .iter()
-                        .map(|w| WireWritten {
-                            result: wire::encode_result(&w.result),
-                            epoch: w.epoch.0,
-                            delta: w.delta.as_ref().map(|d| d.encode()),
-                        })
-                        .collect(),
-                )
-            }
-            Request::Merge {
-                view,
-                states,
-                hint_for,
-            } => {
-                let states = states
-                    .iter()
-                    .map(WireState::decode)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(bad)?;
-                self.merge_here(view, states, hint_for.as_deref()).await?;
-                Response::Merged
-            }
-            Request::States { view, keys } => {
-                let keys = decode_keys(keys).map_err(bad)?;
-                let states = store.states(view, keys).await?;
-                Response::States(states.iter().map(|p| wire::encode_parts(p)).collect())
-            }
-            Request::Range {
-                view,
-                partition,
-                from,
-                to,
-                limit,
-            } => {
-                let states = store
-                    .range_states(
-                        view,
-                        partition.clone(),
-                        from.clone(),
-                        to.clone(),
-                        usize::try_from(*limit).unwrap_or(usize::MAX),
-                    )
-                    .await?;
-                Response::Range {
-                    rows: states
-                        .rows
-                        .iter()
-                        .map(|(c, parts)| (c.clone(), wire::encode_parts(parts)))
-                        .collect(),
-                    truncated: states.truncated,
-                }
-            }
-            Request::Delete { view, keys } => {
-                let keys = decode_keys(keys).map_err(bad)?;
-                Response::Deleted(store.delete(view, keys).await?)
-            }
-            Request::Catalog => Response::Catalog(catalog_sync::entries(store)),
-            Request::Declare { name, spec } => {
-                catalog_sync::learn(self, name, spec).await?;
-                Response::Declared
-            }
-        })
-    }
-}
-
-fn decode_keys(keys: &[Vec<u8>]) -> Result<Vec<Key>, wire::WireError> {
-    keys.iter().map(|k| wire::key(k)).collect()
 }
