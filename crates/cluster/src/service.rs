@@ -1,0 +1,133 @@
+//! The internode requests a node serves: what peers ask of its store.
+//!
+//! Every request is decoded (and so validated) here before it reaches the store; a
+//! failure answers [`Response::Failed`] and never affects the node. A request about a
+//! view this node has not heard of yet first pulls the catalog from the asking peer.
+
+use std::sync::Arc;
+
+use speedlayer_core::Key;
+use speedlayer_store::StoreError;
+
+use crate::catalog_sync;
+use crate::error::ClusterError;
+use crate::listener::Handler;
+use crate::node::Inner;
+use crate::wire::{self, Request, Response, WireState, WireWritten};
+
+fn failed(e: impl std::fmt::Display) -> Response {
+    Response::Failed(e.to_string())
+}
+
+impl Handler for Inner {
+    fn handle(
+        self: Arc<Self>,
+        from: Arc<str>,
+        request: Request,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>> {
+        Box::pin(async move {
+            let first = self.serve(&request).await;
+            // A view a peer already uses but this node has not heard of yet: learn the
+            // catalog from that peer, then answer.
+            if let Err(ClusterError::Store(StoreError::UnknownView(_))) = &first {
+                if let Some(member) = self.member_named(&from) {
+                    catalog_sync::pull(&self, member).await;
+                    return self.serve(&request).await.unwrap_or_else(failed);
+                }
+            }
+            first.unwrap_or_else(failed)
+        })
+    }
+}
+
+impl Inner {
+    async fn serve(&self, request: &Request) -> Result<Response, ClusterError> {
+        let store = &self.store;
+        let bad =
+            |e: wire::WireError| ClusterError::Store(StoreError::InvalidDeclaration(e.to_string()));
+        Ok(match request {
+            Request::Ping { .. } => Response::Pong {
+                catalog: catalog_sync::digest(store),
+            },
+            Request::Apply {
+                view,
+                updates,
+                report,
+            } => {
+                let updates = updates
+                    .iter()
+                    .cloned()
+                    .map(wire::WireUpdate::into_update)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(bad)?;
+                let written = store.apply_replicating(view, updates, *report).await?;
+                Response::Applied(
+                    written
+                        .iter()
+                        .map(|w| WireWritten {
+                            result: wire::encode_result(&w.result),
+                            epoch: w.epoch.0,
+                            delta: w.delta.as_ref().map(|d| d.encode()),
+                        })
+                        .collect(),
+                )
+            }
+            Request::Merge {
+                view,
+                states,
+                hint_for,
+            } => {
+                let states = states
+                    .iter()
+                    .map(WireState::decode)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(bad)?;
+                self.merge_here(view, states, hint_for.as_deref()).await?;
+                Response::Merged
+            }
+            Request::States { view, keys } => {
+                let keys = decode_keys(keys).map_err(bad)?;
+                let states = store.states(view, keys).await?;
+                Response::States(states.iter().map(|p| wire::encode_parts(p)).collect())
+            }
+            Request::Range {
+                view,
+                partition,
+                from,
+                to,
+                limit,
+            } => {
+                let states = store
+                    .range_states(
+                        view,
+                        partition.clone(),
+                        from.clone(),
+                        to.clone(),
+                        usize::try_from(*limit).unwrap_or(usize::MAX),
+                    )
+                    .await?;
+                Response::Range {
+                    rows: states
+                        .rows
+                        .iter()
+                        .map(|(c, parts)| (c.clone(), wire::encode_parts(parts)))
+                        .collect(),
+                    truncated: states.truncated,
+                }
+            }
+            Request::Delete { view, keys } => {
+                let keys = decode_keys(keys).map_err(bad)?;
+                Response::Deleted(store.delete(view, keys).await?)
+            }
+            Request::Catalog => Response::Catalog(catalog_sync::entries(store)),
+            Request::Declare { name, spec } => {
+                catalog_sync::learn(self, name, spec).await?;
+                Response::Declared
+            }
+        })
+    }
+}
+
+fn decode_keys(keys: &[Vec<u8>]) -> Result<Vec<Key>, wire::WireError> {
+    keys.iter().map(|k| wire::key(k)).collect()
+}
