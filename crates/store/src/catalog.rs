@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 use speedlayer_core::{Op, ValueType};
+use speedlayer_events::{Mapping, MappingSpec};
 
 use crate::error::{Result, StoreError};
 
@@ -89,6 +90,10 @@ pub struct ViewSpec {
     /// Length of an epoch, the unit of expiry, in seconds.
     #[serde(default = "default_epoch_secs")]
     pub epoch_secs: u64,
+    /// Which events feed the view and how ([`MappingSpec`]); `None` for a view written
+    /// only by updates. Checked by [`Mapping::compile`] at declaration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping: Option<MappingSpec>,
 }
 
 fn default_epoch_secs() -> u64 {
@@ -101,6 +106,7 @@ impl ViewSpec {
         ViewSpec {
             value_type: ViewType::Typed(value_type),
             epoch_secs: DEFAULT_EPOCH_SECS,
+            mapping: None,
         }
     }
 }
@@ -156,6 +162,51 @@ pub struct Catalog {
     db: Database,
     keyspace: Keyspace,
     views: RwLock<HashMap<String, Arc<View>>>,
+    /// The compiled mappings of every view that has one, rebuilt on each declaration,
+    /// so an event is mapped without re-parsing expressions.
+    mapped: RwLock<Arc<Vec<MappedView>>>,
+}
+
+/// A view with an event mapping, compiled.
+#[derive(Clone, Debug)]
+pub struct MappedView {
+    /// The view.
+    pub view: Arc<View>,
+    /// Its compiled mapping.
+    pub mapping: Arc<Mapping>,
+}
+
+/// Checks a spec's mapping against its type: the compiled mapping, if it has one.
+pub fn compile_mapping(spec: &ViewSpec) -> Result<Option<Mapping>> {
+    let Some(mapping) = &spec.mapping else {
+        return Ok(None);
+    };
+    let value_type = match spec.value_type {
+        ViewType::Typed(t) => Some(t),
+        ViewType::Any => None,
+    };
+    Mapping::compile(mapping, value_type)
+        .map(Some)
+        .map_err(|e| StoreError::InvalidDeclaration(e.to_string()))
+}
+
+fn compile_all(views: &HashMap<String, Arc<View>>) -> Arc<Vec<MappedView>> {
+    let mut mapped: Vec<MappedView> = views
+        .values()
+        .filter_map(|view| match compile_mapping(&view.spec) {
+            Ok(Some(mapping)) => Some(MappedView {
+                view: view.clone(),
+                mapping: Arc::new(mapping),
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(view = %view.name, error = %e, "stored mapping no longer compiles; the view gets no events");
+                None
+            }
+        })
+        .collect();
+    mapped.sort_by(|a, b| a.view.name.cmp(&b.view.name));
+    Arc::new(mapped)
 }
 
 impl Catalog {
@@ -170,16 +221,23 @@ impl Catalog {
             })?;
             views.insert(view.name.clone(), Arc::new(view));
         }
+        let mapped = RwLock::new(compile_all(&views));
         Ok(Catalog {
             db: db.clone(),
             keyspace,
             views: RwLock::new(views),
+            mapped,
         })
     }
 
     /// The view named `name`, if declared.
     pub fn get(&self, name: &str) -> Option<Arc<View>> {
         self.read().get(name).cloned()
+    }
+
+    /// Every view with an event mapping, sorted by name, compiled.
+    pub fn mapped(&self) -> Arc<Vec<MappedView>> {
+        self.mapped.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Every view, sorted by name.
@@ -198,6 +256,7 @@ impl Catalog {
                 "epoch_secs must be at least 1".into(),
             ));
         }
+        compile_mapping(&spec)?;
         let mut views = self.views.write().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = views.get(name) {
             if existing.spec == spec {
@@ -220,6 +279,7 @@ impl Catalog {
         self.keyspace.insert(format!("{VIEW_PREFIX}{name}"), json)?;
         self.db.persist(PersistMode::SyncData)?;
         views.insert(name.to_string(), view.clone());
+        *self.mapped.write().unwrap_or_else(|p| p.into_inner()) = compile_all(&views);
         Ok((view, Declared::Created))
     }
 
@@ -244,7 +304,14 @@ impl Catalog {
 }
 
 fn describe(spec: &ViewSpec) -> String {
-    format!("{} with epoch_secs {}", spec.value_type, spec.epoch_secs)
+    let mut out = format!("{} with epoch_secs {}", spec.value_type, spec.epoch_secs);
+    if let Some(m) = &spec.mapping {
+        out.push_str(&format!(
+            " and mapping {}",
+            serde_json::to_string(m).unwrap_or_default()
+        ));
+    }
+    out
 }
 
 /// A node id unlikely to collide with another node's: wall clock nanos mixed with the pid.

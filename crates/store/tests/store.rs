@@ -309,6 +309,7 @@ async fn any_views_fix_each_keys_type_and_delete_removes_keys() {
     let spec = ViewSpec {
         value_type: ViewType::Any,
         epoch_secs: 1_000_000_000_000,
+        mapping: None,
     };
     store.declare_view("redis", spec).unwrap();
     let set = |k: &str, v: &str| Update {

@@ -24,6 +24,7 @@ pub fn redis_view_spec() -> ViewSpec {
     ViewSpec {
         value_type: ViewType::Any,
         epoch_secs: REDIS_EPOCH_SECS,
+        mapping: None,
     }
 }
 

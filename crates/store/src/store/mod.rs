@@ -240,6 +240,11 @@ impl Store {
         self.inner.catalog.list()
     }
 
+    /// Every view with an event mapping, compiled (see [`crate::catalog::MappedView`]).
+    pub fn mapped_views(&self) -> Arc<Vec<crate::MappedView>> {
+        self.inner.catalog.mapped()
+    }
+
     /// Applies `updates` to `view` and returns once they are durable, with one outcome per
     /// update in request order.
     ///
