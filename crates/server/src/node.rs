@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 use speedlayer_cluster::{Cluster, ClusterConfig, ClusterError};
+use speedlayer_ingest::metrics::IngestMetrics;
+use speedlayer_ingest::{Ingest, IngestConfig};
 use speedlayer_store::{Store, StoreConfig, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -44,6 +46,10 @@ pub struct NodeConfig {
     pub shards: Option<usize>,
     /// Cluster membership and request defaults (no seeds: a one-node database).
     pub cluster: ClusterConfig,
+    /// Event ingest: queue limit, log sources.
+    pub ingest: IngestConfig,
+    /// Views declared at start (e.g. from the config file), with their mappings.
+    pub views: Vec<(String, speedlayer_store::ViewSpec)>,
 }
 
 impl NodeConfig {
@@ -58,6 +64,8 @@ impl NodeConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             shards: None,
             cluster: ClusterConfig::single(SocketAddr::from(([127, 0, 0, 1], 7782))),
+            ingest: IngestConfig::default(),
+            views: Vec::new(),
         }
     }
 }
@@ -90,6 +98,8 @@ pub struct Node {
     pub store: Store,
     /// The node's cluster layer.
     pub cluster: Cluster,
+    /// The node's event ingest.
+    pub ingest: Ingest,
     /// Where HTTP listens.
     pub http_addr: SocketAddr,
     /// Where the Redis protocol listens.
@@ -118,10 +128,17 @@ impl Node {
             stop.subscribe(),
         )
         .await?;
+        for (name, spec) in &config.views {
+            cluster.declare_view(name, spec.clone()).await?;
+        }
+        let ingest_metrics = IngestMetrics::default();
+        ingest_metrics.register(&mut registry);
+        let ingest = Ingest::new(cluster.clone(), config.ingest.clone(), ingest_metrics);
         let metrics = NodeMetrics::new(registry);
         let state = AppState {
             store: store.clone(),
             cluster: cluster.clone(),
+            ingest: ingest.clone(),
             metrics: metrics.clone(),
             requirepass: config.requirepass.as_deref().map(Arc::from),
         };
@@ -130,7 +147,7 @@ impl Node {
         let resp_listener = bind(config.resp).await?;
         let resp_addr = resp_listener.local_addr()?;
         let resp_shared = Arc::new(RespShared::new(
-            cluster.clone(),
+            ingest.clone(),
             config.requirepass.clone(),
             metrics,
         ));
@@ -147,6 +164,7 @@ impl Node {
         Ok(Node {
             store,
             cluster,
+            ingest,
             http_addr,
             resp_addr,
             stop,

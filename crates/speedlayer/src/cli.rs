@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// them (only to test read repair).
     #[arg(long)]
     pub hinted_handoff: Option<Switch>,
+    /// Events the async queue may hold before `mode=async` submits are refused with 429
+    /// [default: 10000000].
+    #[arg(long)]
+    pub queue_limit: Option<u64>,
 }
 
 /// On or off.

@@ -29,6 +29,11 @@ struct FileConfig {
     consistency: Option<Consistency>,
     quorum: Option<QuorumMode>,
     hinted_handoff: Option<bool>,
+    queue_limit: Option<u64>,
+    /// Views declared at start: `[views.pageviews]` with `type`, `epoch_secs` and an
+    /// optional `mapping` table (`filter`, `key`, `clustering`, `op`).
+    #[serde(default)]
+    views: std::collections::BTreeMap<String, speedlayer_store::ViewSpec>,
 }
 
 /// Applies flags over the file over the defaults, and checks the combination.
@@ -103,6 +108,17 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         .or(file.hinted_handoff)
         .unwrap_or(true);
     node.cluster = cluster_config;
+    if let Some(limit) = args.queue_limit.or(file.queue_limit) {
+        if limit == 0 {
+            bail!("--queue-limit must be at least 1");
+        }
+        node.ingest.queue_limit = limit;
+    }
+    for (name, spec) in file.views {
+        speedlayer_store::compile_mapping(&spec)
+            .with_context(|| format!("view '{name}' in the config file"))?;
+        node.views.push((name, spec));
+    }
     if let Some(resp) = args.resp.or(file.resp) {
         node.resp = resp;
     }

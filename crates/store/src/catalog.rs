@@ -237,7 +237,10 @@ impl Catalog {
 
     /// Every view with an event mapping, sorted by name, compiled.
     pub fn mapped(&self) -> Arc<Vec<MappedView>> {
-        self.mapped.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.mapped
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Every view, sorted by name.

@@ -28,7 +28,9 @@ pub(crate) mod shard;
 mod store;
 pub mod update_log;
 
-pub use catalog::{compile_mapping, Declared, MappedView, View, ViewSpec, ViewType, DEFAULT_EPOCH_SECS};
+pub use catalog::{
+    compile_mapping, Declared, MappedView, View, ViewSpec, ViewType, DEFAULT_EPOCH_SECS,
+};
 pub use error::{Result, StoreError};
 pub use hints::{Hint, HintKey, Hints};
 pub use metrics::StoreMetrics;

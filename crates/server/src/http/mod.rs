@@ -28,6 +28,8 @@ pub struct AppState {
     pub store: Store,
     /// The cluster layer every data request goes through.
     pub cluster: Cluster,
+    /// Event ingest (`/v1/events`).
+    pub ingest: speedlayer_ingest::Ingest,
     /// The node's metrics and registry.
     pub metrics: Arc<NodeMetrics>,
     /// Bearer token required on every route but `/health`, when set.

@@ -44,6 +44,8 @@ pub struct RespShared {
     pub store: Store,
     /// The cluster layer every data command goes through.
     pub cluster: Cluster,
+    /// Event ingest (`XADD events`).
+    pub ingest: speedlayer_ingest::Ingest,
     /// Password for AUTH, if required.
     pub requirepass: Option<String>,
     /// Protocol limits (frame sizes).
@@ -62,7 +64,12 @@ pub struct RespShared {
 
 impl RespShared {
     /// Shared state for a node's RESP listener.
-    pub fn new(cluster: Cluster, requirepass: Option<String>, metrics: Arc<NodeMetrics>) -> Self {
+    pub fn new(
+        ingest: speedlayer_ingest::Ingest,
+        requirepass: Option<String>,
+        metrics: Arc<NodeMetrics>,
+    ) -> Self {
+        let cluster = ingest.cluster().clone();
         let store = cluster.store().clone();
         let command_counters = admin::command_names()
             .map(|name| {
@@ -78,6 +85,7 @@ impl RespShared {
         RespShared {
             store,
             cluster,
+            ingest,
             requirepass,
             limits: Limits::default(),
             stats: RespStats::default(),

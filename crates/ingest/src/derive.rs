@@ -1,0 +1,101 @@
+//! From events to per-view updates, through every mapped view.
+
+use speedlayer_events::Event;
+use speedlayer_store::{validate, MappedView, Update};
+
+/// Most skip reasons kept per request (the count is exact either way).
+pub const MAX_SKIPS_REPORTED: usize = 100;
+
+/// An event a view's mapping could not use (it passed the filter but lacked a field,
+/// or the update it made is invalid for the view).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Skip {
+    /// Index of the event in the request (the front end turns it into a line number).
+    pub event: usize,
+    /// The view.
+    pub view: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The updates a batch of events makes, per mapped view, and what did not map.
+#[derive(Debug, Default)]
+pub struct Derivation {
+    /// Updates per view, in event order (views in `mapped` order; empty ones dropped).
+    pub per_view: Vec<(String, Vec<Update>)>,
+    /// Events that fed no view.
+    pub unmatched: u64,
+    /// Number of (event, view) pairs skipped.
+    pub skipped: u64,
+    /// The first [`MAX_SKIPS_REPORTED`] skips.
+    pub skips: Vec<Skip>,
+}
+
+impl Derivation {
+    /// Total updates derived.
+    pub fn updates(&self) -> u64 {
+        self.per_view.iter().map(|(_, u)| u.len() as u64).sum()
+    }
+}
+
+/// Maps `events` through `mapped`. `index_base` offsets event indexes in skips.
+/// `queue_id` gives an id to events without one: `(writer, seq of event i)`.
+pub fn derive(
+    mapped: &[MappedView],
+    events: &[Event],
+    index_base: usize,
+    queue_id: Option<(&str, &dyn Fn(usize) -> u64)>,
+) -> Derivation {
+    let mut out = Derivation::default();
+    let mut per_view: Vec<Vec<Update>> = mapped.iter().map(|_| Vec::new()).collect();
+    for (i, event) in events.iter().enumerate() {
+        let mut fed = false;
+        for (v, mv) in mapped.iter().enumerate() {
+            let reason = match mv.mapping.derive(event) {
+                Ok(None) => continue,
+                Ok(Some(d)) => {
+                    let id = event.id.clone().or_else(|| {
+                        queue_id.map(|(writer, seq)| speedlayer_core::UpdateId {
+                            writer: writer.to_string(),
+                            seq: seq(i),
+                        })
+                    });
+                    let update = Update {
+                        key: d.key,
+                        op: d.op,
+                        ts_us: Some(event.ts_us),
+                        id,
+                    };
+                    match validate(&mv.view, &update) {
+                        Ok(()) => {
+                            per_view[v].push(update);
+                            fed = true;
+                            continue;
+                        }
+                        Err(e) => e.to_string(),
+                    }
+                }
+                Err(reason) => reason,
+            };
+            fed = true;
+            out.skipped += 1;
+            if out.skips.len() < MAX_SKIPS_REPORTED {
+                out.skips.push(Skip {
+                    event: index_base + i,
+                    view: mv.view.name.clone(),
+                    reason,
+                });
+            }
+        }
+        if !fed {
+            out.unmatched += 1;
+        }
+    }
+    out.per_view = mapped
+        .iter()
+        .zip(per_view)
+        .filter(|(_, updates)| !updates.is_empty())
+        .map(|(mv, updates)| (mv.view.name.clone(), updates))
+        .collect();
+    out
+}
