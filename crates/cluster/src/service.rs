@@ -52,7 +52,7 @@ impl Inner {
             Request::Apply {
                 view,
                 updates,
-                report,
+                kind,
             } => {
                 let updates = updates
                     .iter()
@@ -60,7 +60,7 @@ impl Inner {
                     .map(wire::WireUpdate::into_update)
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(bad)?;
-                let written = store.apply_replicating(view, updates, *report).await?;
+                let written = store.apply_replicating(view, updates, *kind).await?;
                 Response::Applied(
                     written
                         .iter()

@@ -100,8 +100,8 @@ pub enum Request {
         view: String,
         /// The updates.
         updates: Vec<WireUpdate>,
-        /// Report effects (Redis replies).
-        report: bool,
+        /// Plain, reporting (Redis replies) or pre-aggregated.
+        kind: speedlayer_store::ApplyKind,
     },
     /// Merge states (replication, hinted handoff, read repair). With `hint_for`, the
     /// receiver is a fallback standing in for that owner and keeps hints for it.

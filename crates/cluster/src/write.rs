@@ -17,7 +17,7 @@
 //! [`Value::delta`]: speedlayer_core::Value::delta
 
 use speedlayer_core::{Applied, Epoch, OpError, Value};
-use speedlayer_store::{validate, Update, Written};
+use speedlayer_store::{validate, ApplyKind, Update, Written};
 
 use crate::consistency::{QuorumMode, WriteOptions};
 use crate::error::ClusterError;
@@ -28,24 +28,20 @@ type Results = Vec<Result<Applied, OpError>>;
 
 impl Cluster {
     /// Applies `updates` to `view` at the given consistency; one result per update, in
-    /// order. With `report`, results carry Redis effects as the applying replica saw
-    /// them. On [`ClusterError::Unavailable`] some updates may have been applied on fewer
+    /// order. With [`ApplyKind::Report`], results carry Redis effects as the applying
+    /// replica saw them; with [`ApplyKind::Aggregate`], the applying replica logs and
+    /// ships one merged delta per key. On [`ClusterError::Unavailable`] some updates may have been applied on fewer
     /// than W nodes (and hinted): retry with the same ids to count each exactly once.
     pub async fn apply(
         &self,
         view: &str,
         updates: Vec<Update>,
         options: WriteOptions,
-        report: bool,
+        kind: ApplyKind,
     ) -> Result<Results, ClusterError> {
         let inner = &self.inner;
         if self.is_single() {
-            let store = &inner.store;
-            return Ok(if report {
-                store.apply_reporting(view, updates).await?
-            } else {
-                store.apply(view, updates).await?
-            });
+            return Ok(inner.store.apply_kind(view, updates, kind).await?);
         }
         let spec = inner.store.view(view)?;
         for update in &updates {
@@ -55,7 +51,7 @@ impl Cluster {
         let groups = inner.ring.group(updates, |u| &u.key.partition);
         let writes = groups
             .into_iter()
-            .map(|(partition, items)| inner.write_group(view, partition, items, options, report));
+            .map(|(partition, items)| inner.write_group(view, partition, items, options, kind));
         let mut results: Vec<Option<Result<Applied, OpError>>> = (0..count).map(|_| None).collect();
         let mut unavailable: Option<ClusterError> = None;
         for outcome in futures_util::future::join_all(writes).await {
@@ -166,7 +162,7 @@ impl Inner {
         partition: u32,
         items: Vec<(usize, Update)>,
         options: WriteOptions,
-        report: bool,
+        kind: ApplyKind,
     ) -> Result<Vec<(usize, Result<Applied, OpError>)>, ClusterError> {
         let owners = self.ring.preference_list(partition);
         let n = owners.len();
@@ -187,7 +183,7 @@ impl Inner {
         }
         let mut applied = None;
         for &candidate in &candidates {
-            match self.apply_on(candidate, view, &updates, report).await {
+            match self.apply_on(candidate, view, &updates, kind).await {
                 Ok(written) => {
                     applied = Some((candidate, written));
                     break;
@@ -298,12 +294,12 @@ impl Inner {
         member: usize,
         view: &str,
         updates: &[Update],
-        report: bool,
+        kind: ApplyKind,
     ) -> Result<Vec<(Result<Applied, OpError>, Epoch, Option<Value>)>, Option<ClusterError>> {
         if member == self.me {
             let written: Vec<Written> = self
                 .store
-                .apply_replicating(view, updates.to_vec(), report)
+                .apply_replicating(view, updates.to_vec(), kind)
                 .await
                 .map_err(|e| Some(e.into()))?;
             return Ok(written
@@ -314,7 +310,7 @@ impl Inner {
         let request = Request::Apply {
             view: view.to_owned(),
             updates: updates.iter().map(WireUpdate::from_update).collect(),
-            report,
+            kind,
         };
         match self.call(member, &request).await {
             Ok(Response::Applied(written)) if written.len() == updates.len() => {

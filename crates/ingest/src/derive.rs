@@ -21,8 +21,9 @@ pub struct Skip {
 /// The updates a batch of events makes, per mapped view, and what did not map.
 #[derive(Debug, Default)]
 pub struct Derivation {
-    /// Updates per view, in event order (views in `mapped` order; empty ones dropped).
-    pub per_view: Vec<(String, Vec<Update>)>,
+    /// Updates per view with the index of the event each came from, in event order
+    /// (views in `mapped` order; views without updates left out).
+    pub per_view: Vec<(String, Vec<(Update, u32)>)>,
     /// Events that fed no view.
     pub unmatched: u64,
     /// Number of (event, view) pairs skipped.
@@ -38,37 +39,27 @@ impl Derivation {
     }
 }
 
-/// Maps `events` through `mapped`. `index_base` offsets event indexes in skips.
-/// `queue_id` gives an id to events without one: `(writer, seq of event i)`.
-pub fn derive(
-    mapped: &[MappedView],
-    events: &[Event],
-    index_base: usize,
-    queue_id: Option<(&str, &dyn Fn(usize) -> u64)>,
-) -> Derivation {
+/// Maps `events` through `mapped`. Each update keeps its event's id (none for events
+/// without one: sync updates then count in the applying node's slot, queued ones get the
+/// queue's id when applied).
+pub fn derive(mapped: &[MappedView], events: &[Event]) -> Derivation {
     let mut out = Derivation::default();
-    let mut per_view: Vec<Vec<Update>> = mapped.iter().map(|_| Vec::new()).collect();
+    let mut per_view: Vec<Vec<(Update, u32)>> = mapped.iter().map(|_| Vec::new()).collect();
     for (i, event) in events.iter().enumerate() {
         let mut fed = false;
         for (v, mv) in mapped.iter().enumerate() {
             let reason = match mv.mapping.derive(event) {
                 Ok(None) => continue,
                 Ok(Some(d)) => {
-                    let id = event.id.clone().or_else(|| {
-                        queue_id.map(|(writer, seq)| speedlayer_core::UpdateId {
-                            writer: writer.to_string(),
-                            seq: seq(i),
-                        })
-                    });
                     let update = Update {
                         key: d.key,
                         op: d.op,
                         ts_us: Some(event.ts_us),
-                        id,
+                        id: event.id.clone(),
                     };
                     match validate(&mv.view, &update) {
                         Ok(()) => {
-                            per_view[v].push(update);
+                            per_view[v].push((update, i as u32));
                             fed = true;
                             continue;
                         }
@@ -81,7 +72,7 @@ pub fn derive(
             out.skipped += 1;
             if out.skips.len() < MAX_SKIPS_REPORTED {
                 out.skips.push(Skip {
-                    event: index_base + i,
+                    event: i,
                     view: mv.view.name.clone(),
                     reason,
                 });

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use speedlayer_cluster::{Cluster, WriteOptions};
 use speedlayer_core::Outcome;
 use speedlayer_events::Event;
+use speedlayer_store::event_queue::QueuedUpdate;
+use tokio::sync::watch;
 
 use crate::derive::{derive, Skip};
 use crate::error::IngestError;
@@ -91,15 +93,20 @@ pub(crate) struct Inner {
 }
 
 impl Ingest {
-    /// The ingest layer of a node.
-    pub fn new(cluster: Cluster, config: IngestConfig, metrics: IngestMetrics) -> Ingest {
-        Ingest {
-            inner: Arc::new(Inner {
-                cluster,
-                config,
-                metrics,
-            }),
-        }
+    /// Starts the ingest layer of a node: its queue worker runs until `stop` turns true.
+    pub fn start(
+        cluster: Cluster,
+        config: IngestConfig,
+        metrics: IngestMetrics,
+        stop: watch::Receiver<bool>,
+    ) -> Ingest {
+        let inner = Arc::new(Inner {
+            cluster,
+            config,
+            metrics,
+        });
+        tokio::spawn(crate::worker::run(inner.clone(), stop));
+        Ingest { inner }
     }
 
     /// The node's cluster layer.
@@ -121,8 +128,49 @@ impl Ingest {
         metrics.events(mode).inc_by(events.len() as u64);
         match mode {
             Mode::Sync => self.apply_now(events, options).await,
-            Mode::Async => Err(IngestError::Store(speedlayer_store::StoreError::Failed)),
+            Mode::Async => self.enqueue(events).await,
         }
+    }
+
+    async fn enqueue(&self, events: &[Event]) -> Result<Submitted, IngestError> {
+        let store = self.inner.cluster.store();
+        let queue = store.event_queue();
+        let limit = self.inner.config.queue_limit;
+        let queued = queue.len();
+        if queued >= limit {
+            self.inner.metrics.queue_full.inc();
+            return Err(IngestError::QueueFull { queued, limit });
+        }
+        let mapped = store.mapped_views();
+        let derivation = derive(&mapped, events);
+        let mut out = Submitted {
+            events: events.len() as u64,
+            updates: derivation.updates(),
+            unmatched: derivation.unmatched,
+            skipped: derivation.skipped,
+            skips: derivation.skips,
+            ..Submitted::default()
+        };
+        self.inner.metrics.count_derivation(&out);
+        if out.updates == 0 {
+            return Ok(out);
+        }
+        let mut updates = Vec::with_capacity(out.updates as usize);
+        for (view, view_updates) in derivation.per_view {
+            for (update, event) in view_updates {
+                updates.push(QueuedUpdate {
+                    view: view.clone(),
+                    update,
+                    event,
+                });
+            }
+        }
+        queue
+            .append(events.len() as u64, &updates, now_us())
+            .await?;
+        self.inner.metrics.observe_queue(queue);
+        out.queued = out.events;
+        Ok(out)
     }
 
     async fn apply_now(
@@ -131,7 +179,7 @@ impl Ingest {
         options: WriteOptions,
     ) -> Result<Submitted, IngestError> {
         let mapped = self.inner.cluster.store().mapped_views();
-        let derivation = derive(&mapped, events, 0, None);
+        let derivation = derive(&mapped, events);
         let mut out = Submitted {
             events: events.len() as u64,
             updates: derivation.updates(),
@@ -142,13 +190,20 @@ impl Ingest {
         };
         self.inner.metrics.count_derivation(&out);
         let cluster = &self.inner.cluster;
-        let writes =
-            derivation
-                .per_view
-                .into_iter()
-                .map(|(view, updates)| async move {
-                    cluster.apply(&view, updates, options, false).await
-                });
+        let writes = derivation
+            .per_view
+            .into_iter()
+            .map(|(view, updates)| async move {
+                let updates: Vec<_> = updates.into_iter().map(|(u, _)| u).collect();
+                cluster
+                    .apply(
+                        &view,
+                        updates,
+                        options,
+                        speedlayer_store::ApplyKind::Aggregate,
+                    )
+                    .await
+            });
         for results in futures_util::future::join_all(writes).await {
             for result in results? {
                 match result {
@@ -163,4 +218,12 @@ impl Ingest {
         }
         Ok(out)
     }
+}
+
+/// Now, in microseconds since 1970 (arrival times, queue ages).
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }

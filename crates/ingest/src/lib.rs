@@ -22,6 +22,7 @@ pub mod error;
 pub mod ingest;
 pub mod metrics;
 pub mod source;
+pub mod worker;
 
 pub use derive::{Derivation, Skip};
 pub use error::IngestError;

@@ -32,6 +32,8 @@ pub struct IngestMetrics {
     pub queue_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Submits refused because the queue was over its limit.
     pub queue_full: Counter,
+    /// Queued updates the worker could not apply for a lasting reason (logged).
+    pub queued_refused: Counter,
 }
 
 impl IngestMetrics {
@@ -68,10 +70,25 @@ impl IngestMetrics {
             self.queue_lag_seconds.clone(),
         );
         registry.register(
+            "speedlayer_event_queue_refused",
+            "Queued updates refused for a lasting reason when applied (see the log)",
+            self.queued_refused.clone(),
+        );
+        registry.register(
             "speedlayer_event_queue_full",
             "Submits refused because the async queue was over its limit",
             self.queue_full.clone(),
         );
+    }
+
+    /// Sets the queue gauges from `queue`.
+    pub fn observe_queue(&self, queue: &speedlayer_store::event_queue::EventQueue) {
+        self.queue_length.set(queue.len() as i64);
+        let lag = queue
+            .oldest_us()
+            .map(|at| (crate::ingest::now_us() - at).max(0) as f64 / 1e6)
+            .unwrap_or(0.0);
+        self.queue_lag_seconds.set(lag);
     }
 
     /// The received-events counter of `mode`.

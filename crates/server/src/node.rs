@@ -133,12 +133,18 @@ impl Node {
         }
         let ingest_metrics = IngestMetrics::default();
         ingest_metrics.register(&mut registry);
-        let ingest = Ingest::new(cluster.clone(), config.ingest.clone(), ingest_metrics);
+        let ingest = Ingest::start(
+            cluster.clone(),
+            config.ingest.clone(),
+            ingest_metrics,
+            stop.subscribe(),
+        );
         let metrics = NodeMetrics::new(registry);
         let state = AppState {
             store: store.clone(),
             cluster: cluster.clone(),
             ingest: ingest.clone(),
+            max_body_bytes: config.max_body_bytes,
             metrics: metrics.clone(),
             requirepass: config.requirepass.as_deref().map(Arc::from),
         };

@@ -21,6 +21,7 @@ pub mod catalog;
 pub mod clock;
 pub mod epochs;
 pub mod error;
+pub mod event_queue;
 pub(crate) mod group_commit;
 pub mod hints;
 pub mod metrics;
@@ -35,6 +36,6 @@ pub use error::{Result, StoreError};
 pub use hints::{Hint, HintKey, Hints};
 pub use metrics::StoreMetrics;
 pub use store::{
-    validate, EpochInfo, RangeRow, RangeRows, RangeStates, Store, StoreConfig, Update, Written,
-    MAX_TS_US,
+    validate, ApplyKind, EpochInfo, RangeRow, RangeRows, RangeStates, Store, StoreConfig, Update,
+    Written, MAX_TS_US,
 };

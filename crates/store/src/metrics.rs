@@ -16,6 +16,10 @@ pub struct StoreMetrics {
     pub fsync_batch_updates: Histogram,
     /// Updates counted (outcome `applied`).
     pub updates_applied: Counter,
+    /// Entries appended to the update log: one per update, or one per key and batch for
+    /// pre-aggregated batches (so `updates_applied / logged_updates` is the
+    /// pre-aggregation ratio of storage writes).
+    pub logged_updates: Counter,
     /// Updates recognised as already counted (same writer and seq).
     pub updates_duplicate: Counter,
     /// Updates whose seq fell below the writer's window and were not counted.
@@ -34,6 +38,7 @@ impl StoreMetrics {
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             fsync_batch_updates: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             updates_applied: Counter::default(),
+            logged_updates: Counter::default(),
             updates_duplicate: Counter::default(),
             updates_stale: Counter::default(),
             cache_misses: Counter::default(),
@@ -59,6 +64,11 @@ impl StoreMetrics {
             "updates_applied",
             "Updates counted",
             self.updates_applied.clone(),
+        );
+        r.register(
+            "logged_updates",
+            "Entries written to the update log (one per key and batch when pre-aggregated)",
+            self.logged_updates.clone(),
         );
         r.register(
             "updates_duplicate",

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use speedlayer_cluster::WriteOptions;
 use speedlayer_core::{Key, Outcome, Reading};
-use speedlayer_store::ViewType;
+use speedlayer_store::{ApplyKind, ViewType};
 
 use super::error::{ApiError, ApiResult};
 use super::params::{query_error, Consistency, GetParams, RangeParams, WriteMode, WriteParams};
@@ -53,7 +53,10 @@ pub async fn update(
         consistency: params.consistency.unwrap_or(defaults.consistency),
         quorum: params.quorum.unwrap_or(defaults.quorum),
     };
-    let results = state.cluster.apply(&view, updates, options, false).await?;
+    let results = state
+        .cluster
+        .apply(&view, updates, options, ApplyKind::Plain)
+        .await?;
     let (mut applied, mut duplicate, mut stale) = (0u64, 0u64, 0u64);
     let mut failed = Vec::new();
     for (index, result) in results.iter().enumerate() {

@@ -81,10 +81,31 @@ impl From<ClusterError> for ApiError {
     }
 }
 
+impl From<speedlayer_ingest::IngestError> for ApiError {
+    fn from(e: speedlayer_ingest::IngestError) -> Self {
+        use speedlayer_ingest::IngestError;
+        match e {
+            IngestError::Cluster(e) => e.into(),
+            IngestError::Store(e) => e.into(),
+            e @ IngestError::QueueFull { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", e.to_string())
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.error, "detail": self.detail });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            // Back-pressure: a well-behaved client waits before retrying.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

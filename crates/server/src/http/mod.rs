@@ -2,6 +2,7 @@
 
 mod data;
 pub mod error;
+pub mod events;
 pub mod params;
 pub mod update_body;
 mod views;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub cluster: Cluster,
     /// Event ingest (`/v1/events`).
     pub ingest: speedlayer_ingest::Ingest,
+    /// Bound on bodies read whole (set by [`router`]).
+    pub max_body_bytes: usize,
     /// The node's metrics and registry.
     pub metrics: Arc<NodeMetrics>,
     /// Bearer token required on every route but `/health`, when set.
@@ -37,8 +40,10 @@ pub struct AppState {
 }
 
 /// Builds the router. `max_body_bytes` bounds every request body (413 past it).
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
+    state.max_body_bytes = max_body_bytes;
     Router::new()
+        .route("/v1/events", post(events::post))
         .route("/v1/views", get(views::list))
         .route("/v1/views/{view}", put(views::declare).get(views::describe))
         .route("/v1/views/{view}/epochs", get(views::epochs))

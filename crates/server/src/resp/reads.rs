@@ -250,7 +250,12 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
                 id: None,
             };
             let results = cluster
-                .apply(&dest.view.name, vec![update], cluster.defaults(), false)
+                .apply(
+                    &dest.view.name,
+                    vec![update],
+                    cluster.defaults(),
+                    speedlayer_store::ApplyKind::Plain,
+                )
                 .await
                 .map_err(|e| cluster_error(&e))?;
             match results.into_iter().next() {

@@ -208,7 +208,12 @@ impl Session {
             }
             let cluster = &self.shared.cluster;
             match cluster
-                .apply(&view.name, updates, cluster.defaults(), true)
+                .apply(
+                    &view.name,
+                    updates,
+                    cluster.defaults(),
+                    speedlayer_store::ApplyKind::Report,
+                )
                 .await
             {
                 Ok(results) => {

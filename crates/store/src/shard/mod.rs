@@ -75,6 +75,8 @@ pub(crate) enum ShardMsg {
     Apply {
         updates: Vec<ShardUpdate>,
         report: Option<Vec<Epoch>>,
+        /// Log one merged delta per key instead of each update ([`crate::ApplyKind`]).
+        aggregate: bool,
         reply: oneshot::Sender<Result<UpdateResults>>,
     },
     /// Delete keys from the given epochs of a view; reply, once durable, whether each
@@ -226,10 +228,15 @@ impl ShardLoop {
                 ShardMsg::Apply {
                     updates: batch,
                     report,
+                    aggregate,
                     reply,
                 } => {
                     updates += batch.len() as u64;
-                    let result = self.apply_all(batch, report.as_deref(), &mut record);
+                    let result = if aggregate {
+                        self.apply_aggregated(batch, &mut record)
+                    } else {
+                        self.apply_all(batch, report.as_deref(), &mut record)
+                    };
                     replies.push(Reply::Apply(reply, result));
                 }
                 ShardMsg::Delete {
@@ -392,7 +399,7 @@ impl ShardLoop {
             let key = report
                 .filter(|epochs| is_incr && epochs.iter().any(|e| *e != epoch))
                 .map(|_| update.key.clone());
-            let (mut result, delta) = self.apply_one(update, report.is_some(), record)?;
+            let (mut result, delta) = self.apply_one(update, report.is_some(), Some(record))?;
             if let (Some(epochs), Some(key), Ok(applied)) = (report, key, &mut result) {
                 // The total a client expects is the key's, over every live epoch.
                 for &other in epochs.iter().filter(|e| **e != epoch) {
@@ -409,11 +416,92 @@ impl ShardLoop {
         Ok(results)
     }
 
+    /// Applies `batch` update by update (every id still counts once), but logs one merged
+    /// delta per key, and returns it on the key's last update when deltas were asked for.
+    fn apply_aggregated(
+        &mut self,
+        batch: Vec<ShardUpdate>,
+        record: &mut Vec<u8>,
+    ) -> Result<UpdateResults> {
+        if self.shard.commit.is_failed() {
+            return Err(StoreError::Failed);
+        }
+        struct Merged {
+            position: usize,
+            delta: Value,
+            applied: bool,
+            ts_us: i64,
+            unique: u64,
+        }
+        let mut merged: hashbrown::HashMap<(u32, Epoch, Key), Merged> = hashbrown::HashMap::new();
+        let mut results: UpdateResults = Vec::with_capacity(batch.len());
+        let mut want_deltas = false;
+        for mut update in batch {
+            want_deltas |= update.delta;
+            update.delta = true;
+            let index = update.index;
+            let slot = (update.view_id, update.epoch, update.key.clone());
+            let (ts_us, unique) = (update.ts_us, update.unique);
+            let (result, delta) = self.apply_one(update, false, None)?;
+            if let (Ok(applied), Some(delta)) = (&result, delta) {
+                let applied = applied.outcome == Outcome::Applied;
+                match merged.entry(slot) {
+                    hashbrown::hash_map::Entry::Occupied(mut e) => {
+                        let m = e.get_mut();
+                        m.delta.merge(&delta)?;
+                        m.position = results.len();
+                        m.applied |= applied;
+                        m.ts_us = ts_us;
+                        m.unique = unique;
+                    }
+                    hashbrown::hash_map::Entry::Vacant(e) => {
+                        e.insert(Merged {
+                            position: results.len(),
+                            delta,
+                            applied,
+                            ts_us,
+                            unique,
+                        });
+                    }
+                }
+            }
+            results.push((index, result, None));
+        }
+        for ((view_id, epoch, key), m) in merged {
+            if m.applied {
+                let logged = LoggedUpdate::Apply {
+                    view_id,
+                    epoch,
+                    key,
+                    op: Op::Merge(Box::new(m.delta.clone())),
+                    ts_us: m.ts_us,
+                    unique: m.unique,
+                    id: None,
+                };
+                encode_update(record, &logged);
+                self.shard.metrics.logged_updates.inc();
+                if let LoggedUpdate::Apply { key, .. } = logged {
+                    let cached = self.cache.for_write(&self.shard, view_id, epoch, &key)?;
+                    if !cached.dirty {
+                        cached.dirty = true;
+                        self.pending.dirty.push(((view_id, epoch), key));
+                    }
+                }
+            }
+            if want_deltas {
+                results[m.position].2 = Some(m.delta);
+            }
+        }
+        Ok(results)
+    }
+
+    /// Applies one update to its key's cached state. Logs it to `record` when given one
+    /// (pre-aggregated batches log merged deltas instead, see [`Self::apply_aggregated`]).
     fn apply_one(
         &mut self,
         update: ShardUpdate,
         report: bool,
-        record: &mut Vec<u8>,
+        record: Option<&mut Vec<u8>>,
     ) -> Result<(Result<Applied, OpError>, Option<Value>)> {
         let cached =
             self.cache
@@ -449,6 +537,10 @@ impl ShardLoop {
             Ok(applied) => match applied.outcome {
                 Outcome::Applied => {
                     metrics.updates_applied.inc();
+                    let Some(record) = record else {
+                        return Ok((result, delta));
+                    };
+                    metrics.logged_updates.inc();
                     let logged = LoggedUpdate::Apply {
                         view_id: update.view_id,
                         epoch: update.epoch,

@@ -18,6 +18,7 @@ use crate::catalog::{Catalog, Declared, View, ViewSpec, ViewType};
 use crate::clock::Clock;
 use crate::epochs::EpochKeyspaces;
 use crate::error::{Result, StoreError};
+use crate::event_queue::EventQueue;
 use crate::group_commit::GroupCommit;
 use crate::hints::Hints;
 use crate::metrics::StoreMetrics;
@@ -68,7 +69,7 @@ impl StoreConfig {
 }
 
 /// One update as a front end hands it over.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Update {
     /// Row addressed.
     pub key: Key,
@@ -78,6 +79,23 @@ pub struct Update {
     pub ts_us: Option<i64>,
     /// Producer id that makes the update idempotent.
     pub id: Option<UpdateId>,
+}
+
+/// How a batch of updates is applied: what the caller needs back, and whether the owner
+/// shards may pre-aggregate it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ApplyKind {
+    /// Each update applied and logged on its own.
+    #[default]
+    Plain,
+    /// As `Plain`, with each result's [`Applied::effect`] filled in as Redis reports it.
+    Report,
+    /// Pre-aggregated (event streams): a shard still applies every update to the key's
+    /// state one by one (so every id counts once and every result is exact), but logs
+    /// one merged delta per key and message instead of one entry per update, and returns
+    /// that merged delta once (on the key's last update) for the replicas to merge. N
+    /// increments of one key in a batch become one log entry and one replica merge.
+    Aggregate,
 }
 
 /// One update's result as [`Store::apply_replicating`] reports it.
@@ -113,6 +131,7 @@ struct Inner {
     /// Set once a journal sync failed (see `group_commit`).
     failed: Arc<AtomicBool>,
     hints: Hints,
+    queue: Arc<EventQueue>,
     clock: Clock,
     node_id: String,
     metrics: StoreMetrics,
@@ -125,6 +144,7 @@ impl Drop for Inner {
         // Closing the shard queues ends the shard threads; their exit drops the last
         // group-commit senders, which ends the sync thread after it delivered what it had.
         self.shards.clear();
+        self.queue.close();
         let shard_threads =
             std::mem::take(&mut *self.shard_threads.lock().unwrap_or_else(|p| p.into_inner()));
         for thread in shard_threads {
@@ -172,6 +192,7 @@ impl Store {
         let metrics = StoreMetrics::new();
         metrics.register(registry);
         let (commit, sync_thread) = GroupCommit::start(db.clone(), metrics.clone())?;
+        let queue = Arc::new(EventQueue::open(&db, commit.clone())?);
         let mut shard_threads = Vec::new();
         let mut shards = Vec::with_capacity(config.shards);
         for index in 0..config.shards.clamp(1, usize::from(u16::MAX)) {
@@ -198,6 +219,7 @@ impl Store {
                 shards,
                 failed: commit.failed_flag(),
                 hints,
+                queue,
                 clock,
                 node_id,
                 metrics,
@@ -210,6 +232,11 @@ impl Store {
     /// This node's id (the slot of its anonymous counter updates).
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
+    }
+
+    /// This node's queue of async events.
+    pub fn event_queue(&self) -> &Arc<EventQueue> {
+        &self.inner.queue
     }
 
     /// The hints this node holds for replicas that missed writes.
@@ -257,7 +284,17 @@ impl Store {
         view: &str,
         updates: Vec<Update>,
     ) -> Result<Vec<Result<Applied, OpError>>> {
-        let written = self.apply_inner(view, updates, false, false).await?;
+        self.apply_kind(view, updates, ApplyKind::Plain).await
+    }
+
+    /// [`Store::apply`] with the given [`ApplyKind`].
+    pub async fn apply_kind(
+        &self,
+        view: &str,
+        updates: Vec<Update>,
+        kind: ApplyKind,
+    ) -> Result<Vec<Result<Applied, OpError>>> {
+        let written = self.apply_inner(view, updates, kind, false).await?;
         Ok(written.into_iter().map(|w| w.result).collect())
     }
 
@@ -270,21 +307,21 @@ impl Store {
         view: &str,
         updates: Vec<Update>,
     ) -> Result<Vec<Result<Applied, OpError>>> {
-        let written = self.apply_inner(view, updates, true, false).await?;
-        Ok(written.into_iter().map(|w| w.result).collect())
+        self.apply_kind(view, updates, ApplyKind::Report).await
     }
 
-    /// [`Store::apply`] (or [`Store::apply_reporting`] with `report`) on the replica that
-    /// coordinates a replicated write: also returns each update's epoch and delta, which
-    /// the other replicas merge with [`Store::merge`]. The epoch is fixed here (from the
-    /// update's `ts`, or this node's clock), so every replica files the update alike.
+    /// [`Store::apply_kind`] on the replica that coordinates a replicated write: also
+    /// returns each update's epoch and delta, which the other replicas merge with
+    /// [`Store::merge`] (with [`ApplyKind::Aggregate`], one merged delta per key, on its
+    /// last update). The epoch is fixed here (from the update's `ts`, or this node's
+    /// clock), so every replica files the update alike.
     pub async fn apply_replicating(
         &self,
         view: &str,
         updates: Vec<Update>,
-        report: bool,
+        kind: ApplyKind,
     ) -> Result<Vec<Written>> {
-        self.apply_inner(view, updates, report, true).await
+        self.apply_inner(view, updates, kind, true).await
     }
 
     /// Merges states into `view` (replication, hints, read repair): each `(epoch, key,
@@ -312,11 +349,12 @@ impl Store {
         &self,
         view: &str,
         updates: Vec<Update>,
-        report: bool,
+        kind: ApplyKind,
         delta: bool,
     ) -> Result<Vec<Written>> {
         let view = self.view(view)?;
-        let report = report.then(|| self.live_epochs(view.id));
+        let report = (kind == ApplyKind::Report).then(|| self.live_epochs(view.id));
+        let aggregate = kind == ApplyKind::Aggregate;
         let mut epochs = Vec::with_capacity(updates.len());
         for update in &updates {
             validate(&view, update)?;
@@ -357,6 +395,7 @@ impl Store {
                 ShardMsg::Apply {
                     updates: batch,
                     report: report.clone(),
+                    aggregate,
                     reply,
                 },
             )

@@ -1,0 +1,340 @@
+//! The event queue: where `mode=async` events wait, durably, until a worker applies them.
+//!
+//! The queue is a keyspace of *records* in the node's journaled LSM. A record holds the
+//! updates that one submit derived from its events, already mapped (so the submitter
+//! hears about unmatched or skipped events at once, and a mapping declared later does
+//! not change what was queued). Records are numbered by **event sequence**: a record of
+//! `n` events starting at `first` covers events `first .. first + n`, and the next record
+//! starts at `first + n`. The worker gives an event without an id the id
+//! `(q.<node>, first + i)`, dense and increasing in queue order, which is what makes a
+//! record re-applied after a crash count once (see `speedlayer_core::Counter`'s window).
+//!
+//! Invariants:
+//! - [`EventQueue::append`] returns only after the record is durable (journal synced,
+//!   shared with the shards' group commit), so an acknowledged event survives SIGKILL.
+//! - Records are numbered and inserted under one lock, and [`EventQueue::peek`] returns
+//!   only records whose sync completed, in order, with no gaps: a worker never applies
+//!   event `s + 1` of the queue writer before event `s`.
+//! - A record leaves the queue ([`EventQueue::remove_through`]) only after the worker
+//!   applied it durably. Removal need not be synced: if it is lost in a crash, the
+//!   record is applied again, and its ids make that a no-op.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use fjall::{Keyspace, KeyspaceCreateOptions};
+use speedlayer_core::codec::{write_bytes, write_str, write_varint, write_zigzag, Reader};
+use speedlayer_core::{DecodeError, Key, Op, UpdateId};
+use tokio::sync::{oneshot, Notify};
+
+use crate::error::{Result, StoreError};
+use crate::group_commit::{GroupCommit, PendingAcks};
+use crate::store::Update;
+
+const KEYSPACE: &str = "event_queue";
+const HEADER: usize = 16;
+
+/// One queued update: the view it goes to, the update, and the index of the event it
+/// came from within its record (for the queue id of events without their own).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueuedUpdate {
+    /// View name.
+    pub view: String,
+    /// The update (`ts_us` is always set: the arrival time was fixed at submit).
+    pub update: Update,
+    /// Index of the source event within its record.
+    pub event: u32,
+}
+
+/// A record read back from the queue.
+#[derive(Debug)]
+pub struct QueuedRecord {
+    /// Event sequence of the record's first event (its key).
+    pub first: u64,
+    /// Number of events it covers.
+    pub events: u64,
+    /// When it was appended, microseconds since 1970.
+    pub enqueued_us: i64,
+    /// Its updates.
+    pub updates: Vec<QueuedUpdate>,
+}
+
+/// What the queue holds, in order: `(first, events, enqueued_us)` of each durable record.
+struct Index {
+    records: VecDeque<(u64, u64, i64)>,
+    /// Next event sequence to hand out.
+    next: u64,
+    /// Records appended but not yet synced: `(first, events, enqueued_us)`, in order.
+    unsynced: VecDeque<(u64, u64, i64)>,
+}
+
+/// The node's durable queue of async events.
+pub struct EventQueue {
+    keyspace: Keyspace,
+    commit: Mutex<Option<GroupCommit>>,
+    index: Mutex<Index>,
+    /// Events in durable records not yet removed.
+    events: AtomicU64,
+    /// Woken when a record becomes durable.
+    ready: Notify,
+}
+
+impl EventQueue {
+    /// Opens the queue keyspace and indexes the records it holds (a restart resumes where
+    /// the previous run stopped).
+    pub(crate) fn open(db: &fjall::Database, commit: GroupCommit) -> Result<EventQueue> {
+        let keyspace = db.keyspace(KEYSPACE, KeyspaceCreateOptions::default)?;
+        let mut records = VecDeque::new();
+        let mut next = 0;
+        let mut events = 0;
+        for guard in keyspace.iter() {
+            let (key, value) = guard.into_inner()?;
+            let (Some(first), Some((count, enqueued_us))) = (decode_key(&key), header(&value))
+            else {
+                tracing::warn!("ignoring an undecodable event queue record");
+                continue;
+            };
+            records.push_back((first, count, enqueued_us));
+            next = first + count;
+            events += count;
+        }
+        Ok(EventQueue {
+            keyspace,
+            commit: Mutex::new(Some(commit)),
+            index: Mutex::new(Index {
+                records,
+                next,
+                unsynced: VecDeque::new(),
+            }),
+            events: AtomicU64::new(events),
+            ready: Notify::new(),
+        })
+    }
+
+    /// Stops using the group commit (the store is closing), so its thread can end.
+    pub(crate) fn close(&self) {
+        self.commit.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Appends a record of `events` events holding `updates`, durably; returns the event
+    /// sequence of its first event.
+    pub async fn append(
+        self: &std::sync::Arc<Self>,
+        events: u64,
+        updates: &[QueuedUpdate],
+        now_us: i64,
+    ) -> Result<u64> {
+        let events = events.max(1);
+        let mut value = Vec::with_capacity(HEADER + updates.len() * 48);
+        value.extend_from_slice(&events.to_be_bytes());
+        value.extend_from_slice(&now_us.to_be_bytes());
+        encode_updates(&mut value, updates);
+        let commit = self
+            .commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(StoreError::ShuttingDown)?;
+        if commit.is_failed() {
+            return Err(StoreError::Failed);
+        }
+        let first = {
+            let mut index = self.lock();
+            let first = index.next;
+            self.keyspace.insert(first.to_be_bytes(), value)?;
+            index.next = first + events;
+            index.unsynced.push_back((first, events, now_us));
+            first
+        };
+        let (tx, rx) = oneshot::channel();
+        let queue = self.clone();
+        commit.after_sync(PendingAcks {
+            updates: 0,
+            deliver: Box::new(move |synced| {
+                if synced.is_ok() {
+                    queue.mark_synced(first);
+                }
+                let _ = tx.send(synced);
+            }),
+        });
+        rx.await.map_err(|_| StoreError::ShuttingDown)??;
+        Ok(first)
+    }
+
+    /// Moves every unsynced record up to `first` into the durable index (a sync covers
+    /// everything inserted before it started).
+    fn mark_synced(&self, first: u64) {
+        let mut index = self.lock();
+        let mut added = 0;
+        while let Some(&(f, n, at)) = index.unsynced.front() {
+            if f > first {
+                break;
+            }
+            index.unsynced.pop_front();
+            index.records.push_back((f, n, at));
+            added += n;
+        }
+        drop(index);
+        if added > 0 {
+            self.events.fetch_add(added, Ordering::AcqRel);
+            self.ready.notify_one();
+        }
+    }
+
+    /// Events waiting (durable, not yet applied).
+    pub fn len(&self) -> u64 {
+        self.events.load(Ordering::Acquire)
+    }
+
+    /// True when no durable record waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// When the oldest waiting record was appended.
+    pub fn oldest_us(&self) -> Option<i64> {
+        self.lock().records.front().map(|r| r.2)
+    }
+
+    /// Waits until a record may be waiting (returns at once if one is).
+    pub async fn wait_ready(&self) {
+        if !self.is_empty() {
+            return;
+        }
+        self.ready.notified().await;
+    }
+
+    /// The oldest durable records, in order, up to about `max_events` events (at least one
+    /// record when any waits).
+    pub fn peek(&self, max_events: u64) -> Result<Vec<QueuedRecord>> {
+        let wanted: Vec<(u64, u64, i64)> = {
+            let index = self.lock();
+            let mut total = 0;
+            index
+                .records
+                .iter()
+                .take_while(|r| {
+                    let take = total == 0 || total + r.1 <= max_events;
+                    total += r.1;
+                    take
+                })
+                .copied()
+                .collect()
+        };
+        let mut out = Vec::with_capacity(wanted.len());
+        for (first, events, enqueued_us) in wanted {
+            let Some(value) = self.keyspace.get(first.to_be_bytes())? else {
+                return Err(StoreError::Corrupt(DecodeError::Invalid(
+                    "an indexed event queue record is missing",
+                )));
+            };
+            let updates = decode_updates(&value[HEADER.min(value.len())..])?;
+            out.push(QueuedRecord {
+                first,
+                events,
+                enqueued_us,
+                updates,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes every record starting at or before `first` (applied durably by the caller).
+    pub fn remove_through(&self, first: u64) -> Result<()> {
+        let mut removed = 0;
+        let mut index = self.lock();
+        while let Some(&(f, n, _)) = index.records.front() {
+            if f > first {
+                break;
+            }
+            self.keyspace.remove(f.to_be_bytes())?;
+            index.records.pop_front();
+            removed += n;
+        }
+        drop(index);
+        self.events.fetch_sub(removed, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn decode_key(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+fn header(value: &[u8]) -> Option<(u64, i64)> {
+    let events = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    let at = i64::from_be_bytes(value.get(8..16)?.try_into().ok()?);
+    Some((events, at))
+}
+
+/// Encodes queued updates: runs of one view share its name.
+pub fn encode_updates(out: &mut Vec<u8>, updates: &[QueuedUpdate]) {
+    let mut view: Option<&str> = None;
+    for q in updates {
+        if view != Some(q.view.as_str()) {
+            out.push(1);
+            write_str(out, &q.view);
+            view = Some(&q.view);
+        }
+        out.push(2);
+        write_varint(out, u64::from(q.event));
+        write_bytes(out, &q.update.key.encode());
+        write_zigzag(out, q.update.ts_us.unwrap_or(0));
+        match &q.update.id {
+            None => out.push(0),
+            Some(id) => {
+                out.push(1);
+                write_str(out, &id.writer);
+                write_varint(out, id.seq);
+            }
+        }
+        q.update.op.encode_into(out);
+    }
+}
+
+/// Inverse of [`encode_updates`]; total on arbitrary bytes.
+pub fn decode_updates(bytes: &[u8]) -> std::result::Result<Vec<QueuedUpdate>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let mut out = Vec::new();
+    let mut view: Option<String> = None;
+    while !r.is_empty() {
+        match r.read_u8()? {
+            1 => view = Some(r.read_str()?.to_string()),
+            2 => {
+                let view = view
+                    .clone()
+                    .ok_or(DecodeError::Invalid("update before its view"))?;
+                let event = u32::try_from(r.read_varint()?)
+                    .map_err(|_| DecodeError::Invalid("event index out of range"))?;
+                let key = Key::decode(r.read_bytes()?)?;
+                let ts_us = r.read_zigzag()?;
+                let id = match r.read_u8()? {
+                    0 => None,
+                    1 => Some(UpdateId {
+                        writer: r.read_str()?.to_string(),
+                        seq: r.read_varint()?,
+                    }),
+                    _ => return Err(DecodeError::Invalid("bad id flag")),
+                };
+                let op = Op::decode_from(&mut r)?;
+                out.push(QueuedUpdate {
+                    view,
+                    update: Update {
+                        key,
+                        op,
+                        ts_us: Some(ts_us),
+                        id,
+                    },
+                    event,
+                });
+            }
+            tag => return Err(DecodeError::UnknownTag(tag)),
+        }
+    }
+    Ok(out)
+}
