@@ -13,11 +13,15 @@ use super::error::{ApiError, ApiResult};
 use super::AppState;
 
 fn view_json(view: &View) -> serde_json::Value {
-    serde_json::json!({
+    let mut out = serde_json::json!({
         "name": view.name,
         "type": view.spec.value_type,
         "epoch_secs": view.spec.epoch_secs,
-    })
+    });
+    if let Some(mapping) = &view.spec.mapping {
+        out["mapping"] = serde_json::to_value(mapping).unwrap_or_default();
+    }
+    out
 }
 
 /// Turns a body-reading failure (too large, unreadable) into our JSON error.

@@ -56,6 +56,7 @@ const COMMANDS: &[CommandSpec] = &[
     ("pfadd", -2, &["write", "denyoom", "fast"], 1, 1, 1),
     ("pfcount", -2, &["readonly"], 1, -1, 1),
     ("pfmerge", -2, &["write", "denyoom"], 1, -1, 1),
+    ("xadd", -5, &["write", "denyoom", "fast"], 1, 1, 1),
     ("command", -1, &["loading", "stale"], 0, 0, 0),
     ("config", -2, &["admin", "loading", "stale"], 0, 0, 0),
     ("info", -1, &["loading", "stale"], 0, 0, 0),

@@ -11,6 +11,7 @@ mod connection;
 pub mod keys;
 mod reads;
 mod session;
+mod stream;
 mod writes;
 
 use std::collections::HashMap;

@@ -12,7 +12,7 @@ use speedlayer_store::{StoreError, Update, View};
 
 use super::args::{command_name, wrongtype};
 use super::keys::Target;
-use super::{admin, reads, writes, RespShared};
+use super::{admin, reads, stream, writes, RespShared};
 use crate::metrics::CommandLabels;
 
 /// What a command needs next, decided without touching data.
@@ -25,6 +25,8 @@ pub enum Step {
     Get(Target),
     /// Needs data (a read, or a write that reads first): runs after the writes before it.
     Data(Request),
+    /// An event (XADD): submitted with its neighbours through the views' mappings.
+    Event(stream::PendingEvent),
 }
 
 /// A validated update waiting for its pipeline's storage call.
@@ -107,13 +109,18 @@ impl Session {
         // writes sent before it in the pipeline.
         let mut pending: Vec<(usize, PendingWrite)> = Vec::new();
         let mut gets: Vec<(usize, Target)> = Vec::new();
+        let mut events: Vec<(usize, stream::PendingEvent)> = Vec::new();
         for (slot, request) in requests.into_iter().enumerate() {
             if self.quit {
                 break;
             }
             let name = command_name(&request.args[0]);
             self.count_command(&name);
-            match self.plan(&name, request) {
+            let step = self.plan(&name, request);
+            if !matches!(step, Step::Event(_) | Step::Reply(_)) {
+                stream::flush(self, &mut events, &mut replies).await;
+            }
+            match step {
                 Step::Reply(reply) => replies[slot] = Some(reply),
                 Step::Write(write) => {
                     self.flush_gets(&mut gets, &mut replies).await;
@@ -128,10 +135,16 @@ impl Session {
                     self.flush_gets(&mut gets, &mut replies).await;
                     replies[slot] = Some(reads::execute(self, &name, request).await);
                 }
+                Step::Event(event) => {
+                    self.flush(&mut pending, &mut replies).await;
+                    self.flush_gets(&mut gets, &mut replies).await;
+                    events.push((slot, event));
+                }
             }
         }
         self.flush(&mut pending, &mut replies).await;
         self.flush_gets(&mut gets, &mut replies).await;
+        stream::flush(self, &mut events, &mut replies).await;
         for reply in replies.into_iter().flatten() {
             reply.encode(self.protocol, out);
         }
@@ -162,6 +175,12 @@ impl Session {
     fn plan(&mut self, name: &str, request: Request) -> Step {
         if !self.authenticated && !matches!(name, "AUTH" | "HELLO" | "PING" | "QUIT") {
             return Step::Reply(Reply::error("NOAUTH Authentication required."));
+        }
+        if name == "XADD" {
+            return Step::Event(match stream::parse(&request.args) {
+                Ok(event) => event,
+                Err(reply) => return Step::Reply(reply),
+            });
         }
         if let Some(step) = writes::plan(self, name, &request) {
             return step;
