@@ -132,15 +132,55 @@ impl Ingest {
         }
     }
 
-    async fn enqueue(&self, events: &[Event]) -> Result<Submitted, IngestError> {
+    /// Queues view updates (`POST /v1/views/{v}/update?mode=async`): checked against the
+    /// view first (an invalid update queues nothing), then durable in the queue. Returns
+    /// the number queued.
+    pub async fn enqueue_updates(
+        &self,
+        view: &str,
+        updates: Vec<speedlayer_store::Update>,
+    ) -> Result<u64, IngestError> {
+        self.check_queue_room()?;
         let store = self.inner.cluster.store();
-        let queue = store.event_queue();
+        let spec = store.view(view)?;
+        for update in &updates {
+            speedlayer_store::validate(&spec, update)?;
+        }
+        let arrival = now_us();
+        let count = updates.len() as u64;
+        let queued: Vec<QueuedUpdate> = updates
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut update)| {
+                // Fix the arrival time now, not when the worker applies it.
+                update.ts_us.get_or_insert(arrival);
+                QueuedUpdate {
+                    view: view.to_string(),
+                    update,
+                    event: i as u32,
+                }
+            })
+            .collect();
+        store.event_queue().append(count, &queued, arrival).await?;
+        self.inner.metrics.events(Mode::Async).inc_by(count);
+        self.inner.metrics.observe_queue(store.event_queue());
+        Ok(count)
+    }
+
+    fn check_queue_room(&self) -> Result<(), IngestError> {
+        let queued = self.inner.cluster.store().event_queue().len();
         let limit = self.inner.config.queue_limit;
-        let queued = queue.len();
         if queued >= limit {
             self.inner.metrics.queue_full.inc();
             return Err(IngestError::QueueFull { queued, limit });
         }
+        Ok(())
+    }
+
+    async fn enqueue(&self, events: &[Event]) -> Result<Submitted, IngestError> {
+        self.check_queue_room()?;
+        let store = self.inner.cluster.store();
+        let queue = store.event_queue();
         let mapped = store.mapped_views();
         let derivation = derive(&mapped, events);
         let mut out = Submitted {

@@ -10,10 +10,11 @@ use speedlayer_core::{Key, Outcome, Reading};
 use speedlayer_store::{ApplyKind, ViewType};
 
 use super::error::{ApiError, ApiResult};
-use super::params::{query_error, Consistency, GetParams, RangeParams, WriteMode, WriteParams};
+use super::params::{query_error, Consistency, GetParams, RangeParams, WriteParams};
 use super::update_body::parse_updates;
 use super::views::body_error;
 use super::AppState;
+use speedlayer_ingest::Mode;
 
 /// Rows a range read returns when the caller gives no `limit`.
 pub const DEFAULT_RANGE_LIMIT: usize = 1000;
@@ -34,14 +35,20 @@ pub async fn update(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let Query(params) = params.map_err(query_error)?;
     let body = body.map_err(body_error)?;
-    if params.mode == Some(WriteMode::Async) {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "async_not_available",
-            "mode=async (queued, pre-aggregated updates) is not available yet; use mode=sync",
+    let updates = parse_updates(&body)?;
+    if params.mode == Some(Mode::Async) {
+        if params.consistency.is_some() || params.quorum.is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_parameters",
+                "mode=async applies queued updates at the node's default consistency; drop consistency and quorum",
+            ));
+        }
+        let queued = state.ingest.enqueue_updates(&view, updates).await?;
+        return Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({ "queued": queued })),
         ));
     }
-    let updates = parse_updates(&body)?;
     let defaults = state.cluster.defaults();
     if params.consistency == Some(Consistency::Local) {
         return Err(ApiError::bad_request(

@@ -6,16 +6,6 @@ pub use speedlayer_cluster::{Consistency, QuorumMode};
 
 use super::error::ApiError;
 
-/// When a write returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WriteMode {
-    /// After the update is durable at the requested consistency.
-    Sync,
-    /// After the event is durably queued (not available yet).
-    Async,
-}
-
 /// Parameters of `POST /v1/views/{view}/update`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,8 +14,9 @@ pub struct WriteParams {
     pub consistency: Option<Consistency>,
     /// Sloppy or strict quorum.
     pub quorum: Option<QuorumMode>,
-    /// Sync or async.
-    pub mode: Option<WriteMode>,
+    /// Sync (after the updates are durable at the requested consistency) or async
+    /// (after they are durable in this node's queue).
+    pub mode: Option<speedlayer_ingest::Mode>,
 }
 
 /// Parameters of `GET /v1/views/{view}/get`.
