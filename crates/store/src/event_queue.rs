@@ -175,9 +175,10 @@ impl EventQueue {
             index.records.push_back((f, n, at));
             added += n;
         }
+        // Under the lock, so a concurrent removal never counts below zero.
+        self.events.fetch_add(added, Ordering::AcqRel);
         drop(index);
         if added > 0 {
-            self.events.fetch_add(added, Ordering::AcqRel);
             self.ready.notify_one();
         }
     }
@@ -252,7 +253,6 @@ impl EventQueue {
             index.records.pop_front();
             removed += n;
         }
-        drop(index);
         self.events.fetch_sub(removed, Ordering::AcqRel);
         Ok(())
     }
