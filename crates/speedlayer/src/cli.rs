@@ -176,6 +176,25 @@ pub enum BenchWhich {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// NDJSON events/s through `POST /v1/events` (3 mapped views), sync and async
+    /// interleaved, with the pre-aggregation ratio; medians of several rounds.
+    Events {
+        /// Rounds of each mode (interleaved).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Bodies per round.
+        #[arg(long, default_value_t = 40)]
+        bodies: usize,
+        /// Events per body.
+        #[arg(long, default_value_t = 25_000)]
+        events: usize,
+        /// Directory for the benchmark's database [default: a temporary directory].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Time to drop an epoch holding N keys, for several N.
     DropEpoch {
         /// Key counts to measure.

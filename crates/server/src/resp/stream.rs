@@ -86,7 +86,7 @@ pub fn parse(args: &[Bytes]) -> Result<PendingEvent, Reply> {
         ));
     };
     let pairs = &args[i + 1..];
-    if pairs.is_empty() || pairs.len() % 2 != 0 {
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
         return Err(arity());
     }
     let mut fields = Map::new();

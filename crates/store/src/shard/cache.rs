@@ -20,11 +20,17 @@ pub(super) struct CachedValue {
 }
 
 impl EpochCache {
-    fn new(keyspace: Keyspace) -> Self {
-        EpochCache {
+    fn new(keyspace: Keyspace) -> Result<Self> {
+        // Only this shard writes its keys to the keyspace (at its checkpoints, from this
+        // cache), so if the keyspace is empty now, every key of this shard that is not
+        // cached is absent until the cache is dropped: misses need no LSM read. A new
+        // epoch (the current hour of a stream) is the common case.
+        let complete = keyspace.is_empty()?;
+        Ok(EpochCache {
             keyspace,
             values: hashbrown::HashMap::new(),
-        }
+            complete,
+        })
     }
 }
 
@@ -38,10 +44,14 @@ fn load<'a>(
     Ok(match epoch_cache.values.entry_ref(key) {
         EntryRef::Occupied(o) => o.into_mut(),
         EntryRef::Vacant(v) => {
-            shard.metrics.cache_misses.inc();
-            let value = match epoch_cache.keyspace.get(key.encode())? {
-                Some(bytes) => Some(Value::decode(&bytes)?),
-                None => None,
+            let value = if epoch_cache.complete {
+                None
+            } else {
+                shard.metrics.cache_misses.inc();
+                match epoch_cache.keyspace.get(key.encode())? {
+                    Some(bytes) => Some(Value::decode(&bytes)?),
+                    None => None,
+                }
             };
             *entries += 1;
             v.insert(CachedValue {
@@ -57,6 +67,9 @@ pub(super) struct EpochCache {
     /// hashbrown for `entry_ref` (one hash lookup, key cloned only on insert) and its
     /// randomly seeded foldhash (fast, and not predictable by clients choosing keys).
     pub values: hashbrown::HashMap<Key, CachedValue>,
+    /// Every key of this shard that the keyspace holds is in `values` (see
+    /// [`EpochCache::new`]), so a miss is an absent key.
+    pub complete: bool,
 }
 
 /// The owner's states.
@@ -80,7 +93,7 @@ impl Cache {
         let epoch_cache = match self.epochs.entry((view_id, epoch)) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => match shard.epochs.get(view_id, epoch) {
-                Some(keyspace) => v.insert(EpochCache::new(keyspace)),
+                Some(keyspace) => v.insert(EpochCache::new(keyspace)?),
                 None => return Ok(None),
             },
         };
@@ -97,9 +110,9 @@ impl Cache {
     ) -> Result<&mut CachedValue> {
         let epoch_cache = match self.epochs.entry((view_id, epoch)) {
             Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => {
-                v.insert(EpochCache::new(shard.epochs.get_or_create(view_id, epoch)?))
-            }
+            Entry::Vacant(v) => v.insert(EpochCache::new(
+                shard.epochs.get_or_create(view_id, epoch)?,
+            )?),
         };
         load(epoch_cache, &mut self.entries, shard, key)
     }

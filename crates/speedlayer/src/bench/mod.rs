@@ -18,6 +18,8 @@ use speedlayer_store::{Store, StoreConfig, Update, ViewSpec};
 use crate::cli::{BenchArgs, BenchWhich};
 use crate::demo::Rng;
 
+mod events;
+
 /// Runs the chosen benchmark.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
@@ -43,6 +45,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhich::DropEpoch { keys, rounds, dir } => {
             let (_tmp, dir) = work_dir(dir)?;
             drop_epoch(&dir, &keys, rounds).await
+        }
+        BenchWhich::Events {
+            rounds,
+            clients,
+            bodies,
+            events,
+            dir,
+        } => {
+            let (_tmp, dir) = work_dir(dir)?;
+            events::run(&dir, rounds, clients, bodies, events).await
         }
     }
 }
