@@ -84,6 +84,8 @@ pub struct Submitted {
 #[derive(Clone)]
 pub struct Ingest {
     pub(crate) inner: Arc<Inner>,
+    /// The queue worker, taken by [`Ingest::stopped`].
+    pub(crate) worker: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 pub(crate) struct Inner {
@@ -105,8 +107,22 @@ impl Ingest {
             config,
             metrics,
         });
-        tokio::spawn(crate::worker::run(inner.clone(), stop));
-        Ingest { inner }
+        let worker = tokio::spawn(crate::worker::run(inner.clone(), stop));
+        Ingest {
+            inner,
+            worker: Arc::new(std::sync::Mutex::new(Some(worker))),
+        }
+    }
+
+    /// Waits until the queue worker has stopped (after the node's stop signal), so the
+    /// store it holds can close. What it had not applied stays queued for the next start.
+    pub async fn stopped(&self) {
+        let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(worker) = worker {
+            if let Err(e) = worker.await {
+                tracing::warn!(error = %e, "the event queue worker ended abnormally");
+            }
+        }
     }
 
     /// The node's cluster layer.

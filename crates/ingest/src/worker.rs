@@ -179,6 +179,7 @@ mod tests {
         });
         let ingest = Ingest {
             inner: inner.clone(),
+            worker: Default::default(),
         };
         let events: Vec<Event> = (0..500)
             .map(|i| {

@@ -188,6 +188,7 @@ impl Node {
                 Err(e) => tracing::warn!(error = %e, "listener task ended abnormally"),
             }
         }
+        self.ingest.stopped().await;
         Ok(())
     }
 

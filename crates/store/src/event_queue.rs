@@ -33,6 +33,10 @@ use crate::group_commit::{GroupCommit, PendingAcks};
 use crate::store::Update;
 
 const KEYSPACE: &str = "event_queue";
+/// Key of the next event sequence (record keys are 8 bytes, so this one never collides).
+/// Kept so sequences never restart, even when the queue was empty at a restart: a queue
+/// id handed out twice would be taken for a duplicate and not counted.
+const NEXT_KEY: &[u8] = b"next";
 const HEADER: usize = 16;
 
 /// One queued update: the view it goes to, the update, and the index of the event it
@@ -71,6 +75,7 @@ struct Index {
 
 /// The node's durable queue of async events.
 pub struct EventQueue {
+    db: fjall::Database,
     keyspace: Keyspace,
     commit: Mutex<Option<GroupCommit>>,
     index: Mutex<Index>,
@@ -88,18 +93,25 @@ impl EventQueue {
         let mut records = VecDeque::new();
         let mut next = 0;
         let mut events = 0;
+        if let Some(stored) = keyspace.get(NEXT_KEY)? {
+            next = decode_key(&stored).unwrap_or(0);
+        }
         for guard in keyspace.iter() {
             let (key, value) = guard.into_inner()?;
+            if &*key == NEXT_KEY {
+                continue;
+            }
             let (Some(first), Some((count, enqueued_us))) = (decode_key(&key), header(&value))
             else {
                 tracing::warn!("ignoring an undecodable event queue record");
                 continue;
             };
             records.push_back((first, count, enqueued_us));
-            next = first + count;
+            next = next.max(first + count);
             events += count;
         }
         Ok(EventQueue {
+            db: db.clone(),
             keyspace,
             commit: Mutex::new(Some(commit)),
             index: Mutex::new(Index {
@@ -142,7 +154,10 @@ impl EventQueue {
         let first = {
             let mut index = self.lock();
             let first = index.next;
-            self.keyspace.insert(first.to_be_bytes(), value)?;
+            let mut batch = self.db.batch();
+            batch.insert(&self.keyspace, first.to_be_bytes(), value);
+            batch.insert(&self.keyspace, NEXT_KEY, (first + events).to_be_bytes());
+            batch.commit()?;
             index.next = first + events;
             index.unsynced.push_back((first, events, now_us));
             first
