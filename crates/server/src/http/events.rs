@@ -380,6 +380,9 @@ impl LineReader {
                     scanned = self.pos;
                     continue;
                 }
+                if end - start > MAX_LINE_BYTES {
+                    return Ok(Some(Line::TooLong));
+                }
                 return Ok(Some(Line::Text(start, end)));
             }
             if self.buf.len() - self.pos > MAX_LINE_BYTES {
@@ -397,6 +400,9 @@ impl LineReader {
                 }
                 let (start, end) = (self.pos, self.buf.len());
                 self.pos = end;
+                if end - start > MAX_LINE_BYTES {
+                    return Ok(Some(Line::TooLong));
+                }
                 return Ok(Some(Line::Text(start, end)));
             }
             // `fill` moved the unread bytes to the front; resume after what was scanned.
