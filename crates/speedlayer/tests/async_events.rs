@@ -144,7 +144,7 @@ async fn sigkill_during_a_heavy_async_stream_applies_every_acknowledged_event_on
             let mut ledger = Ledger::default();
             let mut round = 0u64;
             loop {
-                let with_ids = round % 2 == 0;
+                let with_ids = round.is_multiple_of(2);
                 let (text, counts) = body(c, round, with_ids);
                 let result = post(&client, &base, text).await;
                 match (result, with_ids) {
@@ -157,8 +157,8 @@ async fn sigkill_during_a_heavy_async_stream_applies_every_acknowledged_event_on
                         } else {
                             &mut ledger.anon
                         };
-                        for u in 0..URLS {
-                            into[u] += counts[u];
+                        for (total, n) in into.iter_mut().zip(counts) {
+                            *total += n;
                         }
                     }
                     (Err(_), true) => {
@@ -206,8 +206,8 @@ async fn sigkill_during_a_heavy_async_stream_applies_every_acknowledged_event_on
             post(&client, &base, text)
                 .await
                 .expect("re-send after restart");
-            for u in 0..URLS {
-                ledger.ids[u] += counts[u];
+            for (total, n) in ledger.ids.iter_mut().zip(counts) {
+                *total += n;
             }
         }
     }

@@ -95,7 +95,10 @@ pub fn parse(args: &[Bytes]) -> Result<PendingEvent, Reply> {
         let value = String::from_utf8_lossy(&pair[1]).into_owned();
         fields.insert(name, Json::String(value));
     }
-    if let (Some(writer), Some(seq)) = (fields.remove("writer"), fields.remove("seq")) {
+    // Both fields make the id; one alone is an ordinary field.
+    if fields.contains_key("writer") && fields.contains_key("seq") {
+        let writer = fields.remove("writer");
+        let seq = fields.remove("seq");
         fields.insert(
             "id".into(),
             serde_json::json!({ "writer": writer, "seq": seq }),
