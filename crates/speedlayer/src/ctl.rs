@@ -38,6 +38,11 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 health["node"].as_str().unwrap_or("?"),
                 health["status"]
             );
+            println!(
+                "event queue: {} event(s) waiting, oldest {:.1} s",
+                health["event_queue"]["length"],
+                health["event_queue"]["lag_seconds"].as_f64().unwrap_or(0.0)
+            );
             let cluster = get("/v1/cluster".into()).await?;
             let nodes = cluster["nodes"].as_array().cloned().unwrap_or_default();
             println!(
