@@ -7,6 +7,8 @@ use std::sync::Arc;
 use prometheus_client::registry::Registry;
 use speedlayer_cluster::{Cluster, ClusterConfig, ClusterError};
 use speedlayer_ingest::metrics::IngestMetrics;
+use speedlayer_ingest::source::nats::{NatsConfig, NatsError, NatsSource};
+use speedlayer_ingest::source::SourceMetrics;
 use speedlayer_ingest::{Ingest, IngestConfig};
 use speedlayer_store::{Store, StoreConfig, StoreError};
 use tokio::net::TcpListener;
@@ -50,6 +52,8 @@ pub struct NodeConfig {
     pub ingest: IngestConfig,
     /// Views declared at start (e.g. from the config file), with their mappings.
     pub views: Vec<(String, speedlayer_store::ViewSpec)>,
+    /// A NATS JetStream stream to consume into the views' mappings (none by default).
+    pub nats: Option<NatsConfig>,
 }
 
 impl NodeConfig {
@@ -66,6 +70,7 @@ impl NodeConfig {
             cluster: ClusterConfig::single(SocketAddr::from(([127, 0, 0, 1], 7782))),
             ingest: IngestConfig::default(),
             views: Vec::new(),
+            nats: None,
         }
     }
 }
@@ -90,6 +95,9 @@ pub enum ServerError {
     /// A server task failed.
     #[error("server: {0}")]
     Serve(#[from] std::io::Error),
+    /// An event source's configuration is invalid.
+    #[error("event source: {0}")]
+    Source(#[from] NatsError),
 }
 
 /// A started node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -107,11 +115,16 @@ pub struct Node {
     stop: watch::Sender<bool>,
     http_task: JoinHandle<std::io::Result<()>>,
     resp_task: JoinHandle<std::io::Result<()>>,
+    /// The log source consumer, when one is configured; ends on `stop`.
+    source_task: Option<JoinHandle<()>>,
 }
 
 impl Node {
     /// Opens the store and starts the front ends.
     pub async fn start(config: NodeConfig) -> Result<Node, ServerError> {
+        if let Some(nats) = &config.nats {
+            nats.validate()?; // before anything starts
+        }
         let mut registry = Registry::default();
         let mut store_config = StoreConfig::new(&config.data_dir);
         store_config.node_id = config.node_id.clone();
@@ -139,6 +152,16 @@ impl Node {
             ingest_metrics,
             stop.subscribe(),
         );
+        let source_metrics = SourceMetrics::default();
+        source_metrics.register(&mut registry);
+        let nats = match &config.nats {
+            Some(nats) => Some(NatsSource::new(
+                nats.clone(),
+                ingest.clone(),
+                &source_metrics,
+            )?),
+            None => None,
+        };
         let metrics = NodeMetrics::new(registry);
         let state = AppState {
             store: store.clone(),
@@ -166,6 +189,8 @@ impl Node {
                 })
                 .await
         });
+        // Last, once the node serves: views from the config file are declared by now.
+        let source_task = nats.map(|source| tokio::spawn(source.run(stop.subscribe())));
         tracing::info!(%http_addr, %resp_addr, node = %store.node_id(), "node serving");
         Ok(Node {
             store,
@@ -176,12 +201,19 @@ impl Node {
             stop,
             http_task,
             resp_task,
+            source_task,
         })
     }
 
     /// Stops accepting requests, finishes those in flight, and waits for the listeners.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let _ = self.stop.send(true);
+        if let Some(source) = self.source_task {
+            // Stopping a source mid-batch is safe: nothing unacknowledged is lost.
+            if let Err(e) = source.await {
+                tracing::warn!(error = %e, "event source task ended abnormally");
+            }
+        }
         for task in [self.http_task, self.resp_task] {
             match task.await {
                 Ok(result) => result?,

@@ -99,6 +99,31 @@ pub struct ServeArgs {
     /// [default: 10000000].
     #[arg(long)]
     pub queue_limit: Option<u64>,
+    /// Consume a NATS JetStream stream into the views' mappings (exactly once, acking
+    /// only durable events): the server URL, e.g. nats://127.0.0.1:4222. Needs
+    /// --nats-stream.
+    #[arg(long)]
+    pub nats_url: Option<String>,
+    /// JetStream stream to consume (it must exist, with limits retention).
+    #[arg(long)]
+    pub nats_stream: Option<String>,
+    /// Only this subject of the stream, wildcards allowed [default: every subject].
+    #[arg(long)]
+    pub nats_subject: Option<String>,
+    /// Durable pull consumer the node owns; its ack floor is the position
+    /// [default: speedlayer].
+    #[arg(long)]
+    pub nats_consumer: Option<String>,
+    /// Ack a batch once its updates are applied (sync) or durably queued (async)
+    /// [default: sync].
+    #[arg(long)]
+    pub nats_mode: Option<speedlayer_ingest::Mode>,
+    /// Messages per batch, 1 to 1000 [default: 500].
+    #[arg(long)]
+    pub nats_batch: Option<usize>,
+    /// Seconds JetStream waits for an ack before redelivering [default: 5].
+    #[arg(long)]
+    pub nats_ack_wait: Option<f64>,
 }
 
 /// On or off.

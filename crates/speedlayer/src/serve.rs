@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use speedlayer_cluster::{ClusterConfig, Consistency, QuorumMode, WriteOptions};
+use speedlayer_ingest::source::nats::NatsConfig;
 use speedlayer_server::{Node, NodeConfig};
 
 use crate::cli::{ServeArgs, Switch};
@@ -30,6 +32,13 @@ struct FileConfig {
     quorum: Option<QuorumMode>,
     hinted_handoff: Option<bool>,
     queue_limit: Option<u64>,
+    nats_url: Option<String>,
+    nats_stream: Option<String>,
+    nats_subject: Option<String>,
+    nats_consumer: Option<String>,
+    nats_mode: Option<speedlayer_ingest::Mode>,
+    nats_batch: Option<usize>,
+    nats_ack_wait: Option<f64>,
     /// Views declared at start: `[views.pageviews]` with `type`, `epoch_secs` and an
     /// optional `mapping` table (`filter`, `key`, `clustering`, `op`).
     #[serde(default)]
@@ -114,6 +123,33 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         }
         node.ingest.queue_limit = limit;
     }
+    node.nats = match (
+        args.nats_url.or(file.nats_url),
+        args.nats_stream.or(file.nats_stream),
+    ) {
+        (None, None) => None,
+        (None, Some(_)) => bail!("--nats-stream needs --nats-url"),
+        (Some(_), None) => {
+            bail!("--nats-url needs --nats-stream (the JetStream stream to consume)")
+        }
+        (Some(url), Some(stream)) => {
+            let mut nats = NatsConfig::new(url, stream);
+            nats.subject = args.nats_subject.or(file.nats_subject);
+            if let Some(consumer) = args.nats_consumer.or(file.nats_consumer) {
+                nats.consumer = consumer;
+            }
+            nats.mode = args.nats_mode.or(file.nats_mode).unwrap_or_default();
+            if let Some(batch) = args.nats_batch.or(file.nats_batch) {
+                nats.batch = batch;
+            }
+            if let Some(secs) = args.nats_ack_wait.or(file.nats_ack_wait) {
+                nats.ack_wait = Duration::try_from_secs_f64(secs)
+                    .map_err(|_| anyhow::anyhow!("--nats-ack-wait must be a number of seconds"))?;
+            }
+            nats.validate()?;
+            Some(nats)
+        }
+    };
     for (name, spec) in file.views {
         speedlayer_store::compile_mapping(&spec)
             .with_context(|| format!("view '{name}' in the config file"))?;
