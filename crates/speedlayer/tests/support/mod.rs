@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 pub mod cluster;
+pub mod nats;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_speedlayer");
