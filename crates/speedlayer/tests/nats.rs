@@ -156,6 +156,43 @@ fn expected(published: &[Published]) -> BTreeMap<(String, String), u64> {
     counts
 }
 
+/// The node's NATS flags. Small batches, so a kill lands between many batches; a short
+/// ack wait.
+fn source_flags(url: &str) -> Vec<String> {
+    [
+        "--nats-url",
+        url,
+        "--nats-stream",
+        STREAM,
+        "--nats-subject",
+        "events.>",
+        "--nats-consumer",
+        CONSUMER,
+        "--nats-batch",
+        "50",
+        "--nats-ack-wait",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Declares `pageviews`: a counter per url per hour, fed by pageview events.
+async fn declare_pageviews(client: &Client, base: &str) {
+    let declared = client
+        .put(format!("{base}/v1/views/pageviews"))
+        .json(&json!({
+            "type": "counter", "epoch_secs": 3600,
+            "mapping": {"filter": "type == \"pageview\"", "key": "url",
+                        "clustering": "hour(ts)", "op": "incr 1"},
+        }))
+        .send()
+        .await
+        .expect("declare");
+    assert!(declared.status().is_success(), "declare: {declared:?}");
+}
+
 async fn wait_healthy(server: &mut Server, client: &Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -288,39 +325,12 @@ async fn jetstream_events_count_exactly_once_across_kills_and_replays() {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    // Small batches, so a kill lands between many batches.
-    let flags: Vec<String> = [
-        "--nats-url",
-        &nats.url(),
-        "--nats-stream",
-        STREAM,
-        "--nats-subject",
-        "events.>",
-        "--nats-consumer",
-        CONSUMER,
-        "--nats-batch",
-        "50",
-        "--nats-ack-wait",
-        "2",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let flags = source_flags(&nats.url());
     let spawn = || spawn_server(&data_dir, port, resp_port, &log, &flags);
 
     let mut server = spawn();
     wait_healthy(&mut server, &client, &base).await;
-    let declared = client
-        .put(format!("{base}/v1/views/pageviews"))
-        .json(&json!({
-            "type": "counter", "epoch_secs": 3600,
-            "mapping": {"filter": "type == \"pageview\"", "key": "url",
-                        "clustering": "hour(ts)", "op": "incr 1"},
-        }))
-        .send()
-        .await
-        .expect("declare");
-    assert!(declared.status().is_success(), "declare: {declared:?}");
+    declare_pageviews(&client, &base).await;
 
     let all = messages();
     let pairs: Vec<(String, Vec<u8>)> = all
@@ -432,6 +442,61 @@ async fn jetstream_events_count_exactly_once_across_kills_and_replays() {
         "exact counts: {} pageviews in {} (url, hour) cells; {:.1} s",
         want.values().sum::<u64>(),
         want.len(),
+        started.elapsed().as_secs_f64()
+    );
+    server.assert_running();
+}
+
+/// The node's source must survive the NATS server going away mid-stream: the session
+/// ends at once on the lost connection, reconnects when the server is back, resumes at
+/// the ack floor, and the counts stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jetstream_source_survives_a_nats_server_restart() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, nats_log) = (dir.path().join("jetstream"), dir.path().join("nats.log"));
+    let mut nats = NatsServer::start(&store, &nats_log);
+    let mut nc = NatsClient::connect(nats.port);
+    nc.create_stream(STREAM, &["events.>"]);
+
+    let (port, resp_port) = free_ports();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let flags = source_flags(&nats.url());
+    let log = dir.path().join("serve.log");
+    let mut server = spawn_server(&dir.path().join("data"), port, resp_port, &log, &flags);
+    wait_healthy(&mut server, &client, &base).await;
+    declare_pageviews(&client, &base).await;
+
+    let all = messages();
+    let part: Vec<(String, Vec<u8>)> = all[..8_000]
+        .iter()
+        .map(|p| (p.subject.clone(), p.payload.clone()))
+        .collect();
+    let seqs_1 = nc.publish_all(&part[..5_000]);
+    wait_acked(&mut server, &client, &base, 1_500).await;
+    nats.stop();
+    let at_stop = acked(&client, &base).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nats = NatsServer::start_on(nats.port, &store, &nats_log);
+    let mut nc = NatsClient::connect(nats.port);
+    let seqs_2 = nc.publish_all(&part[5_000..]);
+    assert_eq!(seqs_2[0], seqs_1[seqs_1.len() - 1] + 1);
+    let last = seqs_2[seqs_2.len() - 1];
+    wait_acked(&mut server, &client, &base, last).await;
+    assert_counts(
+        &read_counts(&client, &base).await,
+        &expected(&all[..8_000]),
+        "after a nats-server restart",
+    );
+    let restarts = source_metric(&client, &base, "speedlayer_source_restarts_total").await;
+    assert!(restarts >= 1, "the source noticed the lost connection");
+    eprintln!(
+        "nats-server stopped with {at_stop} of {} acknowledged; exact counts after {restarts} session restart(s); {:.1} s",
+        seqs_1[seqs_1.len() - 1],
         started.elapsed().as_secs_f64()
     );
     server.assert_running();

@@ -256,6 +256,9 @@ pub enum NatsError {
     /// A pull request failed.
     #[error("fetching messages: {0}")]
     Fetch(async_nats::Error),
+    /// The connection to the server dropped (or the client dropped messages).
+    #[error("the connection to the NATS server was lost")]
+    ConnectionLost,
     /// A pull request did not complete in time (e.g. lost with a connection).
     #[error("a pull request did not complete within {0:?}")]
     FetchTimeout(Duration),
@@ -329,7 +332,7 @@ impl NatsSource {
                         source = SOURCE,
                         error = %e,
                         retry_in = ?backoff,
-                        "NATS source session ended; resuming from the consumer's ack floor"
+                        "NATS source session ended; retrying (it resumes from the consumer's ack floor)"
                     );
                     if !sleep_unless_stopped(backoff, &mut stop).await {
                         return;
@@ -348,8 +351,22 @@ impl NatsSource {
         backoff: &mut Duration,
     ) -> Result<(), NatsError> {
         let config = &self.config;
+        // A dropped connection ends the session at once (pull requests in flight die with
+        // it); the next session reconnects and resumes from the ack floor, so the client's
+        // own reconnect loop is not needed beyond one attempt.
+        let (lost_tx, mut lost) = watch::channel(false);
         let client = async_nats::ConnectOptions::new()
             .name("speedlayer")
+            .max_reconnects(1)
+            .event_callback(move |event| {
+                if matches!(
+                    event,
+                    async_nats::Event::Disconnected | async_nats::Event::SlowConsumer(_)
+                ) {
+                    lost_tx.send_replace(true);
+                }
+                async {}
+            })
             .connect(config.url.as_str())
             .await
             .map_err(|source| NatsError::Connect {
@@ -384,16 +401,22 @@ impl NatsSource {
             Some(s) => s.clone(),
             None => String::new(),
         };
-        let (consumer, mut expected) = self.resume_consumer(&stream, filter).await?;
-        loop {
-            let messages = self.next_messages(&consumer).await?;
-            if messages.is_empty() {
-                continue;
+        let consume = async {
+            let (consumer, mut expected) = self.resume_consumer(&stream, filter).await?;
+            loop {
+                let messages = self.next_messages(&consumer).await?;
+                if messages.is_empty() {
+                    continue;
+                }
+                if !self.apply_batch(&messages, &mut expected, stop).await? {
+                    return Ok(());
+                }
+                *backoff = FIRST_BACKOFF;
             }
-            if !self.apply_batch(&messages, &mut expected, stop).await? {
-                return Ok(());
-            }
-            *backoff = FIRST_BACKOFF;
+        };
+        tokio::select! {
+            outcome = consume => outcome,
+            _ = lost.wait_for(|l| *l) => Err(NatsError::ConnectionLost),
         }
     }
 

@@ -26,10 +26,19 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts the server and waits until it accepts connections.
+    /// Starts the server on a free port and waits until it accepts connections.
     pub fn start(store_dir: &Path, log: &Path) -> NatsServer {
-        let port = super::free_ports().0;
-        let stderr = File::create(log).expect("nats log file");
+        NatsServer::start_on(super::free_ports().0, store_dir, log)
+    }
+
+    /// Starts the server on `port` (e.g. again after [`NatsServer::stop`]), appending
+    /// to `log`.
+    pub fn start_on(port: u16, store_dir: &Path, log: &Path) -> NatsServer {
+        let stderr = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("nats log file");
         let child = Command::new(NATS_SERVER)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store_dir)
@@ -49,6 +58,18 @@ impl NatsServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         server
+    }
+
+    /// Stops the server with SIGTERM (it flushes its store) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("kill -TERM");
+            assert!(status.success());
+            let _ = child.wait();
+        }
     }
 
     /// `nats://127.0.0.1:<port>`.
