@@ -158,7 +158,7 @@ fn expected(published: &[Published]) -> BTreeMap<(String, String), u64> {
 
 /// The node's NATS flags. Small batches, so a kill lands between many batches; a short
 /// ack wait.
-fn source_flags(url: &str) -> Vec<String> {
+fn source_flags(url: &str, mode: &str) -> Vec<String> {
     [
         "--nats-url",
         url,
@@ -172,6 +172,8 @@ fn source_flags(url: &str) -> Vec<String> {
         "50",
         "--nats-ack-wait",
         "2",
+        "--nats-mode",
+        mode,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -236,6 +238,32 @@ async fn wait_acked(server: &mut Server, client: &Client, base: &str, seq: u64) 
         assert!(
             Instant::now() < deadline,
             "the source acknowledged up to {now}, not {seq}, within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the source acknowledged up to `seq` and the node's event queue is empty
+/// (in async mode an acknowledged batch is queued, and applied moments later).
+async fn wait_settled(server: &mut Server, client: &Client, base: &str, seq: u64) {
+    wait_acked(server, client, base, seq).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        server.assert_running();
+        let text = match client.get(format!("{base}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let queued = text
+            .lines()
+            .find_map(|l| l.strip_prefix("speedlayer_event_queue_length "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if queued == Some(0.0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the event queue did not drain in 20 s ({queued:?})"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -311,6 +339,17 @@ async fn kill_after(server: &mut Server, client: &Client, base: &str, after: u64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jetstream_events_count_exactly_once_across_kills_and_replays() {
+    exactly_once_across_kills_and_replays("sync").await;
+}
+
+/// The same with `--nats-mode async`: a batch is acknowledged once it is durable in the
+/// node's event queue, and applied from there (also after a SIGKILL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jetstream_events_count_exactly_once_in_async_mode() {
+    exactly_once_across_kills_and_replays("async").await;
+}
+
+async fn exactly_once_across_kills_and_replays(mode: &str) {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
     let nats = NatsServer::start(&dir.path().join("jetstream"), &dir.path().join("nats.log"));
@@ -325,7 +364,7 @@ async fn jetstream_events_count_exactly_once_across_kills_and_replays() {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let flags = source_flags(&nats.url());
+    let flags = source_flags(&nats.url(), mode);
     let spawn = || spawn_server(&data_dir, port, resp_port, &log, &flags);
 
     let mut server = spawn();
@@ -373,7 +412,7 @@ async fn jetstream_events_count_exactly_once_across_kills_and_replays() {
         server = spawn();
         wait_healthy(&mut server, &client, &base).await;
     }
-    wait_acked(&mut server, &client, &base, last_1).await;
+    wait_settled(&mut server, &client, &base, last_1).await;
     assert_counts(
         &read_counts(&client, &base).await,
         &expected(&all[..PHASE_1]),
@@ -391,7 +430,7 @@ async fn jetstream_events_count_exactly_once_across_kills_and_replays() {
     assert_eq!(taken.first(), Some(&(last_1 + 1)), "{taken:?}");
     server = spawn();
     wait_healthy(&mut server, &client, &base).await;
-    wait_acked(&mut server, &client, &base, last_2).await;
+    wait_settled(&mut server, &client, &base, last_2).await;
     assert_counts(
         &read_counts(&client, &base).await,
         &expected(&all[..PHASE_2]),
@@ -413,7 +452,7 @@ async fn jetstream_events_count_exactly_once_across_kills_and_replays() {
     assert!(at_kill < last, "the kill should land mid-replay");
     server = spawn();
     wait_healthy(&mut server, &client, &base).await;
-    wait_acked(&mut server, &client, &base, last).await;
+    wait_settled(&mut server, &client, &base, last).await;
     let want = expected(&all);
     assert_counts(
         &read_counts(&client, &base).await,
@@ -439,7 +478,7 @@ async fn jetstream_events_count_exactly_once_across_kills_and_replays() {
         }
     }
     eprintln!(
-        "exact counts: {} pageviews in {} (url, hour) cells; {:.1} s",
+        "{mode}: exact counts: {} pageviews in {} (url, hour) cells; {:.1} s",
         want.values().sum::<u64>(),
         want.len(),
         started.elapsed().as_secs_f64()
@@ -465,7 +504,7 @@ async fn jetstream_source_survives_a_nats_server_restart() {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let flags = source_flags(&nats.url());
+    let flags = source_flags(&nats.url(), "sync");
     let log = dir.path().join("serve.log");
     let mut server = spawn_server(&dir.path().join("data"), port, resp_port, &log, &flags);
     wait_healthy(&mut server, &client, &base).await;
