@@ -4,7 +4,7 @@
 //! cluster → **ingest (this crate)** → front ends (HTTP `POST /v1/events`, RESP `XADD`)
 //! and log sources ([`source`]) → CLI.
 //!
-//! [`Ingest::submit`] maps each event through every view's mapping ([`derive`]) and then
+//! [`Ingest::submit`] maps each event through every view's mapping ([`derive`](mod@derive)) and then
 //! either applies the updates at once through the cluster at the requested consistency
 //! (`sync`), or appends them to this node's durable event queue and returns (`async`): a
 //! worker drains the queue in batches. Either way the owner shards *pre-aggregate*: all
