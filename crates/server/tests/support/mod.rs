@@ -35,6 +35,8 @@ pub async fn shutdown(node: Option<Node>) {
     }
 }
 
+pub mod events;
+
 pub mod http {
     //! Helpers of the HTTP/JSON API tests: a node with a `reqwest` client and one method per
     //! endpoint, and checks of error answers and metrics.
