@@ -1,6 +1,7 @@
 //! From events to per-view updates, through every mapped view.
 
 use speedlayer_events::Event;
+use speedlayer_store::event_queue::QueuedView;
 use speedlayer_store::{validate, MappedView, Update};
 
 /// Most skip reasons kept per request (the count is exact either way).
@@ -22,8 +23,9 @@ pub struct Skip {
 #[derive(Debug, Default)]
 pub struct Derivation {
     /// Updates per view with the index of the event each came from, in event order
-    /// (views in `mapped` order; views without updates left out).
-    pub per_view: Vec<(String, Vec<(Update, u32)>)>,
+    /// (views in `mapped` order; views without updates left out): the form the queue
+    /// stores, so an async submit appends it as is.
+    pub per_view: Vec<QueuedView>,
     /// Events that fed no view.
     pub unmatched: u64,
     /// Number of (event, view) pairs skipped.
@@ -35,7 +37,7 @@ pub struct Derivation {
 impl Derivation {
     /// Total updates derived.
     pub fn updates(&self) -> u64 {
-        self.per_view.iter().map(|(_, u)| u.len() as u64).sum()
+        self.per_view.iter().map(|v| v.updates.len() as u64).sum()
     }
 }
 
@@ -86,7 +88,10 @@ pub fn derive(mapped: &[MappedView], events: &[Event]) -> Derivation {
         .iter()
         .zip(per_view)
         .filter(|(_, updates)| !updates.is_empty())
-        .map(|(mv, updates)| (mv.view.name.clone(), updates))
+        .map(|(mv, updates)| QueuedView {
+            view: mv.view.name.clone(),
+            updates,
+        })
         .collect();
     out
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use speedlayer_cluster::{Cluster, WriteOptions};
 use speedlayer_core::Outcome;
 use speedlayer_events::Event;
-use speedlayer_store::event_queue::QueuedUpdate;
+use speedlayer_store::event_queue::QueuedView;
+use speedlayer_store::ApplyKind;
 use tokio::sync::watch;
 
 use crate::derive::{derive, Skip};
@@ -142,10 +143,33 @@ impl Ingest {
     ) -> Result<Submitted, IngestError> {
         let metrics = &self.inner.metrics;
         metrics.events(mode).inc_by(events.len() as u64);
-        match mode {
-            Mode::Sync => self.apply_now(events, options).await,
-            Mode::Async => self.enqueue(events).await,
+        if mode == Mode::Async {
+            self.check_queue_room()?;
         }
+        let mapped = self.inner.cluster.store().mapped_views();
+        let derivation = derive(&mapped, events);
+        let mut out = Submitted {
+            events: events.len() as u64,
+            updates: derivation.updates(),
+            unmatched: derivation.unmatched,
+            skipped: derivation.skipped,
+            skips: derivation.skips,
+            ..Submitted::default()
+        };
+        metrics.count_derivation(&out);
+        match mode {
+            Mode::Sync => {
+                self.apply_now(derivation.per_view, options, &mut out)
+                    .await?
+            }
+            Mode::Async if out.updates > 0 => {
+                self.append(out.events, &derivation.per_view, now_us())
+                    .await?;
+                out.queued = out.events;
+            }
+            Mode::Async => {}
+        }
+        Ok(out)
     }
 
     /// Queues view updates (`POST /v1/views/{v}/update?mode=async`): checked against the
@@ -157,29 +181,26 @@ impl Ingest {
         updates: Vec<speedlayer_store::Update>,
     ) -> Result<u64, IngestError> {
         self.check_queue_room()?;
-        let store = self.inner.cluster.store();
-        let spec = store.view(view)?;
+        let spec = self.inner.cluster.store().view(view)?;
         for update in &updates {
             speedlayer_store::validate(&spec, update)?;
         }
         let arrival = now_us();
         let count = updates.len() as u64;
-        let queued: Vec<QueuedUpdate> = updates
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut update)| {
-                // Fix the arrival time now, not when the worker applies it.
-                update.ts_us.get_or_insert(arrival);
-                QueuedUpdate {
-                    view: view.to_string(),
-                    update,
-                    event: i as u32,
-                }
-            })
-            .collect();
-        store.event_queue().append(count, &queued, arrival).await?;
+        let group = QueuedView {
+            view: view.to_string(),
+            updates: updates
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut update)| {
+                    // Fix the arrival time now, not when the worker applies it.
+                    update.ts_us.get_or_insert(arrival);
+                    (update, i as u32)
+                })
+                .collect(),
+        };
+        self.append(count, &[group], arrival).await?;
         self.inner.metrics.events(Mode::Async).inc_by(count);
-        self.inner.metrics.observe_queue(store.event_queue());
         Ok(count)
     }
 
@@ -193,73 +214,28 @@ impl Ingest {
         Ok(())
     }
 
-    async fn enqueue(&self, events: &[Event]) -> Result<Submitted, IngestError> {
-        self.check_queue_room()?;
-        let store = self.inner.cluster.store();
-        let queue = store.event_queue();
-        let mapped = store.mapped_views();
-        let derivation = derive(&mapped, events);
-        let mut out = Submitted {
-            events: events.len() as u64,
-            updates: derivation.updates(),
-            unmatched: derivation.unmatched,
-            skipped: derivation.skipped,
-            skips: derivation.skips,
-            ..Submitted::default()
-        };
-        self.inner.metrics.count_derivation(&out);
-        if out.updates == 0 {
-            return Ok(out);
-        }
-        let mut updates = Vec::with_capacity(out.updates as usize);
-        for (view, view_updates) in derivation.per_view {
-            for (update, event) in view_updates {
-                updates.push(QueuedUpdate {
-                    view: view.clone(),
-                    update,
-                    event,
-                });
-            }
-        }
-        queue
-            .append(events.len() as u64, &updates, now_us())
-            .await?;
+    /// Appends one durable queue record of `events` events.
+    async fn append(&self, events: u64, views: &[QueuedView], now: i64) -> Result<(), IngestError> {
+        let queue = self.inner.cluster.store().event_queue();
+        queue.append(events, views, now).await?;
         self.inner.metrics.observe_queue(queue);
-        out.queued = out.events;
-        Ok(out)
+        Ok(())
     }
 
+    /// Applies the derived updates view by view, pre-aggregated, at `options`.
     async fn apply_now(
         &self,
-        events: &[Event],
+        per_view: Vec<QueuedView>,
         options: WriteOptions,
-    ) -> Result<Submitted, IngestError> {
-        let mapped = self.inner.cluster.store().mapped_views();
-        let derivation = derive(&mapped, events);
-        let mut out = Submitted {
-            events: events.len() as u64,
-            updates: derivation.updates(),
-            unmatched: derivation.unmatched,
-            skipped: derivation.skipped,
-            skips: derivation.skips,
-            ..Submitted::default()
-        };
-        self.inner.metrics.count_derivation(&out);
+        out: &mut Submitted,
+    ) -> Result<(), IngestError> {
         let cluster = &self.inner.cluster;
-        let writes = derivation
-            .per_view
-            .into_iter()
-            .map(|(view, updates)| async move {
-                let updates: Vec<_> = updates.into_iter().map(|(u, _)| u).collect();
-                cluster
-                    .apply(
-                        &view,
-                        updates,
-                        options,
-                        speedlayer_store::ApplyKind::Aggregate,
-                    )
-                    .await
-            });
+        let writes = per_view.into_iter().map(|group| async move {
+            let updates: Vec<_> = group.updates.into_iter().map(|(u, _)| u).collect();
+            cluster
+                .apply(&group.view, updates, options, ApplyKind::Aggregate)
+                .await
+        });
         for results in futures_util::future::join_all(writes).await {
             for result in results? {
                 match result {
@@ -272,7 +248,7 @@ impl Ingest {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -84,11 +84,8 @@ impl IngestMetrics {
     /// Sets the queue gauges from `queue`.
     pub fn observe_queue(&self, queue: &speedlayer_store::event_queue::EventQueue) {
         self.queue_length.set(queue.len() as i64);
-        let lag = queue
-            .oldest_us()
-            .map(|at| (crate::ingest::now_us() - at).max(0) as f64 / 1e6)
-            .unwrap_or(0.0);
-        self.queue_lag_seconds.set(lag);
+        self.queue_lag_seconds
+            .set(queue.lag_seconds(crate::ingest::now_us()));
     }
 
     /// The received-events counter of `mode`.

@@ -93,15 +93,17 @@ async fn apply(
 ) -> Result<(), crate::IngestError> {
     let mut per_view: HashMap<String, Vec<Update>> = HashMap::new();
     for record in records {
-        for q in record.updates {
-            let mut update = q.update;
-            if update.id.is_none() {
-                update.id = Some(UpdateId {
-                    writer: writer.to_string(),
-                    seq: record.first + u64::from(q.event),
-                });
+        for group in record.views {
+            let updates = per_view.entry(group.view).or_default();
+            for (mut update, event) in group.updates {
+                if update.id.is_none() {
+                    update.id = Some(UpdateId {
+                        writer: writer.to_string(),
+                        seq: record.first + u64::from(event),
+                    });
+                }
+                updates.push(update);
             }
-            per_view.entry(q.view).or_default().push(update);
         }
     }
     let cluster = &inner.cluster;

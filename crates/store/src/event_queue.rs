@@ -39,16 +39,16 @@ const KEYSPACE: &str = "event_queue";
 const NEXT_KEY: &[u8] = b"next";
 const HEADER: usize = 16;
 
-/// One queued update: the view it goes to, the update, and the index of the event it
-/// came from within its record (for the queue id of events without their own).
+/// The queued updates of one view: each with the index, within its record, of the event
+/// it came from (for the queue id of events without their own). Grouped by view because
+/// that is how they are derived and applied (and the name is stored once per group).
 #[derive(Clone, Debug, PartialEq)]
-pub struct QueuedUpdate {
+pub struct QueuedView {
     /// View name.
     pub view: String,
-    /// The update (`ts_us` is always set: the arrival time was fixed at submit).
-    pub update: Update,
-    /// Index of the source event within its record.
-    pub event: u32,
+    /// The updates (`ts_us` always set: the arrival time was fixed at submit), with
+    /// their event index.
+    pub updates: Vec<(Update, u32)>,
 }
 
 /// A record read back from the queue.
@@ -60,8 +60,8 @@ pub struct QueuedRecord {
     pub events: u64,
     /// When it was appended, microseconds since 1970.
     pub enqueued_us: i64,
-    /// Its updates.
-    pub updates: Vec<QueuedUpdate>,
+    /// Its updates, by view.
+    pub views: Vec<QueuedView>,
 }
 
 /// What the queue holds, in order: `(first, events, enqueued_us)` of each durable record.
@@ -129,19 +129,20 @@ impl EventQueue {
         self.commit.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
-    /// Appends a record of `events` events holding `updates`, durably; returns the event
+    /// Appends a record of `events` events holding `views`' updates, durably; returns the event
     /// sequence of its first event.
     pub async fn append(
         self: &std::sync::Arc<Self>,
         events: u64,
-        updates: &[QueuedUpdate],
+        views: &[QueuedView],
         now_us: i64,
     ) -> Result<u64> {
         let events = events.max(1);
-        let mut value = Vec::with_capacity(HEADER + updates.len() * 48);
+        let count: usize = views.iter().map(|v| v.updates.len()).sum();
+        let mut value = Vec::with_capacity(HEADER + count * 48);
         value.extend_from_slice(&events.to_be_bytes());
         value.extend_from_slice(&now_us.to_be_bytes());
-        encode_updates(&mut value, updates);
+        encode_views(&mut value, views);
         let commit = self
             .commit
             .lock()
@@ -213,6 +214,14 @@ impl EventQueue {
         self.lock().records.front().map(|r| r.2)
     }
 
+    /// Age in seconds, at `now_us`, of the oldest waiting record (0 when none waits): the
+    /// queue's lag.
+    pub fn lag_seconds(&self, now_us: i64) -> f64 {
+        self.oldest_us()
+            .map(|at| (now_us - at).max(0) as f64 / 1e6)
+            .unwrap_or(0.0)
+    }
+
     /// Waits until a record may be waiting (returns at once if one is).
     pub async fn wait_ready(&self) {
         if !self.is_empty() {
@@ -245,12 +254,12 @@ impl EventQueue {
                     "an indexed event queue record is missing",
                 )));
             };
-            let updates = decode_updates(&value[HEADER.min(value.len())..])?;
+            let views = decode_views(&value[HEADER.min(value.len())..])?;
             out.push(QueuedRecord {
                 first,
                 events,
                 enqueued_us,
-                updates,
+                views,
             });
         }
         Ok(out)
@@ -287,42 +296,42 @@ fn header(value: &[u8]) -> Option<(u64, i64)> {
     Some((events, at))
 }
 
-/// Encodes queued updates: runs of one view share its name.
-pub fn encode_updates(out: &mut Vec<u8>, updates: &[QueuedUpdate]) {
-    let mut view: Option<&str> = None;
-    for q in updates {
-        if view != Some(q.view.as_str()) {
-            out.push(1);
-            write_str(out, &q.view);
-            view = Some(&q.view);
-        }
-        out.push(2);
-        write_varint(out, u64::from(q.event));
-        write_bytes(out, &q.update.key.encode());
-        write_zigzag(out, q.update.ts_us.unwrap_or(0));
-        match &q.update.id {
-            None => out.push(0),
-            Some(id) => {
-                out.push(1);
-                write_str(out, &id.writer);
-                write_varint(out, id.seq);
+/// Encodes queued views: each view's name, then its updates.
+pub fn encode_views(out: &mut Vec<u8>, views: &[QueuedView]) {
+    for group in views {
+        out.push(1);
+        write_str(out, &group.view);
+        for (update, event) in &group.updates {
+            out.push(2);
+            write_varint(out, u64::from(*event));
+            write_bytes(out, &update.key.encode());
+            write_zigzag(out, update.ts_us.unwrap_or(0));
+            match &update.id {
+                None => out.push(0),
+                Some(id) => {
+                    out.push(1);
+                    write_str(out, &id.writer);
+                    write_varint(out, id.seq);
+                }
             }
+            update.op.encode_into(out);
         }
-        q.update.op.encode_into(out);
     }
 }
 
-/// Inverse of [`encode_updates`]; total on arbitrary bytes.
-pub fn decode_updates(bytes: &[u8]) -> std::result::Result<Vec<QueuedUpdate>, DecodeError> {
+/// Inverse of [`encode_views`]; total on arbitrary bytes.
+pub fn decode_views(bytes: &[u8]) -> std::result::Result<Vec<QueuedView>, DecodeError> {
     let mut r = Reader::new(bytes);
-    let mut out = Vec::new();
-    let mut view: Option<String> = None;
+    let mut out: Vec<QueuedView> = Vec::new();
     while !r.is_empty() {
         match r.read_u8()? {
-            1 => view = Some(r.read_str()?.to_string()),
+            1 => out.push(QueuedView {
+                view: r.read_str()?.to_string(),
+                updates: Vec::new(),
+            }),
             2 => {
-                let view = view
-                    .clone()
+                let group = out
+                    .last_mut()
                     .ok_or(DecodeError::Invalid("update before its view"))?;
                 let event = u32::try_from(r.read_varint()?)
                     .map_err(|_| DecodeError::Invalid("event index out of range"))?;
@@ -337,16 +346,13 @@ pub fn decode_updates(bytes: &[u8]) -> std::result::Result<Vec<QueuedUpdate>, De
                     _ => return Err(DecodeError::Invalid("bad id flag")),
                 };
                 let op = Op::decode_from(&mut r)?;
-                out.push(QueuedUpdate {
-                    view,
-                    update: Update {
-                        key,
-                        op,
-                        ts_us: Some(ts_us),
-                        id,
-                    },
-                    event,
-                });
+                let update = Update {
+                    key,
+                    op,
+                    ts_us: Some(ts_us),
+                    id,
+                };
+                group.updates.push((update, event));
             }
             tag => return Err(DecodeError::UnknownTag(tag)),
         }

@@ -64,10 +64,7 @@ pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
 
 async fn health(State(state): State<AppState>) -> Response {
     let queue = state.store.event_queue();
-    let lag = queue
-        .oldest_us()
-        .map(|at| (speedlayer_ingest::ingest::now_us() - at).max(0) as f64 / 1e6)
-        .unwrap_or(0.0);
+    let lag = queue.lag_seconds(speedlayer_ingest::ingest::now_us());
     let body = serde_json::json!({
         "status": "ok",
         "node": state.store.node_id(),
