@@ -32,21 +32,6 @@ const URLS: usize = 5;
 const TS: i64 = 1_732_450_000;
 const HOUR: &str = "2024-11-24T12";
 
-async fn wait_healthy(server: &mut Server, base: &str) {
-    let client = Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        server.assert_running();
-        if let Ok(r) = client.get(format!("{base}/health")).send().await {
-            if r.status() == StatusCode::OK {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "node did not become healthy");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// The value of a Prometheus sample named exactly `name` (no labels).
 async fn metric(client: &Client, base: &str, name: &str) -> Option<f64> {
     let text = client
@@ -119,7 +104,7 @@ async fn sigkill_during_a_heavy_async_stream_applies_every_acknowledged_event_on
     let (http, resp) = free_ports();
     let base = format!("http://127.0.0.1:{http}");
     let mut server = Server::spawn(&dir.path().join("data"), http, resp, &log);
-    wait_healthy(&mut server, &base).await;
+    server.wait_healthy().await;
     let client = Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -199,7 +184,7 @@ async fn sigkill_during_a_heavy_async_stream_applies_every_acknowledged_event_on
 
     // Restart; clients re-send the bodies with ids that got no answer.
     let mut server = Server::spawn(&dir.path().join("data"), http, resp, &log);
-    wait_healthy(&mut server, &base).await;
+    server.wait_healthy().await;
     for (c, ledger) in ledgers.iter_mut().enumerate() {
         for round in std::mem::take(&mut ledger.unanswered) {
             let (text, counts) = body(c, round, true);

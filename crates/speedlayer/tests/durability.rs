@@ -29,28 +29,6 @@ const CYCLES: usize = 2;
 /// does not depend on the wall clock.
 const TS: i64 = 1_732_450_000;
 
-/// Polls `GET /health` until 200, for at most 30 s.
-async fn wait_healthy(server: &mut Server, base: &str) {
-    let client = Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        server.assert_running();
-        if let Ok(response) = client.get(format!("{base}/health")).send().await {
-            if response.status() == StatusCode::OK {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{base}/health did not answer 200 within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// What one client knows about its own keys.
 #[derive(Clone, Debug, Default)]
 struct Ledger {
@@ -316,7 +294,7 @@ async fn acknowledged_updates_survive_sigkill() {
     let started = Instant::now();
 
     let mut server = Server::spawn(&data_dir, port, resp_port, &log);
-    wait_healthy(&mut server, &base).await;
+    server.wait_healthy().await;
     assert_eq!(
         declare(&client, &base, "hits", "counter").await,
         StatusCode::CREATED
@@ -385,7 +363,7 @@ async fn acknowledged_updates_survive_sigkill() {
 
         // Restart on the same directory and port.
         server = Server::spawn(&data_dir, port, resp_port, &log);
-        wait_healthy(&mut server, &base).await;
+        server.wait_healthy().await;
         verify(&client, &base, &mut ledgers).await;
 
         // The declarations survived (redeclaring is "unchanged", not "created"). The

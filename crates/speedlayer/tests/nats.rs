@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use support::nats::{spawn_server, NatsClient, NatsServer};
+use support::nats::{NatsClient, NatsServer};
 use support::{free_ports, Server};
 
 const STREAM: &str = "EVENTS";
@@ -195,20 +195,6 @@ async fn declare_pageviews(client: &Client, base: &str) {
     assert!(declared.status().is_success(), "declare: {declared:?}");
 }
 
-async fn wait_healthy(server: &mut Server, client: &Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        server.assert_running();
-        if let Ok(r) = client.get(format!("{base}/health")).send().await {
-            if r.status() == StatusCode::OK {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{base}/health not 200 in 30 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A metric of the `nats` source from `/metrics` (0 when absent).
 async fn source_metric(client: &Client, base: &str, name: &str) -> u64 {
     let Ok(response) = client.get(format!("{base}/metrics")).send().await else {
@@ -365,10 +351,10 @@ async fn exactly_once_across_kills_and_replays(mode: &str) {
         .build()
         .unwrap();
     let flags = source_flags(&nats.url(), mode);
-    let spawn = || spawn_server(&data_dir, port, resp_port, &log, &flags);
+    let spawn = || Server::spawn_with(&data_dir, port, resp_port, &log, &flags);
 
     let mut server = spawn();
-    wait_healthy(&mut server, &client, &base).await;
+    server.wait_healthy().await;
     declare_pageviews(&client, &base).await;
 
     let all = messages();
@@ -410,7 +396,7 @@ async fn exactly_once_across_kills_and_replays(mode: &str) {
             "the kill should land mid-stream (acknowledged {at_kill} of {last_1})"
         );
         server = spawn();
-        wait_healthy(&mut server, &client, &base).await;
+        server.wait_healthy().await;
     }
     wait_settled(&mut server, &client, &base, last_1).await;
     assert_counts(
@@ -429,7 +415,7 @@ async fn exactly_once_across_kills_and_replays(mode: &str) {
     let taken = nc.pull_without_ack(STREAM, CONSUMER, 20);
     assert_eq!(taken.first(), Some(&(last_1 + 1)), "{taken:?}");
     server = spawn();
-    wait_healthy(&mut server, &client, &base).await;
+    server.wait_healthy().await;
     wait_settled(&mut server, &client, &base, last_2).await;
     assert_counts(
         &read_counts(&client, &base).await,
@@ -443,7 +429,7 @@ async fn exactly_once_across_kills_and_replays(mode: &str) {
     server.kill();
     nc.delete_consumer(STREAM, CONSUMER);
     server = spawn();
-    wait_healthy(&mut server, &client, &base).await;
+    server.wait_healthy().await;
     let seqs_3 = nc.publish_all(&pairs[PHASE_2..]);
     assert!(seqs_3.iter().all(|&s| s > last_2));
     let last = seqs_3[seqs_3.len() - 1];
@@ -451,7 +437,7 @@ async fn exactly_once_across_kills_and_replays(mode: &str) {
     eprintln!("replay killed with {at_kill} acknowledged of {last}");
     assert!(at_kill < last, "the kill should land mid-replay");
     server = spawn();
-    wait_healthy(&mut server, &client, &base).await;
+    server.wait_healthy().await;
     wait_settled(&mut server, &client, &base, last).await;
     let want = expected(&all);
     assert_counts(
@@ -506,8 +492,8 @@ async fn jetstream_source_survives_a_nats_server_restart() {
         .unwrap();
     let flags = source_flags(&nats.url(), "sync");
     let log = dir.path().join("serve.log");
-    let mut server = spawn_server(&dir.path().join("data"), port, resp_port, &log, &flags);
-    wait_healthy(&mut server, &client, &base).await;
+    let mut server = Server::spawn_with(&dir.path().join("data"), port, resp_port, &log, &flags);
+    server.wait_healthy().await;
     declare_pageviews(&client, &base).await;
 
     let all = messages();

@@ -29,6 +29,17 @@ impl Server {
     /// Starts `speedlayer serve` on `data_dir` and the given ports, appending its log to
     /// `log` (a restart on the same file keeps the earlier run's lines).
     pub fn spawn(data_dir: &Path, http_port: u16, resp_port: u16, log: &Path) -> Server {
+        Server::spawn_with(data_dir, http_port, resp_port, log, &[])
+    }
+
+    /// [`Server::spawn`] with `extra` flags for `serve`.
+    pub fn spawn_with(
+        data_dir: &Path,
+        http_port: u16,
+        resp_port: u16,
+        log: &Path,
+        extra: &[String],
+    ) -> Server {
         let stderr = File::options()
             .create(true)
             .append(true)
@@ -39,6 +50,7 @@ impl Server {
             .arg(data_dir)
             .args(["--http", &format!("127.0.0.1:{http_port}")])
             .args(["--resp", &format!("127.0.0.1:{resp_port}")])
+            .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -51,6 +63,30 @@ impl Server {
             log: log.to_path_buf(),
             http_port,
             resp_port,
+        }
+    }
+
+    /// Polls `GET /health` until 200, for at most 30 s, failing (with the log) if the
+    /// process exits meanwhile.
+    pub async fn wait_healthy(&mut self) {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(2))
+            .build()
+            .expect("HTTP client");
+        let url = format!("http://127.0.0.1:{}/health", self.http_port);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            self.assert_running();
+            if let Ok(response) = client.get(&url).send().await {
+                if response.status() == reqwest::StatusCode::OK {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{url} did not answer 200 within 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 

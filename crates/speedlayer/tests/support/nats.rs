@@ -1,6 +1,6 @@
 //! A real `nats-server -js` child for tests, a minimal blocking NATS client (publishing
 //! with JetStream acks, JetStream API requests) written against the text protocol so
-//! the tests need no client crate, and a `speedlayer serve` spawn with extra flags.
+//! the tests need no client crate.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,8 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-use super::{Server, BIN};
 
 /// The Debian package's binary (installed by `.ci/run`).
 pub const NATS_SERVER: &str = "nats-server";
@@ -288,39 +286,5 @@ impl NatsClient {
         }
         self.send(format!("UNSUB {sid}\r\n").as_bytes());
         seqs
-    }
-}
-
-/// Starts `speedlayer serve` like [`Server::spawn`], with `extra` flags.
-pub fn spawn_server(
-    data_dir: &Path,
-    http_port: u16,
-    resp_port: u16,
-    log: &Path,
-    extra: &[String],
-) -> Server {
-    let stderr = File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    let child = Command::new(BIN)
-        .args(["serve", "--data-dir"])
-        .arg(data_dir)
-        .args(["--http", &format!("127.0.0.1:{http_port}")])
-        .args(["--resp", &format!("127.0.0.1:{resp_port}")])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawning speedlayer serve");
-    Server {
-        child: Some(child),
-        log: log.to_path_buf(),
-        http_port,
-        resp_port,
     }
 }
