@@ -124,6 +124,21 @@ impl WriterSlot {
         Outcome::Applied
     }
 
+    /// The part of this slot that an update with `seq` wrote: floor and base (they move
+    /// when the window slides) and that seq's entry; the whole slot when the seq is not
+    /// in the window (a stale update wrote nothing, and a delta keeps `recent`
+    /// non-empty). O(log window) instead of a copy of up to 1,024 entries per update.
+    fn delta_for(&self, seq: u64) -> WriterSlot {
+        match self.recent.get(&seq) {
+            Some(&by) => WriterSlot {
+                floor: self.floor,
+                base: self.base,
+                recent: BTreeMap::from([(seq, by)]),
+            },
+            None => self.clone(),
+        }
+    }
+
     /// Lexicographic join on `(floor, base)` (base joined per side when floors
     /// tie), then the union of `recent` restricted to the resulting floor. This
     /// is a lattice join; folding by count instead would break associativity.
@@ -222,9 +237,9 @@ impl Counter {
         Ok(outcome)
     }
 
-    /// The part of this counter an update with `ctx` writes: the writer's slot when
-    /// `ctx.id` is set, else `ctx.node`'s slot. Merging it into any replica that holds
-    /// an older copy of that slot brings the slot up to this state, which is why
+    /// The part of this counter an update with `ctx` writes: with `ctx.id`, the writer
+    /// slot's floor, base and that seq's entry (not the whole window); else `ctx.node`'s
+    /// slot. Merging it into the pre-update state gives this state, which is why
     /// replication ships it instead of the whole counter (or the op: an anonymous
     /// increment re-applied on another replica would land in that replica's view of a
     /// slot it does not own).
@@ -233,7 +248,9 @@ impl Counter {
         match ctx.id {
             Some(id) => {
                 if let Some(slot) = self.writers.get(&id.writer) {
-                    delta.writers.insert(id.writer.clone(), slot.clone());
+                    delta
+                        .writers
+                        .insert(id.writer.clone(), slot.delta_for(id.seq));
                 }
             }
             None => {

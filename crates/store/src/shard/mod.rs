@@ -417,11 +417,8 @@ impl ShardLoop {
     }
 
     /// Applies `batch` update by update (every id still counts once), but logs one merged
-    /// delta per key, and returns it on the key's last update when deltas were asked for.
-    ///
-    /// Counter deltas are taken once per key and slot at the end (a slot's final state
-    /// covers every increment the batch made in it), not per update: a writer slot holds
-    /// a window of up to 1,024 seqs, and cloning it per update made hot keys slow.
+    /// delta per key (the join of its updates' deltas, see [`Value::delta`]), and returns
+    /// it on the key's last update when deltas were asked for.
     fn apply_aggregated(
         &mut self,
         batch: Vec<ShardUpdate>,
@@ -430,14 +427,9 @@ impl ShardLoop {
         if self.shard.commit.is_failed() {
             return Err(StoreError::Failed);
         }
-        #[derive(Default)]
         struct Merged {
             position: usize,
-            /// Merged deltas of the updates that are not increments.
-            delta: Option<Value>,
-            /// Counter slots the batch incremented: the node's own, and writers'.
-            node_slot: bool,
-            writers: hashbrown::HashSet<String>,
+            delta: Value,
             applied: bool,
             ts_us: i64,
             unique: u64,
@@ -447,64 +439,39 @@ impl ShardLoop {
         let mut want_deltas = false;
         for mut update in batch {
             want_deltas |= update.delta;
-            let counter_slot = matches!(update.op, Op::Incr(_))
-                .then(|| update.id.as_ref().map(|id| id.writer.clone()));
-            update.delta = counter_slot.is_none();
+            update.delta = true;
             let index = update.index;
             let slot = (update.view_id, update.epoch, update.key.clone());
             let (ts_us, unique) = (update.ts_us, update.unique);
             let (result, delta) = self.apply_one(update, false, None)?;
-            if let Ok(applied) = &result {
-                let m = merged.entry(slot).or_default();
-                m.position = results.len();
-                m.applied |= applied.outcome == Outcome::Applied;
-                m.ts_us = ts_us;
-                m.unique = unique;
-                match counter_slot {
-                    Some(None) => m.node_slot = true,
-                    Some(Some(writer)) => {
-                        m.writers.insert(writer);
+            if let (Ok(applied), Some(delta)) = (&result, delta) {
+                let applied = applied.outcome == Outcome::Applied;
+                let position = results.len();
+                match merged.entry(slot) {
+                    hashbrown::hash_map::Entry::Occupied(mut e) => {
+                        let m = e.get_mut();
+                        m.delta.merge(&delta)?;
+                        m.position = position;
+                        m.applied |= applied;
+                        m.ts_us = ts_us;
+                        m.unique = unique;
                     }
-                    None => {
-                        if let Some(delta) = delta {
-                            match &mut m.delta {
-                                Some(d) => d.merge(&delta)?,
-                                None => m.delta = Some(delta),
-                            }
-                        }
+                    hashbrown::hash_map::Entry::Vacant(e) => {
+                        e.insert(Merged {
+                            position,
+                            delta,
+                            applied,
+                            ts_us,
+                            unique,
+                        });
                     }
                 }
             }
             results.push((index, result, None));
         }
         for ((view_id, epoch, key), m) in merged {
-            let cached = self.cache.for_write(&self.shard, view_id, epoch, &key)?;
-            let mut delta = m.delta;
-            if let Some(value) = &cached.value {
-                let node = self.shard.node_id.as_str();
-                let anon = m.node_slot.then_some(None);
-                let ids = m
-                    .writers
-                    .into_iter()
-                    .map(|writer| Some(UpdateId { writer, seq: 0 }));
-                for id in anon.into_iter().chain(ids) {
-                    let ctx = ApplyCtx {
-                        node,
-                        id: id.as_ref(),
-                        ts_us: m.ts_us,
-                        unique: m.unique,
-                    };
-                    let slot = value.delta(&Op::Incr(0), &ctx);
-                    match &mut delta {
-                        Some(d) => d.merge(&slot)?,
-                        None => delta = Some(slot),
-                    }
-                }
-            }
-            let Some(delta) = delta else {
-                continue;
-            };
             if m.applied {
+                let cached = self.cache.for_write(&self.shard, view_id, epoch, &key)?;
                 if !cached.dirty {
                     cached.dirty = true;
                     self.pending.dirty.push(((view_id, epoch), key.clone()));
@@ -513,7 +480,7 @@ impl ShardLoop {
                     view_id,
                     epoch,
                     key,
-                    op: Op::Merge(Box::new(delta.clone())),
+                    op: Op::Merge(Box::new(m.delta.clone())),
                     ts_us: m.ts_us,
                     unique: m.unique,
                     id: None,
@@ -522,7 +489,7 @@ impl ShardLoop {
                 self.shard.metrics.logged_updates.inc();
             }
             if want_deltas {
-                results[m.position].2 = Some(delta);
+                results[m.position].2 = Some(m.delta);
             }
         }
         Ok(results)
