@@ -474,3 +474,69 @@ async fn demo_runs_and_reports_acknowledged_events() {
         "the demo stopped before its duration"
     );
 }
+
+/// A key of a `gcounter` view written and acknowledged, then SIGKILL before any
+/// checkpoint: recovery replays the update log, and the key must come back as a gcounter
+/// with its total (replay once created a missing key with the op's natural type, a
+/// `counter`, which the view then refused to read or write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gcounter_key_replayed_after_sigkill_keeps_its_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, resp_port) = free_ports();
+    let base = format!("http://127.0.0.1:{port}");
+    let data_dir = dir.path().join("data");
+    let log = dir.path().join("node.log");
+    let client = Client::new();
+    let mut server = Server::spawn(&data_dir, port, resp_port, &log);
+    server.wait_healthy().await;
+    let declared = client
+        .put(format!("{base}/v1/views/hits"))
+        .json(&json!({"type": "gcounter"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(declared.status().is_success());
+    let incr = json!({"key": "k", "op": "incr", "by": 2, "ts": TS});
+    for _ in 0..5 {
+        let response = client
+            .post(format!("{base}/v1/views/hits/update"))
+            .json(&incr)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // Well before the 10 s checkpoint: the states live only in the update log.
+    server.kill();
+    let mut server = Server::spawn(&data_dir, port, resp_port, &log);
+    server.wait_healthy().await;
+    let read = |client: Client, base: String| async move {
+        let response = client
+            .get(format!("{base}/v1/views/hits/get?key=k"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let (status, body) = read(client.clone(), base.clone()).await;
+    assert_eq!(
+        (status, &body["value"]),
+        (StatusCode::OK, &json!(10)),
+        "{body}"
+    );
+    let response = client
+        .post(format!("{base}/v1/views/hits/update"))
+        .json(&incr)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (status, body) = read(client, base).await;
+    assert_eq!(
+        (status, &body["value"]),
+        (StatusCode::OK, &json!(12)),
+        "{body}"
+    );
+    server.assert_running();
+}

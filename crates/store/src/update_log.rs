@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use speedlayer_core::codec::{write_bytes, write_str, write_varint, write_zigzag, Reader};
-use speedlayer_core::{ApplyCtx, DecodeError, Epoch, Key, Op, UpdateId, Value};
+use speedlayer_core::{ApplyCtx, DecodeError, Epoch, Key, Op, UpdateId, Value, ValueType};
 
 use crate::epochs::EpochKeyspaces;
 use crate::error::Result;
@@ -171,8 +171,15 @@ pub fn open(db: &Database) -> Result<Keyspace> {
 
 /// Replays every record left in the log onto the checkpointed states, writes the results
 /// and empties the log, atomically; returns the number of updates replayed. Runs at open,
-/// before any shard starts.
-pub fn replay(db: &Database, log: &Keyspace, epochs: &EpochKeyspaces) -> Result<usize> {
+/// before any shard starts. `type_of(view_id, op)` is the type a key the log creates
+/// gets: its view's (a `gcounter` view's key created by `incr` is a gcounter, not the
+/// op's natural `counter`), as the owner shard chose when it applied the op.
+pub fn replay(
+    db: &Database,
+    log: &Keyspace,
+    epochs: &EpochKeyspaces,
+    type_of: &dyn Fn(u32, &Op) -> ValueType,
+) -> Result<usize> {
     let mut states: HashMap<(u32, Epoch, Key), Option<Value>> = HashMap::new();
     let mut record_keys = Vec::new();
     let mut replayed = 0;
@@ -193,7 +200,7 @@ pub fn replay(db: &Database, log: &Keyspace, epochs: &EpochKeyspaces) -> Result<
                     id,
                 } => {
                     let slot = state(&mut states, epochs, view_id, epoch, key)?;
-                    let value = slot.get_or_insert_with(|| Value::new(op.natural_type()));
+                    let value = slot.get_or_insert_with(|| Value::new(type_of(view_id, &op)));
                     let ctx = ApplyCtx {
                         node: &node,
                         id: id.as_ref(),

@@ -1,6 +1,7 @@
 //! The node's store: the one entry point the front ends call.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -183,7 +184,16 @@ impl Store {
         let node_id = catalog.node_id(config.node_id.as_deref())?;
         let epochs = Arc::new(EpochKeyspaces::open(&db)?);
         let log = update_log::open(&db)?;
-        let replayed = update_log::replay(&db, &log, &epochs)?;
+        let view_types: HashMap<u32, ViewType> = catalog
+            .list()
+            .iter()
+            .map(|view| (view.id, view.spec.value_type))
+            .collect();
+        let type_of = |view_id: u32, op: &Op| match view_types.get(&view_id) {
+            Some(view_type) => view_type.type_for(op),
+            None => op.natural_type(),
+        };
+        let replayed = update_log::replay(&db, &log, &epochs, &type_of)?;
         if replayed > 0 {
             tracing::info!(replayed, "replayed the update log");
         }
