@@ -295,6 +295,17 @@ enum Line {
     TooLong,
 }
 
+impl Line {
+    /// The line at `start..end`, or `TooLong` past [`MAX_LINE_BYTES`].
+    fn new(start: usize, end: usize) -> Line {
+        if end - start > MAX_LINE_BYTES {
+            Line::TooLong
+        } else {
+            Line::Text(start, end)
+        }
+    }
+}
+
 /// Splits a streamed body into lines without holding more than one line (plus one
 /// network chunk) in memory, and without copying lines out.
 struct LineReader {
@@ -380,10 +391,7 @@ impl LineReader {
                     scanned = self.pos;
                     continue;
                 }
-                if end - start > MAX_LINE_BYTES {
-                    return Ok(Some(Line::TooLong));
-                }
-                return Ok(Some(Line::Text(start, end)));
+                return Ok(Some(Line::new(start, end)));
             }
             if self.buf.len() - self.pos > MAX_LINE_BYTES {
                 self.buf.clear();
@@ -400,10 +408,7 @@ impl LineReader {
                 }
                 let (start, end) = (self.pos, self.buf.len());
                 self.pos = end;
-                if end - start > MAX_LINE_BYTES {
-                    return Ok(Some(Line::TooLong));
-                }
-                return Ok(Some(Line::Text(start, end)));
+                return Ok(Some(Line::new(start, end)));
             }
             // `fill` moved the unread bytes to the front; resume after what was scanned.
             scanned = kept;
