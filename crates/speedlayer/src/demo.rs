@@ -198,6 +198,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "{} events acknowledged, each durable on at least 2 of 3 replicas; stopping.",
         sent()
     );
+    let retried = RETRIED.load(Ordering::Relaxed);
+    if retried > 0 {
+        println!("({retried} batch write(s) answered 503 unavailable and were retried)");
+    }
     for node in nodes {
         node.shutdown().await?;
     }
@@ -223,6 +227,9 @@ fn free_addrs(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
         .map(|l| l.local_addr())
         .collect::<Result<_, _>>()?)
 }
+
+/// Batch writes answered 503 and retried (reported at the end).
+static RETRIED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Waits until every node sees every other up (the failure detector's first pings).
 async fn wait_for_peers(nodes: &[Node]) -> anyhow::Result<()> {
@@ -276,13 +283,24 @@ async fn produce(
             ("uniques", uniques),
             ("last_seen", seen),
         ] {
-            let response = client
-                .post(format!("{base}/v1/views/{view}/update"))
-                .json(&body)
-                .send()
-                .await?;
-            if !response.status().is_success() {
-                bail!("writing {view}: {}", response.text().await?);
+            // A 503 (too few replicas answered in time: peers on an overloaded machine can
+            // miss the 2 s RPC deadline and be marked down for a moment) is retried with
+            // the same body: the ids and the idempotent types make a retry count once.
+            loop {
+                let response = client
+                    .post(format!("{base}/v1/views/{view}/update"))
+                    .json(&body)
+                    .send()
+                    .await?;
+                if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                    RETRIED.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                if !response.status().is_success() {
+                    bail!("writing {view}: {}", response.text().await?);
+                }
+                break;
             }
         }
         served[node].fetch_add(BATCH as u64, Ordering::Relaxed);
