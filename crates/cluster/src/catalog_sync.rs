@@ -7,6 +7,10 @@
 //! change once made, so the union is the merge. Two nodes that declared one name
 //! differently while partitioned keep their own and count a conflict (a metric and a log
 //! line name it); the operator resolves it.
+//!
+//! The digest also covers each view's published batch boundary, so a node that missed a
+//! publication (see [`crate::import`]) pulls the peer's boundaries and publishes the ones
+//! it has staged.
 
 use speedlayer_store::{Store, StoreError, ViewSpec};
 use xxhash_rust::xxh3::xxh3_64;
@@ -38,6 +42,9 @@ pub fn digest(store: &Store) -> u64 {
         bytes.push(0);
         bytes.extend_from_slice(spec.as_bytes());
         bytes.push(b'\n');
+    }
+    for (view, boundary, import) in store.published_boundaries() {
+        bytes.extend_from_slice(format!("batch {view} {boundary} {import}\n").as_bytes());
     }
     xxh3_64(&bytes)
 }
@@ -80,5 +87,36 @@ pub(crate) async fn pull(inner: &Inner, member: usize) {
             continue;
         }
         let _ = learn(inner, &name, &spec).await;
+    }
+    pull_boundaries(inner, member).await;
+}
+
+/// Publishes here the batch boundaries `member` has published and this node has only
+/// staged (it missed the publication). A boundary this node never staged cannot be
+/// published here: it is logged, and reads at it use the other owners.
+async fn pull_boundaries(inner: &Inner, member: usize) {
+    let Ok(Response::Boundaries(theirs)) = inner.call(member, &Request::Boundaries).await else {
+        return;
+    };
+    for (view, boundary, import) in theirs {
+        let ours = match inner.store.batch_record(&view) {
+            Ok(record) => record.published,
+            Err(_) => continue,
+        };
+        if ours.0 >= boundary {
+            continue;
+        }
+        match inner
+            .store
+            .publish(&view, speedlayer_core::BatchBoundary(boundary), import)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(%view, boundary, peer = %inner.name(member), "learned a batch publication from a peer")
+            }
+            Err(e) => {
+                tracing::warn!(%view, boundary, error = %e, "a peer published a batch view this node cannot publish")
+            }
+        }
     }
 }

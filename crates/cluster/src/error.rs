@@ -21,6 +21,14 @@ pub enum ClusterError {
         /// Cluster addresses of the owners that did not.
         unreachable: Vec<String>,
     },
+    /// A node failed a step of a batch import; the import is aborted everywhere.
+    #[error("batch import failed on {node}: {reason}")]
+    Import {
+        /// The node's cluster address.
+        node: String,
+        /// What it answered.
+        reason: String,
+    },
     /// The cluster listener could not start.
     #[error("cluster listener on {addr}: {source}")]
     Bind {

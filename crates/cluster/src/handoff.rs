@@ -8,6 +8,8 @@
 //! A hint whose epoch is gone here (dropped) has nothing left to hand over and is removed.
 
 use std::collections::BTreeMap;
+
+use speedlayer_core::RowParts;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,14 +90,20 @@ async fn deliver_batch(inner: &Inner, member: usize, name: &str) -> Result<bool,
     }
     for (view, hints) in by_view {
         let keys = hints.iter().map(|h| h.key.key.clone()).collect();
-        let states = match inner.store.states(&view, keys).await {
-            Ok(states) => states,
-            Err(speedlayer_store::StoreError::UnknownView(_)) => vec![Vec::new(); hints.len()],
+        // At the current batch boundary: a hint for an epoch the batch view now covers
+        // has nothing left to hand over.
+        let states = match inner.store.states(&view, keys, None).await {
+            Ok((_, states)) => states,
+            Err(speedlayer_store::StoreError::UnknownView(_)) => {
+                vec![RowParts::default(); hints.len()]
+            }
             Err(e) => return Err(e.to_string()),
         };
         let mut deltas = Deltas::default();
         for (hint, parts) in hints.iter().zip(states) {
-            if let Some((epoch, state)) = parts.into_iter().find(|(e, _)| *e == hint.key.epoch) {
+            if let Some((epoch, state)) =
+                parts.epochs.into_iter().find(|(e, _)| *e == hint.key.epoch)
+            {
                 deltas.push(epoch, hint.key.key.clone(), state);
             }
         }

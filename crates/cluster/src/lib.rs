@@ -24,6 +24,7 @@ pub mod catalog_sync;
 pub mod consistency;
 pub mod error;
 pub mod handoff;
+pub mod import;
 pub mod listener;
 pub mod metrics;
 pub mod node;
@@ -36,5 +37,7 @@ pub mod write;
 
 pub use consistency::{Consistency, QuorumMode, WriteOptions};
 pub use error::ClusterError;
+pub use import::{Import, ImportReport};
 pub use node::{Cluster, ClusterConfig, ClusterStatus, NodeStatus};
+pub use read::KeyAnswers;
 pub use ring::{Ring, DEFAULT_PARTITIONS};

@@ -1,5 +1,9 @@
 //! The read path: ask the owners, merge what R of them answer, repair the stale ones.
 //!
+//! Every read happens at one batch boundary T, the coordinator's current one: replicas
+//! answer `batch(T)` rows and realtime states of epochs ≥ T, or that they cannot read at
+//! T (see `speedlayer_store::batch`), so no answer mixes two boundaries.
+//!
 //! Replicas answer with each key's state **per epoch**; the coordinator joins them epoch
 //! by epoch (replicas of one epoch are CRDT states: join is the merge) and only then
 //! combines epochs into a reading (epochs are disjoint parts: counters add). A replica
@@ -7,35 +11,119 @@
 //! the answer at `all`, in the background otherwise (once the remaining owners have
 //! answered too).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use speedlayer_core::{Epoch, Key, Reading, Value};
-use speedlayer_store::{RangeRows, RangeStates};
+use speedlayer_core::{BatchBoundary, Key, Reading, RowParts};
+use speedlayer_store::{RangeRows, RangeStates, StoreError};
 
+use crate::catalog_sync;
 use crate::consistency::Consistency;
 use crate::error::ClusterError;
 use crate::node::{Cluster, Deltas, Inner};
 use crate::wire::{self, Request, Response};
 
-/// A key's states per epoch.
-type Parts = Vec<(Epoch, Value)>;
+/// A read's answer: the batch boundary it used and each key's parts, replicas joined.
+#[derive(Clone, Debug)]
+pub struct KeyAnswers {
+    /// The one boundary every part belongs to.
+    pub boundary: BatchBoundary,
+    /// Per key asked, in order.
+    pub rows: Vec<RowParts>,
+}
+
+/// What one owner answered.
+enum Fetched<T> {
+    /// Its parts.
+    Parts(usize, T),
+    /// It cannot read at the boundary asked: it knows a newer one (this coordinator is
+    /// behind), or has not staged it.
+    Behind(usize, BatchBoundary),
+    /// No usable answer.
+    Failed,
+}
+
+/// Why a read at one boundary did not complete.
+enum ReadAtError {
+    /// Too few owners could read at the boundary, and `member` knows a newer one.
+    Behind(usize),
+    /// Anything else.
+    Failed(ClusterError),
+}
+
+impl From<ClusterError> for ReadAtError {
+    fn from(e: ClusterError) -> Self {
+        ReadAtError::Failed(e)
+    }
+}
 
 impl Cluster {
     /// The values of `keys` in `view` at `consistency`, in order (`None`: no replica
-    /// holds the key).
+    /// holds the key), as `batch ⊕ realtime` at one batch boundary.
     pub async fn get_many(
         &self,
         view: &str,
         keys: Vec<Key>,
         consistency: Consistency,
     ) -> Result<Vec<Option<Reading>>, ClusterError> {
+        let value_type = self.inner.store.view(view)?.spec.value_type.typed();
+        let answers = self.read(view, keys, consistency).await?;
+        answers
+            .rows
+            .iter()
+            .map(|parts| {
+                parts
+                    .reading(value_type)
+                    .map_err(|e| StoreError::from(e).into())
+            })
+            .collect()
+    }
+
+    /// The parts of `keys` in `view` at `consistency`, all at one batch boundary: the
+    /// coordinator's current one. Owners that cannot read at it are not counted; when
+    /// too few can because this coordinator is behind, it learns the newer boundary from
+    /// one of them and reads again.
+    pub async fn read(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        consistency: Consistency,
+    ) -> Result<KeyAnswers, ClusterError> {
         let inner = &self.inner;
         if self.is_single() || consistency == Consistency::Local {
-            return Ok(inner.store.get_many(view, keys).await?);
+            let (boundary, rows) = inner.store.states(view, keys, None).await?;
+            return Ok(KeyAnswers { boundary, rows });
         }
-        inner.store.view(view)?;
+        let mut attempt = 0;
+        loop {
+            let at = inner.store.batch_record(view)?.published;
+            match self.read_at(view, keys.clone(), consistency, at).await {
+                Ok(rows) => return Ok(KeyAnswers { boundary: at, rows }),
+                Err(ReadAtError::Behind(member)) if attempt == 0 => {
+                    attempt += 1;
+                    catalog_sync::pull(inner, member).await;
+                }
+                Err(ReadAtError::Behind(_)) => {
+                    return Err(StoreError::BoundaryUnavailable {
+                        view: view.to_owned(),
+                        asked: at,
+                        current: at,
+                    }
+                    .into())
+                }
+                Err(ReadAtError::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn read_at(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        consistency: Consistency,
+        at: BatchBoundary,
+    ) -> Result<Vec<RowParts>, ReadAtError> {
+        let inner = &self.inner;
         let count = keys.len();
         let groups = inner.ring.group(keys, |k| &k.partition);
         let reads = groups.into_iter().map(|(partition, items)| {
@@ -44,26 +132,22 @@ impl Cluster {
             let view = view.to_owned();
             async move {
                 let (indexes, keys): (Vec<usize>, Vec<Key>) = items.into_iter().unzip();
-                let parts = read_group(inner, view, owners, keys, consistency).await?;
-                Ok::<_, ClusterError>(indexes.into_iter().zip(parts).collect::<Vec<_>>())
+                let parts = read_group(inner, view, owners, keys, consistency, at).await?;
+                Ok::<_, ReadAtError>(indexes.into_iter().zip(parts).collect::<Vec<_>>())
             }
         });
-        let mut readings: Vec<Option<Reading>> = (0..count).map(|_| None).collect();
+        let mut rows: Vec<RowParts> = (0..count).map(|_| RowParts::default()).collect();
         for group in futures_util::future::join_all(reads).await {
             for (index, parts) in group? {
-                let mut reading = None;
-                for (_, state) in &parts {
-                    Reading::add_part_to(&mut reading, state)
-                        .map_err(speedlayer_store::StoreError::from)?;
-                }
-                readings[index] = reading;
+                rows[index] = parts;
             }
         }
-        Ok(readings)
+        Ok(rows)
     }
 
     /// Rows of one partition at `consistency` (see [`speedlayer_store::Store::range`]):
-    /// the owners' rows joined per (row, epoch), then combined. Not read-repaired.
+    /// the owners' rows joined per (row, epoch), then combined, at one batch boundary
+    /// (chosen as [`Cluster::read`] does). Not read-repaired.
     pub async fn range(
         &self,
         view: &str,
@@ -78,147 +162,202 @@ impl Cluster {
             return Ok(inner.store.range(view, partition, from, to, limit).await?);
         }
         let value_type = inner.store.view(view)?.spec.value_type;
+        let mut attempt = 0;
+        loop {
+            let at = inner.store.batch_record(view)?.published;
+            let request = Request::Range {
+                view: view.to_owned(),
+                partition: partition.clone(),
+                from: from.clone(),
+                to: to.clone(),
+                limit: limit as u64,
+                at: at.0,
+            };
+            match self.range_at(request, consistency, at).await {
+                Ok(merged) => return Ok(RangeRows::combine(value_type, merged, limit)?),
+                Err(ReadAtError::Behind(member)) if attempt == 0 => {
+                    attempt += 1;
+                    catalog_sync::pull(inner, member).await;
+                }
+                Err(ReadAtError::Behind(_)) => {
+                    return Err(StoreError::BoundaryUnavailable {
+                        view: view.to_owned(),
+                        asked: at,
+                        current: at,
+                    }
+                    .into())
+                }
+                Err(ReadAtError::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn range_at(
+        &self,
+        request: Request,
+        consistency: Consistency,
+        at: BatchBoundary,
+    ) -> Result<RangeStates, ReadAtError> {
+        let inner = &self.inner;
+        let Request::Range {
+            view,
+            partition,
+            from,
+            to,
+            limit,
+            ..
+        } = &request
+        else {
+            return Err(ClusterError::Store(StoreError::ShuttingDown).into());
+        };
         let owners = inner
             .ring
-            .preference_list(inner.ring.partition_of(&partition))
+            .preference_list(inner.ring.partition_of(partition))
             .to_vec();
         let n = owners.len();
         let r = consistency.required(n);
-        let request = Request::Range {
-            view: view.to_owned(),
-            partition: partition.clone(),
-            from: from.clone(),
-            to: to.clone(),
-            limit: limit as u64,
-        };
         let mut pending = FuturesUnordered::new();
         for &member in owners.iter().filter(|&&m| inner.is_up(m)) {
             let inner = self.inner.clone();
-            let (view, partition, from, to, request) = (
-                view.to_owned(),
+            let request = request.clone();
+            let (view, partition, from, to, limit) = (
+                view.clone(),
                 partition.clone(),
                 from.clone(),
                 to.clone(),
-                request.clone(),
+                usize::try_from(*limit).unwrap_or(usize::MAX),
             );
             pending.push(tokio::spawn(async move {
-                let answer = if member == inner.me {
-                    inner
+                if member == inner.me {
+                    return match inner
                         .store
-                        .range_states(&view, partition, from, to, limit)
+                        .range_states(&view, partition, from, to, limit, Some(at))
                         .await
-                        .ok()
-                } else {
-                    match inner.call(member, &request).await {
-                        Ok(Response::Range { rows, truncated }) => {
-                            let mut states = RangeStates {
-                                truncated,
-                                ..RangeStates::default()
-                            };
-                            let mut ok = true;
-                            for (clustering, parts) in rows {
-                                match wire::decode_parts(&parts) {
-                                    Ok(parts) => {
-                                        states.rows.insert(clustering, parts);
-                                    }
-                                    Err(_) => ok = false,
-                                }
-                            }
-                            ok.then_some(states)
+                    {
+                        Ok(states) => Fetched::Parts(member, states),
+                        Err(StoreError::BoundaryUnavailable { current, .. }) => {
+                            Fetched::Behind(member, current)
                         }
-                        _ => None,
+                        Err(_) => Fetched::Failed,
+                    };
+                }
+                match inner.call(member, &request).await {
+                    Ok(Response::Range { rows, truncated }) => {
+                        let mut states = RangeStates {
+                            truncated,
+                            boundary: at,
+                            ..RangeStates::default()
+                        };
+                        for (clustering, row) in rows {
+                            match wire::decode_row(&row) {
+                                Ok(parts) => {
+                                    states.rows.insert(clustering, parts);
+                                }
+                                Err(_) => return Fetched::Failed,
+                            }
+                        }
+                        Fetched::Parts(member, states)
                     }
-                };
-                (member, answer)
+                    Ok(Response::BoundaryUnavailable { current }) => {
+                        Fetched::Behind(member, wire::boundary(current))
+                    }
+                    _ => Fetched::Failed,
+                }
             }));
         }
-        let mut merged = RangeStates::default();
+        let mut merged = RangeStates {
+            boundary: at,
+            ..RangeStates::default()
+        };
         let mut answered = Vec::new();
+        let mut ahead = None;
         while let Some(joined) = pending.next().await {
-            let Ok((member, Some(states))) = joined else {
-                continue;
-            };
-            answered.push(member);
-            merged.truncated |= states.truncated;
-            for (clustering, parts) in states.rows {
-                let row = merged.rows.entry(clustering).or_default();
-                *row = join_parts(std::mem::take(row), &parts);
+            match joined {
+                Ok(Fetched::Parts(member, states)) => {
+                    answered.push(member);
+                    merged.truncated |= states.truncated;
+                    for (clustering, parts) in states.rows {
+                        join_row(merged.rows.entry(clustering).or_default(), &parts);
+                    }
+                }
+                Ok(Fetched::Behind(member, current)) if current > at => ahead = Some(member),
+                _ => {}
             }
             if answered.len() >= r {
                 break;
             }
         }
         if answered.len() < r {
-            return Err(inner.unavailable(r, n, answered.len(), &owners, &answered));
+            if let Some(member) = ahead {
+                return Err(ReadAtError::Behind(member));
+            }
+            return Err(inner
+                .unavailable(r, n, answered.len(), &owners, &answered)
+                .into());
         }
-        Ok(RangeRows::combine(value_type, merged, limit)?)
+        Ok(merged)
     }
 }
 
-/// Joins two per-epoch state lists (epoch by epoch).
-fn join_parts(mine: Parts, theirs: &Parts) -> Parts {
-    let mut by_epoch: BTreeMap<Epoch, Value> = mine.into_iter().collect();
-    for (epoch, state) in theirs {
-        match by_epoch.get_mut(epoch) {
-            Some(existing) => {
-                if existing.merge(state).is_err() {
-                    tracing::warn!(
-                        epoch = epoch.0,
-                        "replicas hold different types for one key; keeping one"
-                    );
-                }
-            }
-            None => {
-                by_epoch.insert(*epoch, state.clone());
-            }
-        }
+/// Joins another replica's parts of a row into `mine`.
+fn join_row(mine: &mut RowParts, theirs: &RowParts) {
+    if mine.join(theirs).is_err() {
+        tracing::warn!("replicas hold different types for one key; keeping one");
     }
-    by_epoch.into_iter().collect()
 }
 
-/// One owner's answer: the states of every key asked, in order.
-type Answer = (usize, Vec<Parts>);
+/// One owner's answer: the parts of every key asked, in order.
+type Answer = (usize, Vec<RowParts>);
 
 async fn fetch_states(
     inner: Arc<Inner>,
     member: usize,
     view: String,
     keys: Vec<Key>,
-) -> Option<Answer> {
+    at: BatchBoundary,
+) -> Fetched<Vec<RowParts>> {
     if member == inner.me {
-        return inner
-            .store
-            .states(&view, keys)
-            .await
-            .ok()
-            .map(|s| (member, s));
+        return match inner.store.states(&view, keys, Some(at)).await {
+            Ok((_, rows)) => Fetched::Parts(member, rows),
+            Err(StoreError::BoundaryUnavailable { current, .. }) => {
+                Fetched::Behind(member, current)
+            }
+            Err(_) => Fetched::Failed,
+        };
     }
     let request = Request::States {
         view,
         keys: keys.iter().map(Key::encode).collect(),
+        at: at.0,
     };
     match inner.call(member, &request).await {
-        Ok(Response::States(states)) if states.len() == keys.len() => {
-            let decoded: Result<Vec<Parts>, _> = states.iter().map(wire::decode_parts).collect();
-            decoded.ok().map(|s| (member, s))
+        Ok(Response::States(rows)) if rows.len() == keys.len() => {
+            match rows.iter().map(wire::decode_row).collect() {
+                Ok(rows) => Fetched::Parts(member, rows),
+                Err(_) => Fetched::Failed,
+            }
         }
-        _ => None,
+        Ok(Response::BoundaryUnavailable { current }) => {
+            Fetched::Behind(member, wire::boundary(current))
+        }
+        _ => Fetched::Failed,
     }
 }
 
-/// Reads `keys` (all owned by `owners`) at `consistency`.
+/// Reads `keys` (all owned by `owners`) at `consistency` and boundary `at`.
 async fn read_group(
     inner: Arc<Inner>,
     view: String,
     owners: Vec<usize>,
     keys: Vec<Key>,
     consistency: Consistency,
-) -> Result<Vec<Parts>, ClusterError> {
+    at: BatchBoundary,
+) -> Result<Vec<RowParts>, ReadAtError> {
     let n = owners.len();
     let r = consistency.required(n);
     let live: Vec<usize> = owners.iter().copied().filter(|&m| inner.is_up(m)).collect();
     if live.len() < r {
-        return Err(inner.unavailable(r, n, live.len(), &owners, &live));
+        return Err(inner.unavailable(r, n, live.len(), &owners, &live).into());
     }
     let mut pending = FuturesUnordered::new();
     for &member in &live {
@@ -227,20 +366,29 @@ async fn read_group(
             member,
             view.clone(),
             keys.clone(),
+            at,
         )));
     }
     let mut answers: Vec<Answer> = Vec::new();
+    let mut ahead = None;
     while let Some(joined) = pending.next().await {
-        if let Ok(Some(answer)) = joined {
-            answers.push(answer);
+        match joined {
+            Ok(Fetched::Parts(member, rows)) => answers.push((member, rows)),
+            Ok(Fetched::Behind(member, current)) if current > at => ahead = Some(member),
+            _ => {}
         }
         if answers.len() >= r && consistency != Consistency::All {
             break;
         }
     }
     if answers.len() < r {
+        if let Some(member) = ahead {
+            return Err(ReadAtError::Behind(member));
+        }
         let answered: Vec<usize> = answers.iter().map(|(m, _)| *m).collect();
-        return Err(inner.unavailable(r, n, answers.len(), &owners, &answered));
+        return Err(inner
+            .unavailable(r, n, answers.len(), &owners, &answered)
+            .into());
     }
     let merged = join_answers(&answers, keys.len());
     if consistency == Consistency::All {
@@ -251,8 +399,8 @@ async fn read_group(
         let keys = keys.clone();
         tokio::spawn(async move {
             while let Some(joined) = pending.next().await {
-                if let Ok(Some(answer)) = joined {
-                    answers.push(answer);
+                if let Ok(Fetched::Parts(member, rows)) = joined {
+                    answers.push((member, rows));
                 }
             }
             let merged = join_answers(&answers, keys.len());
@@ -262,23 +410,25 @@ async fn read_group(
     Ok(merged)
 }
 
-fn join_answers(answers: &[Answer], count: usize) -> Vec<Parts> {
-    let mut merged: Vec<Parts> = vec![Vec::new(); count];
-    for (_, states) in answers {
-        for (slot, parts) in merged.iter_mut().zip(states) {
-            *slot = join_parts(std::mem::take(slot), parts);
+fn join_answers(answers: &[Answer], count: usize) -> Vec<RowParts> {
+    let mut merged: Vec<RowParts> = vec![RowParts::default(); count];
+    for (_, rows) in answers {
+        for (slot, parts) in merged.iter_mut().zip(rows) {
+            join_row(slot, parts);
         }
     }
     merged
 }
 
-/// Sends each answering owner the joined states it lacks.
-async fn repair(inner: &Inner, view: &str, keys: &[Key], answers: &[Answer], merged: &[Parts]) {
-    let repairs = answers.iter().filter_map(|(member, states)| {
+/// Sends each answering owner the joined realtime states it lacks (batch rows are the
+/// same on every owner: one import staged them all).
+async fn repair(inner: &Inner, view: &str, keys: &[Key], answers: &[Answer], merged: &[RowParts]) {
+    let repairs = answers.iter().filter_map(|(member, rows)| {
         let mut stale = Deltas::default();
-        for ((key, theirs), joined) in keys.iter().zip(states).zip(merged) {
-            for (epoch, state) in joined {
+        for ((key, theirs), joined) in keys.iter().zip(rows).zip(merged) {
+            for (epoch, state) in &joined.epochs {
                 let same = theirs
+                    .epochs
                     .iter()
                     .find(|(e, _)| e == epoch)
                     .is_some_and(|(_, v)| v == state);

@@ -85,10 +85,17 @@ impl Inner {
                 self.merge_here(view, states, hint_for.as_deref()).await?;
                 Response::Merged
             }
-            Request::States { view, keys } => {
+            Request::States { view, keys, at } => {
                 let keys = decode_keys(keys).map_err(bad)?;
-                let states = store.states(view, keys).await?;
-                Response::States(states.iter().map(|p| wire::encode_parts(p)).collect())
+                match store.states(view, keys, Some(wire::boundary(*at))).await {
+                    Ok((_, states)) => {
+                        Response::States(states.iter().map(wire::encode_row).collect())
+                    }
+                    Err(StoreError::BoundaryUnavailable { current, .. }) => {
+                        Response::BoundaryUnavailable { current: current.0 }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             Request::Range {
                 view,
@@ -96,6 +103,7 @@ impl Inner {
                 from,
                 to,
                 limit,
+                at,
             } => {
                 let states = store
                     .range_states(
@@ -104,15 +112,22 @@ impl Inner {
                         from.clone(),
                         to.clone(),
                         usize::try_from(*limit).unwrap_or(usize::MAX),
+                        Some(wire::boundary(*at)),
                     )
-                    .await?;
-                Response::Range {
-                    rows: states
-                        .rows
-                        .iter()
-                        .map(|(c, parts)| (c.clone(), wire::encode_parts(parts)))
-                        .collect(),
-                    truncated: states.truncated,
+                    .await;
+                match states {
+                    Ok(states) => Response::Range {
+                        rows: states
+                            .rows
+                            .iter()
+                            .map(|(c, parts)| (c.clone(), wire::encode_row(parts)))
+                            .collect(),
+                        truncated: states.truncated,
+                    },
+                    Err(StoreError::BoundaryUnavailable { current, .. }) => {
+                        Response::BoundaryUnavailable { current: current.0 }
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
             Request::Delete { view, keys } => {
@@ -124,6 +139,23 @@ impl Inner {
                 catalog_sync::learn(self, name, spec).await?;
                 Response::Declared
             }
+            Request::Import {
+                view,
+                boundary,
+                import,
+                step,
+            } => {
+                crate::import::serve_step(store, view, wire::boundary(*boundary), *import, step)
+                    .await?;
+                Response::Imported
+            }
+            Request::Boundaries => Response::Boundaries(
+                store
+                    .published_boundaries()
+                    .into_iter()
+                    .map(|(view, b, import)| (view, b.0, import))
+                    .collect(),
+            ),
         })
     }
 }

@@ -10,13 +10,16 @@
 
 use serde::{Deserialize, Serialize};
 use speedlayer_core::codec::Reader;
-use speedlayer_core::{Applied, DecodeError, Epoch, Key, Op, OpError, Outcome, UpdateId, Value};
+use speedlayer_core::{
+    Applied, BatchBoundary, BatchValue, DecodeError, Epoch, Key, Op, OpError, Outcome, RowParts,
+    UpdateId, Value,
+};
 use speedlayer_store::Update;
 
 /// Largest frame accepted (a batch of states or a range answer).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Bumped on incompatible changes; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// First frame of a connection: who dials, and the proof it belongs to the cluster.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -86,6 +89,10 @@ pub struct WireState {
 /// Per-epoch states of one key (or row), in [`Value::encode`] form.
 pub type WireParts = Vec<(u64, Vec<u8>)>;
 
+/// One key's (or row's) parts: its batch row ([`BatchValue::encode`] form) and its
+/// per-epoch states.
+pub type WireRow = (Option<Vec<u8>>, WireParts);
+
 /// What a node asks a peer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Request {
@@ -113,12 +120,14 @@ pub enum Request {
         /// Owner (cluster address) the receiver holds these for.
         hint_for: Option<String>,
     },
-    /// Per-epoch states of keys.
+    /// Parts of keys at a batch boundary.
     States {
         /// View name.
         view: String,
         /// Keys, [`Key::encode`] form.
         keys: Vec<Vec<u8>>,
+        /// The batch boundary (Unix seconds) the coordinator reads at.
+        at: u64,
     },
     /// Per-epoch states of a range of rows of one partition.
     Range {
@@ -132,6 +141,8 @@ pub enum Request {
         to: Option<Vec<u8>>,
         /// Most rows.
         limit: u64,
+        /// The batch boundary (Unix seconds) the coordinator reads at.
+        at: u64,
     },
     /// Delete keys (Redis DEL).
     Delete {
@@ -149,6 +160,34 @@ pub enum Request {
         /// Spec, JSON.
         spec: String,
     },
+    /// A step of a batch import on the receiver's store.
+    Import {
+        /// View name.
+        view: String,
+        /// The boundary the import covers until (Unix seconds).
+        boundary: u64,
+        /// The import's id.
+        import: u64,
+        /// Which step.
+        step: ImportStep,
+    },
+    /// The receiver's published batch boundaries.
+    Boundaries,
+}
+
+/// One step of a batch import, as the coordinator drives it on every node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ImportStep {
+    /// Start staging.
+    Begin,
+    /// Stage rows: (key in [`Key::encode`] form, value in [`BatchValue::encode`] form).
+    Rows(Vec<(Vec<u8>, Vec<u8>)>),
+    /// Make the staged rows durable.
+    Finish,
+    /// Make the import the current boundary.
+    Publish,
+    /// Abandon it.
+    Abort,
 }
 
 /// One update's result from the applying replica.
@@ -196,14 +235,24 @@ pub enum Response {
     /// Answer to `Merge`: durable on the responder.
     Merged,
     /// Answer to `States`, per key in order.
-    States(Vec<WireParts>),
-    /// Answer to `Range`: rows with their per-epoch states.
+    States(Vec<WireRow>),
+    /// Answer to `Range`: rows with their parts.
     Range {
         /// (clustering key, parts), in clustering order.
-        rows: Vec<(Vec<u8>, WireParts)>,
+        rows: Vec<(Vec<u8>, WireRow)>,
         /// More rows matched than the limit.
         truncated: bool,
     },
+    /// Answer to `States` or `Range` at a boundary the responder cannot read at.
+    BoundaryUnavailable {
+        /// The responder's current boundary.
+        current: u64,
+    },
+    /// Answer to `Import`: the step is done (rows: durable in the journal; finish and
+    /// publish: fsynced).
+    Imported,
+    /// Answer to `Boundaries`: (view, boundary, import) of every published batch view.
+    Boundaries(Vec<(String, u64, u64)>),
     /// Answer to `Delete`, per key: whether it existed.
     Deleted(Vec<bool>),
     /// Answer to `Catalog`: (name, spec JSON).
@@ -294,6 +343,27 @@ pub fn encode_parts(parts: &[(Epoch, Value)]) -> WireParts {
     parts.iter().map(|(e, v)| (e.0, v.encode())).collect()
 }
 
+/// A row's parts to their wire form.
+pub fn encode_row(parts: &RowParts) -> WireRow {
+    (
+        parts.batch.as_ref().map(BatchValue::encode),
+        encode_parts(&parts.epochs),
+    )
+}
+
+/// A row's parts from their wire form.
+pub fn decode_row(row: &WireRow) -> Result<RowParts, WireError> {
+    Ok(RowParts {
+        batch: row.0.as_deref().map(BatchValue::decode).transpose()?,
+        epochs: decode_parts(&row.1)?,
+    })
+}
+
+/// A boundary from its wire form (Unix seconds).
+pub fn boundary(secs: u64) -> BatchBoundary {
+    BatchBoundary(secs)
+}
+
 /// Per-epoch states from their wire form.
 pub fn decode_parts(parts: &WireParts) -> Result<Vec<(Epoch, Value)>, WireError> {
     parts
@@ -307,6 +377,7 @@ fn outcome_code(outcome: Outcome) -> u8 {
         Outcome::Applied => 0,
         Outcome::Duplicate => 1,
         Outcome::Stale => 2,
+        Outcome::Late => 3,
     }
 }
 
@@ -338,6 +409,7 @@ pub fn decode_result(result: &Result<(u8, i64), WireOpError>) -> Result<Applied,
             outcome: match code {
                 1 => Outcome::Duplicate,
                 2 => Outcome::Stale,
+                3 => Outcome::Late,
                 _ => Outcome::Applied,
             },
             effect: *effect,

@@ -192,6 +192,11 @@ impl Hll {
         part
     }
 
+    /// True for the sketch of nothing (every register zero): its count is exactly 0.
+    pub fn is_empty(&self) -> bool {
+        self.nonzero().next().is_none()
+    }
+
     /// Adds one member. Returns whether a register changed (a member that
     /// changes nothing may still be new: the sketch cannot tell).
     pub fn add(&mut self, member: &[u8]) -> bool {

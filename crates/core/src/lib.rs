@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod codec;
 pub mod counter;
 pub mod epoch;
@@ -30,6 +31,7 @@ pub mod register;
 pub mod value;
 pub mod value_type;
 
+pub use batch::{BatchBoundary, BatchValue, BatchValueError, BoundaryError, RowParts};
 pub use codec::DecodeError;
 pub use counter::{Counter, MAX_WRITERS_PER_KEY, WRITER_WINDOW};
 pub use epoch::{Epoch, EpochError};

@@ -132,6 +132,10 @@ pub enum Outcome {
     /// The id's seq fell below the writer's window (already folded, or too
     /// late to tell): it is not counted and nothing changed.
     Stale,
+    /// The update's event time is before its view's batch boundary: the batch view owns
+    /// that time, so the update is not applied to realtime data (the master dataset has
+    /// the event, and the next batch run counts it).
+    Late,
 }
 
 /// Why an op was refused. A refused op leaves the value unchanged.

@@ -7,7 +7,13 @@
 //! counters they do not: the join of two epochs' counters takes per-slot maxima and would
 //! lose one epoch's increments, while the right answer is the sum of the totals. Readings
 //! keep that distinction in one place.
+//!
+//! A batch view's rows are one more disjoint part ([`BatchValue`]): a batch count adds,
+//! a batch state joins, and an exact distinct count adds to the realtime sketch's
+//! estimate ([`Reading::Distinct`]). Readings say when they are approximate.
 
+use crate::batch::BatchValue;
+use crate::hll::Hll;
 use crate::value::{TypeMismatch, Value};
 use crate::value_type::ValueType;
 
@@ -23,6 +29,19 @@ pub enum Reading {
     },
     /// Any idempotent type: the join of the parts' states.
     State(Value),
+    /// A distinct count with exact parts from a batch view: `exact` is the sum of the
+    /// exact parts' counts, `sketch` the join of the realtime (and sketch) parts. With
+    /// one exact part and an empty sketch the answer is exact; otherwise it is the sum,
+    /// an estimate that counts a member seen on both sides twice (rows are per time
+    /// bucket in the usual mapping, so one row's parts rarely share members).
+    Distinct {
+        /// Sum of the exact parts.
+        exact: u64,
+        /// How many exact parts were added.
+        exact_parts: u32,
+        /// Join of the sketch parts.
+        sketch: Hll,
+    },
 }
 
 impl Reading {
@@ -42,6 +61,51 @@ impl Reading {
         match self {
             Reading::Count { value_type, .. } => *value_type,
             Reading::State(value) => value.value_type(),
+            Reading::Distinct { .. } => ValueType::Hll,
+        }
+    }
+
+    /// True when the answer is an estimate: it includes a HyperLogLog sketch that holds
+    /// something, or sums several exact distinct counts.
+    pub fn is_approximate(&self) -> bool {
+        match self {
+            Reading::Count { .. } => false,
+            Reading::State(Value::Hll(h)) => !h.is_empty(),
+            Reading::State(_) => false,
+            Reading::Distinct {
+                exact_parts,
+                sketch,
+                ..
+            } => *exact_parts > 1 || !sketch.is_empty(),
+        }
+    }
+
+    /// Adds one batch-view row of a view of `value_type` to a reading that may not exist
+    /// yet. A row of another type than the reading is a [`TypeMismatch`] (imports check
+    /// rows against the view, so only corruption gets there).
+    pub fn add_batch_to(
+        reading: &mut Option<Reading>,
+        part: &BatchValue,
+        value_type: ValueType,
+    ) -> Result<(), TypeMismatch> {
+        let as_reading = match part {
+            BatchValue::Count(total) => Reading::Count {
+                value_type,
+                total: *total,
+            },
+            BatchValue::State(state) => Reading::State(state.clone()),
+            BatchValue::Distinct(count) => Reading::Distinct {
+                exact: *count,
+                exact_parts: 1,
+                sketch: Hll::default(),
+            },
+        };
+        match reading {
+            Some(existing) => existing.combine(&as_reading),
+            None => {
+                *reading = Some(as_reading);
+                Ok(())
+            }
         }
     }
 
@@ -56,6 +120,10 @@ impl Reading {
             }
             (Reading::State(state), part) if state.value_type() == part.value_type() => {
                 state.merge(part)
+            }
+            (Reading::Distinct { sketch, .. }, Value::Hll(h)) => {
+                sketch.merge(h);
+                Ok(())
             }
             (this, part) => Err(TypeMismatch {
                 left: this.value_type(),
@@ -86,6 +154,39 @@ impl Reading {
                 Ok(())
             }
             (Reading::State(state), Reading::State(other)) => state.merge(other),
+            (
+                Reading::Distinct {
+                    exact,
+                    exact_parts,
+                    sketch,
+                },
+                other,
+            ) => match other {
+                Reading::Distinct {
+                    exact: e,
+                    exact_parts: p,
+                    sketch: s,
+                } => {
+                    *exact = exact.saturating_add(*e);
+                    *exact_parts = exact_parts.saturating_add(*p);
+                    sketch.merge(s);
+                    Ok(())
+                }
+                Reading::State(Value::Hll(h)) => {
+                    sketch.merge(h);
+                    Ok(())
+                }
+                other => Err(TypeMismatch {
+                    left: ValueType::Hll,
+                    right: other.value_type(),
+                }),
+            },
+            (this @ Reading::State(Value::Hll(_)), other @ Reading::Distinct { .. }) => {
+                let mut combined = other.clone();
+                combined.combine(this)?;
+                *this = combined;
+                Ok(())
+            }
             (this, other) => Err(TypeMismatch {
                 left: this.value_type(),
                 right: other.value_type(),
@@ -98,6 +199,10 @@ impl Reading {
         match self {
             Reading::Count { total, .. } => serde_json::Value::from(*total),
             Reading::State(value) => value.to_json(),
+            Reading::Distinct { exact, sketch, .. } => {
+                let estimate = if sketch.is_empty() { 0 } else { sketch.count() };
+                serde_json::Value::from(exact.saturating_add(estimate))
+            }
         }
     }
 }

@@ -271,7 +271,9 @@ proptest! {
         let mut new = v;
         match u.apply(&mut new) {
             Ok(Outcome::Applied) => {}
-            Ok(Outcome::Duplicate | Outcome::Stale) | Err(_) => prop_assert_eq!(&new, &old),
+            Ok(Outcome::Duplicate | Outcome::Stale | Outcome::Late) | Err(_) => {
+                prop_assert_eq!(&new, &old)
+            }
         }
         prop_assert_eq!(&Value::decode(&new.encode()).expect("applied state decodes"), &new);
         prop_assert_eq!(joined(&old, &new), new.clone());

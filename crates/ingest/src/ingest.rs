@@ -74,6 +74,9 @@ pub struct Submitted {
     pub duplicate: u64,
     /// Sync: updates whose id is older than the writer's window (already counted).
     pub stale: u64,
+    /// Sync: updates whose event time is before the view's batch boundary: not applied
+    /// (the batch view owns that time; the next batch run counts them).
+    pub late: u64,
     /// Sync: updates refused by their key's state (e.g. a writer limit), with reasons.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<String>,
@@ -243,6 +246,7 @@ impl Ingest {
                         Outcome::Applied => out.applied += 1,
                         Outcome::Duplicate => out.duplicate += 1,
                         Outcome::Stale => out.stale += 1,
+                        Outcome::Late => out.late += 1,
                     },
                     Err(e) => out.refused.push(e.to_string()),
                 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use speedlayer_cluster::{Cluster, ClusterConfig, ClusterError};
@@ -25,6 +26,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         .await
         .map_err(|source| ServerError::Bind { addr, source })
 }
+
+/// How often a node drops what no read can use any more (see `Store::retire`).
+const RETIRE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Default bound on a request body: large enough for batches of ~100k updates.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -54,6 +58,11 @@ pub struct NodeConfig {
     pub views: Vec<(String, speedlayer_store::ViewSpec)>,
     /// A NATS JetStream stream to consume into the views' mappings (none by default).
     pub nats: Option<NatsConfig>,
+    /// How long an older batch boundary stays readable after a newer one is published.
+    pub batch_grace: Duration,
+    /// Age past which realtime epochs no batch view covers are dropped anyway (`None`:
+    /// kept until a batch view covers them).
+    pub retention: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -71,6 +80,8 @@ impl NodeConfig {
             ingest: IngestConfig::default(),
             views: Vec::new(),
             nats: None,
+            batch_grace: speedlayer_store::DEFAULT_BATCH_GRACE,
+            retention: None,
         }
     }
 }
@@ -117,6 +128,8 @@ pub struct Node {
     resp_task: JoinHandle<std::io::Result<()>>,
     /// The log source consumer, when one is configured; ends on `stop`.
     source_task: Option<JoinHandle<()>>,
+    /// Drops retired epochs and batch tables; ends on `stop`.
+    retire_task: JoinHandle<()>,
 }
 
 impl Node {
@@ -128,6 +141,8 @@ impl Node {
         let mut registry = Registry::default();
         let mut store_config = StoreConfig::new(&config.data_dir);
         store_config.node_id = config.node_id.clone();
+        store_config.batch_grace = config.batch_grace;
+        store_config.retention = config.retention;
         if let Some(shards) = config.shards {
             store_config.shards = shards;
         }
@@ -191,6 +206,7 @@ impl Node {
         });
         // Last, once the node serves: views from the config file are declared by now.
         let source_task = nats.map(|source| tokio::spawn(source.run(stop.subscribe())));
+        let retire_task = tokio::spawn(retire(store.clone(), stop.subscribe()));
         tracing::info!(%http_addr, %resp_addr, node = %store.node_id(), "node serving");
         Ok(Node {
             store,
@@ -202,6 +218,7 @@ impl Node {
             http_task,
             resp_task,
             source_task,
+            retire_task,
         })
     }
 
@@ -221,6 +238,9 @@ impl Node {
             }
         }
         self.ingest.stopped().await;
+        if let Err(e) = self.retire_task.await {
+            tracing::warn!(error = %e, "retire task ended abnormally");
+        }
         Ok(())
     }
 
@@ -229,6 +249,31 @@ impl Node {
         match (&mut self.http_task).await {
             Ok(result) => Ok(result?),
             Err(e) => Err(ServerError::Serve(std::io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+/// Every [`RETIRE_INTERVAL`], drops the realtime epochs and batch tables no read can use
+/// any more, until `stop`.
+async fn retire(store: Store, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(RETIRE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match store.retire().await {
+            Ok(retired) if retired != speedlayer_store::Retired::default() => {
+                tracing::info!(
+                    covered = retired.epochs_covered,
+                    expired = retired.epochs_expired,
+                    tables = retired.tables,
+                    "retired realtime epochs and batch tables"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retiring failed; retried in a second"),
         }
     }
 }

@@ -145,9 +145,15 @@ async fn updates_with_an_id_count_once_and_batches_apply_together() {
     let update = json!({ "key": "k", "op": "incr", "by": 5, "ts": TS,
                          "id": { "writer": "w1", "seq": 1 } });
     let answer = node.update_ok("hits", update.clone()).await;
-    assert_eq!(answer, json!({ "applied": 1, "duplicate": 0, "stale": 0 }));
+    assert_eq!(
+        answer,
+        json!({ "applied": 1, "duplicate": 0, "stale": 0, "late": 0 })
+    );
     let answer = node.update_ok("hits", update.clone()).await;
-    assert_eq!(answer, json!({ "applied": 0, "duplicate": 1, "stale": 0 }));
+    assert_eq!(
+        answer,
+        json!({ "applied": 0, "duplicate": 1, "stale": 0, "late": 0 })
+    );
     assert_eq!(node.value("hits", "k", "").await, json!(5));
 
     // The same seq from another writer is another update.
@@ -183,7 +189,10 @@ async fn updates_with_an_id_count_once_and_batches_apply_together() {
         { "key": "k", "op": "incr", "by": 5, "ts": TS, "id": { "writer": "w1", "seq": 1 } },
     ]);
     let answer = node.update_ok("hits", batch.clone()).await;
-    assert_eq!(answer, json!({ "applied": 4, "duplicate": 2, "stale": 0 }));
+    assert_eq!(
+        answer,
+        json!({ "applied": 4, "duplicate": 2, "stale": 0, "late": 0 })
+    );
     assert_eq!(node.value("hits", "k", "").await, json!(314));
     assert_eq!(node.value("hits", "k", "other").await, json!(4));
     assert_eq!(node.value("hits", "k2", "").await, json!(1));
@@ -191,7 +200,10 @@ async fn updates_with_an_id_count_once_and_batches_apply_together() {
     // The whole batch again: every update with an id is a duplicate; the anonymous ones
     // are new updates and count again.
     let answer = node.update_ok("hits", batch).await;
-    assert_eq!(answer, json!({ "applied": 3, "duplicate": 3, "stale": 0 }));
+    assert_eq!(
+        answer,
+        json!({ "applied": 3, "duplicate": 3, "stale": 0, "late": 0 })
+    );
     assert_eq!(node.value("hits", "k", "").await, json!(311));
     assert_eq!(node.value("hits", "k", "other").await, json!(8));
     assert_eq!(node.value("hits", "k2", "").await, json!(2));
@@ -205,7 +217,10 @@ async fn updates_with_an_id_count_once_and_batches_apply_together() {
 
     // An empty list is a valid batch of nothing.
     let answer = node.update_ok("hits", json!([])).await;
-    assert_eq!(answer, json!({ "applied": 0, "duplicate": 0, "stale": 0 }));
+    assert_eq!(
+        answer,
+        json!({ "applied": 0, "duplicate": 0, "stale": 0, "late": 0 })
+    );
 
     node.stop().await;
 }

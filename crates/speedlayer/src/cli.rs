@@ -37,6 +37,12 @@ pub enum Command {
     Ctl(CtlArgs),
     /// Measure throughput (storage, HTTP, fsync, epoch drop) and print figures.
     Bench(BenchArgs),
+    /// Hand a batch view to a node: stream its NDJSON rows to
+    /// `POST /v1/views/{view}/batch?covers_until=T` (see docs/batch.md).
+    Import(ImportArgs),
+    /// The small batch layer: recompute a view exactly from raw event files through its
+    /// event mapping, and write the NDJSON rows `import` takes (see docs/batch.md).
+    BatchExport(BatchExportArgs),
 }
 
 /// `serve` flags. Every flag can also come from the TOML file given by `--config` (same
@@ -99,6 +105,15 @@ pub struct ServeArgs {
     /// [default: 10000000].
     #[arg(long)]
     pub queue_limit: Option<u64>,
+    /// Seconds an older batch boundary stays readable after a newer one is published,
+    /// before its realtime epochs and batch table are dropped [default: 30].
+    #[arg(long)]
+    pub batch_grace: Option<u64>,
+    /// Drop realtime epochs older than this many seconds even when no batch view covers
+    /// them (counted in speedlayer_store_epochs_expired_uncovered_total, with a warning)
+    /// [default: off: kept until a batch view covers them].
+    #[arg(long)]
+    pub retention: Option<u64>,
     /// Consume a NATS JetStream stream into the views' mappings (exactly once, acking
     /// only durable events): the server URL, e.g. nats://127.0.0.1:4222. Needs
     /// --nats-stream.
@@ -166,6 +181,67 @@ pub enum CtlCommand {
     /// Node health, cluster membership (state, partitions owned, hints held), views and
     /// their live epochs.
     Status,
+}
+
+/// `import` flags.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// View the batch rows belong to.
+    #[arg(long)]
+    pub view: String,
+    /// Unix seconds the batch covers up to (exclusive): a multiple of the view's
+    /// epoch_secs, later than its current boundary.
+    #[arg(long, value_name = "T")]
+    pub covers_until: u64,
+    /// HTTP address of a node.
+    #[arg(long, default_value = "127.0.0.1:7780")]
+    pub node: String,
+    /// Password, if the node requires one (sent as an HTTP bearer token).
+    #[arg(
+        long,
+        alias = "requirepass",
+        env = "SPEEDLAYER_REQUIREPASS",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// NDJSON rows `{"key":..,"clustering":..,"value":..}`; `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// `batch-export` flags: where the view's declaration comes from (exactly one of
+/// `--view-spec` and `--view`), the boundary, and the event files.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("declaration").required(true).args(["view_spec", "view"])))]
+pub struct BatchExportArgs {
+    /// Count only events with ts < T (Unix seconds); import the output with the same T.
+    #[arg(long, value_name = "T")]
+    pub covers_until: u64,
+    /// The view's declaration as JSON (`{"type":..,"epoch_secs":..,"mapping":{..}}`), or
+    /// `@FILE` to read it from a file.
+    #[arg(long, value_name = "JSON_OR_@FILE")]
+    pub view_spec: Option<String>,
+    /// Name of a view to fetch the declaration of from `--node`.
+    #[arg(long)]
+    pub view: Option<String>,
+    /// HTTP address of the node `--view` is read from.
+    #[arg(long, default_value = "127.0.0.1:7780")]
+    pub node: String,
+    /// Password, if the node requires one (sent as an HTTP bearer token).
+    #[arg(
+        long,
+        alias = "requirepass",
+        env = "SPEEDLAYER_REQUIREPASS",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// Where to write the rows [default: standard output]. Written to a temporary file
+    /// beside it and renamed when complete, so a failed run leaves no partial batch.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// NDJSON event files, read in order; `-` reads standard input.
+    #[arg(value_name = "EVENTS_FILE", required = true)]
+    pub events: Vec<PathBuf>,
 }
 
 /// `bench` flags.

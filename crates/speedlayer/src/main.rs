@@ -1,6 +1,7 @@
 //! The `speedlayer` binary: the CLI edge of the workspace (value types → node storage →
 //! cluster → front ends → **CLI**). Errors become `anyhow` here and nowhere else.
 
+mod batch;
 mod bench;
 mod cli;
 mod ctl;
@@ -34,6 +35,8 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Demo(args) => demo::run(args).await,
             cli::Command::Ctl(args) => ctl::run(args).await,
             cli::Command::Bench(args) => bench::run(args).await,
+            cli::Command::Import(args) => batch::import::run(args).await,
+            cli::Command::BatchExport(args) => batch::export(args).await,
         }
     })
 }

@@ -32,6 +32,8 @@ struct FileConfig {
     quorum: Option<QuorumMode>,
     hinted_handoff: Option<bool>,
     queue_limit: Option<u64>,
+    batch_grace: Option<u64>,
+    retention: Option<u64>,
     nats_url: Option<String>,
     nats_stream: Option<String>,
     nats_subject: Option<String>,
@@ -117,6 +119,14 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         .or(file.hinted_handoff)
         .unwrap_or(true);
     node.cluster = cluster_config;
+    if let Some(grace) = args.batch_grace.or(file.batch_grace) {
+        node.batch_grace = std::time::Duration::from_secs(grace);
+    }
+    node.retention = match args.retention.or(file.retention) {
+        Some(0) => bail!("--retention must be at least 1 second (leave it out to keep epochs until a batch view covers them)"),
+        Some(secs) => Some(std::time::Duration::from_secs(secs)),
+        None => None,
+    };
     if let Some(limit) = args.queue_limit.or(file.queue_limit) {
         if limit == 0 {
             bail!("--queue-limit must be at least 1");

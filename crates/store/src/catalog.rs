@@ -44,6 +44,16 @@ impl ViewType {
     }
 }
 
+impl ViewType {
+    /// The one type of every key, `None` for an `any` view.
+    pub fn typed(self) -> Option<ValueType> {
+        match self {
+            ViewType::Typed(t) => Some(t),
+            ViewType::Any => None,
+        }
+    }
+}
+
 impl std::fmt::Display for ViewType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -1,6 +1,6 @@
 //! Errors of the storage layer.
 
-use speedlayer_core::{DecodeError, EpochError, KeyError, ValueType};
+use speedlayer_core::{BatchBoundary, BoundaryError, DecodeError, EpochError, KeyError, ValueType};
 
 /// Why a storage call failed. Variants split into the caller's mistakes (the front ends map
 /// them to 4xx / Redis `ERR`) and the node's own failures (5xx).
@@ -75,6 +75,51 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("storage is shutting down")]
     ShuttingDown,
+    /// A batch boundary that is not on an epoch boundary of its view.
+    #[error(transparent)]
+    Boundary(#[from] BoundaryError),
+    /// A batch import whose boundary does not move the view's boundary forward.
+    #[error("view '{view}' already has a batch view covering until {current}; a new import must cover until a later time than that (asked {requested})")]
+    BoundaryNotAfter {
+        /// The view.
+        view: String,
+        /// The refused boundary.
+        requested: BatchBoundary,
+        /// The view's current boundary.
+        current: BatchBoundary,
+    },
+    /// A batch import into a view whose keys have no fixed type.
+    #[error("view '{0}' has no fixed type (an 'any' view); batch views need a typed view")]
+    UntypedBatch(String),
+    /// A batch row that does not fit its view.
+    #[error("invalid batch row: {0}")]
+    BatchRow(String),
+    /// A read named a boundary this node cannot answer for (not staged here, or retired
+    /// after its grace period): the caller should read at `current`.
+    #[error(
+        "view '{view}': batch boundary {asked} is not readable on this node (current: {current})"
+    )]
+    BoundaryUnavailable {
+        /// The view.
+        view: String,
+        /// The boundary asked for.
+        asked: BatchBoundary,
+        /// This node's current boundary.
+        current: BatchBoundary,
+    },
+    /// Rows or a publication for an import this node is not staging (it was replaced by
+    /// another import of the view, aborted, or collected).
+    #[error(
+        "view '{view}': no import {import} is being staged for boundary {boundary} on this node"
+    )]
+    NoSuchImport {
+        /// The view.
+        view: String,
+        /// The boundary.
+        boundary: BatchBoundary,
+        /// The import id.
+        import: u64,
+    },
 }
 
 impl StoreError {
@@ -90,6 +135,10 @@ impl StoreError {
                 | StoreError::Key(_)
                 | StoreError::Timestamp(_)
                 | StoreError::Epoch(_)
+                | StoreError::Boundary(_)
+                | StoreError::BoundaryNotAfter { .. }
+                | StoreError::UntypedBatch(_)
+                | StoreError::BatchRow(_)
         )
     }
 }

@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod catalog;
 pub mod clock;
 pub mod epochs;
@@ -29,6 +30,7 @@ pub(crate) mod shard;
 mod store;
 pub mod update_log;
 
+pub use batch::{BatchRecord, Retiring, Staged};
 pub use catalog::{
     compile_mapping, Declared, MappedView, View, ViewSpec, ViewType, DEFAULT_EPOCH_SECS,
 };
@@ -36,6 +38,6 @@ pub use error::{Result, StoreError};
 pub use hints::{Hint, HintKey, Hints};
 pub use metrics::StoreMetrics;
 pub use store::{
-    validate, ApplyKind, EpochInfo, RangeRow, RangeRows, RangeStates, Store, StoreConfig, Update,
-    Written, MAX_TS_US,
+    validate, ApplyKind, EpochInfo, ImportCheck, RangeRow, RangeRows, RangeStates, Retired, Store,
+    StoreConfig, Update, Written, DEFAULT_BATCH_GRACE, MAX_TS_US,
 };

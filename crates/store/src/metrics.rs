@@ -28,6 +28,15 @@ pub struct StoreMetrics {
     pub cache_misses: Counter,
     /// Checkpoints: pending states written to their epoch keyspaces.
     pub checkpoints: Counter,
+    /// Updates refused as late: their event time is before the view's batch boundary.
+    pub late_events: Counter,
+    /// Realtime epochs dropped because a published batch view covers them.
+    pub epochs_retired: Counter,
+    /// Realtime epochs dropped by the retention limit with no batch view covering them:
+    /// their data is gone from every answer until a batch import covers that time.
+    pub epochs_expired_uncovered: Counter,
+    /// Batch-view rows staged on this node.
+    pub batch_rows_staged: Counter,
 }
 
 impl StoreMetrics {
@@ -43,6 +52,10 @@ impl StoreMetrics {
             updates_stale: Counter::default(),
             cache_misses: Counter::default(),
             checkpoints: Counter::default(),
+            late_events: Counter::default(),
+            epochs_retired: Counter::default(),
+            epochs_expired_uncovered: Counter::default(),
+            batch_rows_staged: Counter::default(),
         }
     }
 
@@ -59,6 +72,26 @@ impl StoreMetrics {
             "fsync_batch_updates",
             "Updates acknowledged per journal sync (group commit)",
             self.fsync_batch_updates.clone(),
+        );
+        r.register(
+            "late_events",
+            "Updates refused as late: event time before the view's batch boundary",
+            self.late_events.clone(),
+        );
+        r.register(
+            "epochs_retired",
+            "Realtime epochs dropped because a batch view covers them",
+            self.epochs_retired.clone(),
+        );
+        r.register(
+            "epochs_expired_uncovered",
+            "Realtime epochs dropped by the retention limit that no batch view covered (data left every answer)",
+            self.epochs_expired_uncovered.clone(),
+        );
+        r.register(
+            "batch_rows_staged",
+            "Batch-view rows staged on this node",
+            self.batch_rows_staged.clone(),
         );
         r.register(
             "updates_applied",

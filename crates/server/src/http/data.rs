@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use speedlayer_cluster::WriteOptions;
 use speedlayer_core::{Key, Outcome, Reading};
-use speedlayer_store::{ApplyKind, ViewType};
+use speedlayer_store::{ApplyKind, StoreError, ViewType};
 
 use super::error::{ApiError, ApiResult};
 use super::params::{query_error, Consistency, GetParams, RangeParams, WriteParams};
@@ -64,7 +64,7 @@ pub async fn update(
         .cluster
         .apply(&view, updates, options, ApplyKind::Plain)
         .await?;
-    let (mut applied, mut duplicate, mut stale) = (0u64, 0u64, 0u64);
+    let (mut applied, mut duplicate, mut stale, mut late) = (0u64, 0u64, 0u64, 0u64);
     let mut failed = Vec::new();
     for (index, result) in results.iter().enumerate() {
         match result {
@@ -72,6 +72,7 @@ pub async fn update(
                 Outcome::Applied => applied += 1,
                 Outcome::Duplicate => duplicate += 1,
                 Outcome::Stale => stale += 1,
+                Outcome::Late => late += 1,
             },
             Err(e) => failed.push(serde_json::json!({ "index": index, "error": e.to_string() })),
         }
@@ -80,6 +81,7 @@ pub async fn update(
         "applied": applied,
         "duplicate": duplicate,
         "stale": stale,
+        "late": late,
     });
     if failed.is_empty() {
         return Ok((StatusCode::OK, Json(body)));
@@ -90,7 +92,9 @@ pub async fn update(
     Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)))
 }
 
-/// `GET /v1/views/{view}/get?key=..&clustering=..`: the merged value of one row.
+/// `GET /v1/views/{view}/get?key=..&clustering=..`: the value of one row, `batch ⊕
+/// realtime` at one batch boundary, which the reply names (`boundary`, Unix seconds, 0
+/// before the first import), with each part and whether it is approximate.
 pub async fn get(
     State(state): State<AppState>,
     Path(view): Path<String>,
@@ -101,15 +105,24 @@ pub async fn get(
         .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
     let view_type = state.store.view(&view)?.spec.value_type;
     let consistency = state.cluster.read_consistency(params.consistency);
-    let reading = state
-        .cluster
-        .get_many(&view, vec![key], consistency)
-        .await?
-        .pop()
-        .flatten();
-    Ok(Json(
-        serde_json::json!({ "value": render(view_type, reading.as_ref()) }),
-    ))
+    let answers = state.cluster.read(&view, vec![key], consistency).await?;
+    let parts = answers.rows.first().cloned().unwrap_or_default();
+    let corrupt = |e: speedlayer_core::TypeMismatch| ApiError::from(StoreError::from(e));
+    let reading = parts.reading(view_type.typed()).map_err(corrupt)?;
+    let batch = match view_type.typed() {
+        Some(t) => parts.batch_reading(t).map_err(corrupt)?,
+        None => None,
+    };
+    let realtime = parts.realtime().map_err(corrupt)?;
+    let part = |r: Option<Reading>| {
+        r.map(|r| serde_json::json!({ "value": r.to_json(), "approximate": r.is_approximate() }))
+    };
+    Ok(Json(serde_json::json!({
+        "value": render(view_type, reading.as_ref()),
+        "approximate": reading.as_ref().is_some_and(Reading::is_approximate),
+        "boundary": answers.boundary.secs(),
+        "parts": { "batch": part(batch), "realtime": part(realtime) },
+    })))
 }
 
 /// `GET /v1/views/{view}/range?key=..&from=..&to=..&limit=..`: rows of one partition in
@@ -150,12 +163,20 @@ pub async fn range(
             serde_json::json!({
                 "clustering": String::from_utf8_lossy(&row.clustering),
                 "value": row.value.to_json(),
+                "approximate": row.value.is_approximate(),
+                "source": match (row.from_batch, row.from_realtime) {
+                    (true, true) => "batch+realtime",
+                    (true, false) => "batch",
+                    _ => "realtime",
+                },
             })
         })
         .collect();
     Ok(Json(serde_json::json!({
         "rows": out,
         "total": render(view_type, rows.total.as_ref()),
+        "approximate": rows.total.as_ref().is_some_and(Reading::is_approximate),
+        "boundary": rows.boundary.secs(),
         "truncated": rows.truncated,
     })))
 }

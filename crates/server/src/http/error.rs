@@ -46,6 +46,14 @@ impl From<StoreError> for ApiError {
             StoreError::Timestamp(_) | StoreError::Epoch(_) => {
                 (StatusCode::BAD_REQUEST, "invalid_timestamp")
             }
+            StoreError::Boundary(_) => (StatusCode::BAD_REQUEST, "invalid_boundary"),
+            StoreError::BoundaryNotAfter { .. } => (StatusCode::CONFLICT, "boundary_not_after"),
+            StoreError::UntypedBatch(_) => (StatusCode::BAD_REQUEST, "untyped_view"),
+            StoreError::BatchRow(_) => (StatusCode::BAD_REQUEST, "invalid_batch_row"),
+            StoreError::BoundaryUnavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "boundary_unavailable")
+            }
+            StoreError::NoSuchImport { .. } => (StatusCode::CONFLICT, "import_superseded"),
             StoreError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             StoreError::Failed => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
@@ -61,6 +69,14 @@ impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
         match e {
             ClusterError::Store(e) => e.into(),
+            e @ ClusterError::Import { .. } => {
+                tracing::warn!(error = %e, "batch import failed; aborted on every node");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "import_failed",
+                    e.to_string(),
+                )
+            }
             e @ ClusterError::Unavailable { .. } => {
                 tracing::warn!(error = %e, "request refused: replicas unreachable");
                 ApiError::new(

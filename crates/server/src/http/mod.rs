@@ -1,8 +1,10 @@
 //! The HTTP/JSON front end (`/v1/...`, `/health`, `/metrics`), as in DESIGN.md.
 
+mod batch;
 mod data;
 pub mod error;
 pub mod events;
+mod lines;
 pub mod params;
 pub mod update_body;
 mod views;
@@ -51,6 +53,10 @@ pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/views/{view}/update", post(data::update))
         .route("/v1/views/{view}/get", get(data::get))
         .route("/v1/views/{view}/range", get(data::range))
+        .route(
+            "/v1/views/{view}/batch",
+            post(batch::import).get(batch::status),
+        )
         .route("/v1/cluster", get(cluster))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -43,7 +43,7 @@ fn string_of(reading: &Reading) -> Result<Option<Bytes>, ()> {
         Reading::State(Value::Max(e) | Value::Min(e)) => {
             Ok(e.get().map(|v| Bytes::from(v.to_string())))
         }
-        Reading::State(_) => Err(()),
+        Reading::State(_) | Reading::Distinct { .. } => Err(()),
     }
 }
 
@@ -94,11 +94,14 @@ pub fn string_reply(reading: Option<Reading>) -> Reply {
     }
 }
 
-/// The HLL of a reading: `None` when absent, WRONGTYPE for another type.
+/// The HLL sketch of a reading: `None` when absent, WRONGTYPE for another type. A key
+/// with an exact distinct count from a batch view gives its sketch part only (an exact
+/// count cannot be merged into a sketch): PFMERGE of such a key merges its realtime part.
 fn hll_of(reading: Option<Reading>) -> Result<Option<Hll>, Reply> {
     match reading {
         None => Ok(None),
         Some(Reading::State(Value::Hll(h))) => Ok(Some(h)),
+        Some(Reading::Distinct { sketch, .. }) => Ok(Some(sketch)),
         Some(_) => Err(wrongtype()),
     }
 }
@@ -212,17 +215,24 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
         }
         "PFCOUNT" => {
             check(args.len() >= 2, name)?;
-            let mut union: Option<Hll> = None;
+            // Readings, not sketches: a key with an exact count from a batch view counts
+            // it (see `Reading::Distinct`).
+            let mut union: Option<Reading> = None;
             for key in &args[1..] {
                 let t = target(session, key, None)?;
-                if let Some(h) = hll_of(read(session, &t).await?)? {
-                    match &mut union {
-                        Some(u) => u.merge(&h),
-                        None => union = Some(h),
-                    }
+                let Some(reading) = read(session, &t).await? else {
+                    continue;
+                };
+                if reading.value_type() != ValueType::Hll {
+                    return Err(wrongtype());
+                }
+                match &mut union {
+                    Some(u) => u.combine(&reading).map_err(|_| wrongtype())?,
+                    None => union = Some(reading),
                 }
             }
-            Ok(Reply::Integer(union.map_or(0, |u| u.count() as i64)))
+            let count = union.map_or(0, |u| u.to_json().as_i64().unwrap_or(i64::MAX));
+            Ok(Reply::Integer(count))
         }
         "PFMERGE" | "PFADD" => {
             check(args.len() >= 2, name)?;

@@ -566,6 +566,8 @@ impl ShardLoop {
                 Outcome::Stale => {
                     metrics.updates_stale.inc();
                 }
+                // Decided before updates reach a shard (see `Store::apply_inner`).
+                Outcome::Late => {}
             },
             Err(_) => {
                 // A refused first write must not leave an empty state behind.

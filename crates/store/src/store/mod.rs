@@ -7,14 +7,17 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use fjall::{Database, PersistMode};
 use prometheus_client::registry::Registry;
 use speedlayer_core::{
-    Applied, Epoch, Key, Op, OpError, Outcome, Reading, UpdateId, Value, ValueType,
+    Applied, BatchBoundary, Epoch, Key, Op, OpError, Outcome, Reading, RowParts, UpdateId, Value,
+    ValueType,
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::batch::BatchTables;
 use crate::catalog::{Catalog, Declared, View, ViewSpec, ViewType};
 use crate::clock::Clock;
 use crate::epochs::EpochKeyspaces;
@@ -26,14 +29,22 @@ use crate::metrics::StoreMetrics;
 use crate::shard::{Shard, ShardMsg, ShardUpdate, UpdateResults};
 use crate::update_log;
 
+mod import;
 mod range;
+mod retire;
 
+pub use import::ImportCheck;
 pub use range::{RangeRow, RangeRows, RangeStates};
+pub use retire::Retired;
 
 /// Latest accepted event time: 9999-12-31T23:59:59Z, in microseconds. Anything later is a
 /// unit mistake (milliseconds or nanoseconds sent as seconds), refused rather than stored
 /// in an epoch nobody will ever read.
 pub const MAX_TS_US: i64 = 253_402_300_799_000_000;
+
+/// Default of [`StoreConfig::batch_grace`]: far longer than any read (RPCs time out after
+/// 2 s) and than catalog gossip needs to reach every live node (pings every 500 ms).
+pub const DEFAULT_BATCH_GRACE: Duration = Duration::from_secs(30);
 
 /// How a node's store is set up.
 #[derive(Clone, Debug)]
@@ -50,6 +61,13 @@ pub struct StoreConfig {
     pub shard_queue: usize,
     /// LSM block cache, bytes.
     pub block_cache_bytes: u64,
+    /// How long an older batch boundary stays readable after a newer one is published,
+    /// so reads that picked it (on any coordinator) finish before its data is dropped.
+    pub batch_grace: Duration,
+    /// Realtime epochs whose end is older than this are dropped even when no batch view
+    /// covers them (counted in `speedlayer_store_epochs_expired_uncovered_total`, logged
+    /// as a warning). `None`: kept until a batch view covers them.
+    pub retention: Option<Duration>,
 }
 
 impl StoreConfig {
@@ -65,6 +83,8 @@ impl StoreConfig {
             cache_entries_per_shard: 1_000_000,
             shard_queue: 4096,
             block_cache_bytes: 64 * 1024 * 1024,
+            batch_grace: DEFAULT_BATCH_GRACE,
+            retention: None,
         }
     }
 }
@@ -132,6 +152,13 @@ struct Inner {
     /// Set once a journal sync failed (see `group_commit`).
     failed: Arc<AtomicBool>,
     hints: Hints,
+    batches: BatchTables,
+    /// Reads hold it shared from choosing their boundary to their last part; retiring
+    /// (dropping epochs and batch tables) holds it exclusively, so no read loses a part
+    /// it was promised.
+    retire_gate: tokio::sync::RwLock<()>,
+    batch_grace: Duration,
+    retention: Option<Duration>,
     queue: Arc<EventQueue>,
     clock: Clock,
     node_id: String,
@@ -183,6 +210,7 @@ impl Store {
         let catalog = Catalog::open(&db)?;
         let node_id = catalog.node_id(config.node_id.as_deref())?;
         let epochs = Arc::new(EpochKeyspaces::open(&db)?);
+        let batches = BatchTables::open(&db)?;
         let log = update_log::open(&db)?;
         let view_types: HashMap<u32, ViewType> = catalog
             .list()
@@ -229,6 +257,10 @@ impl Store {
                 shards,
                 failed: commit.failed_flag(),
                 hints,
+                batches,
+                retire_gate: tokio::sync::RwLock::new(()),
+                batch_grace: config.batch_grace,
+                retention: config.retention,
                 queue,
                 clock,
                 node_id,
@@ -363,8 +395,22 @@ impl Store {
         delta: bool,
     ) -> Result<Vec<Written>> {
         let view = self.view(view)?;
-        let report = (kind == ApplyKind::Report).then(|| self.live_epochs(view.id));
+        // Realtime data before the batch boundary is the batch view's: a new update there
+        // is late (merges from replicas, hints and repair still land, for reads at an
+        // older boundary during its grace period).
+        let first_live = self
+            .inner
+            .batches
+            .record(view.id)
+            .published
+            .first_realtime_epoch(view.spec.epoch_secs);
+        let report = (kind == ApplyKind::Report).then(|| {
+            let mut epochs = self.live_epochs(view.id);
+            epochs.retain(|e| *e >= first_live);
+            epochs
+        });
         let aggregate = kind == ApplyKind::Aggregate;
+        let mut late = Vec::new();
         let mut epochs = Vec::with_capacity(updates.len());
         for update in &updates {
             validate(&view, update)?;
@@ -379,6 +425,10 @@ impl Store {
             let ts_us = update.ts_us.unwrap_or(unique as i64);
             let epoch = Epoch::containing(ts_us, view.spec.epoch_secs)?;
             epochs.push(epoch);
+            if epoch < first_live && !matches!(update.op, Op::Merge(_)) {
+                late.push(index);
+                continue;
+            }
             let shard = shard_of(view.id, &update.key, shard_count);
             per_shard[shard].push(ShardUpdate {
                 index,
@@ -423,6 +473,13 @@ impl Store {
                 delta: None,
             })
             .collect();
+        for index in late {
+            self.inner.metrics.late_events.inc();
+            results[index].result = Ok(Applied {
+                outcome: Outcome::Late,
+                effect: 0,
+            });
+        }
         for rx in waiting {
             let shard_results: UpdateResults = rx.await.map_err(|_| StoreError::ShuttingDown)??;
             for (index, result, delta) in shard_results {
@@ -443,33 +500,90 @@ impl Store {
     }
 
     /// [`Store::get`] of several keys of one view, in order.
+    /// Answers at the view's current batch boundary: `batch ⊕ realtime since it`.
     pub async fn get_many(&self, view: &str, keys: Vec<Key>) -> Result<Vec<Option<Reading>>> {
-        let states = self.states(view, keys).await?;
+        let value_type = self.view(view)?.spec.value_type.typed();
+        let (_, states) = self.states(view, keys, None).await?;
         let mut readings = Vec::with_capacity(states.len());
         for parts in states {
-            let mut reading = None;
-            for (_, state) in &parts {
-                Reading::add_part_to(&mut reading, state)?;
-            }
-            readings.push(reading);
+            readings.push(parts.reading(value_type)?);
         }
         Ok(readings)
     }
 
-    /// The states of several keys of one view, per live epoch that holds them (oldest
-    /// first): what a replica answers a coordinator, which merges replicas per epoch
-    /// before combining epochs (counters add across epochs, so combined readings of two
-    /// replicas could not be merged).
-    pub async fn states(&self, view: &str, keys: Vec<Key>) -> Result<Vec<Vec<(Epoch, Value)>>> {
+    /// The parts of several keys of one view at batch boundary `at` (the current one
+    /// when `None`): each key's batch row and its states per live epoch at or after the
+    /// boundary (oldest first). What a replica answers a coordinator, which joins
+    /// replicas epoch by epoch before combining parts (counters add across parts, so
+    /// combined readings of two replicas could not be merged). Returns the boundary used;
+    /// [`StoreError::BoundaryUnavailable`] when this node cannot answer at `at`.
+    pub async fn states(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        at: Option<BatchBoundary>,
+    ) -> Result<(BatchBoundary, Vec<RowParts>)> {
         let view = self.view(view)?;
-        let epochs = self.live_epochs(view.id);
-        self.per_key(view.id, keys, |keys, reply| ShardMsg::Read {
-            view_id: view.id,
-            epochs: epochs.clone(),
-            keys,
-            reply,
-        })
-        .await
+        let _reading = self.inner.retire_gate.read().await;
+        let (boundary, table) = self.readable(&view, at)?;
+        let first = boundary.first_realtime_epoch(view.spec.epoch_secs);
+        let mut epochs = self.live_epochs(view.id);
+        epochs.retain(|e| *e >= first);
+        let encoded: Vec<Vec<u8>> = match &table {
+            Some(_) => keys.iter().map(Key::encode).collect(),
+            None => Vec::new(),
+        };
+        let per_epoch = self
+            .per_key(view.id, keys, |keys, reply| ShardMsg::Read {
+                view_id: view.id,
+                epochs: epochs.clone(),
+                keys,
+                reply,
+            })
+            .await?;
+        let mut parts: Vec<RowParts> = per_epoch
+            .into_iter()
+            .map(|epochs| RowParts {
+                batch: None,
+                epochs,
+            })
+            .collect();
+        if let Some(table) = table {
+            for (row, key) in parts.iter_mut().zip(&encoded) {
+                if let Some(bytes) = table.get(key)? {
+                    row.batch = Some(speedlayer_core::BatchValue::decode(&bytes)?);
+                }
+            }
+        }
+        Ok((boundary, parts))
+    }
+
+    /// The boundary a read at `at` uses (the current one when `None`) and its batch
+    /// table, if this node can answer at it.
+    fn readable(
+        &self,
+        view: &View,
+        at: Option<BatchBoundary>,
+    ) -> Result<(BatchBoundary, Option<fjall::Keyspace>)> {
+        let record = self.inner.batches.record(view.id);
+        let boundary = at.unwrap_or(record.published);
+        let unavailable = || StoreError::BoundaryUnavailable {
+            view: view.name.clone(),
+            asked: boundary,
+            current: record.published,
+        };
+        if !record.readable(boundary, crate::clock::wall_clock_us()) {
+            return Err(unavailable());
+        }
+        if boundary == BatchBoundary::NONE {
+            return Ok((boundary, None));
+        }
+        let table = self
+            .inner
+            .batches
+            .table(view.id, boundary)
+            .ok_or_else(unavailable)?;
+        Ok((boundary, Some(table)))
     }
 
     /// Sends each shard the keys it owns (one message made by `message`) and puts the
@@ -589,6 +703,12 @@ impl Store {
     /// Returns whether the epoch existed. A later write into the same epoch starts it anew.
     pub async fn drop_epoch(&self, view: &str, epoch: Epoch) -> Result<bool> {
         let view = self.view(view)?;
+        let _dropping = self.inner.retire_gate.write().await;
+        self.drop_epoch_of(&view, epoch).await
+    }
+
+    /// [`Store::drop_epoch`] with the view looked up and the retire gate held.
+    async fn drop_epoch_of(&self, view: &View, epoch: Epoch) -> Result<bool> {
         let Some(keyspace) = self.inner.epochs.unlist(view.id, epoch) else {
             return Ok(false);
         };

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use speedlayer_core::{Epoch, Key, Reading, Value};
+use speedlayer_core::{BatchBoundary, BatchValue, Key, Reading, RowParts, Value};
 
 use super::Store;
 use crate::catalog::ViewType;
@@ -14,8 +14,12 @@ use crate::error::{Result, StoreError};
 pub struct RangeRow {
     /// Clustering key of the row.
     pub clustering: Vec<u8>,
-    /// Its value combined over the live epochs.
+    /// Its value: batch row ⊕ live epochs.
     pub value: Reading,
+    /// Whether the batch view holds the row.
+    pub from_batch: bool,
+    /// Whether any realtime epoch holds the row.
+    pub from_realtime: bool,
 }
 
 /// Result of a range read.
@@ -28,22 +32,28 @@ pub struct RangeRows {
     pub total: Option<Reading>,
     /// True when more rows matched than the limit allowed.
     pub truncated: bool,
+    /// The batch boundary the rows were read at.
+    pub boundary: BatchBoundary,
 }
 
-/// Rows of a range read before epochs are combined: each row's state per epoch. What a
-/// replica answers a coordinator, which merges replicas per (row, epoch) first.
+/// Rows of a range read before parts are combined: each row's batch row and states per
+/// epoch. What a replica answers a coordinator, which joins replicas per (row, epoch)
+/// first.
 #[derive(Clone, Debug, Default)]
 pub struct RangeStates {
-    /// Clustering key → (epoch, state), epochs oldest first.
-    pub rows: BTreeMap<Vec<u8>, Vec<(Epoch, Value)>>,
+    /// Clustering key → parts.
+    pub rows: BTreeMap<Vec<u8>, RowParts>,
     /// True when more rows matched than the limit allowed.
     pub truncated: bool,
+    /// The batch boundary the parts belong to.
+    pub boundary: BatchBoundary,
 }
 
 impl Store {
     /// Rows of partition `partition` whose clustering key is in `from..=to` (either bound
-    /// open when `None`), merged over the live epochs, in clustering order; at most
-    /// `limit` rows. Checkpoints first, so the scan sees every acknowledged update.
+    /// open when `None`), `batch ⊕ live epochs` at the current batch boundary, in
+    /// clustering order; at most `limit` rows. Checkpoints first, so the scan sees every
+    /// acknowledged update.
     pub async fn range(
         &self,
         view: &str,
@@ -53,11 +63,14 @@ impl Store {
         limit: usize,
     ) -> Result<RangeRows> {
         let value_type = self.view(view)?.spec.value_type;
-        let states = self.range_states(view, partition, from, to, limit).await?;
+        let states = self
+            .range_states(view, partition, from, to, limit, None)
+            .await?;
         RangeRows::combine(value_type, states, limit)
     }
 
-    /// [`Store::range`] before epochs are combined.
+    /// [`Store::range`] before parts are combined, at boundary `at` (the current one
+    /// when `None`; see [`Store::states`]).
     pub async fn range_states(
         &self,
         view: &str,
@@ -65,55 +78,89 @@ impl Store {
         from: Option<Vec<u8>>,
         to: Option<Vec<u8>>,
         limit: usize,
+        at: Option<BatchBoundary>,
     ) -> Result<RangeStates> {
         self.checkpoint().await?;
+        let view = self.view(view)?;
+        let _reading = self.inner.retire_gate.read().await;
+        let (boundary, table) = self.readable(&view, at)?;
         let store = self.clone();
-        let view = view.to_string();
         tokio::task::spawn_blocking(move || {
-            store.scan_range(&view, &partition, from.as_deref(), to.as_deref(), limit)
+            let scan = Scan {
+                prefix: Key::partition_prefix(&partition),
+                from: from.unwrap_or_default(),
+                to,
+                limit,
+            };
+            let mut states = RangeStates {
+                boundary,
+                ..RangeStates::default()
+            };
+            let first = boundary.first_realtime_epoch(view.spec.epoch_secs);
+            for (epoch, keyspace) in store.inner.epochs.of_view(view.id) {
+                if epoch < first {
+                    continue;
+                }
+                states.truncated |= scan.rows(&keyspace, |clustering, bytes| {
+                    let state = Value::decode(bytes)?;
+                    states
+                        .rows
+                        .entry(clustering)
+                        .or_default()
+                        .epochs
+                        .push((epoch, state));
+                    Ok(())
+                })?;
+            }
+            if let Some(table) = table {
+                states.truncated |= scan.rows(&table, |clustering, bytes| {
+                    states.rows.entry(clustering).or_default().batch =
+                        Some(BatchValue::decode(bytes)?);
+                    Ok(())
+                })?;
+            }
+            Ok(states)
         })
         .await
         .map_err(|_| StoreError::ShuttingDown)?
     }
+}
 
-    fn scan_range(
+/// One partition's clustering range, as scanned in each keyspace (epochs, batch table).
+struct Scan {
+    prefix: Vec<u8>,
+    from: Vec<u8>,
+    to: Option<Vec<u8>>,
+    limit: usize,
+}
+
+impl Scan {
+    /// Calls `row` with (clustering key, stored bytes) of the first `limit` rows of the
+    /// range in `keyspace`; true when more rows were left.
+    fn rows(
         &self,
-        view: &str,
-        partition: &[u8],
-        from: Option<&[u8]>,
-        to: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<RangeStates> {
-        let view = self.view(view)?;
-        let prefix = Key::partition_prefix(partition);
-        let lower = [prefix.as_slice(), from.unwrap_or_default()].concat();
-        let upper = to.map(|to| [prefix.as_slice(), to].concat());
-        let mut states = RangeStates::default();
-        for (epoch, keyspace) in self.inner.epochs.of_view(view.id) {
-            let end = match &upper {
-                Some(upper) => Bound::Included(upper.clone()),
-                None => Bound::Unbounded,
-            };
-            let scan = keyspace.range::<Vec<u8>, _>((Bound::Included(lower.clone()), end));
-            for (taken, guard) in scan.enumerate() {
-                let (key, bytes) = guard.into_inner()?;
-                if !key.starts_with(&prefix) {
-                    break;
-                }
-                if taken == limit {
-                    states.truncated = true;
-                    break;
-                }
-                let clustering = key[prefix.len()..].to_vec();
-                let state = Value::decode(&bytes)?;
-                states
-                    .rows
-                    .entry(clustering)
-                    .or_default()
-                    .push((epoch, state));
+        keyspace: &fjall::Keyspace,
+        mut row: impl FnMut(Vec<u8>, &[u8]) -> Result<()>,
+    ) -> Result<bool> {
+        let lower = [self.prefix.as_slice(), &self.from].concat();
+        let end = match &self.to {
+            Some(to) => Bound::Included([self.prefix.as_slice(), to].concat()),
+            None => Bound::Unbounded,
+        };
+        for (taken, guard) in keyspace
+            .range::<Vec<u8>, _>((Bound::Included(lower), end))
+            .enumerate()
+        {
+            let (key, bytes) = guard.into_inner()?;
+            if !key.starts_with(&self.prefix) {
+                break;
             }
+            if taken == self.limit {
+                return Ok(true);
+            }
+            row(key[self.prefix.len()..].to_vec(), &bytes)?;
         }
-        Ok(states)
+        Ok(false)
     }
 }
 
@@ -129,16 +176,19 @@ impl RangeRows {
         let mut mixed = false;
         let mut out = Vec::with_capacity(states.rows.len().min(limit));
         for (clustering, parts) in states.rows.into_iter().take(limit) {
-            let mut value: Option<Reading> = None;
-            for (_, state) in &parts {
-                Reading::add_part_to(&mut value, state)?;
-            }
-            let Some(value) = value else { continue };
+            let Some(value) = parts.reading(value_type.typed())? else {
+                continue;
+            };
             match &mut total {
                 Some(total) => mixed |= total.combine(&value).is_err(),
                 None => total = Some(value.clone()),
             }
-            out.push(RangeRow { clustering, value });
+            out.push(RangeRow {
+                clustering,
+                value,
+                from_batch: parts.batch.is_some(),
+                from_realtime: !parts.epochs.is_empty(),
+            });
         }
         if mixed {
             total = None;
@@ -147,6 +197,7 @@ impl RangeRows {
             rows: out,
             total,
             truncated,
+            boundary: states.boundary,
         })
     }
 }

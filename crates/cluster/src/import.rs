@@ -1,0 +1,282 @@
+//! Batch imports across the cluster: stage on every node, then publish.
+//!
+//! The coordinator that receives an import drives it: **begin** on every node, **rows**
+//! to each row's owners (its partition's preference list), **finish** on every node (all
+//! rows fsynced), then **publish** on every node. Publication starts only once every node
+//! has finished staging, so whichever node a later read names the new boundary to, the
+//! owners it asks can read at it (a staged boundary is readable before its node hears of
+//! the publication). A node that misses the publication learns it from catalog gossip.
+//!
+//! An import needs every node up: an owner that missed the rows could never answer at
+//! the new boundary. When a node cannot be reached, or any step fails, the import is
+//! aborted on every node and nothing readers see changes; retry it later.
+
+use speedlayer_core::{BatchBoundary, BatchValue, Key};
+use speedlayer_store::{Store, StoreError};
+
+use crate::error::ClusterError;
+use crate::node::Cluster;
+use crate::wire::{self, ImportStep, Request, Response};
+
+/// What a finished import did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ImportReport {
+    /// The view's new boundary.
+    pub boundary: BatchBoundary,
+    /// Rows imported.
+    pub rows: u64,
+    /// Nodes that published at once; the others learn it from gossip.
+    pub published_on: usize,
+    /// Nodes of the cluster.
+    pub nodes: usize,
+}
+
+/// An import in progress, driven by this node. Dropped without [`Import::finish`], it is
+/// aborted on every node (in the background).
+pub struct Import {
+    cluster: Cluster,
+    view: String,
+    boundary: BatchBoundary,
+    id: u64,
+    rows: u64,
+    done: bool,
+}
+
+impl Cluster {
+    /// Starts importing a batch view of `view` covering every event before
+    /// `covers_until` (Unix seconds): checks the boundary (aligned to the view's epochs,
+    /// later than its current one; [`StoreError`]s otherwise) and begins staging on every
+    /// node.
+    pub async fn begin_import(
+        &self,
+        view: &str,
+        covers_until: u64,
+    ) -> Result<Import, ClusterError> {
+        let check = self.inner.store.check_import(view, covers_until)?;
+        let id = import_id(&self.inner.store);
+        let import = Import {
+            cluster: self.clone(),
+            view: check.view.name.clone(),
+            boundary: check.boundary,
+            id,
+            rows: 0,
+            done: false,
+        };
+        let everyone: Vec<usize> = (0..self.inner.members.len()).collect();
+        let down: Vec<usize> = everyone
+            .iter()
+            .copied()
+            .filter(|&m| !self.inner.is_up(m))
+            .collect();
+        if !down.is_empty() {
+            let n = everyone.len();
+            let up: Vec<usize> = everyone
+                .iter()
+                .copied()
+                .filter(|m| !down.contains(m))
+                .collect();
+            return Err(self.inner.unavailable(n, n, up.len(), &everyone, &up));
+        }
+        import.step_on(&everyone, ImportStep::Begin).await?;
+        tracing::info!(view = %import.view, boundary = import.boundary.0, import = id, "batch import started");
+        Ok(import)
+    }
+}
+
+impl Import {
+    /// The boundary this import publishes.
+    pub fn boundary(&self) -> BatchBoundary {
+        self.boundary
+    }
+
+    /// Rows staged so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Stages `rows` on their owners (every owner must take them).
+    pub async fn stage(&mut self, rows: Vec<(Key, BatchValue)>) -> Result<(), ClusterError> {
+        let count = rows.len() as u64;
+        let inner = &self.cluster.inner;
+        if self.cluster.is_single() {
+            inner
+                .store
+                .stage_rows(&self.view, self.boundary, self.id, rows)
+                .await?;
+        } else {
+            let mut per_member: Vec<Vec<(Key, BatchValue)>> = vec![Vec::new(); inner.members.len()];
+            for (partition, items) in inner.ring.group(rows, |(k, _)| &k.partition) {
+                for &owner in inner.ring.preference_list(partition) {
+                    per_member[owner].extend(items.iter().map(|(_, row)| row.clone()));
+                }
+            }
+            let sends = per_member
+                .into_iter()
+                .enumerate()
+                .filter(|(_, rows)| !rows.is_empty())
+                .map(|(member, rows)| self.rows_on(member, rows));
+            for result in futures_util::future::join_all(sends).await {
+                result?;
+            }
+        }
+        self.rows += count;
+        Ok(())
+    }
+
+    /// Makes every staged row durable everywhere, then publishes the new boundary on
+    /// every node (this one first).
+    pub async fn finish(mut self) -> Result<ImportReport, ClusterError> {
+        let inner = self.cluster.inner.clone();
+        let everyone: Vec<usize> = (0..inner.members.len()).collect();
+        self.step_on(&everyone, ImportStep::Finish).await?;
+        // From here on the import stands: every node can read at it.
+        self.done = true;
+        inner
+            .store
+            .publish(&self.view, self.boundary, self.id)
+            .await?;
+        let others: Vec<usize> = everyone
+            .iter()
+            .copied()
+            .filter(|&m| m != inner.me)
+            .collect();
+        let mut published_on = 1;
+        let calls = others.iter().map(|&m| self.step(m, ImportStep::Publish));
+        for result in futures_util::future::join_all(calls).await {
+            match result {
+                Ok(()) => published_on += 1,
+                Err(e) => {
+                    tracing::warn!(view = %self.view, error = %e, "a node missed the publication; it learns it from gossip")
+                }
+            }
+        }
+        tracing::info!(view = %self.view, boundary = self.boundary.0, rows = self.rows, "batch import published");
+        Ok(ImportReport {
+            boundary: self.boundary,
+            rows: self.rows,
+            published_on,
+            nodes: everyone.len(),
+        })
+    }
+
+    async fn rows_on(
+        &self,
+        member: usize,
+        rows: Vec<(Key, BatchValue)>,
+    ) -> Result<(), ClusterError> {
+        let inner = &self.cluster.inner;
+        if member == inner.me {
+            inner
+                .store
+                .stage_rows(&self.view, self.boundary, self.id, rows)
+                .await?;
+            return Ok(());
+        }
+        let rows = rows.iter().map(|(k, v)| (k.encode(), v.encode())).collect();
+        self.step(member, ImportStep::Rows(rows)).await
+    }
+
+    /// Runs `step` on every member of `members`; the first failure is the answer.
+    async fn step_on(&self, members: &[usize], step: ImportStep) -> Result<(), ClusterError> {
+        let calls = members.iter().map(|&m| self.step(m, step.clone()));
+        for result in futures_util::future::join_all(calls).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn step(&self, member: usize, step: ImportStep) -> Result<(), ClusterError> {
+        let inner = &self.cluster.inner;
+        if member == inner.me {
+            return Ok(serve_step(&inner.store, &self.view, self.boundary, self.id, &step).await?);
+        }
+        let request = Request::Import {
+            view: self.view.clone(),
+            boundary: self.boundary.0,
+            import: self.id,
+            step,
+        };
+        match inner.call(member, &request).await {
+            Ok(Response::Imported) => Ok(()),
+            Ok(other) => Err(ClusterError::Import {
+                node: inner.name(member).to_owned(),
+                reason: format!("unexpected answer {other:?}"),
+            }),
+            Err(e) => Err(ClusterError::Import {
+                node: inner.name(member).to_owned(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+impl Drop for Import {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (cluster, view, id, boundary) = (
+            self.cluster.clone(),
+            self.view.clone(),
+            self.id,
+            self.boundary,
+        );
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let abort = Import {
+                cluster,
+                view,
+                boundary,
+                id,
+                rows: 0,
+                done: true,
+            };
+            let everyone: Vec<usize> = (0..abort.cluster.inner.members.len()).collect();
+            if let Err(e) = abort.step_on(&everyone, ImportStep::Abort).await {
+                tracing::warn!(view = %abort.view, error = %e, "aborting an import failed on a node; its staged rows are collected later");
+            }
+            tracing::info!(view = %abort.view, import = id, "batch import aborted");
+        });
+    }
+}
+
+/// Runs one import step on this node's store (for itself or for a peer's coordinator).
+pub(crate) async fn serve_step(
+    store: &Store,
+    view: &str,
+    boundary: BatchBoundary,
+    import: u64,
+    step: &ImportStep,
+) -> Result<(), StoreError> {
+    match step {
+        ImportStep::Begin => store.stage_begin(view, boundary, import).await,
+        ImportStep::Rows(rows) => {
+            let rows = rows
+                .iter()
+                .map(|(k, v)| {
+                    let key = wire::key(k).map_err(|e| StoreError::BatchRow(e.to_string()))?;
+                    Ok((key, BatchValue::decode(v)?))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            store
+                .stage_rows(view, boundary, import, rows)
+                .await
+                .map(drop)
+        }
+        ImportStep::Finish => store.stage_finish(view, boundary, import).await,
+        ImportStep::Publish => store.publish(view, boundary, import).await.map(drop),
+        ImportStep::Abort => store.abort_import(view, import).await,
+    }
+}
+
+/// A fresh import id: the node id and the clock, hashed (never 0, which names no import).
+fn import_id(store: &Store) -> u64 {
+    let seed = format!(
+        "{}:{}",
+        store.node_id(),
+        speedlayer_store::clock::wall_clock_us()
+    );
+    xxhash_rust::xxh3::xxh3_64(seed.as_bytes()).max(1)
+}

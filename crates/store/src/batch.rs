@@ -1,0 +1,291 @@
+//! Batch views on one node: imported tables, and which boundaries a read may use.
+//!
+//! An import for boundary T of a view goes through states kept in a durable
+//! [`BatchRecord`] per view (keyspace `batches`):
+//! **staging** (rows arriving into the table keyspace `b{view}_{T}_{import}`, invisible) →
+//! **staged** (every row durable; a coordinator may now publish) → **published** (the
+//! node's current boundary: new reads use it, realtime writes before T are late) →
+//! **retiring** (an older boundary stays readable for a grace period, so a read that
+//! picked it on any coordinator can finish) → gone (its table and the realtime epochs
+//! before the newest boundary are dropped whole).
+//!
+//! A read names its boundary and is answered only if that boundary is *readable* here:
+//! staged, published, or retiring within its grace. A staged boundary is readable before
+//! this node has heard of the publication: a coordinator only names a boundary it saw
+//! published, and publication waits until every node has staged it. So every answer is
+//! `batch(T) ⊕ realtime epochs ≥ T` for the one T it names.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::{Deserialize, Serialize};
+use speedlayer_core::BatchBoundary;
+
+use crate::error::{Result, StoreError};
+
+/// Name of the keyspace holding every view's [`BatchRecord`].
+const RECORDS: &str = "batches";
+
+/// An import still being staged (or staged and waiting for its publication).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    /// The boundary it covers until.
+    pub boundary: BatchBoundary,
+    /// The import's id (chosen by its coordinator): rows and the publication name it.
+    pub import: u64,
+    /// Every row is durable here.
+    pub finished: bool,
+    /// Wall clock (µs) when staging began: unpublished imports are collected after a while.
+    pub started_us: u64,
+}
+
+/// An older boundary still readable for a while after a newer one was published.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retiring {
+    /// The old boundary.
+    pub boundary: BatchBoundary,
+    /// Its import (`0` for [`BatchBoundary::NONE`], which has no table).
+    pub import: u64,
+    /// Wall clock (µs) after which it is dropped.
+    pub until_us: u64,
+}
+
+/// What a node knows of one view's batch views; persisted on every change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    /// The current boundary ([`BatchBoundary::NONE`] before the first import).
+    pub published: BatchBoundary,
+    /// The current boundary's import id (`0` for none).
+    pub published_import: u64,
+    /// Older boundaries still readable.
+    pub retiring: Vec<Retiring>,
+    /// Imports staged or staging, not yet published.
+    pub staged: Vec<Staged>,
+}
+
+impl BatchRecord {
+    /// True when a read may use `boundary` at wall clock `now_us`.
+    pub fn readable(&self, boundary: BatchBoundary, now_us: u64) -> bool {
+        boundary == self.published
+            || self
+                .retiring
+                .iter()
+                .any(|r| r.boundary == boundary && r.until_us > now_us)
+            || self
+                .staged
+                .iter()
+                .any(|s| s.boundary == boundary && s.finished)
+    }
+
+    /// The oldest boundary a read may still use: realtime epochs before it are dropped.
+    pub fn oldest_readable(&self) -> BatchBoundary {
+        self.retiring
+            .iter()
+            .map(|r| r.boundary)
+            .chain([self.published])
+            .min()
+            .unwrap_or(self.published)
+    }
+
+    /// The import id of `boundary`'s table, if this node has one in any state.
+    pub fn import_of(&self, boundary: BatchBoundary) -> Option<u64> {
+        if boundary == self.published && boundary != BatchBoundary::NONE {
+            return Some(self.published_import);
+        }
+        self.retiring
+            .iter()
+            .find(|r| r.boundary == boundary)
+            .map(|r| r.import)
+            .or_else(|| {
+                self.staged
+                    .iter()
+                    .find(|s| s.boundary == boundary)
+                    .map(|s| s.import)
+            })
+    }
+}
+
+/// Every view's batch tables and records on this node.
+///
+/// Invariant: a table keyspace exists exactly for the (view, boundary, import) triples
+/// its view's record names (published, retiring or staged); leftovers found at open
+/// (an interrupted drop) are deleted.
+pub struct BatchTables {
+    db: Database,
+    records_keyspace: Keyspace,
+    state: RwLock<State>,
+}
+
+#[derive(Default)]
+struct State {
+    records: BTreeMap<u32, BatchRecord>,
+    tables: BTreeMap<(u32, BatchBoundary, u64), Keyspace>,
+}
+
+fn table_name(view: u32, boundary: BatchBoundary, import: u64) -> String {
+    format!("b{view}_{}_{import}", boundary.0)
+}
+
+fn parse_table_name(name: &str) -> Option<(u32, BatchBoundary, u64)> {
+    let mut parts = name.strip_prefix('b')?.split('_');
+    let view = parts.next()?.parse().ok()?;
+    let boundary = BatchBoundary(parts.next()?.parse().ok()?);
+    let import = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((view, boundary, import))
+}
+
+impl BatchTables {
+    /// Loads the records and the table keyspaces they name; deletes unnamed tables.
+    pub fn open(db: &Database) -> Result<BatchTables> {
+        let records_keyspace = db.keyspace(RECORDS, KeyspaceCreateOptions::default)?;
+        let mut state = State::default();
+        for guard in records_keyspace.iter() {
+            let (key, value) = guard.into_inner()?;
+            let Ok(view) = <[u8; 4]>::try_from(key.as_ref()).map(u32::from_be_bytes) else {
+                continue;
+            };
+            let record: BatchRecord = serde_json::from_slice(&value).map_err(|e| {
+                StoreError::InvalidDeclaration(format!("stored batch record does not parse: {e}"))
+            })?;
+            state.records.insert(view, record);
+        }
+        for name in db.list_keyspace_names() {
+            let Some((view, boundary, import)) = parse_table_name(&name) else {
+                continue;
+            };
+            let keyspace = db.keyspace(&name, KeyspaceCreateOptions::default)?;
+            let named =
+                state.records.get(&view).and_then(|r| r.import_of(boundary)) == Some(import);
+            if named {
+                state.tables.insert((view, boundary, import), keyspace);
+            } else {
+                db.delete_keyspace(keyspace)?;
+            }
+        }
+        Ok(BatchTables {
+            db: db.clone(),
+            records_keyspace,
+            state: RwLock::new(state),
+        })
+    }
+
+    /// The record of `view` (the default, no batch, when none was ever imported).
+    pub fn record(&self, view: u32) -> BatchRecord {
+        self.read().records.get(&view).cloned().unwrap_or_default()
+    }
+
+    /// The table of `boundary` of `view`, if this node holds one.
+    pub fn table(&self, view: u32, boundary: BatchBoundary) -> Option<Keyspace> {
+        let state = self.read();
+        let import = state.records.get(&view)?.import_of(boundary)?;
+        state.tables.get(&(view, boundary, import)).cloned()
+    }
+
+    /// Changes `view`'s record with `change` and persists it (fsynced) before returning
+    /// `change`'s result. Tables `change` returns for deletion are deleted afterwards;
+    /// `create` names a table to create first.
+    pub fn update<T>(
+        &self,
+        view: u32,
+        create: Option<(BatchBoundary, u64)>,
+        change: impl FnOnce(&mut BatchRecord) -> Result<(T, Vec<(BatchBoundary, u64)>)>,
+    ) -> Result<T> {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut record = state.records.get(&view).cloned().unwrap_or_default();
+        let (answer, dropped) = change(&mut record)?;
+        if let Some((boundary, import)) = create {
+            let keyspace = self.db.keyspace(
+                &table_name(view, boundary, import),
+                KeyspaceCreateOptions::default,
+            )?;
+            state.tables.insert((view, boundary, import), keyspace);
+        }
+        let json = serde_json::to_vec(&record).map_err(|e| {
+            StoreError::InvalidDeclaration(format!("cannot encode batch record: {e}"))
+        })?;
+        self.records_keyspace.insert(view.to_be_bytes(), json)?;
+        self.db.persist(PersistMode::SyncAll)?;
+        state.records.insert(view, record);
+        let doomed: Vec<Keyspace> = dropped
+            .into_iter()
+            .filter_map(|(b, i)| state.tables.remove(&(view, b, i)))
+            .collect();
+        drop(state);
+        for keyspace in doomed {
+            self.db.delete_keyspace(keyspace)?;
+        }
+        Ok(answer)
+    }
+
+    /// Every view's record, by view id.
+    pub fn records(&self) -> Vec<(u32, BatchRecord)> {
+        self.read()
+            .records
+            .iter()
+            .map(|(v, r)| (*v, r.clone()))
+            .collect()
+    }
+
+    /// Makes every staged row durable (the journal, fsynced).
+    pub fn sync(&self) -> Result<()> {
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_round_trip() {
+        assert_eq!(
+            parse_table_name(&table_name(3, BatchBoundary(7200), 99)),
+            Some((3, BatchBoundary(7200), 99))
+        );
+        assert_eq!(parse_table_name("e3_4_5"), None);
+        assert_eq!(parse_table_name("batches"), None);
+        assert_eq!(parse_table_name("b1_2_3_4"), None);
+    }
+
+    #[test]
+    fn readable_boundaries() {
+        let record = BatchRecord {
+            published: BatchBoundary(7200),
+            published_import: 5,
+            retiring: vec![Retiring {
+                boundary: BatchBoundary(3600),
+                import: 4,
+                until_us: 100,
+            }],
+            staged: vec![
+                Staged {
+                    boundary: BatchBoundary(10800),
+                    import: 6,
+                    finished: true,
+                    started_us: 0,
+                },
+                Staged {
+                    boundary: BatchBoundary(14400),
+                    import: 7,
+                    finished: false,
+                    started_us: 0,
+                },
+            ],
+        };
+        assert!(record.readable(BatchBoundary(7200), 1000));
+        assert!(record.readable(BatchBoundary(3600), 99));
+        assert!(!record.readable(BatchBoundary(3600), 100));
+        assert!(record.readable(BatchBoundary(10800), 1000));
+        assert!(!record.readable(BatchBoundary(14400), 1000));
+        assert!(!record.readable(BatchBoundary::NONE, 0));
+        assert_eq!(record.oldest_readable(), BatchBoundary(3600));
+        assert_eq!(record.import_of(BatchBoundary(10800)), Some(6));
+        assert!(BatchRecord::default().readable(BatchBoundary::NONE, 0));
+    }
+}

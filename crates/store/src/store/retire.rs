@@ -1,0 +1,94 @@
+//! Retiring: dropping what no read can use any more, whole keyspaces at a time.
+//!
+//! Run periodically by the node. After a batch boundary's grace period, its table and the
+//! realtime epochs before the oldest boundary still readable are dropped (O(1) per epoch:
+//! keyspace deletes, no per-key tombstones). Staged imports that were never published
+//! are collected after [`STAGED_TTL`]. With a retention limit, epochs older than it are
+//! dropped even when no batch view covers them, with a warning and a metric: their data
+//! leaves every answer until a batch import covers that time.
+
+use std::time::Duration;
+
+use speedlayer_core::Epoch;
+
+use super::import::take_staged;
+use super::Store;
+use crate::clock::wall_clock_us;
+use crate::error::Result;
+
+/// A staged import not published within this long is abandoned (its coordinator failed).
+pub const STAGED_TTL: Duration = Duration::from_secs(3600);
+
+/// What one retire pass dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retired {
+    /// Realtime epochs dropped because a batch view covers them.
+    pub epochs_covered: usize,
+    /// Realtime epochs dropped by the retention limit, uncovered.
+    pub epochs_expired: usize,
+    /// Batch tables dropped (boundaries past their grace, abandoned imports).
+    pub tables: usize,
+}
+
+impl Store {
+    /// Drops what no read can use any more (see the module docs). Holds the retire gate
+    /// while it drops, so no read in flight loses a part.
+    pub async fn retire(&self) -> Result<Retired> {
+        let _dropping = self.inner.retire_gate.write().await;
+        let mut retired = Retired::default();
+        let now_us = wall_clock_us();
+        let ttl_us = STAGED_TTL.as_micros() as u64;
+        for view in self.views() {
+            let record = self.inner.batches.record(view.id);
+            let expired = record.retiring.iter().any(|r| r.until_us <= now_us)
+                || record
+                    .staged
+                    .iter()
+                    .any(|s| s.started_us.saturating_add(ttl_us) <= now_us);
+            if expired {
+                let view_id = view.id;
+                retired.tables += self
+                    .blocking(move |store| {
+                        store.inner.batches.update(view_id, None, |record| {
+                            let mut dropped = take_staged(record, |s| {
+                                s.started_us.saturating_add(ttl_us) <= now_us
+                            });
+                            record.retiring.retain(|r| {
+                                let keep = r.until_us > now_us;
+                                if !keep && r.import != 0 {
+                                    dropped.push((r.boundary, r.import));
+                                }
+                                keep
+                            });
+                            Ok((dropped.len(), dropped))
+                        })
+                    })
+                    .await?;
+            }
+            let oldest = self.inner.batches.record(view.id).oldest_readable();
+            let first = oldest.first_realtime_epoch(view.spec.epoch_secs);
+            let expire_before = self.inner.retention.map(|keep| {
+                let now_secs = now_us / 1_000_000;
+                let cutoff = now_secs.saturating_sub(keep.as_secs());
+                // Epochs that end at or before the cutoff.
+                Epoch(cutoff / view.spec.epoch_secs.max(1))
+            });
+            for (epoch, _) in self.inner.epochs.of_view(view.id) {
+                let covered = epoch < first;
+                let expired = !covered && expire_before.is_some_and(|before| epoch < before);
+                if !(covered || expired) || !self.drop_epoch_of(&view, epoch).await? {
+                    continue;
+                }
+                if covered {
+                    self.inner.metrics.epochs_retired.inc();
+                    retired.epochs_covered += 1;
+                } else {
+                    self.inner.metrics.epochs_expired_uncovered.inc();
+                    retired.epochs_expired += 1;
+                    tracing::warn!(view = %view.name, epoch = epoch.0, start_secs = epoch.start_secs(view.spec.epoch_secs), "retention dropped a realtime epoch no batch view covers: its data left every answer until a batch import covers it");
+                }
+            }
+        }
+        Ok(retired)
+    }
+}
