@@ -64,13 +64,17 @@ pub async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "views": views }))
 }
 
-/// `GET /v1/views/{view}`: one view's declaration.
+/// `GET /v1/views/{view}`: one view's declaration, and its batch boundary (`boundary`,
+/// Unix seconds; 0 before the first import).
 pub async fn describe(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let view = state.store.view(&name)?;
-    Ok(Json(view_json(&view)))
+    let mut json = view_json(&view);
+    // Where its batch view ends: an import must cover until a later time.
+    json["boundary"] = state.store.batch_record(&name)?.published.secs().into();
+    Ok(Json(json))
 }
 
 /// `GET /v1/views/{view}/epochs`: live epochs with approximate key counts and sizes.

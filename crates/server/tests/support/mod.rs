@@ -35,6 +35,7 @@ pub async fn shutdown(node: Option<Node>) {
     }
 }
 
+pub mod batch;
 pub mod events;
 
 pub mod http {
