@@ -50,6 +50,8 @@ pub struct NodeConfig {
     pub max_body_bytes: usize,
     /// Storage tuning.
     pub shards: Option<usize>,
+    /// Memtable size of each epoch keyspace (storage tuning; fjall's 64 MiB when `None`).
+    pub epoch_memtable_bytes: Option<u64>,
     /// Cluster membership and request defaults (no seeds: a one-node database).
     pub cluster: ClusterConfig,
     /// Event ingest: queue limit, log sources.
@@ -76,6 +78,7 @@ impl NodeConfig {
             requirepass: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             shards: None,
+            epoch_memtable_bytes: None,
             cluster: ClusterConfig::single(SocketAddr::from(([127, 0, 0, 1], 7782))),
             ingest: IngestConfig::default(),
             views: Vec::new(),
@@ -145,6 +148,9 @@ impl Node {
         store_config.retention = config.retention;
         if let Some(shards) = config.shards {
             store_config.shards = shards;
+        }
+        if let Some(bytes) = config.epoch_memtable_bytes {
+            store_config.epoch_memtable_bytes = bytes;
         }
         let store = tokio::task::block_in_place(|| Store::open(store_config, &mut registry))?;
         store.declare_view(REDIS_VIEW, redis_view_spec())?;

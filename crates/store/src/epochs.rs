@@ -22,6 +22,8 @@ use crate::error::Result;
 /// drop and are deleted.
 pub struct EpochKeyspaces {
     db: Database,
+    /// Memtable size of each epoch keyspace (see [`crate::StoreConfig`]).
+    memtable_bytes: u64,
     live: RwLock<BTreeMap<(u32, Epoch), Keyspace>>,
     next_generation: AtomicU64,
 }
@@ -39,8 +41,10 @@ fn parse_name(name: &str) -> Option<(u32, Epoch, u64)> {
 }
 
 impl EpochKeyspaces {
-    /// Finds the epoch keyspaces already in `db`.
-    pub fn open(db: &Database) -> Result<EpochKeyspaces> {
+    /// Finds the epoch keyspaces already in `db`; every epoch keyspace gets memtables of
+    /// `memtable_bytes`.
+    pub fn open(db: &Database, memtable_bytes: u64) -> Result<EpochKeyspaces> {
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes);
         let mut found: BTreeMap<(u32, Epoch), (u64, Keyspace)> = BTreeMap::new();
         let mut max_generation = 0;
         for name in db.list_keyspace_names() {
@@ -48,7 +52,7 @@ impl EpochKeyspaces {
                 continue;
             };
             max_generation = max_generation.max(generation);
-            let keyspace = db.keyspace(&name, KeyspaceCreateOptions::default)?;
+            let keyspace = db.keyspace(&name, options)?;
             match found.get(&(view, epoch)) {
                 Some((existing, _)) if *existing > generation => {
                     db.delete_keyspace(keyspace)?;
@@ -62,6 +66,7 @@ impl EpochKeyspaces {
         }
         Ok(EpochKeyspaces {
             db: db.clone(),
+            memtable_bytes,
             live: RwLock::new(found.into_iter().map(|(k, (_, ks))| (k, ks)).collect()),
             next_generation: AtomicU64::new(max_generation + 1),
         })
@@ -83,7 +88,10 @@ impl EpochKeyspaces {
         }
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let name = format!("e{view}_{}_{generation}", epoch.0);
-        let keyspace = self.db.keyspace(&name, KeyspaceCreateOptions::default)?;
+        let memtable_bytes = self.memtable_bytes;
+        let keyspace = self.db.keyspace(&name, || {
+            KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
+        })?;
         live.insert((view, epoch), keyspace.clone());
         Ok(keyspace)
     }

@@ -81,6 +81,11 @@ pub mod http {
             format!("{}{path}", self.base)
         }
 
+        /// The node's data directory.
+        pub fn data_dir(&self) -> &std::path::Path {
+            self._dir.path()
+        }
+
         pub async fn declare(&self, view: &str, spec: Value) -> (StatusCode, Value) {
             let response = self
                 .client
@@ -197,6 +202,16 @@ pub mod http {
 
         pub async fn stop(mut self) {
             shutdown(self.node.take()).await;
+        }
+
+        /// Stops the node cleanly and starts it again on the same data directory (new
+        /// ephemeral ports), with `tweak` applied to the configuration.
+        pub async fn restart(&mut self, tweak: impl FnOnce(&mut NodeConfig)) {
+            shutdown(self.node.take()).await;
+            let (node, client) = start_node(&self._dir, tweak).await;
+            self.base = format!("http://{}", node.http_addr);
+            self.client = client;
+            self.node = Some(node);
         }
     }
 

@@ -61,6 +61,11 @@ pub struct StoreConfig {
     pub shard_queue: usize,
     /// LSM block cache, bytes.
     pub block_cache_bytes: u64,
+    /// Memtable size of each epoch keyspace: past it, the epoch's recent writes go to a
+    /// table file (and the journal holding them can be reclaimed). Smaller memtables put
+    /// small epochs on disk sooner, so dropping them frees disk sooner, at the cost of
+    /// more, smaller tables. fjall's default is 64 MiB.
+    pub epoch_memtable_bytes: u64,
     /// How long an older batch boundary stays readable after a newer one is published,
     /// so reads that picked it (on any coordinator) finish before its data is dropped.
     pub batch_grace: Duration,
@@ -83,6 +88,7 @@ impl StoreConfig {
             cache_entries_per_shard: 1_000_000,
             shard_queue: 4096,
             block_cache_bytes: 64 * 1024 * 1024,
+            epoch_memtable_bytes: 64 * 1024 * 1024,
             batch_grace: DEFAULT_BATCH_GRACE,
             retention: None,
         }
@@ -209,7 +215,7 @@ impl Store {
             .open()?;
         let catalog = Catalog::open(&db)?;
         let node_id = catalog.node_id(config.node_id.as_deref())?;
-        let epochs = Arc::new(EpochKeyspaces::open(&db)?);
+        let epochs = Arc::new(EpochKeyspaces::open(&db, config.epoch_memtable_bytes)?);
         let batches = BatchTables::open(&db)?;
         let log = update_log::open(&db)?;
         let view_types: HashMap<u32, ViewType> = catalog
