@@ -296,6 +296,22 @@ pub enum BenchWhich {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Batch-view import throughput (rows/s) beside redis-server loading as many SETs,
+    /// and read latency during imports and switches.
+    Import {
+        /// Rows per import.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Rounds (ours and the peer's interleaved).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Concurrent HTTP readers measuring latency.
+        #[arg(long, default_value_t = 4)]
+        readers: usize,
+        /// Directory for the benchmark's database [default: a temporary directory].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Time to drop an epoch holding N keys, for several N.
     DropEpoch {
         /// Key counts to measure.

@@ -19,6 +19,7 @@ use crate::cli::{BenchArgs, BenchWhich};
 use crate::demo::Rng;
 
 mod events;
+mod import;
 
 /// Runs the chosen benchmark.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -41,6 +42,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 keys,
             )
             .await
+        }
+        BenchWhich::Import {
+            rows,
+            rounds,
+            readers,
+            dir,
+        } => {
+            let (_tmp, dir) = work_dir(dir)?;
+            import::run(&dir, rows, rounds, readers).await
         }
         BenchWhich::DropEpoch { keys, rounds, dir } => {
             let (_tmp, dir) = work_dir(dir)?;
