@@ -794,3 +794,63 @@ pub fn parse_hint_metrics(text: &str) -> BTreeMap<String, f64> {
     }
     hints
 }
+
+impl Cluster {
+    /// Declares `view` with a whole declaration (`epoch_secs`, `mapping`, ...) on node 1,
+    /// then waits until every running node knows it.
+    pub async fn declare_spec(&mut self, view: &str, spec: &Value) {
+        let response = self
+            .client
+            .put(format!("{}/v1/views/{view}", self.base(0)))
+            .json(spec)
+            .send()
+            .await
+            .expect("declare");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::OK,
+            "declaring {view} as {spec} on n1: {status} {text}"
+        );
+        self.wait_view_known(view, Duration::from_secs(15)).await;
+    }
+
+    /// Waits until every running node answers `GET /v1/views/{view}` with 200; panics
+    /// after `within`.
+    pub async fn wait_view_known(&mut self, view: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        for i in self.running() {
+            loop {
+                self.assert_running();
+                let url = format!("{}/v1/views/{view}", self.base(i));
+                let seen = self.client.get(&url).send().await.map(|r| r.status());
+                if matches!(seen, Ok(StatusCode::OK)) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "view {view} is not known on n{} after {within:?}: {seen:?}",
+                    i + 1
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// The value of the unlabelled sample `name` (e.g.
+    /// `speedlayer_store_epochs_retired_total`) in node `i`'s `/metrics`.
+    pub async fn metric(&self, i: usize, name: &str) -> Result<f64, String> {
+        let url = format!("{}/metrics", self.base(i));
+        let response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let text = response.text().await.map_err(|e| format!("{url}: {e}"))?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .ok_or_else(|| format!("n{}: no sample {name} in /metrics", i + 1))
+    }
+}
