@@ -137,6 +137,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             bail!("declaring {view}: {}", response.text().await?);
         }
     }
+    // The batch layer's view of the hours before this one; the stream continues from its
+    // boundary. Imported through n1: any node coordinates an import.
+    let boundary = now_secs() / 3600 * 3600;
+    let rows = import_history(&client, &bases[1], boundary).await?;
+    println!(
+        "batch layer: imported {rows} rows covering the {HISTORY_HOURS} hours before {} UTC (through n1); answers are batch ⊕ realtime since then\n",
+        hour_bucket(boundary)
+    );
     // Producer p sends its batches to node p mod 3: every node coordinates writes.
     let served: Arc<Vec<AtomicU64>> = Arc::new((0..NODES).map(|_| AtomicU64::new(0)).collect());
     let producers = 3 * 2;
@@ -210,6 +218,51 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(700)).await;
     drop(dir);
     Ok(())
+}
+
+/// Hours of history the demo's batch layer imports.
+const HISTORY_HOURS: u64 = 3;
+
+/// Imports made-up batch views of `pageviews` and `uniques` for the hours before
+/// `boundary` (as a batch job over the master dataset would), through `base`; the number
+/// of rows imported.
+async fn import_history(
+    client: &reqwest::Client,
+    base: &str,
+    boundary: u64,
+) -> anyhow::Result<usize> {
+    let mut rng = Rng::new(42);
+    let mut imported = 0;
+    for view in ["pageviews", "uniques"] {
+        let mut body = String::new();
+        for (i, page) in PAGES.iter().enumerate() {
+            for h in 1..=HISTORY_HOURS {
+                let views = 20_000 / (i as u64 + 1) + rng.next_u64() % 500;
+                let value = if view == "pageviews" {
+                    views
+                } else {
+                    views / 3
+                };
+                let row = json!({ "key": page, "clustering": hour_bucket(boundary - h * 3600), "value": value });
+                body.push_str(&format!("{row}\n"));
+                imported += 1;
+            }
+        }
+        let response = client
+            .post(format!(
+                "{base}/v1/views/{view}/batch?covers_until={boundary}"
+            ))
+            .body(body)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "importing the batch view of {view}: {}",
+                response.text().await?
+            );
+        }
+    }
+    Ok(imported)
 }
 
 /// Nodes in the demo cluster.
@@ -316,6 +369,8 @@ async fn summary(
     node: &Node,
 ) -> anyhow::Result<String> {
     let hour = hour_bucket(now_secs());
+    let since = hour_bucket(now_secs() - HISTORY_HOURS * 3600);
+    let mut boundary = 0;
     let mut rows = Vec::new();
     for (i, page) in PAGES.into_iter().enumerate() {
         // Each row is read through another coordinator.
@@ -335,24 +390,41 @@ async fn summary(
             .await?
             .json()
             .await?;
+        let history: serde_json::Value = client
+            .get(format!("{base}/v1/views/pageviews/range"))
+            .query(&[
+                ("key", page),
+                ("from", since.as_str()),
+                ("to", hour.as_str()),
+            ])
+            .send()
+            .await?
+            .json()
+            .await?;
+        boundary = history["boundary"].as_u64().unwrap_or(0);
         let owners = node.cluster.owners(page.as_bytes());
         rows.push((
             page,
             views["value"].as_i64().unwrap_or(0),
             uniques["value"].as_i64().unwrap_or(0),
+            history["total"].as_i64().unwrap_or(0),
             reader,
             owners.first().cloned().unwrap_or_default(),
         ));
     }
     rows.sort_by_key(|row| std::cmp::Reverse(row.1));
     let mut out = format!(
-        "\ntop pages, hour {hour} UTC   pageviews  distinct (hll)  read via  first owner\n"
+        "\ntop pages, hour {hour} UTC   pageviews  distinct (hll)  since {since}  read via  first owner\n"
     );
-    for (page, views, uniques, reader, owner) in rows.iter().take(6) {
+    for (page, views, uniques, history, reader, owner) in rows.iter().take(6) {
         out.push_str(&format!(
-            "  {page:<24} {views:>10}  {uniques:>14}  n{reader:<7} {owner}\n"
+            "  {page:<24} {views:>10}  {uniques:>14}  {history:>19}  n{reader:<7} {owner}\n"
         ));
     }
+    out.push_str(&format!(
+        "  (pageviews since {since}: batch view before {} UTC ⊕ realtime epochs since, one boundary per answer)\n",
+        hour_bucket(boundary)
+    ));
     Ok(out)
 }
 
