@@ -94,11 +94,30 @@ impl Cluster {
             let (boundary, rows) = inner.store.states(view, keys, None).await?;
             return Ok(KeyAnswers { boundary, rows });
         }
+        let (boundary, rows) = self
+            .at_current_boundary(view, |at| self.read_at(view, keys.clone(), consistency, at))
+            .await?;
+        Ok(KeyAnswers { boundary, rows })
+    }
+
+    /// Runs `read` at this coordinator's current boundary of `view`; when too few owners
+    /// could read at it because this node is behind, learns the newer boundary from one
+    /// that knows it (catalog gossip, at once) and reads once more.
+    async fn at_current_boundary<T, F, Fut>(
+        &self,
+        view: &str,
+        read: F,
+    ) -> Result<(BatchBoundary, T), ClusterError>
+    where
+        F: Fn(BatchBoundary) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ReadAtError>>,
+    {
+        let inner = &self.inner;
         let mut attempt = 0;
         loop {
             let at = inner.store.batch_record(view)?.published;
-            match self.read_at(view, keys.clone(), consistency, at).await {
-                Ok(rows) => return Ok(KeyAnswers { boundary: at, rows }),
+            match read(at).await {
+                Ok(answer) => return Ok((at, answer)),
                 Err(ReadAtError::Behind(member)) if attempt == 0 => {
                     attempt += 1;
                     catalog_sync::pull(inner, member).await;
@@ -162,34 +181,20 @@ impl Cluster {
             return Ok(inner.store.range(view, partition, from, to, limit).await?);
         }
         let value_type = inner.store.view(view)?.spec.value_type;
-        let mut attempt = 0;
-        loop {
-            let at = inner.store.batch_record(view)?.published;
-            let request = Request::Range {
-                view: view.to_owned(),
-                partition: partition.clone(),
-                from: from.clone(),
-                to: to.clone(),
-                limit: limit as u64,
-                at: at.0,
-            };
-            match self.range_at(request, consistency, at).await {
-                Ok(merged) => return Ok(RangeRows::combine(value_type, merged, limit)?),
-                Err(ReadAtError::Behind(member)) if attempt == 0 => {
-                    attempt += 1;
-                    catalog_sync::pull(inner, member).await;
-                }
-                Err(ReadAtError::Behind(_)) => {
-                    return Err(StoreError::BoundaryUnavailable {
-                        view: view.to_owned(),
-                        asked: at,
-                        current: at,
-                    }
-                    .into())
-                }
-                Err(ReadAtError::Failed(e)) => return Err(e),
-            }
-        }
+        let (_, merged) = self
+            .at_current_boundary(view, |at| {
+                let request = Request::Range {
+                    view: view.to_owned(),
+                    partition: partition.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    limit: limit as u64,
+                    at: at.0,
+                };
+                self.range_at(request, consistency, at)
+            })
+            .await?;
+        Ok(RangeRows::combine(value_type, merged, limit)?)
     }
 
     async fn range_at(

@@ -204,6 +204,12 @@ async fn write_hours(node: &TestNode, hours: u64) {
     node.update_ok("pv", Value::Array(updates)).await;
 }
 
+/// Imports the batch view of what [`write_hours`] wrote before hour 2.
+async fn import_two_hours(node: &TestNode) {
+    let rows = [("h0".to_string(), 10), ("h1".to_string(), 10)];
+    import_counts(node, "pv", "/p", hour(2), &rows).await;
+}
+
 async fn staged_count(node: &TestNode) -> usize {
     let (_, body) = node.get_path("/v1/views/pv/batch").await;
     body["staged"].as_array().map_or(0, Vec::len)
@@ -278,14 +284,7 @@ async fn boundary_mistakes_are_clear_errors_that_change_nothing() {
     }
 
     // A good import, then boundaries that do not move forward.
-    import_counts(
-        &node,
-        "pv",
-        "/p",
-        hour(2),
-        &[("h0".into(), 10), ("h1".into(), 10)],
-    )
-    .await;
+    import_two_hours(&node).await;
     for t in [hour(1), hour(2)] {
         let answer = import(&node, "pv", &format!("?covers_until={t}"), good.clone()).await;
         assert_error(&answer, StatusCode::CONFLICT, "boundary_not_after");
@@ -307,14 +306,7 @@ async fn late_events_are_reported_and_not_counted() {
     let node = TestNode::start().await;
     node.declare_ok("pv", "counter").await;
     write_hours(&node, 3).await;
-    import_counts(
-        &node,
-        "pv",
-        "/p",
-        hour(2),
-        &[("h0".into(), 10), ("h1".into(), 10)],
-    )
-    .await;
+    import_two_hours(&node).await;
     // Before the boundary: late, not applied (the batch view owns that time).
     let answer = node
         .update_ok(

@@ -193,7 +193,18 @@ pub struct ImportArgs {
     /// epoch_secs, later than its current boundary.
     #[arg(long, value_name = "T")]
     pub covers_until: u64,
-    /// HTTP address of a node.
+    /// The node to talk to.
+    #[command(flatten)]
+    pub access: NodeAccess,
+    /// NDJSON rows `{"key":..,"clustering":..,"value":..}`; `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// How a command reaches a node's HTTP API (`import`, and `batch-export --view`).
+#[derive(Debug, Args)]
+pub struct NodeAccess {
+    /// HTTP address of the node.
     #[arg(long, default_value = "127.0.0.1:7780")]
     pub node: String,
     /// Password, if the node requires one (sent as an HTTP bearer token).
@@ -204,9 +215,6 @@ pub struct ImportArgs {
         hide_env_values = true
     )]
     pub password: Option<String>,
-    /// NDJSON rows `{"key":..,"clustering":..,"value":..}`; `-` reads standard input.
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
 }
 
 /// `batch-export` flags: where the view's declaration comes from (exactly one of
@@ -224,17 +232,9 @@ pub struct BatchExportArgs {
     /// Name of a view to fetch the declaration of from `--node`.
     #[arg(long)]
     pub view: Option<String>,
-    /// HTTP address of the node `--view` is read from.
-    #[arg(long, default_value = "127.0.0.1:7780")]
-    pub node: String,
-    /// Password, if the node requires one (sent as an HTTP bearer token).
-    #[arg(
-        long,
-        alias = "requirepass",
-        env = "SPEEDLAYER_REQUIREPASS",
-        hide_env_values = true
-    )]
-    pub password: Option<String>,
+    /// The node to talk to.
+    #[command(flatten)]
+    pub access: NodeAccess,
     /// Where to write the rows [default: standard output]. Written to a temporary file
     /// beside it and renamed when complete, so a failed run leaves no partial batch.
     #[arg(long, value_name = "FILE")]

@@ -23,12 +23,12 @@ const CHUNK: usize = 256 * 1024;
 /// what the node published.
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let covers_until = boundary_secs(args.covers_until)?;
-    let password = args.password.as_deref();
+    let password = args.access.password.as_deref();
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
         .build()
         .context("cannot set up the HTTP client")?;
-    let view = fetch_view(&client, &args.node, &args.view, password).await?;
+    let view = fetch_view(&client, &args.access.node, &args.view, password).await?;
     let decl = declaration(&view).with_context(|| format!("view '{}'", args.view))?;
     if decl.epoch_secs > 0 && !args.covers_until.is_multiple_of(decl.epoch_secs) {
         bail!(
@@ -68,7 +68,11 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         (Box::new(file), total)
     };
     let progress = byte_progress(total, "sending rows");
-    let url = format!("{}/v1/views/{}/batch", base_url(&args.node), args.view);
+    let url = format!(
+        "{}/v1/views/{}/batch",
+        base_url(&args.access.node),
+        args.view
+    );
     let mut request = client
         .post(&url)
         .query(&[("covers_until", args.covers_until)])
@@ -90,7 +94,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
              node, a boundary not after the view's current one, a body over its size \
              limit); the node's log says which",
             args.file.display(),
-            args.node
+            args.access.node
         )
     })?;
     let status = response.status();

@@ -126,7 +126,13 @@ pub async fn export(args: BatchExportArgs) -> anyhow::Result<()> {
         (Some(text), _) => ("--view-spec".to_string(), spec_json(text)?),
         (None, Some(view)) => {
             let client = reqwest::Client::new();
-            let json = fetch_view(&client, &args.node, view, args.password.as_deref()).await?;
+            let json = fetch_view(
+                &client,
+                &args.access.node,
+                view,
+                args.access.password.as_deref(),
+            )
+            .await?;
             (format!("view '{view}'"), json)
         }
         (None, None) => bail!("give the view's declaration: --view-spec JSON or --view NAME"),
