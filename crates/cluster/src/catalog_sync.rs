@@ -115,7 +115,14 @@ async fn pull_boundaries(inner: &Inner, member: usize) {
                 tracing::info!(%view, boundary, peer = %inner.name(member), "learned a batch publication from a peer")
             }
             Err(e) => {
-                tracing::warn!(%view, boundary, error = %e, "a peer published a batch view this node cannot publish")
+                let first = inner
+                    .unpublishable
+                    .lock()
+                    .map(|mut seen| seen.insert((view.clone(), boundary)))
+                    .unwrap_or(true);
+                if first {
+                    tracing::warn!(%view, boundary, error = %e, "a peer published a batch view this node cannot publish; reads at it use the other replicas");
+                }
             }
         }
     }

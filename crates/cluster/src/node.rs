@@ -91,6 +91,9 @@ pub(crate) struct Inner {
     pub me: usize,
     pub config: ClusterConfig,
     pub metrics: ClusterMetrics,
+    /// Batch publications peers hold that this node could not publish (it never staged
+    /// them): remembered so gossip, which retries every ping, logs each once.
+    pub unpublishable: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
 }
 
 /// This node's handle on the cluster: every front-end request goes through it. Cheap to
@@ -219,6 +222,7 @@ impl Cluster {
                 me,
                 config,
                 metrics,
+                unpublishable: Default::default(),
             }),
         };
         if let Some(listener) = listener {

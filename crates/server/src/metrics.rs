@@ -39,6 +39,13 @@ pub struct EpochLabels {
     pub epoch: u64,
 }
 
+/// Labels of the per-view batch boundary gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViewLabels {
+    /// View name.
+    pub view: String,
+}
+
 /// Labels of the RESP command counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabels {
@@ -59,6 +66,9 @@ pub struct NodeMetrics {
     pub epoch_keys: Family<EpochLabels, Gauge>,
     /// RESP commands by name.
     pub resp_commands: Family<CommandLabels, Counter>,
+    /// Each view's current batch boundary (Unix seconds; 0 before the first import),
+    /// refreshed at every scrape: `time() - boundary` is how far behind the batch layer is.
+    pub batch_boundary: Family<ViewLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -75,6 +85,12 @@ impl NodeMetrics {
         );
         let epoch_keys = Family::<EpochLabels, Gauge>::default();
         let resp_commands = Family::<CommandLabels, Counter>::default();
+        let batch_boundary = Family::<ViewLabels, Gauge>::default();
+        registry.register(
+            "speedlayer_batch_boundary_seconds",
+            "Current batch boundary of each view (Unix seconds; 0 before the first import)",
+            batch_boundary.clone(),
+        );
         registry.register(
             "speedlayer_resp_commands",
             "Redis-protocol commands by name",
@@ -107,6 +123,7 @@ impl NodeMetrics {
             http_latency,
             epoch_keys,
             resp_commands,
+            batch_boundary,
         })
     }
 
@@ -114,7 +131,15 @@ impl NodeMetrics {
     /// read from the store at scrape time.
     pub fn render(&self, store: &Store) -> Result<String, std::fmt::Error> {
         self.epoch_keys.clear();
+        self.batch_boundary.clear();
         for view in store.views() {
+            if let Ok(record) = store.batch_record(&view.name) {
+                self.batch_boundary
+                    .get_or_create(&ViewLabels {
+                        view: view.name.clone(),
+                    })
+                    .set(i64::try_from(record.published.secs()).unwrap_or(i64::MAX));
+            }
             if let Ok(epochs) = store.epochs(&view.name) {
                 for info in epochs {
                     self.epoch_keys

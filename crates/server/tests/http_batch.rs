@@ -328,5 +328,11 @@ async fn late_events_are_reported_and_not_counted() {
     let metrics = node.metrics_text().await;
     let late = support::http::metric_value(&metrics, "speedlayer_store_late_events_total", &[]);
     assert_eq!(late, Some(1.0), "{metrics}");
+    let gauge = support::http::metric_value(
+        &metrics,
+        "speedlayer_batch_boundary_seconds",
+        &["view=\"pv\""],
+    );
+    assert_eq!(gauge, Some(hour(2) as f64), "{metrics}");
     node.stop().await;
 }

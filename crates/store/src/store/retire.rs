@@ -2,7 +2,7 @@
 //!
 //! Run periodically by the node. After a batch boundary's grace period, its table and the
 //! realtime epochs before the oldest boundary still readable are dropped (O(1) per epoch:
-//! keyspace deletes, no per-key tombstones). Staged imports that were never published
+//! keyspace deletes, no per-key tombstones). Staged imports whose staging never finished
 //! are collected after [`STAGED_TTL`]. With a retention limit, epochs older than it are
 //! dropped even when no batch view covers them, with a warning and a metric: their data
 //! leaves every answer until a batch import covers that time.
@@ -16,7 +16,10 @@ use super::Store;
 use crate::clock::wall_clock_us;
 use crate::error::Result;
 
-/// A staged import not published within this long is abandoned (its coordinator failed).
+/// A staged import whose rows are still not all durable after this long is abandoned (its
+/// coordinator failed mid-import). A *finished* one is kept: its publication may still
+/// arrive by gossip (a node cut off during it); it goes when a later import of its view
+/// begins or publishes.
 pub const STAGED_TTL: Duration = Duration::from_secs(3600);
 
 /// What one retire pass dropped.
@@ -40,19 +43,17 @@ impl Store {
         let ttl_us = STAGED_TTL.as_micros() as u64;
         for view in self.views() {
             let record = self.inner.batches.record(view.id);
+            let abandoned = move |s: &crate::batch::Staged| {
+                !s.finished && s.started_us.saturating_add(ttl_us) <= now_us
+            };
             let expired = record.retiring.iter().any(|r| r.until_us <= now_us)
-                || record
-                    .staged
-                    .iter()
-                    .any(|s| s.started_us.saturating_add(ttl_us) <= now_us);
+                || record.staged.iter().any(abandoned);
             if expired {
                 let view_id = view.id;
                 retired.tables += self
                     .blocking(move |store| {
                         store.inner.batches.update(view_id, None, |record| {
-                            let mut dropped = take_staged(record, |s| {
-                                s.started_us.saturating_add(ttl_us) <= now_us
-                            });
+                            let mut dropped = take_staged(record, abandoned);
                             record.retiring.retain(|r| {
                                 let keep = r.until_us > now_us;
                                 if !keep && r.import != 0 {
