@@ -91,8 +91,13 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     .iter()
                     .filter_map(|e| e["approx_keys"].as_u64())
                     .sum();
+                let batch = get(format!("/v1/views/{name}/batch")).await?;
+                let boundary = match batch["boundary"].as_u64() {
+                    Some(0) | None => "no batch view".to_string(),
+                    Some(t) => format!("batch until {t} ({} UTC)", crate::demo::hour_bucket(t)),
+                };
                 println!(
-                    "  {name:<24} {:<9} epoch {:>6}s  {} live epoch(s), ~{keys} keys",
+                    "  {name:<24} {:<9} epoch {:>6}s  {} live epoch(s), ~{keys} keys, {boundary}",
                     view["type"].as_str().unwrap_or("?"),
                     view["epoch_secs"],
                     epochs.len()
