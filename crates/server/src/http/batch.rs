@@ -3,8 +3,8 @@
 //!
 //! The import body is NDJSON, one row per line: `{"key": "...", "clustering": "...",
 //! "value": ...}` (`clustering` optional; the value in the view's type, see
-//! [`BatchValue::from_json`]). It is streamed in chunks of [`CHUNK_ROWS`] rows, so a body
-//! of any size takes bounded memory. The first malformed row fails the whole import (400
+//! [`BatchValue::from_json`]). It is streamed in chunks of [`CHUNK_ROWS`] rows (at most
+//! [`CHUNK_BYTES`]), so a body of any size takes bounded memory. The first malformed row fails the whole import (400
 //! `invalid_batch_row`, naming the line): a batch view is exact or it is nothing. Any
 //! failure, including the client going away mid-body, aborts the import on every node,
 //! and readers keep the previous boundary.
@@ -22,8 +22,12 @@ use super::lines::{Line, LineReader, MAX_LINE_BYTES};
 use super::params::query_error;
 use super::AppState;
 
-/// Rows staged per round trip to the owners.
+/// Rows staged per round trip to the owners...
 pub const CHUNK_ROWS: usize = 8192;
+/// ...or fewer, once their lines hold this many bytes: a chunk travels to each owner in
+/// one internode frame, which must stay well under its 64 MiB limit (lines may be up to
+/// 1 MiB: large sets).
+pub const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Parameters of `POST /v1/views/{view}/batch`.
 #[derive(Debug, Deserialize)]
@@ -71,6 +75,7 @@ pub async fn import(
     let boundary = import.boundary();
     let mut reader = LineReader::new(body);
     let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+    let mut chunk_bytes = 0usize;
     let mut line_no = 0usize;
     while let Some(line) = reader.next_line().await? {
         line_no += 1;
@@ -86,9 +91,11 @@ pub async fn import(
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        chunk_bytes += text.len();
         chunk.push(parse_row(text, value_type, boundary).map_err(|e| bad_row(line_no, &e))?);
-        if chunk.len() >= CHUNK_ROWS {
+        if chunk.len() >= CHUNK_ROWS || chunk_bytes >= CHUNK_BYTES {
             import.stage(std::mem::take(&mut chunk)).await?;
+            chunk_bytes = 0;
         }
     }
     if !chunk.is_empty() {
