@@ -308,6 +308,9 @@ pub enum BenchWhich {
         /// Concurrent HTTP readers measuring latency.
         #[arg(long, default_value_t = 4)]
         readers: usize,
+        /// Nodes of a local cluster (in this process) to import into; 1: a single node.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
         /// Directory for the benchmark's database [default: a temporary directory].
         #[arg(long)]
         dir: Option<PathBuf>,

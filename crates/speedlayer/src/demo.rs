@@ -86,20 +86,7 @@ fn now_secs() -> u64 {
 /// Runs the demo until Ctrl-C or `--duration`.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
-    let cluster_addrs = free_addrs(NODES)?;
-    let mut nodes = Vec::new();
-    for (i, addr) in cluster_addrs.iter().enumerate() {
-        let mut config = NodeConfig::new(dir.path().join(format!("n{i}")));
-        config.http = "127.0.0.1:0".parse()?;
-        config.resp = "127.0.0.1:0".parse()?;
-        config.node_id = Some(format!("n{i}"));
-        config.cluster = ClusterConfig::single(*addr);
-        config.cluster.seeds = cluster_addrs.clone();
-        let node = Node::start(config)
-            .await
-            .with_context(|| format!("starting demo node n{i}"))?;
-        nodes.push(node);
-    }
+    let (nodes, cluster_addrs) = start_local_cluster(dir.path(), NODES, |_| {}).await?;
     let bases: Vec<String> = nodes
         .iter()
         .map(|n| format!("http://{}", n.http_addr))
@@ -121,7 +108,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "     redis-cli -p {} HGETALL pageviews:/docs      (Ctrl-C to stop)\n",
         nodes[0].resp_addr.port()
     );
-    wait_for_peers(&nodes).await?;
     let client = reqwest::Client::new();
     for (view, kind) in [
         ("pageviews", "counter"),
@@ -267,6 +253,35 @@ async fn import_history(
 
 /// Nodes in the demo cluster.
 const NODES: usize = 3;
+
+/// Starts `n` nodes in this process, in `dir/n0..`, on free loopback ports, seeded with
+/// each other (3 replicas, the defaults), with `tweak` applied to each configuration;
+/// returns once every node sees every other up, with their cluster addresses.
+pub async fn start_local_cluster(
+    dir: &std::path::Path,
+    n: usize,
+    tweak: impl Fn(&mut NodeConfig),
+) -> anyhow::Result<(Vec<Node>, Vec<SocketAddr>)> {
+    let cluster_addrs = free_addrs(n)?;
+    let mut nodes = Vec::new();
+    for (i, addr) in cluster_addrs.iter().enumerate() {
+        let mut config = NodeConfig::new(dir.join(format!("n{i}")));
+        config.http = "127.0.0.1:0".parse()?;
+        config.resp = "127.0.0.1:0".parse()?;
+        config.node_id = Some(format!("n{i}"));
+        config.cluster = ClusterConfig::single(*addr);
+        if n > 1 {
+            config.cluster.seeds = cluster_addrs.clone();
+        }
+        tweak(&mut config);
+        let node = Node::start(config)
+            .await
+            .with_context(|| format!("starting node n{i}"))?;
+        nodes.push(node);
+    }
+    wait_for_peers(&nodes).await?;
+    Ok((nodes, cluster_addrs))
+}
 
 /// `n` free loopback addresses (bound, read, released: the nodes must know each other's
 /// internode address before any of them starts).

@@ -17,12 +17,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use speedlayer_core::ValueType;
-use speedlayer_server::{Node, NodeConfig};
 use speedlayer_store::ViewSpec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::median;
-use crate::demo::Rng;
+use crate::demo::{start_local_cluster, Rng};
 
 /// Hour-aligned start of the simulated history: boundaries are hours after it.
 const BASE: u64 = 1_700_002_800;
@@ -44,13 +43,19 @@ struct Latencies {
 
 /// Runs the benchmark: `rows` rows per import, `rounds` rounds, `readers` concurrent
 /// readers.
-pub async fn run(dir: &Path, rows: usize, rounds: usize, readers: usize) -> anyhow::Result<()> {
-    let mut config = NodeConfig::new(dir.join("node"));
-    config.http = "127.0.0.1:0".parse()?;
-    config.resp = "127.0.0.1:0".parse()?;
-    config.views = vec![("bench".into(), ViewSpec::new(ValueType::Counter))];
-    let node = Node::start(config).await.context("starting the node")?;
-    let base = format!("http://{}", node.http_addr);
+pub async fn run(
+    dir: &Path,
+    rows: usize,
+    rounds: usize,
+    readers: usize,
+    nodes: usize,
+) -> anyhow::Result<()> {
+    let (nodes, _) = start_local_cluster(dir, nodes.max(1), |config| {
+        config.views = vec![("bench".into(), ViewSpec::new(ValueType::Counter))];
+    })
+    .await
+    .context("starting the nodes")?;
+    let base = format!("http://{}", nodes[0].http_addr);
     let body = bytes::Bytes::from(rows_ndjson(rows));
     let peer = Peer::start(dir).await;
     if let Err(e) = &peer {
@@ -78,18 +83,28 @@ pub async fn run(dir: &Path, rows: usize, rounds: usize, readers: usize) -> anyh
         bar.inc(1);
     }
     bar.finish_and_clear();
-    report(rows, readers, &mut results);
-    node.shutdown().await?;
+    report(rows, readers, nodes.len(), &mut results);
+    for node in nodes {
+        node.shutdown().await?;
+    }
     Ok(())
 }
 
-fn report(rows: usize, readers: usize, results: &mut [Round]) {
+fn report(rows: usize, readers: usize, nodes: usize, results: &mut [Round]) {
     let pick = |f: &dyn Fn(&Round) -> f64| median(&mut results.iter().map(f).collect::<Vec<_>>());
     let ours = pick(&|r| r.rows_per_sec);
     let (b50, b99) = (pick(&|r| r.baseline.p50_ms), pick(&|r| r.baseline.p99_ms));
     let (d50, d99) = (pick(&|r| r.during.p50_ms), pick(&|r| r.during.p99_ms));
     let reads = pick(&|r| (r.baseline.reads + r.during.reads) as f64);
-    println!("batch import of {rows} rows (NDJSON over HTTP, staged, fsynced, published), medians of {} rounds:", results.len());
+    let place = if nodes == 1 {
+        "one node".to_string()
+    } else {
+        format!("{nodes} nodes in this process, 3 replicas: every row staged on 3")
+    };
+    println!(
+        "batch import of {rows} rows ({place}; NDJSON over HTTP, staged, fsynced, published), medians of {} rounds:",
+        results.len()
+    );
     println!("  speedlayer import                 {ours:>12.0} rows/s");
     let peers: Vec<f64> = results.iter().filter_map(|r| r.peer_rows_per_sec).collect();
     if !peers.is_empty() {

@@ -47,10 +47,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             rows,
             rounds,
             readers,
+            nodes,
             dir,
         } => {
             let (_tmp, dir) = work_dir(dir)?;
-            import::run(&dir, rows, rounds, readers).await
+            import::run(&dir, rows, rounds, readers, nodes).await
         }
         BenchWhich::DropEpoch { keys, rounds, dir } => {
             let (_tmp, dir) = work_dir(dir)?;
