@@ -128,7 +128,10 @@ pub async fn status(
     })))
 }
 
-fn parse_row(
+/// One NDJSON line of an import body as a row of a view of `value_type` whose batch
+/// covers until `boundary`; a message saying what is wrong otherwise. Total on arbitrary
+/// bytes (property-tested in `tests/batch_body_props.rs`).
+pub fn parse_row(
     text: &[u8],
     value_type: speedlayer_core::ValueType,
     boundary: BatchBoundary,

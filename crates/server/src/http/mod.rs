@@ -1,6 +1,6 @@
 //! The HTTP/JSON front end (`/v1/...`, `/health`, `/metrics`), as in DESIGN.md.
 
-mod batch;
+pub mod batch;
 mod data;
 pub mod error;
 pub mod events;
