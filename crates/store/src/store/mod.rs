@@ -9,12 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use fjall::{Database, PersistMode};
+use fjall::Database;
 use prometheus_client::registry::Registry;
-use speedlayer_core::{
-    Applied, BatchBoundary, Epoch, Key, Op, OpError, Outcome, Reading, RowParts, UpdateId, Value,
-    ValueType,
-};
+use speedlayer_core::{Applied, Epoch, Key, Op, OpError, UpdateId, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::BatchTables;
@@ -26,16 +23,19 @@ use crate::event_queue::EventQueue;
 use crate::group_commit::GroupCommit;
 use crate::hints::Hints;
 use crate::metrics::StoreMetrics;
-use crate::shard::{Shard, ShardMsg, ShardUpdate, UpdateResults};
+use crate::shard::{Shard, ShardMsg};
 use crate::update_log;
 
 mod import;
 mod range;
+mod read;
 mod retire;
+mod write;
 
 pub use import::ImportCheck;
 pub use range::{RangeRow, RangeRows, RangeStates};
 pub use retire::Retired;
+pub use write::validate;
 
 /// Latest accepted event time: 9999-12-31T23:59:59Z, in microseconds. Anything later is a
 /// unit mistake (milliseconds or nanoseconds sent as seconds), refused rather than stored
@@ -320,278 +320,6 @@ impl Store {
         self.inner.catalog.mapped()
     }
 
-    /// Applies `updates` to `view` and returns once they are durable, with one outcome per
-    /// update in request order.
-    ///
-    /// Everything the caller can get wrong (unknown view, an op of another type, a
-    /// negative gcounter increment, a bad timestamp) is checked for every update before
-    /// any is applied, so such an error means nothing changed. Per-update results are
-    /// what only the state can tell (a duplicate id, a writer limit).
-    pub async fn apply(
-        &self,
-        view: &str,
-        updates: Vec<Update>,
-    ) -> Result<Vec<Result<Applied, OpError>>> {
-        self.apply_kind(view, updates, ApplyKind::Plain).await
-    }
-
-    /// [`Store::apply`] with the given [`ApplyKind`].
-    pub async fn apply_kind(
-        &self,
-        view: &str,
-        updates: Vec<Update>,
-        kind: ApplyKind,
-    ) -> Result<Vec<Result<Applied, OpError>>> {
-        let written = self.apply_inner(view, updates, kind, false).await?;
-        Ok(written.into_iter().map(|w| w.result).collect())
-    }
-
-    /// [`Store::apply`], with each result's [`Applied::effect`] filled in as Redis
-    /// reports it (a counter's total after the update over every live epoch, members
-    /// added, ...). Costs a little more per update; an increment that would take a
-    /// counter past the i64 range is refused with [`OpError::Overflow`].
-    pub async fn apply_reporting(
-        &self,
-        view: &str,
-        updates: Vec<Update>,
-    ) -> Result<Vec<Result<Applied, OpError>>> {
-        self.apply_kind(view, updates, ApplyKind::Report).await
-    }
-
-    /// [`Store::apply_kind`] on the replica that coordinates a replicated write: also
-    /// returns each update's epoch and delta, which the other replicas merge with
-    /// [`Store::merge`] (with [`ApplyKind::Aggregate`], one merged delta per key, on its
-    /// last update). The epoch is fixed here (from the update's `ts`, or this node's
-    /// clock), so every replica files the update alike.
-    pub async fn apply_replicating(
-        &self,
-        view: &str,
-        updates: Vec<Update>,
-        kind: ApplyKind,
-    ) -> Result<Vec<Written>> {
-        self.apply_inner(view, updates, kind, true).await
-    }
-
-    /// Merges states into `view` (replication, hints, read repair): each `(epoch, key,
-    /// state)` is joined into the key's state in that epoch, durably before this returns.
-    /// Merges are idempotent and commute, so a re-delivery changes nothing.
-    pub async fn merge(
-        &self,
-        view: &str,
-        states: Vec<(Epoch, Key, Value)>,
-    ) -> Result<Vec<Result<Applied, OpError>>> {
-        let epoch_secs = self.view(view)?.spec.epoch_secs;
-        let updates = states
-            .into_iter()
-            .map(|(epoch, key, state)| Update {
-                key,
-                op: Op::Merge(Box::new(state)),
-                ts_us: Some(epoch.start_us(epoch_secs)),
-                id: None,
-            })
-            .collect();
-        self.apply(view, updates).await
-    }
-
-    async fn apply_inner(
-        &self,
-        view: &str,
-        updates: Vec<Update>,
-        kind: ApplyKind,
-        delta: bool,
-    ) -> Result<Vec<Written>> {
-        let view = self.view(view)?;
-        // Realtime data before the batch boundary is the batch view's: a new update there
-        // is late (merges from replicas, hints and repair still land, for reads at an
-        // older boundary during its grace period).
-        let first_live = self
-            .inner
-            .batches
-            .record(view.id)
-            .published
-            .first_realtime_epoch(view.spec.epoch_secs);
-        let report = (kind == ApplyKind::Report).then(|| {
-            let mut epochs = self.live_epochs(view.id);
-            epochs.retain(|e| *e >= first_live);
-            epochs
-        });
-        let aggregate = kind == ApplyKind::Aggregate;
-        let mut late = Vec::new();
-        let mut epochs = Vec::with_capacity(updates.len());
-        for update in &updates {
-            validate(&view, update)?;
-        }
-        if self.inner.failed.load(Ordering::Acquire) {
-            return Err(StoreError::Failed);
-        }
-        let shard_count = self.inner.shards.len();
-        let mut per_shard: Vec<Vec<ShardUpdate>> = (0..shard_count).map(|_| Vec::new()).collect();
-        for (index, update) in updates.into_iter().enumerate() {
-            let unique = self.inner.clock.tick();
-            let ts_us = update.ts_us.unwrap_or(unique as i64);
-            let epoch = Epoch::containing(ts_us, view.spec.epoch_secs)?;
-            epochs.push(epoch);
-            if epoch < first_live && !matches!(update.op, Op::Merge(_)) {
-                late.push(index);
-                continue;
-            }
-            let shard = shard_of(view.id, &update.key, shard_count);
-            per_shard[shard].push(ShardUpdate {
-                index,
-                view_id: view.id,
-                value_type: view.spec.value_type.type_for(&update.op),
-                dynamic: view.spec.value_type == ViewType::Any,
-                epoch,
-                key: update.key,
-                op: update.op,
-                ts_us,
-                unique,
-                id: update.id,
-                delta,
-            });
-        }
-        let mut waiting = Vec::new();
-        for (shard, batch) in per_shard.into_iter().enumerate() {
-            if batch.is_empty() {
-                continue;
-            }
-            let (reply, rx) = oneshot::channel();
-            self.send(
-                shard,
-                ShardMsg::Apply {
-                    updates: batch,
-                    report: report.clone(),
-                    aggregate,
-                    reply,
-                },
-            )
-            .await?;
-            waiting.push(rx);
-        }
-        let mut results: Vec<Written> = epochs
-            .into_iter()
-            .map(|epoch| Written {
-                result: Ok(Applied {
-                    outcome: Outcome::Applied,
-                    effect: 0,
-                }),
-                epoch,
-                delta: None,
-            })
-            .collect();
-        for index in late {
-            self.inner.metrics.late_events.inc();
-            results[index].result = Ok(Applied {
-                outcome: Outcome::Late,
-                effect: 0,
-            });
-        }
-        for rx in waiting {
-            let shard_results: UpdateResults = rx.await.map_err(|_| StoreError::ShuttingDown)??;
-            for (index, result, delta) in shard_results {
-                results[index].result = result;
-                results[index].delta = delta;
-            }
-        }
-        Ok(results)
-    }
-
-    /// The value of `key` in `view`, combined over every live epoch; `None` when no epoch
-    /// holds the key. Epochs hold disjoint updates, so counters add and the other types
-    /// join (see [`Reading`]). Served by the key's owner shard, so it sees every update
-    /// applied before it.
-    pub async fn get(&self, view: &str, key: &Key) -> Result<Option<Reading>> {
-        let mut readings = self.get_many(view, vec![key.clone()]).await?;
-        Ok(readings.pop().flatten())
-    }
-
-    /// [`Store::get`] of several keys of one view, in order.
-    /// Answers at the view's current batch boundary: `batch ⊕ realtime since it`.
-    pub async fn get_many(&self, view: &str, keys: Vec<Key>) -> Result<Vec<Option<Reading>>> {
-        let value_type = self.view(view)?.spec.value_type.typed();
-        let (_, states) = self.states(view, keys, None).await?;
-        let mut readings = Vec::with_capacity(states.len());
-        for parts in states {
-            readings.push(parts.reading(value_type)?);
-        }
-        Ok(readings)
-    }
-
-    /// The parts of several keys of one view at batch boundary `at` (the current one
-    /// when `None`): each key's batch row and its states per live epoch at or after the
-    /// boundary (oldest first). What a replica answers a coordinator, which joins
-    /// replicas epoch by epoch before combining parts (counters add across parts, so
-    /// combined readings of two replicas could not be merged). Returns the boundary used;
-    /// [`StoreError::BoundaryUnavailable`] when this node cannot answer at `at`.
-    pub async fn states(
-        &self,
-        view: &str,
-        keys: Vec<Key>,
-        at: Option<BatchBoundary>,
-    ) -> Result<(BatchBoundary, Vec<RowParts>)> {
-        let view = self.view(view)?;
-        let _reading = self.inner.retire_gate.read().await;
-        let (boundary, table) = self.readable(&view, at)?;
-        let first = boundary.first_realtime_epoch(view.spec.epoch_secs);
-        let mut epochs = self.live_epochs(view.id);
-        epochs.retain(|e| *e >= first);
-        let encoded: Vec<Vec<u8>> = match &table {
-            Some(_) => keys.iter().map(Key::encode).collect(),
-            None => Vec::new(),
-        };
-        let per_epoch = self
-            .per_key(view.id, keys, |keys, reply| ShardMsg::Read {
-                view_id: view.id,
-                epochs: epochs.clone(),
-                keys,
-                reply,
-            })
-            .await?;
-        let mut parts: Vec<RowParts> = per_epoch
-            .into_iter()
-            .map(|epochs| RowParts {
-                batch: None,
-                epochs,
-            })
-            .collect();
-        if let Some(table) = table {
-            for (row, key) in parts.iter_mut().zip(&encoded) {
-                if let Some(bytes) = table.get(key)? {
-                    row.batch = Some(speedlayer_core::BatchValue::decode(&bytes)?);
-                }
-            }
-        }
-        Ok((boundary, parts))
-    }
-
-    /// The boundary a read at `at` uses (the current one when `None`) and its batch
-    /// table, if this node can answer at it.
-    fn readable(
-        &self,
-        view: &View,
-        at: Option<BatchBoundary>,
-    ) -> Result<(BatchBoundary, Option<fjall::Keyspace>)> {
-        let record = self.inner.batches.record(view.id);
-        let boundary = at.unwrap_or(record.published);
-        let unavailable = || StoreError::BoundaryUnavailable {
-            view: view.name.clone(),
-            asked: boundary,
-            current: record.published,
-        };
-        if !record.readable(boundary, crate::clock::wall_clock_us()) {
-            return Err(unavailable());
-        }
-        if boundary == BatchBoundary::NONE {
-            return Ok((boundary, None));
-        }
-        let table = self
-            .inner
-            .batches
-            .table(view.id, boundary)
-            .ok_or_else(unavailable)?;
-        Ok((boundary, Some(table)))
-    }
-
     /// Sends each shard the keys it owns (one message made by `message`) and puts the
     /// per-key answers back in the callers' order.
     async fn per_key<T: Default>(
@@ -687,97 +415,10 @@ impl Store {
         .await
     }
 
-    /// The live epochs of `view`, oldest first.
-    pub fn epochs(&self, view: &str) -> Result<Vec<EpochInfo>> {
-        let view = self.view(view)?;
-        Ok(self
-            .inner
-            .epochs
-            .of_view(view.id)
-            .into_iter()
-            .map(|(epoch, keyspace)| EpochInfo {
-                epoch: epoch.0,
-                start_secs: epoch.start_secs(view.spec.epoch_secs),
-                approx_keys: keyspace.approximate_len() as u64,
-                disk_bytes: keyspace.disk_space(),
-            })
-            .collect())
-    }
-
-    /// Drops epoch `epoch` of `view`: its keys vanish from reads and its files are
-    /// released. O(1) in the number of keys (a keyspace delete, no per-key tombstones).
-    /// Returns whether the epoch existed. A later write into the same epoch starts it anew.
-    pub async fn drop_epoch(&self, view: &str, epoch: Epoch) -> Result<bool> {
-        let view = self.view(view)?;
-        let _dropping = self.inner.retire_gate.write().await;
-        self.drop_epoch_of(&view, epoch).await
-    }
-
-    /// [`Store::drop_epoch`] with the view looked up and the retire gate held.
-    async fn drop_epoch_of(&self, view: &View, epoch: Epoch) -> Result<bool> {
-        let Some(keyspace) = self.inner.epochs.unlist(view.id, epoch) else {
-            return Ok(false);
-        };
-        // Every owner shard must let go of the handle before the keyspace is deleted, so
-        // no write lands in it afterwards.
-        self.broadcast(|done| ShardMsg::ForgetEpoch {
-            view_id: view.id,
-            epoch,
-            done,
-        })
-        .await?;
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            inner.epochs.delete(keyspace)?;
-            inner.db.persist(PersistMode::SyncAll)?;
-            Ok(())
-        })
-        .await
-        .map_err(|_| StoreError::ShuttingDown)??;
-        tracing::info!(view = %view.name, epoch = epoch.0, "epoch dropped");
-        Ok(true)
-    }
-
     /// Bytes the database occupies on disk (journal and tables).
     pub fn disk_bytes(&self) -> Result<u64> {
         Ok(self.inner.db.disk_space()?)
     }
-}
-
-/// Checks what the caller can get wrong in one update against its view (op of another
-/// type, negative gcounter increment, timestamp out of range). [`Store::apply`] runs it on
-/// every update before applying any; front ends that group commands from several
-/// requests into one `apply` run it per request first, so one bad command cannot fail
-/// its neighbours.
-pub fn validate(view: &View, update: &Update) -> Result<()> {
-    let value_type = view.spec.value_type.type_for(&update.op);
-    if !update.op.fits(value_type) {
-        return Err(StoreError::WrongOp {
-            view: view.name.clone(),
-            op: update.op.name(),
-            value_type,
-        });
-    }
-    if value_type == ValueType::Gcounter {
-        if let Op::Incr(by) = update.op {
-            if by < 0 {
-                return Err(StoreError::WrongOp {
-                    view: view.name.clone(),
-                    op: "decr",
-                    value_type,
-                });
-            }
-        }
-    }
-    if let Some(ts) = update.ts_us {
-        if !(0..=MAX_TS_US).contains(&ts) {
-            return Err(StoreError::Timestamp(format!(
-                "{} s is outside 0..=253402300799 (seconds since 1970)",
-                ts / 1_000_000
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The owner shard of `key`. A fixed-seed hash: the mapping only has to be stable within

@@ -1,4 +1,5 @@
-//! Retiring: dropping what no read can use any more, whole keyspaces at a time.
+//! Expiry: listing and dropping epochs, and retiring what no read can use any more,
+//! whole keyspaces at a time.
 //!
 //! Run periodically by the node. After a batch boundary's grace period, its table and the
 //! realtime epochs before the oldest boundary still readable are dropped (O(1) per epoch:
@@ -11,10 +12,14 @@ use std::time::Duration;
 
 use speedlayer_core::Epoch;
 
+use fjall::PersistMode;
+
 use super::import::take_staged;
-use super::Store;
+use super::{EpochInfo, Store};
+use crate::catalog::View;
 use crate::clock::wall_clock_us;
-use crate::error::Result;
+use crate::error::{Result, StoreError};
+use crate::shard::ShardMsg;
 
 /// A staged import whose rows are still not all durable after this long is abandoned (its
 /// coordinator failed mid-import). A *finished* one is kept: its publication may still
@@ -34,6 +39,57 @@ pub struct Retired {
 }
 
 impl Store {
+    /// The live epochs of `view`, oldest first.
+    pub fn epochs(&self, view: &str) -> Result<Vec<EpochInfo>> {
+        let view = self.view(view)?;
+        Ok(self
+            .inner
+            .epochs
+            .of_view(view.id)
+            .into_iter()
+            .map(|(epoch, keyspace)| EpochInfo {
+                epoch: epoch.0,
+                start_secs: epoch.start_secs(view.spec.epoch_secs),
+                approx_keys: keyspace.approximate_len() as u64,
+                disk_bytes: keyspace.disk_space(),
+            })
+            .collect())
+    }
+
+    /// Drops epoch `epoch` of `view`: its keys vanish from reads and its files are
+    /// released. O(1) in the number of keys (a keyspace delete, no per-key tombstones).
+    /// Returns whether the epoch existed. A later write into the same epoch starts it anew.
+    pub async fn drop_epoch(&self, view: &str, epoch: Epoch) -> Result<bool> {
+        let view = self.view(view)?;
+        let _dropping = self.inner.retire_gate.write().await;
+        self.drop_epoch_of(&view, epoch).await
+    }
+
+    /// [`Store::drop_epoch`] with the view looked up and the retire gate held.
+    async fn drop_epoch_of(&self, view: &View, epoch: Epoch) -> Result<bool> {
+        let Some(keyspace) = self.inner.epochs.unlist(view.id, epoch) else {
+            return Ok(false);
+        };
+        // Every owner shard must let go of the handle before the keyspace is deleted, so
+        // no write lands in it afterwards.
+        self.broadcast(|done| ShardMsg::ForgetEpoch {
+            view_id: view.id,
+            epoch,
+            done,
+        })
+        .await?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            inner.epochs.delete(keyspace)?;
+            inner.db.persist(PersistMode::SyncAll)?;
+            Ok(())
+        })
+        .await
+        .map_err(|_| StoreError::ShuttingDown)??;
+        tracing::info!(view = %view.name, epoch = epoch.0, "epoch dropped");
+        Ok(true)
+    }
+
     /// Drops what no read can use any more (see the module docs). Holds the retire gate
     /// while it drops, so no read in flight loses a part.
     pub async fn retire(&self) -> Result<Retired> {

@@ -1,0 +1,107 @@
+//! Point reads: a key's parts at one batch boundary (its batch row and its realtime
+//! states per epoch from the boundary on), and readings combined from them.
+
+use speedlayer_core::{BatchBoundary, BatchValue, Key, Reading, RowParts};
+
+use super::Store;
+use crate::catalog::View;
+use crate::error::{Result, StoreError};
+use crate::shard::ShardMsg;
+
+impl Store {
+    /// The value of `key` in `view`, combined over every live epoch; `None` when no epoch
+    /// holds the key. Epochs hold disjoint updates, so counters add and the other types
+    /// join (see [`Reading`]). Served by the key's owner shard, so it sees every update
+    /// applied before it.
+    pub async fn get(&self, view: &str, key: &Key) -> Result<Option<Reading>> {
+        let mut readings = self.get_many(view, vec![key.clone()]).await?;
+        Ok(readings.pop().flatten())
+    }
+
+    /// [`Store::get`] of several keys of one view, in order.
+    /// Answers at the view's current batch boundary: `batch ⊕ realtime since it`.
+    pub async fn get_many(&self, view: &str, keys: Vec<Key>) -> Result<Vec<Option<Reading>>> {
+        let value_type = self.view(view)?.spec.value_type.typed();
+        let (_, states) = self.states(view, keys, None).await?;
+        let mut readings = Vec::with_capacity(states.len());
+        for parts in states {
+            readings.push(parts.reading(value_type)?);
+        }
+        Ok(readings)
+    }
+
+    /// The parts of several keys of one view at batch boundary `at` (the current one
+    /// when `None`): each key's batch row and its states per live epoch at or after the
+    /// boundary (oldest first). What a replica answers a coordinator, which joins
+    /// replicas epoch by epoch before combining parts (counters add across parts, so
+    /// combined readings of two replicas could not be merged). Returns the boundary used;
+    /// [`StoreError::BoundaryUnavailable`] when this node cannot answer at `at`.
+    pub async fn states(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        at: Option<BatchBoundary>,
+    ) -> Result<(BatchBoundary, Vec<RowParts>)> {
+        let view = self.view(view)?;
+        let _reading = self.inner.retire_gate.read().await;
+        let (boundary, table) = self.readable(&view, at)?;
+        let first = boundary.first_realtime_epoch(view.spec.epoch_secs);
+        let mut epochs = self.live_epochs(view.id);
+        epochs.retain(|e| *e >= first);
+        let encoded: Vec<Vec<u8>> = match &table {
+            Some(_) => keys.iter().map(Key::encode).collect(),
+            None => Vec::new(),
+        };
+        let per_epoch = self
+            .per_key(view.id, keys, |keys, reply| ShardMsg::Read {
+                view_id: view.id,
+                epochs: epochs.clone(),
+                keys,
+                reply,
+            })
+            .await?;
+        let mut parts: Vec<RowParts> = per_epoch
+            .into_iter()
+            .map(|epochs| RowParts {
+                batch: None,
+                epochs,
+            })
+            .collect();
+        if let Some(table) = table {
+            for (row, key) in parts.iter_mut().zip(&encoded) {
+                if let Some(bytes) = table.get(key)? {
+                    row.batch = Some(BatchValue::decode(&bytes)?);
+                }
+            }
+        }
+        Ok((boundary, parts))
+    }
+
+    /// The boundary a read at `at` uses (the current one when `None`) and its batch
+    /// table, if this node can answer at it.
+    pub(super) fn readable(
+        &self,
+        view: &View,
+        at: Option<BatchBoundary>,
+    ) -> Result<(BatchBoundary, Option<fjall::Keyspace>)> {
+        let record = self.inner.batches.record(view.id);
+        let boundary = at.unwrap_or(record.published);
+        let unavailable = || StoreError::BoundaryUnavailable {
+            view: view.name.clone(),
+            asked: boundary,
+            current: record.published,
+        };
+        if !record.readable(boundary, crate::clock::wall_clock_us()) {
+            return Err(unavailable());
+        }
+        if boundary == BatchBoundary::NONE {
+            return Ok((boundary, None));
+        }
+        let table = self
+            .inner
+            .batches
+            .table(view.id, boundary)
+            .ok_or_else(unavailable)?;
+        Ok((boundary, Some(table)))
+    }
+}
