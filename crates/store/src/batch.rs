@@ -16,7 +16,7 @@
 //! `batch(T) ⊕ realtime epochs ≥ T` for the one T it names.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
@@ -115,6 +115,8 @@ pub struct BatchTables {
     db: Database,
     records_keyspace: Keyspace,
     state: RwLock<State>,
+    /// Serializes record changes (see [`BatchTables::update`]).
+    changing: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -167,6 +169,7 @@ impl BatchTables {
             db: db.clone(),
             records_keyspace,
             state: RwLock::new(state),
+            changing: Mutex::new(()),
         })
     }
 
@@ -183,35 +186,46 @@ impl BatchTables {
     }
 
     /// Changes `view`'s record with `change` and persists it (fsynced) before returning
-    /// `change`'s result. Tables `change` returns for deletion are deleted afterwards;
-    /// `create` names a table to create first.
+    /// `change`'s result; readers see the change only once it is durable. Tables `change`
+    /// returns for deletion are deleted afterwards; `create` names a table to create
+    /// (visible with the record that names it).
     pub fn update<T>(
         &self,
         view: u32,
         create: Option<(BatchBoundary, u64)>,
         change: impl FnOnce(&mut BatchRecord) -> Result<(T, Vec<(BatchBoundary, u64)>)>,
     ) -> Result<T> {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let mut record = state.records.get(&view).cloned().unwrap_or_default();
+        // One change at a time; readers are not held up by the fsync: they see the new
+        // record (and the table it names) only once it is durable.
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut record = self.record(view);
         let (answer, dropped) = change(&mut record)?;
-        if let Some((boundary, import)) = create {
-            let keyspace = self.db.keyspace(
-                &table_name(view, boundary, import),
-                KeyspaceCreateOptions::default,
-            )?;
-            state.tables.insert((view, boundary, import), keyspace);
-        }
+        let created = match create {
+            Some((boundary, import)) => {
+                let keyspace = self.db.keyspace(
+                    &table_name(view, boundary, import),
+                    KeyspaceCreateOptions::default,
+                )?;
+                Some(((view, boundary, import), keyspace))
+            }
+            None => None,
+        };
         let json = serde_json::to_vec(&record).map_err(|e| {
             StoreError::InvalidDeclaration(format!("cannot encode batch record: {e}"))
         })?;
         self.records_keyspace.insert(view.to_be_bytes(), json)?;
         self.db.persist(PersistMode::SyncAll)?;
-        state.records.insert(view, record);
-        let doomed: Vec<Keyspace> = dropped
-            .into_iter()
-            .filter_map(|(b, i)| state.tables.remove(&(view, b, i)))
-            .collect();
-        drop(state);
+        let doomed: Vec<Keyspace> = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            if let Some((name, keyspace)) = created {
+                state.tables.insert(name, keyspace);
+            }
+            state.records.insert(view, record);
+            dropped
+                .into_iter()
+                .filter_map(|(b, i)| state.tables.remove(&(view, b, i)))
+                .collect()
+        };
         for keyspace in doomed {
             self.db.delete_keyspace(keyspace)?;
         }
