@@ -196,12 +196,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if retried > 0 {
         println!("({retried} batch write(s) answered 503 unavailable and were retried)");
     }
-    for node in nodes {
-        node.shutdown().await?;
-    }
-    // The cluster's background loops end within one tick of the stop signal; let them
-    // release their store handles before the data directory is removed.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop_local_cluster(nodes).await?;
     drop(dir);
     Ok(())
 }
@@ -253,6 +248,17 @@ async fn import_history(
 
 /// Nodes in the demo cluster.
 const NODES: usize = 3;
+
+/// Shuts down the nodes of [`start_local_cluster`] and waits until they have let go of
+/// their stores: the cluster's background loops end within one tick of the stop signal,
+/// and the data directory must outlive them.
+pub async fn stop_local_cluster(nodes: Vec<Node>) -> anyhow::Result<()> {
+    for node in nodes {
+        node.shutdown().await?;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    Ok(())
+}
 
 /// Starts `n` nodes in this process, in `dir/n0..`, on free loopback ports, seeded with
 /// each other (3 replicas, the defaults), with `tweak` applied to each configuration;

@@ -21,7 +21,7 @@ use speedlayer_store::ViewSpec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::median;
-use crate::demo::{start_local_cluster, Rng};
+use crate::demo::{start_local_cluster, stop_local_cluster, Rng};
 
 /// Hour-aligned start of the simulated history: boundaries are hours after it.
 const BASE: u64 = 1_700_002_800;
@@ -84,10 +84,7 @@ pub async fn run(
     }
     bar.finish_and_clear();
     report(rows, readers, nodes.len(), &mut results);
-    for node in nodes {
-        node.shutdown().await?;
-    }
-    Ok(())
+    stop_local_cluster(nodes).await
 }
 
 fn report(rows: usize, readers: usize, nodes: usize, results: &mut [Round]) {
