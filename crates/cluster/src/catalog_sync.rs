@@ -15,6 +15,11 @@
 use speedlayer_store::{Store, StoreError, ViewSpec};
 use xxhash_rust::xxh3::xxh3_64;
 
+use std::sync::Arc;
+
+use speedlayer_core::BatchBoundary;
+
+use crate::catch_up;
 use crate::error::ClusterError;
 use crate::node::Inner;
 use crate::wire::{Request, Response};
@@ -77,7 +82,7 @@ pub(crate) async fn learn(inner: &Inner, name: &str, spec: &str) -> Result<(), C
 }
 
 /// Pulls `member`'s catalog and declares what this node lacks.
-pub(crate) async fn pull(inner: &Inner, member: usize) {
+pub(crate) async fn pull(inner: &Arc<Inner>, member: usize) {
     let Ok(Response::Catalog(theirs)) = inner.call(member, &Request::Catalog).await else {
         return;
     };
@@ -92,36 +97,44 @@ pub(crate) async fn pull(inner: &Inner, member: usize) {
 }
 
 /// Publishes here the batch boundaries `member` has published and this node has only
-/// staged (it missed the publication). A boundary this node never staged cannot be
-/// published here: it is logged, and reads at it use the other owners.
-async fn pull_boundaries(inner: &Inner, member: usize) {
+/// staged (it missed the publication), and starts catching up on those it never staged
+/// (it was down during the import; see [`crate::catch_up`]).
+async fn pull_boundaries(inner: &Arc<Inner>, member: usize) {
     let Ok(Response::Boundaries(theirs)) = inner.call(member, &Request::Boundaries).await else {
         return;
     };
     for (view, boundary, import) in theirs {
-        let ours = match inner.store.batch_record(&view) {
-            Ok(record) => record.published,
-            Err(_) => continue,
+        let boundary = BatchBoundary(boundary);
+        let Ok(record) = inner.store.batch_record(&view) else {
+            continue;
         };
-        if ours.0 >= boundary {
+        if record.published >= boundary {
             continue;
         }
-        match inner
-            .store
-            .publish(&view, speedlayer_core::BatchBoundary(boundary), import)
-            .await
-        {
+        if let Ok(mut known) = inner.known_boundaries.lock() {
+            let entry = known.entry(view.clone()).or_default();
+            *entry = (*entry).max(boundary);
+        }
+        let staged = record
+            .staged
+            .iter()
+            .any(|s| s.boundary == boundary && s.import == import && s.finished);
+        if !staged {
+            catch_up::start(inner, view, boundary, import);
+            continue;
+        }
+        match inner.store.publish(&view, boundary, import).await {
             Ok(_) => {
-                tracing::info!(%view, boundary, peer = %inner.name(member), "learned a batch publication from a peer")
+                tracing::info!(%view, boundary = boundary.0, peer = %inner.name(member), "learned a batch publication from a peer")
             }
             Err(e) => {
                 let first = inner
                     .unpublishable
                     .lock()
-                    .map(|mut seen| seen.insert((view.clone(), boundary)))
+                    .map(|mut seen| seen.insert((view.clone(), boundary.0)))
                     .unwrap_or(true);
                 if first {
-                    tracing::warn!(%view, boundary, error = %e, "a peer published a batch view this node cannot publish; reads at it use the other replicas");
+                    tracing::warn!(%view, boundary = boundary.0, error = %e, "a peer published a batch view this node cannot publish; reads at it use the other replicas");
                 }
             }
         }

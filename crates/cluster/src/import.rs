@@ -7,9 +7,14 @@
 //! owners it asks can read at it (a staged boundary is readable before its node hears of
 //! the publication). A node that misses the publication learns it from catalog gossip.
 //!
-//! An import needs every node up: an owner that missed the rows could never answer at
-//! the new boundary. When a node cannot be reached, or any step fails, the import is
-//! aborted on every node and nothing readers see changes; retry it later.
+//! An import stages on the nodes that are up when it begins (its *participants*), and
+//! needs a quorum of every partition's owners among them, so reads at the new boundary
+//! can reach R = quorum owners that hold it. A node that was down learns the publication
+//! from gossip when it is back and copies the rows of its partitions from the others
+//! before it publishes too ([`crate::catch_up`]); until then it answers reads at the new
+//! boundary with "not staged" and coordinators use the other owners. When a participant
+//! fails a step, the import is aborted on every participant and nothing readers see
+//! changes; retry it.
 
 use speedlayer_core::{BatchBoundary, BatchValue, Key};
 use speedlayer_store::{Store, StoreError};
@@ -29,6 +34,8 @@ pub struct ImportReport {
     pub published_on: usize,
     /// Nodes of the cluster.
     pub nodes: usize,
+    /// Nodes that were down during the import: they copy its rows when they are back.
+    pub catching_up: Vec<String>,
 }
 
 /// An import in progress, driven by this node. Dropped without [`Import::finish`], it is
@@ -39,6 +46,9 @@ pub struct Import {
     boundary: BatchBoundary,
     id: u64,
     rows: u64,
+    /// The nodes up when the import began: every step runs on them, rows go to the
+    /// participating owners of their partition.
+    participants: Vec<usize>,
     done: bool,
 }
 
@@ -54,30 +64,36 @@ impl Cluster {
     ) -> Result<Import, ClusterError> {
         let check = self.inner.store.check_import(view, covers_until)?;
         let id = import_id(&self.inner.store);
+        let inner = &self.inner;
+        let participants: Vec<usize> = (0..inner.members.len())
+            .filter(|&m| inner.is_up(m))
+            .collect();
+        // Every partition needs a quorum of its owners among the participants.
+        let n = inner.ring.replicas();
+        let w = crate::Consistency::Quorum.required(n);
+        for partition in 0..inner.ring.partitions() {
+            let owners = inner.ring.preference_list(partition);
+            let staged: Vec<usize> = owners
+                .iter()
+                .copied()
+                .filter(|m| participants.contains(m))
+                .collect();
+            if staged.len() < w {
+                return Err(inner.unavailable(w, owners.len(), staged.len(), owners, &staged));
+            }
+        }
         let import = Import {
             cluster: self.clone(),
             view: check.view.name.clone(),
             boundary: check.boundary,
             id,
             rows: 0,
+            participants,
             done: false,
         };
-        let everyone: Vec<usize> = (0..self.inner.members.len()).collect();
-        let down: Vec<usize> = everyone
-            .iter()
-            .copied()
-            .filter(|&m| !self.inner.is_up(m))
-            .collect();
-        if !down.is_empty() {
-            let n = everyone.len();
-            let up: Vec<usize> = everyone
-                .iter()
-                .copied()
-                .filter(|m| !down.contains(m))
-                .collect();
-            return Err(self.inner.unavailable(n, n, up.len(), &everyone, &up));
-        }
-        import.step_on(&everyone, ImportStep::Begin).await?;
+        import
+            .step_on(&import.participants, ImportStep::Begin)
+            .await?;
         tracing::info!(view = %import.view, boundary = import.boundary.0, import = id, "batch import started");
         Ok(import)
     }
@@ -107,7 +123,9 @@ impl Import {
             let mut per_member: Vec<Vec<(Key, BatchValue)>> = vec![Vec::new(); inner.members.len()];
             for (partition, items) in inner.ring.group(rows, |(k, _)| &k.partition) {
                 for &owner in inner.ring.preference_list(partition) {
-                    per_member[owner].extend(items.iter().map(|(_, row)| row.clone()));
+                    if self.participants.contains(&owner) {
+                        per_member[owner].extend(items.iter().map(|(_, row)| row.clone()));
+                    }
                 }
             }
             let sends = per_member
@@ -127,15 +145,15 @@ impl Import {
     /// every node (this one first).
     pub async fn finish(mut self) -> Result<ImportReport, ClusterError> {
         let inner = self.cluster.inner.clone();
-        let everyone: Vec<usize> = (0..inner.members.len()).collect();
-        self.step_on(&everyone, ImportStep::Finish).await?;
+        let participants = self.participants.clone();
+        self.step_on(&participants, ImportStep::Finish).await?;
         // From here on the import stands: every node can read at it.
         self.done = true;
         inner
             .store
             .publish(&self.view, self.boundary, self.id)
             .await?;
-        let others: Vec<usize> = everyone
+        let others: Vec<usize> = participants
             .iter()
             .copied()
             .filter(|&m| m != inner.me)
@@ -151,11 +169,14 @@ impl Import {
             }
         }
         tracing::info!(view = %self.view, boundary = self.boundary.0, rows = self.rows, "batch import published");
+        let catching_up =
+            inner.names((0..inner.members.len()).filter(|m| !participants.contains(m)));
         Ok(ImportReport {
             boundary: self.boundary,
             rows: self.rows,
             published_on,
-            nodes: everyone.len(),
+            nodes: inner.members.len(),
+            catching_up,
         })
     }
 
@@ -215,11 +236,12 @@ impl Drop for Import {
         if self.done {
             return;
         }
-        let (cluster, view, id, boundary) = (
+        let (cluster, view, id, boundary, participants) = (
             self.cluster.clone(),
             self.view.clone(),
             self.id,
             self.boundary,
+            std::mem::take(&mut self.participants),
         );
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -231,10 +253,10 @@ impl Drop for Import {
                 boundary,
                 id,
                 rows: 0,
+                participants,
                 done: true,
             };
-            let everyone: Vec<usize> = (0..abort.cluster.inner.members.len()).collect();
-            if let Err(e) = abort.step_on(&everyone, ImportStep::Abort).await {
+            if let Err(e) = abort.step_on(&abort.participants, ImportStep::Abort).await {
                 tracing::warn!(view = %abort.view, error = %e, "aborting an import failed on a node; its staged rows are collected later");
             }
             tracing::info!(view = %abort.view, import = id, "batch import aborted");

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod catalog_sync;
+pub(crate) mod catch_up;
 pub mod consistency;
 pub mod error;
 pub mod handoff;

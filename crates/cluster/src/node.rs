@@ -94,6 +94,13 @@ pub(crate) struct Inner {
     /// Batch publications peers hold that this node could not publish (it never staged
     /// them): remembered so gossip, which retries every ping, logs each once.
     pub unpublishable: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
+    /// (view, boundary) of imports this node is copying from peers ([`crate::catch_up`]).
+    pub catching_up: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
+    /// The newest boundary a peer has published, per view, when newer than this node's
+    /// own: reads coordinated here use it (the owners that hold it answer) while this
+    /// node catches up.
+    pub known_boundaries:
+        std::sync::Mutex<std::collections::HashMap<String, speedlayer_core::BatchBoundary>>,
 }
 
 /// This node's handle on the cluster: every front-end request goes through it. Cheap to
@@ -223,6 +230,8 @@ impl Cluster {
                 config,
                 metrics,
                 unpublishable: Default::default(),
+                catching_up: Default::default(),
+                known_boundaries: Default::default(),
             }),
         };
         if let Some(listener) = listener {
@@ -341,6 +350,19 @@ impl Cluster {
 }
 
 impl Inner {
+    /// The boundary reads of `view` coordinated here use: this node's own, or a newer
+    /// one a peer published that this node is still catching up on.
+    pub fn read_boundary(&self, view: &str) -> Result<speedlayer_core::BatchBoundary, StoreError> {
+        let own = self.store.batch_record(view)?.published;
+        let known = self
+            .known_boundaries
+            .lock()
+            .ok()
+            .and_then(|known| known.get(view).copied())
+            .unwrap_or_default();
+        Ok(own.max(known))
+    }
+
     pub fn is_up(&self, member: usize) -> bool {
         self.members[member].up.load(Ordering::Acquire)
     }

@@ -115,7 +115,7 @@ impl Cluster {
         let inner = &self.inner;
         let mut attempt = 0;
         loop {
-            let at = inner.store.batch_record(view)?.published;
+            let at = inner.read_boundary(view)?;
             match read(at).await {
                 Ok(answer) => return Ok((at, answer)),
                 Err(ReadAtError::Behind(member)) if attempt == 0 => {

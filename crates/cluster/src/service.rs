@@ -149,6 +149,28 @@ impl Inner {
                     .await?;
                 Response::Imported
             }
+            Request::BatchPage {
+                view,
+                boundary,
+                after,
+                limit,
+            } => {
+                let page = store
+                    .batch_page(
+                        view,
+                        wire::boundary(*boundary),
+                        after.clone(),
+                        *limit as usize,
+                    )
+                    .await;
+                match page {
+                    Ok(rows) => Response::BatchPage(rows),
+                    Err(StoreError::BoundaryUnavailable { current, .. }) => {
+                        Response::BoundaryUnavailable { current: current.0 }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Request::Boundaries => Response::Boundaries(
                 store
                     .published_boundaries()

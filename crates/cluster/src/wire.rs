@@ -173,6 +173,17 @@ pub enum Request {
     },
     /// The receiver's published batch boundaries.
     Boundaries,
+    /// A page of a batch table, for a node catching up on an import it missed.
+    BatchPage {
+        /// View name.
+        view: String,
+        /// The table's boundary (Unix seconds).
+        boundary: u64,
+        /// Rows after this key ([`Key::encode`] form); from the first when `None`.
+        after: Option<Vec<u8>>,
+        /// Most rows.
+        limit: u32,
+    },
 }
 
 /// One step of a batch import, as the coordinator drives it on every node.
@@ -253,6 +264,9 @@ pub enum Response {
     Imported,
     /// Answer to `Boundaries`: (view, boundary, import) of every published batch view.
     Boundaries(Vec<(String, u64, u64)>),
+    /// Answer to `BatchPage`: rows in key order, (key, value) in [`Key::encode`] and
+    /// [`BatchValue::encode`] forms; fewer than the limit at the end of the table.
+    BatchPage(Vec<(Vec<u8>, Vec<u8>)>),
     /// Answer to `Delete`, per key: whether it existed.
     Deleted(Vec<bool>),
     /// Answer to `Catalog`: (name, spec JSON).

@@ -109,6 +109,7 @@ pub async fn import(
         "published": true,
         "published_on": report.published_on,
         "nodes": report.nodes,
+        "catching_up": report.catching_up,
     })))
 }
 

@@ -215,6 +215,40 @@ impl Store {
         .await
     }
 
+    /// Rows of `view`'s batch table at `boundary` after key `after` (encoded; from the
+    /// first when `None`), at most `limit`, in key order, as stored (encoded key, encoded
+    /// value): what a node that missed an import copies. The boundary must be readable
+    /// here ([`StoreError::BoundaryUnavailable`] otherwise).
+    pub async fn batch_page(
+        &self,
+        view: &str,
+        boundary: BatchBoundary,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let view = self.view(view)?;
+        let (_, table) = self.readable(&view, Some(boundary))?;
+        let Some(table) = table else {
+            return Ok(Vec::new());
+        };
+        self.blocking(move |_| {
+            let lower = match after {
+                Some(after) => std::ops::Bound::Excluded(after),
+                None => std::ops::Bound::Unbounded,
+            };
+            let mut rows = Vec::new();
+            for guard in table
+                .range::<Vec<u8>, _>((lower, std::ops::Bound::Unbounded))
+                .take(limit)
+            {
+                let (key, value) = guard.into_inner()?;
+                rows.push((key.to_vec(), value.to_vec()));
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
     /// Runs blocking storage work (fsyncs, batch writes) off the async workers.
     pub(super) async fn blocking<T: Send + 'static>(
         &self,
