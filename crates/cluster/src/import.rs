@@ -39,7 +39,7 @@ pub struct ImportReport {
 }
 
 /// An import in progress, driven by this node. Dropped without [`Import::finish`], it is
-/// aborted on every node (in the background).
+/// aborted on every participant (in the background).
 pub struct Import {
     cluster: Cluster,
     view: String,
@@ -56,7 +56,8 @@ impl Cluster {
     /// Starts importing a batch view of `view` covering every event before
     /// `covers_until` (Unix seconds): checks the boundary (aligned to the view's epochs,
     /// later than its current one; [`StoreError`]s otherwise) and begins staging on every
-    /// node.
+    /// node that is up; [`ClusterError::Unavailable`] when a partition has fewer than a
+    /// quorum of its owners up.
     pub async fn begin_import(
         &self,
         view: &str,
@@ -110,7 +111,7 @@ impl Import {
         self.rows
     }
 
-    /// Stages `rows` on their owners (every owner must take them).
+    /// Stages `rows` on their participating owners (each must take them).
     pub async fn stage(&mut self, rows: Vec<(Key, BatchValue)>) -> Result<(), ClusterError> {
         let count = rows.len() as u64;
         let inner = &self.cluster.inner;
