@@ -518,40 +518,8 @@ impl Cluster {
     /// Declares `view` of `value_type` on node 1, then waits (at most 15 s) until every
     /// running node knows it.
     pub async fn declare(&mut self, view: &str, value_type: &str) {
-        let response = self
-            .client
-            .put(format!("{}/v1/views/{view}", self.base(0)))
-            .json(&json!({ "type": value_type }))
-            .send()
-            .await
-            .expect("declare");
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        assert!(
-            status == StatusCode::CREATED || status == StatusCode::OK,
-            "declaring {view} on n1: {status} {text}"
-        );
-        let deadline = Instant::now() + Duration::from_secs(15);
-        for i in self.running() {
-            loop {
-                self.assert_running();
-                let seen = self
-                    .client
-                    .get(format!("{}/v1/views/{view}", self.base(i)))
-                    .send()
-                    .await
-                    .map(|r| r.status());
-                if matches!(seen, Ok(StatusCode::OK)) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "view {view} declared on n1 is not known on n{} after 15 s: {seen:?}",
-                    i + 1
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        self.declare_spec(view, &json!({ "type": value_type }))
+            .await;
     }
 
     /// `POST /v1/views/{view}/update` through node `i`.
