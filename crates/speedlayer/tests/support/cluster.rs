@@ -107,6 +107,11 @@ pub struct NodeConfig {
     pub secret: String,
     /// Further flags, e.g. `--hinted-handoff off`.
     pub extra_args: Vec<String>,
+    /// The address the node listens on: `127.0.0.1`, or its address in a network
+    /// namespace ([`super::netns::Netns`]).
+    pub host: String,
+    /// The network namespace the node runs in (`ip netns exec`), if any.
+    pub netns: Option<String>,
 }
 
 impl NodeConfig {
@@ -117,9 +122,9 @@ impl NodeConfig {
             "--data-dir".to_string(),
             self.data_dir.display().to_string(),
             "--http".to_string(),
-            format!("127.0.0.1:{}", self.http_port),
+            format!("{}:{}", self.host, self.http_port),
             "--resp".to_string(),
-            format!("127.0.0.1:{}", self.resp_port),
+            format!("{}:{}", self.host, self.resp_port),
             "--cluster".to_string(),
             self.cluster_addr(),
             "--node-id".to_string(),
@@ -135,9 +140,9 @@ impl NodeConfig {
         args
     }
 
-    /// The internode address, as the cluster names the node (`127.0.0.1:P`).
+    /// The internode address, as the cluster names the node (`HOST:P`).
     pub fn cluster_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.cluster_port)
+        format!("{}:{}", self.host, self.cluster_port)
     }
 }
 
@@ -182,7 +187,17 @@ impl Node {
             self.config.node_id,
             args.join(" ")
         );
-        let child = Command::new(BIN)
+        // `ip netns exec` execs the binary in the namespace: the child is the node itself,
+        // so SIGKILL still reaches it.
+        let mut command = match &self.config.netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns, BIN]);
+                command
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .args(&args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -245,9 +260,9 @@ impl Node {
         &self.config
     }
 
-    /// `http://127.0.0.1:P`.
+    /// `http://HOST:P`.
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.config.http_port)
+        format!("http://{}:{}", self.config.host, self.config.http_port)
     }
 
     /// The node's internode address.
@@ -301,6 +316,8 @@ pub struct ClusterOptions {
     pub replicas: usize,
     /// Flags every node gets.
     pub extra_args: Vec<String>,
+    /// (address, namespace) of each node when they run in network namespaces.
+    pub namespaces: Option<Vec<(String, String)>>,
 }
 
 impl ClusterOptions {
@@ -310,7 +327,18 @@ impl ClusterOptions {
             nodes,
             replicas: 3,
             extra_args: Vec::new(),
+            namespaces: None,
         }
+    }
+
+    /// Runs node `i` in the `i`th namespace of `net` (one per node), on its address there.
+    pub fn in_namespaces(mut self, net: &super::netns::Netns) -> ClusterOptions {
+        self.namespaces = Some(
+            (0..self.nodes)
+                .map(|i| (net.addr(i), net.namespace(i)))
+                .collect(),
+        );
+        self
     }
 
     /// Adds flags every node gets.
@@ -336,8 +364,12 @@ impl Cluster {
     pub fn start(options: ClusterOptions) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_port_set(3 * options.nodes);
+        let place = |i: usize| match &options.namespaces {
+            Some(hosts) => (hosts[i].0.clone(), Some(hosts[i].1.clone())),
+            None => ("127.0.0.1".to_string(), None),
+        };
         let seeds: Vec<String> = (0..options.nodes)
-            .map(|i| format!("127.0.0.1:{}", ports[3 * i + 2]))
+            .map(|i| format!("{}:{}", place(i).0, ports[3 * i + 2]))
             .collect();
         let nodes = (0..options.nodes)
             .map(|i| {
@@ -353,6 +385,8 @@ impl Cluster {
                     replicas: options.replicas,
                     secret: SECRET.to_string(),
                     extra_args: options.extra_args.clone(),
+                    host: place(i).0,
+                    netns: place(i).1,
                 })
             })
             .collect();
@@ -396,6 +430,8 @@ impl Cluster {
             replicas: self.nodes[0].config.replicas,
             secret: secret.to_string(),
             extra_args: Vec::new(),
+            host: "127.0.0.1".to_string(),
+            netns: None,
         })
     }
 

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 pub mod batch;
 pub mod cluster;
 pub mod nats;
+pub mod netns;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_speedlayer");
