@@ -20,8 +20,8 @@ use serde_json::json;
 mod support;
 
 use support::batch::{
-    assert_rows, await_rows, batch_of, batch_status, channel_body, counter_spec, hour_label,
-    hour_start, import_ok, past_hour_start, post_import, write_rows, Row, GRACE, NODE_ARGS, VIEW,
+    assert_rows, await_rows, batch_of, batch_status, channel_body, counter_spec, hour_start,
+    import_ok, past_hour_start, post_import, small_rows, write_rows, GRACE, NODE_ARGS, VIEW,
 };
 use support::cluster::{http_client, Cluster, ClusterOptions};
 
@@ -31,22 +31,6 @@ const RESTART: Duration = Duration::from_secs(20);
 const SERVER_CHUNK_ROWS: usize = 8192;
 /// Counter of batch rows staged on a node.
 const ROWS_STAGED_METRIC: &str = "speedlayer_store_batch_rows_staged_total";
-
-/// Keys `/a` and `/b` over hours 0..4 of `h0`, each row a different count.
-fn small_rows(h0: u64) -> Vec<Row> {
-    ["/a", "/b"]
-        .into_iter()
-        .enumerate()
-        .flat_map(|(n, key)| {
-            (0..4).map(move |h| Row {
-                key: key.to_string(),
-                clustering: hour_label(h),
-                value: 5 + 3 * h as i64 + 11 * n as i64,
-                hour: hour_start(h0, h),
-            })
-        })
-        .collect()
-}
 
 /// `n` batch rows of keys nobody reads, to make an import large.
 fn filler(from: usize, n: usize) -> String {

@@ -14,27 +14,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::batch::{
-    assert_rows, await_rows, batch_of, batch_status, counter_spec, hour_label, hour_start,
-    import_ok, past_hour_start, write_rows, Row, NODE_ARGS, VIEW,
+    assert_rows, await_rows, batch_of, batch_status, counter_spec, hour_start, import_ok,
+    past_hour_start, small_rows, write_rows, Row, NODE_ARGS, VIEW,
 };
 use support::cluster::{Cluster, ClusterOptions};
 use support::netns::Netns;
-
-/// Rows of two keys over four hours.
-fn rows(h0: u64) -> Vec<Row> {
-    ["/a", "/b"]
-        .into_iter()
-        .enumerate()
-        .flat_map(|(n, key)| {
-            (0..4).map(move |h| Row {
-                key: key.to_string(),
-                clustering: hour_label(h),
-                value: 4 + 2 * h as i64 + 5 * n as i64,
-                hour: hour_start(h0, h),
-            })
-        })
-        .collect()
-}
 
 /// A range read of `key` made from inside node `i`'s namespace: (status, body).
 fn read_inside(
@@ -63,7 +47,7 @@ async fn a_node_cut_off_during_an_import_stays_exact_and_catches_up() {
     cluster.declare_spec(VIEW, &counter_spec()).await;
     let h0 = past_hour_start();
     let (t1, t2) = (hour_start(h0, 1), hour_start(h0, 2));
-    let mut rows = rows(h0);
+    let mut rows = small_rows(h0);
     write_rows(&cluster.client, &cluster.base(0), &rows, "w").await;
     import_ok(&cluster.client, &cluster.base(0), t1, batch_of(&rows, t1)).await;
     assert_rows(&cluster, &[0, 1, 2], "quorum", &rows, t1).await;

@@ -339,6 +339,22 @@ impl Row {
     }
 }
 
+/// Keys `/a` and `/b` over hours 0..4 of `h0`, each row a different count.
+pub fn small_rows(h0: u64) -> Vec<Row> {
+    ["/a", "/b"]
+        .into_iter()
+        .enumerate()
+        .flat_map(|(n, key)| {
+            (0..4).map(move |h| Row {
+                key: key.to_string(),
+                clustering: hour_label(h),
+                value: 5 + 3 * h as i64 + 11 * n as i64,
+                hour: hour_start(h0, h),
+            })
+        })
+        .collect()
+}
+
 /// The batch view at `boundary` of `rows`: those of hours before it.
 pub fn batch_of(rows: &[Row], boundary: u64) -> String {
     batch_body(
