@@ -353,7 +353,7 @@ impl Inner {
     /// The boundary reads of `view` coordinated here use: this node's own, or a newer
     /// one a peer published that this node is still catching up on.
     pub fn read_boundary(&self, view: &str) -> Result<speedlayer_core::BatchBoundary, StoreError> {
-        let own = self.store.batch_record(view)?.published;
+        let own = self.store.boundary(view)?;
         let known = self
             .known_boundaries
             .lock()

@@ -133,12 +133,12 @@ impl NodeMetrics {
         self.epoch_keys.clear();
         self.batch_boundary.clear();
         for view in store.views() {
-            if let Ok(record) = store.batch_record(&view.name) {
+            if let Ok(boundary) = store.boundary(&view.name) {
                 self.batch_boundary
                     .get_or_create(&ViewLabels {
                         view: view.name.clone(),
                     })
-                    .set(i64::try_from(record.published.secs()).unwrap_or(i64::MAX));
+                    .set(i64::try_from(boundary.secs()).unwrap_or(i64::MAX));
             }
             if let Ok(epochs) = store.epochs(&view.name) {
                 for info in epochs {

@@ -178,6 +178,40 @@ impl BatchTables {
         self.read().records.get(&view).cloned().unwrap_or_default()
     }
 
+    /// The current boundary of `view` (what every write checks: no record clone).
+    pub fn published(&self, view: u32) -> BatchBoundary {
+        self.read()
+            .records
+            .get(&view)
+            .map_or(BatchBoundary::NONE, |r| r.published)
+    }
+
+    /// What a read at `at` (the current boundary when `None`) uses at wall clock
+    /// `now_us`: the boundary and its table (none for [`BatchBoundary::NONE`]), under one
+    /// look at the record. `Err(current)` when this node cannot read at it.
+    pub fn read_at(
+        &self,
+        view: u32,
+        at: Option<BatchBoundary>,
+        now_us: u64,
+    ) -> std::result::Result<(BatchBoundary, Option<Keyspace>), BatchBoundary> {
+        let state = self.read();
+        let none = BatchRecord::default();
+        let record = state.records.get(&view).unwrap_or(&none);
+        let boundary = at.unwrap_or(record.published);
+        if !record.readable(boundary, now_us) {
+            return Err(record.published);
+        }
+        if boundary == BatchBoundary::NONE {
+            return Ok((boundary, None));
+        }
+        let import = record.import_of(boundary).ok_or(record.published)?;
+        match state.tables.get(&(view, boundary, import)) {
+            Some(table) => Ok((boundary, Some(table.clone()))),
+            None => Err(record.published),
+        }
+    }
+
     /// The table of `boundary` of `view`, if this node holds one.
     pub fn table(&self, view: u32, boundary: BatchBoundary) -> Option<Keyspace> {
         let state = self.read();

@@ -73,7 +73,7 @@ pub async fn describe(
     let view = state.store.view(&name)?;
     let mut json = view_json(&view);
     // Where its batch view ends: an import must cover until a later time.
-    json["boundary"] = state.store.batch_record(&name)?.published.secs().into();
+    json["boundary"] = state.store.boundary(&name)?.secs().into();
     Ok(Json(json))
 }
 

@@ -30,6 +30,13 @@ impl Store {
         Ok(self.inner.batches.record(view.id))
     }
 
+    /// `view`'s current batch boundary ([`speedlayer_core::BatchBoundary::NONE`] before
+    /// the first import): what coordinators read at.
+    pub fn boundary(&self, view: &str) -> Result<BatchBoundary> {
+        let view = self.view(view)?;
+        Ok(self.inner.batches.published(view.id))
+    }
+
     /// `(view name, published boundary, its import)` of every view with a batch view:
     /// what catalog gossip compares between nodes.
     pub fn published_boundaries(&self) -> Vec<(String, BatchBoundary, u64)> {
@@ -57,7 +64,7 @@ impl Store {
             return Err(StoreError::UntypedBatch(view.name.clone()));
         }
         let boundary = BatchBoundary::for_view(covers_until, view.spec.epoch_secs)?;
-        let current = self.inner.batches.record(view.id).published;
+        let current = self.inner.batches.published(view.id);
         if boundary <= current {
             return Err(StoreError::BoundaryNotAfter {
                 view: view.name.clone(),

@@ -1,7 +1,7 @@
 //! Point reads: a key's parts at one batch boundary (its batch row and its realtime
 //! states per epoch from the boundary on), and readings combined from them.
 
-use speedlayer_core::{BatchBoundary, BatchValue, Key, Reading, RowParts};
+use speedlayer_core::{BatchBoundary, BatchValue, Epoch, Key, Reading, RowParts};
 
 use super::Store;
 use crate::catalog::View;
@@ -9,17 +9,16 @@ use crate::error::{Result, StoreError};
 use crate::shard::ShardMsg;
 
 impl Store {
-    /// The value of `key` in `view`, combined over every live epoch; `None` when no epoch
-    /// holds the key. Epochs hold disjoint updates, so counters add and the other types
-    /// join (see [`Reading`]). Served by the key's owner shard, so it sees every update
-    /// applied before it.
+    /// The value of `key` in `view` at its current batch boundary: the batch row ⊕ the
+    /// live epochs from the boundary on; `None` when no part holds the key. Parts hold
+    /// disjoint updates, so counters add and the other types join (see [`Reading`]).
+    /// Epochs are read by the key's owner shard, so it sees every update applied before.
     pub async fn get(&self, view: &str, key: &Key) -> Result<Option<Reading>> {
         let mut readings = self.get_many(view, vec![key.clone()]).await?;
         Ok(readings.pop().flatten())
     }
 
     /// [`Store::get`] of several keys of one view, in order.
-    /// Answers at the view's current batch boundary: `batch ⊕ realtime since it`.
     pub async fn get_many(&self, view: &str, keys: Vec<Key>) -> Result<Vec<Option<Reading>>> {
         let value_type = self.view(view)?.spec.value_type.typed();
         let (_, states) = self.states(view, keys, None).await?;
@@ -45,9 +44,7 @@ impl Store {
         let view = self.view(view)?;
         let _reading = self.inner.retire_gate.read().await;
         let (boundary, table) = self.readable(&view, at)?;
-        let first = boundary.first_realtime_epoch(view.spec.epoch_secs);
-        let mut epochs = self.live_epochs(view.id);
-        epochs.retain(|e| *e >= first);
+        let epochs = self.live_epochs_from(&view, boundary);
         let encoded: Vec<Vec<u8>> = match &table {
             Some(_) => keys.iter().map(Key::encode).collect(),
             None => Vec::new(),
@@ -84,24 +81,26 @@ impl Store {
         view: &View,
         at: Option<BatchBoundary>,
     ) -> Result<(BatchBoundary, Option<fjall::Keyspace>)> {
-        let record = self.inner.batches.record(view.id);
-        let boundary = at.unwrap_or(record.published);
-        let unavailable = || StoreError::BoundaryUnavailable {
-            view: view.name.clone(),
-            asked: boundary,
-            current: record.published,
-        };
-        if !record.readable(boundary, crate::clock::wall_clock_us()) {
-            return Err(unavailable());
-        }
-        if boundary == BatchBoundary::NONE {
-            return Ok((boundary, None));
-        }
-        let table = self
-            .inner
+        self.inner
             .batches
-            .table(view.id, boundary)
-            .ok_or_else(unavailable)?;
-        Ok((boundary, Some(table)))
+            .read_at(view.id, at, crate::clock::wall_clock_us())
+            .map_err(|current| StoreError::BoundaryUnavailable {
+                view: view.name.clone(),
+                asked: at.unwrap_or(current),
+                current,
+            })
+    }
+
+    /// The live epochs of `view` a read at `boundary` combines (and a write may still
+    /// land in): those from the boundary on, oldest first.
+    pub(super) fn live_epochs_from(&self, view: &View, boundary: BatchBoundary) -> Vec<Epoch> {
+        let first = boundary.first_realtime_epoch(view.spec.epoch_secs);
+        self.inner
+            .epochs
+            .of_view(view.id)
+            .into_iter()
+            .map(|(epoch, _)| epoch)
+            .filter(|epoch| *epoch >= first)
+            .collect()
     }
 }

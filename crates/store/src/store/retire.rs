@@ -16,6 +16,7 @@ use fjall::PersistMode;
 
 use super::import::take_staged;
 use super::{EpochInfo, Store};
+use crate::batch::{BatchRecord, Staged};
 use crate::catalog::View;
 use crate::clock::wall_clock_us;
 use crate::error::{Result, StoreError};
@@ -91,61 +92,109 @@ impl Store {
     }
 
     /// Drops what no read can use any more (see the module docs). Holds the retire gate
-    /// while it drops, so no read in flight loses a part.
+    /// only while it drops, so no read in flight loses a part; a pass with nothing to
+    /// drop (nearly every one: it runs every second) does not hold reads up at all.
     pub async fn retire(&self) -> Result<Retired> {
-        let _dropping = self.inner.retire_gate.write().await;
         let mut retired = Retired::default();
         let now_us = wall_clock_us();
-        let ttl_us = STAGED_TTL.as_micros() as u64;
         for view in self.views() {
-            let record = self.inner.batches.record(view.id);
-            let abandoned = move |s: &crate::batch::Staged| {
-                !s.finished && s.started_us.saturating_add(ttl_us) <= now_us
-            };
-            let expired = record.retiring.iter().any(|r| r.until_us <= now_us)
-                || record.staged.iter().any(abandoned);
-            if expired {
-                let view_id = view.id;
-                retired.tables += self
-                    .blocking(move |store| {
-                        store.inner.batches.update(view_id, None, |record| {
-                            let mut dropped = take_staged(record, abandoned);
-                            record.retiring.retain(|r| {
-                                let keep = r.until_us > now_us;
-                                if !keep && r.import != 0 {
-                                    dropped.push((r.boundary, r.import));
-                                }
-                                keep
-                            });
-                            Ok((dropped.len(), dropped))
-                        })
-                    })
-                    .await?;
+            if !self.has_retirable(&view, now_us) {
+                continue;
             }
-            let oldest = self.inner.batches.record(view.id).oldest_readable();
-            let first = oldest.first_realtime_epoch(view.spec.epoch_secs);
-            let expire_before = self.inner.retention.map(|keep| {
-                let now_secs = now_us / 1_000_000;
-                let cutoff = now_secs.saturating_sub(keep.as_secs());
-                // Epochs that end at or before the cutoff.
-                Epoch(cutoff / view.spec.epoch_secs.max(1))
-            });
-            for (epoch, _) in self.inner.epochs.of_view(view.id) {
-                let covered = epoch < first;
-                let expired = !covered && expire_before.is_some_and(|before| epoch < before);
-                if !(covered || expired) || !self.drop_epoch_of(&view, epoch).await? {
-                    continue;
-                }
-                if covered {
-                    self.inner.metrics.epochs_retired.inc();
-                    retired.epochs_covered += 1;
-                } else {
-                    self.inner.metrics.epochs_expired_uncovered.inc();
-                    retired.epochs_expired += 1;
-                    tracing::warn!(view = %view.name, epoch = epoch.0, start_secs = epoch.start_secs(view.spec.epoch_secs), "retention dropped a realtime epoch no batch view covers: its data left every answer until a batch import covers it");
-                }
+            let _dropping = self.inner.retire_gate.write().await;
+            let done = self.retire_view(&view, now_us).await?;
+            retired.epochs_covered += done.epochs_covered;
+            retired.epochs_expired += done.epochs_expired;
+            retired.tables += done.tables;
+        }
+        Ok(retired)
+    }
+
+    /// Whether [`Store::retire_view`] would drop anything of `view` at `now_us`.
+    fn has_retirable(&self, view: &View, now_us: u64) -> bool {
+        let record = self.inner.batches.record(view.id);
+        if record_expired(&record, now_us) {
+            return true;
+        }
+        let first = record
+            .oldest_readable()
+            .first_realtime_epoch(view.spec.epoch_secs);
+        let expire_before = self.expire_before(view, now_us);
+        self.inner
+            .epochs
+            .of_view(view.id)
+            .iter()
+            .any(|(epoch, _)| *epoch < first || expire_before.is_some_and(|before| *epoch < before))
+    }
+
+    /// The first epoch the retention limit keeps (epochs before it end at or before the
+    /// cutoff), when there is a limit.
+    fn expire_before(&self, view: &View, now_us: u64) -> Option<Epoch> {
+        self.inner.retention.map(|keep| {
+            let cutoff = (now_us / 1_000_000).saturating_sub(keep.as_secs());
+            Epoch(cutoff / view.spec.epoch_secs.max(1))
+        })
+    }
+
+    /// Drops `view`'s expired boundaries, abandoned imports, covered epochs and epochs
+    /// past the retention limit. The caller holds the retire gate.
+    async fn retire_view(&self, view: &View, now_us: u64) -> Result<Retired> {
+        let mut retired = Retired::default();
+        if record_expired(&self.inner.batches.record(view.id), now_us) {
+            let view_id = view.id;
+            retired.tables = self
+                .blocking(move |store| {
+                    store.inner.batches.update(view_id, None, |record| {
+                        let mut dropped = take_staged(record, |s| abandoned(s, now_us));
+                        record.retiring.retain(|r| {
+                            let keep = r.until_us > now_us;
+                            if !keep && r.import != 0 {
+                                dropped.push((r.boundary, r.import));
+                            }
+                            keep
+                        });
+                        Ok((dropped.len(), dropped))
+                    })
+                })
+                .await?;
+        }
+        let first = self
+            .inner
+            .batches
+            .record(view.id)
+            .oldest_readable()
+            .first_realtime_epoch(view.spec.epoch_secs);
+        let expire_before = self.expire_before(view, now_us);
+        for (epoch, _) in self.inner.epochs.of_view(view.id) {
+            let covered = epoch < first;
+            let expired = !covered && expire_before.is_some_and(|before| epoch < before);
+            if !(covered || expired) || !self.drop_epoch_of(view, epoch).await? {
+                continue;
+            }
+            if covered {
+                self.inner.metrics.epochs_retired.inc();
+                retired.epochs_covered += 1;
+            } else {
+                self.inner.metrics.epochs_expired_uncovered.inc();
+                retired.epochs_expired += 1;
+                tracing::warn!(view = %view.name, epoch = epoch.0, start_secs = epoch.start_secs(view.spec.epoch_secs), "retention dropped a realtime epoch no batch view covers: its data left every answer until a batch import covers it");
             }
         }
         Ok(retired)
     }
+}
+
+/// A staged import whose staging never finished and is past [`STAGED_TTL`].
+fn abandoned(staged: &Staged, now_us: u64) -> bool {
+    !staged.finished
+        && staged
+            .started_us
+            .saturating_add(STAGED_TTL.as_micros() as u64)
+            <= now_us
+}
+
+/// Whether `record` holds a retiring boundary past its grace or an abandoned import.
+fn record_expired(record: &BatchRecord, now_us: u64) -> bool {
+    record.retiring.iter().any(|r| r.until_us <= now_us)
+        || record.staged.iter().any(|s| abandoned(s, now_us))
 }

@@ -96,17 +96,9 @@ impl Store {
         // Realtime data before the batch boundary is the batch view's: a new update there
         // is late (merges from replicas, hints and repair still land, for reads at an
         // older boundary during its grace period).
-        let first_live = self
-            .inner
-            .batches
-            .record(view.id)
-            .published
-            .first_realtime_epoch(view.spec.epoch_secs);
-        let report = (kind == ApplyKind::Report).then(|| {
-            let mut epochs = self.live_epochs(view.id);
-            epochs.retain(|e| *e >= first_live);
-            epochs
-        });
+        let published = self.inner.batches.published(view.id);
+        let first_live = published.first_realtime_epoch(view.spec.epoch_secs);
+        let report = (kind == ApplyKind::Report).then(|| self.live_epochs_from(&view, published));
         let aggregate = kind == ApplyKind::Aggregate;
         let mut late = Vec::new();
         let mut epochs = Vec::with_capacity(updates.len());
