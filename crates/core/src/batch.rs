@@ -91,12 +91,6 @@ impl BatchBoundary {
         Epoch(self.0 / epoch_secs.max(1))
     }
 
-    /// True when an event at `ts_us` (µs) is covered by the batch view: a realtime write
-    /// of it would be late.
-    pub fn covers_us(self, ts_us: i64) -> bool {
-        u64::try_from(ts_us).map_or(true, |ts| ts / 1_000_000 < self.0)
-    }
-
     /// The boundary's time in seconds (0 for [`BatchBoundary::NONE`]).
     pub fn secs(self) -> u64 {
         self.0
@@ -221,15 +215,6 @@ impl BatchValue {
         Ok(BatchValue::State(state))
     }
 
-    /// The value type this row belongs to.
-    pub fn value_type(&self, counter_type: ValueType) -> ValueType {
-        match self {
-            BatchValue::Count(_) => counter_type,
-            BatchValue::State(v) => v.value_type(),
-            BatchValue::Distinct(_) => ValueType::Hll,
-        }
-    }
-
     /// True when the value may live in a view of `value_type`.
     pub fn fits(&self, value_type: ValueType) -> bool {
         match self {
@@ -239,11 +224,6 @@ impl BatchValue {
             BatchValue::State(v) => v.value_type() == value_type,
             BatchValue::Distinct(_) => value_type == ValueType::Hll,
         }
-    }
-
-    /// True for the forms that are exact (all but an hll sketch).
-    pub fn is_exact(&self) -> bool {
-        !matches!(self, BatchValue::State(Value::Hll(_)))
     }
 
     /// Canonical bytes: equal values encode equally.
@@ -299,11 +279,6 @@ pub struct RowParts {
 }
 
 impl RowParts {
-    /// True when neither the batch view nor any epoch holds the row.
-    pub fn is_empty(&self) -> bool {
-        self.batch.is_none() && self.epochs.is_empty()
-    }
-
     /// Joins another replica's parts of the same row and boundary: epoch states merge
     /// (they are CRDT replicas); batch rows are identical on every replica (one import),
     /// so either is kept. An epoch state of another type is a [`TypeMismatch`], and this
@@ -326,38 +301,42 @@ impl RowParts {
         mismatch
     }
 
-    /// The realtime parts combined; `None` when no epoch holds the row.
-    pub fn realtime(&self) -> Result<Option<Reading>, TypeMismatch> {
-        let mut reading = None;
+    /// The batch row and the realtime epochs, each as a reading (`None` when absent).
+    /// `value_type` is the view's type (`None` in an `any` view, which has no batch rows).
+    pub fn split(
+        &self,
+        value_type: Option<ValueType>,
+    ) -> Result<(Option<Reading>, Option<Reading>), TypeMismatch> {
+        let mut batch = None;
+        if let (Some(t), Some(row)) = (value_type, &self.batch) {
+            Reading::add_batch_to(&mut batch, row, t)?;
+        }
+        let mut realtime = None;
         for (_, state) in &self.epochs {
-            Reading::add_part_to(&mut reading, state)?;
+            Reading::add_part_to(&mut realtime, state)?;
         }
-        Ok(reading)
+        Ok((batch, realtime))
     }
 
-    /// The batch row as a reading of a view of `value_type`.
-    pub fn batch_reading(&self, value_type: ValueType) -> Result<Option<Reading>, TypeMismatch> {
-        let mut reading = None;
-        if let Some(batch) = &self.batch {
-            Reading::add_batch_to(&mut reading, batch, value_type)?;
-        }
-        Ok(reading)
-    }
-
-    /// Every part combined: `batch ⊕ realtime`. `value_type` is the view's type (`None`
-    /// in an `any` view, which has no batch rows).
-    pub fn reading(&self, value_type: Option<ValueType>) -> Result<Option<Reading>, TypeMismatch> {
-        let mut reading = match (value_type, &self.batch) {
-            (Some(t), Some(_)) => self.batch_reading(t)?,
-            _ => None,
-        };
-        if let Some(realtime) = self.realtime()? {
-            match &mut reading {
-                Some(r) => r.combine(&realtime)?,
-                None => reading = Some(realtime),
+    /// The answer of a batch part and a realtime part ([`RowParts::split`]): `batch ⊕
+    /// realtime`.
+    pub fn join_split(
+        batch: Option<Reading>,
+        realtime: Option<Reading>,
+    ) -> Result<Option<Reading>, TypeMismatch> {
+        match (batch, realtime) {
+            (Some(mut batch), Some(realtime)) => {
+                batch.combine(&realtime)?;
+                Ok(Some(batch))
             }
+            (batch, realtime) => Ok(batch.or(realtime)),
         }
-        Ok(reading)
+    }
+
+    /// Every part combined: `batch ⊕ realtime` (see [`RowParts::split`]).
+    pub fn reading(&self, value_type: Option<ValueType>) -> Result<Option<Reading>, TypeMismatch> {
+        let (batch, realtime) = self.split(value_type)?;
+        Self::join_split(batch, realtime)
     }
 }
 
@@ -392,9 +371,11 @@ mod tests {
         );
         assert_eq!(BatchBoundary::for_view(0, 3600), Err(BoundaryError::Zero));
         assert_eq!(T.first_realtime_epoch(3600), Epoch(2));
-        assert!(T.covers_us(7_199_999_999));
-        assert!(!T.covers_us(7_200_000_000));
-        assert!(!BatchBoundary::NONE.covers_us(0));
+        // The last microsecond before T is the batch's; T itself is realtime.
+        let epoch = |ts_us| Epoch::containing(ts_us, 3600).unwrap();
+        assert!(epoch(7_199_999_999) < T.first_realtime_epoch(3600));
+        assert!(epoch(7_200_000_000) >= T.first_realtime_epoch(3600));
+        assert!(epoch(0) >= BatchBoundary::NONE.first_realtime_epoch(3600));
     }
 
     #[test]
@@ -417,12 +398,8 @@ mod tests {
             panic!("a register")
         };
         assert_eq!(r.timestamp_us(), Some(7_199_999_999));
-        assert_eq!(
-            v(ValueType::Max, json!(3))
-                .unwrap()
-                .value_type(ValueType::Counter),
-            ValueType::Max
-        );
+        let max = v(ValueType::Max, json!(3)).unwrap();
+        assert!(max.fits(ValueType::Max) && !max.fits(ValueType::Counter));
     }
 
     #[test]
@@ -439,7 +416,10 @@ mod tests {
             .collect();
         let parsed = BatchValue::from_json(ValueType::Hll, &json!({ "sketch": hex }), T).unwrap();
         assert_eq!(parsed, BatchValue::State(sketch));
-        assert!(!parsed.is_exact());
+        // A sketch is not exact: an answer holding it says so.
+        let mut reading = None;
+        Reading::add_batch_to(&mut reading, &parsed, ValueType::Hll).unwrap();
+        assert!(reading.is_some_and(|r| r.is_approximate()));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use speedlayer_cluster::WriteOptions;
-use speedlayer_core::{Key, Outcome, Reading};
+use speedlayer_core::{Key, Outcome, Reading, RowParts};
 use speedlayer_store::{ApplyKind, StoreError, ViewType};
 
 use super::error::{ApiError, ApiResult};
@@ -108,12 +108,8 @@ pub async fn get(
     let answers = state.cluster.read(&view, vec![key], consistency).await?;
     let parts = answers.rows.first().cloned().unwrap_or_default();
     let corrupt = |e: speedlayer_core::TypeMismatch| ApiError::from(StoreError::from(e));
-    let reading = parts.reading(view_type.typed()).map_err(corrupt)?;
-    let batch = match view_type.typed() {
-        Some(t) => parts.batch_reading(t).map_err(corrupt)?,
-        None => None,
-    };
-    let realtime = parts.realtime().map_err(corrupt)?;
+    let (batch, realtime) = parts.split(view_type.typed()).map_err(corrupt)?;
+    let reading = RowParts::join_split(batch.clone(), realtime.clone()).map_err(corrupt)?;
     let part = |r: Option<Reading>| {
         r.map(|r| serde_json::json!({ "value": r.to_json(), "approximate": r.is_approximate() }))
     };
