@@ -128,14 +128,7 @@ async fn pull_boundaries(inner: &Arc<Inner>, member: usize) {
                 tracing::info!(%view, boundary = boundary.0, peer = %inner.name(member), "learned a batch publication from a peer")
             }
             Err(e) => {
-                let first = inner
-                    .unpublishable
-                    .lock()
-                    .map(|mut seen| seen.insert((view.clone(), boundary.0)))
-                    .unwrap_or(true);
-                if first {
-                    tracing::warn!(%view, boundary = boundary.0, error = %e, "a peer published a batch view this node cannot publish; reads at it use the other replicas");
-                }
+                tracing::warn!(%view, boundary = boundary.0, error = %e, "publishing a staged batch view a peer published failed; retried on the next gossip round")
             }
         }
     }

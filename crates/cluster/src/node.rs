@@ -91,9 +91,6 @@ pub(crate) struct Inner {
     pub me: usize,
     pub config: ClusterConfig,
     pub metrics: ClusterMetrics,
-    /// Batch publications peers hold that this node could not publish (it never staged
-    /// them): remembered so gossip, which retries every ping, logs each once.
-    pub unpublishable: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
     /// (view, boundary) of imports this node is copying from peers ([`crate::catch_up`]).
     pub catching_up: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
     /// The newest boundary a peer has published, per view, when newer than this node's
@@ -229,7 +226,6 @@ impl Cluster {
                 me,
                 config,
                 metrics,
-                unpublishable: Default::default(),
                 catching_up: Default::default(),
                 known_boundaries: Default::default(),
             }),

@@ -264,7 +264,7 @@ impl Cluster {
                         Fetched::Parts(member, states)
                     }
                     Ok(Response::BoundaryUnavailable { current }) => {
-                        Fetched::Behind(member, wire::boundary(current))
+                        Fetched::Behind(member, BatchBoundary(current))
                     }
                     _ => Fetched::Failed,
                 }
@@ -343,7 +343,7 @@ async fn fetch_states(
             }
         }
         Ok(Response::BoundaryUnavailable { current }) => {
-            Fetched::Behind(member, wire::boundary(current))
+            Fetched::Behind(member, BatchBoundary(current))
         }
         _ => Fetched::Failed,
     }

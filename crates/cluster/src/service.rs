@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use speedlayer_core::Key;
+use speedlayer_core::{BatchBoundary, Key};
 use speedlayer_store::StoreError;
 
 use crate::catalog_sync;
@@ -87,7 +87,7 @@ impl Inner {
             }
             Request::States { view, keys, at } => {
                 let keys = decode_keys(keys).map_err(bad)?;
-                match store.states(view, keys, Some(wire::boundary(*at))).await {
+                match store.states(view, keys, Some(BatchBoundary(*at))).await {
                     Ok((_, states)) => {
                         Response::States(states.iter().map(wire::encode_row).collect())
                     }
@@ -112,7 +112,7 @@ impl Inner {
                         from.clone(),
                         to.clone(),
                         usize::try_from(*limit).unwrap_or(usize::MAX),
-                        Some(wire::boundary(*at)),
+                        Some(BatchBoundary(*at)),
                     )
                     .await;
                 match states {
@@ -145,7 +145,7 @@ impl Inner {
                 import,
                 step,
             } => {
-                crate::import::serve_step(store, view, wire::boundary(*boundary), *import, step)
+                crate::import::serve_step(store, view, BatchBoundary(*boundary), *import, step)
                     .await?;
                 Response::Imported
             }
@@ -158,7 +158,7 @@ impl Inner {
                 let page = store
                     .batch_page(
                         view,
-                        wire::boundary(*boundary),
+                        BatchBoundary(*boundary),
                         after.clone(),
                         *limit as usize,
                     )

@@ -11,8 +11,7 @@
 use serde::{Deserialize, Serialize};
 use speedlayer_core::codec::Reader;
 use speedlayer_core::{
-    Applied, BatchBoundary, BatchValue, DecodeError, Epoch, Key, Op, OpError, Outcome, RowParts,
-    UpdateId, Value,
+    Applied, BatchValue, DecodeError, Epoch, Key, Op, OpError, Outcome, RowParts, UpdateId, Value,
 };
 use speedlayer_store::Update;
 
@@ -371,11 +370,6 @@ pub fn decode_row(row: &WireRow) -> Result<RowParts, WireError> {
         batch: row.0.as_deref().map(BatchValue::decode).transpose()?,
         epochs: decode_parts(&row.1)?,
     })
-}
-
-/// A boundary from its wire form (Unix seconds).
-pub fn boundary(secs: u64) -> BatchBoundary {
-    BatchBoundary(secs)
 }
 
 /// Per-epoch states from their wire form.
