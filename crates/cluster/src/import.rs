@@ -16,7 +16,7 @@
 //! fails a step, the import is aborted on every participant and nothing readers see
 //! changes; retry it.
 
-use speedlayer_core::{BatchBoundary, BatchValue, Key};
+use speedlayer_core::{BatchBoundary, BatchValue, Key, ValueType};
 use speedlayer_store::{Store, StoreError};
 
 use crate::error::ClusterError;
@@ -44,6 +44,7 @@ pub struct Import {
     cluster: Cluster,
     view: String,
     boundary: BatchBoundary,
+    value_type: ValueType,
     id: u64,
     rows: u64,
     /// The nodes up when the import began: every step runs on them, rows go to the
@@ -87,6 +88,7 @@ impl Cluster {
             cluster: self.clone(),
             view: check.view.name.clone(),
             boundary: check.boundary,
+            value_type: check.value_type,
             id,
             rows: 0,
             participants,
@@ -106,9 +108,9 @@ impl Import {
         self.boundary
     }
 
-    /// Rows staged so far.
-    pub fn rows(&self) -> u64 {
-        self.rows
+    /// The type of the view's values: what each row's value must be.
+    pub fn value_type(&self) -> ValueType {
+        self.value_type
     }
 
     /// Stages `rows` on their participating owners (each must take them).
@@ -116,24 +118,36 @@ impl Import {
         let count = rows.len() as u64;
         let inner = &self.cluster.inner;
         if self.cluster.is_single() {
-            inner
-                .store
-                .stage_rows(&self.view, self.boundary, self.id, rows)
-                .await?;
+            self.rows_on(inner.me, Rows::Local(rows)).await?;
         } else {
-            let mut per_member: Vec<Vec<(Key, BatchValue)>> = vec![Vec::new(); inner.members.len()];
-            for (partition, items) in inner.ring.group(rows, |(k, _)| &k.partition) {
+            // Which rows each participating owner takes; each row encoded once for the
+            // wire, whatever the number of remote owners.
+            let mut per_member: Vec<Vec<usize>> = vec![Vec::new(); inner.members.len()];
+            for (index, (key, _)) in rows.iter().enumerate() {
+                let partition = inner.ring.partition_of(&key.partition);
                 for &owner in inner.ring.preference_list(partition) {
                     if self.participants.contains(&owner) {
-                        per_member[owner].extend(items.iter().map(|(_, row)| row.clone()));
+                        per_member[owner].push(index);
                     }
                 }
             }
+            let encoded: Vec<(Vec<u8>, Vec<u8>)> = rows
+                .iter()
+                .map(|(key, value)| (key.encode(), value.encode()))
+                .collect();
+            let this: &Import = self;
             let sends = per_member
                 .into_iter()
                 .enumerate()
-                .filter(|(_, rows)| !rows.is_empty())
-                .map(|(member, rows)| self.rows_on(member, rows));
+                .filter(|(_, indexes)| !indexes.is_empty())
+                .map(|(member, indexes)| {
+                    let share = if member == inner.me {
+                        Rows::Local(indexes.iter().map(|&i| rows[i].clone()).collect())
+                    } else {
+                        Rows::Wire(indexes.iter().map(|&i| encoded[i].clone()).collect())
+                    };
+                    this.rows_on(member, share)
+                });
             for result in futures_util::future::join_all(sends).await {
                 result?;
             }
@@ -181,21 +195,18 @@ impl Import {
         })
     }
 
-    async fn rows_on(
-        &self,
-        member: usize,
-        rows: Vec<(Key, BatchValue)>,
-    ) -> Result<(), ClusterError> {
-        let inner = &self.cluster.inner;
-        if member == inner.me {
-            inner
-                .store
-                .stage_rows(&self.view, self.boundary, self.id, rows)
-                .await?;
-            return Ok(());
+    /// Stages rows on `member`: decoded here, in wire form on a peer.
+    async fn rows_on(&self, member: usize, rows: Rows) -> Result<(), ClusterError> {
+        match rows {
+            Rows::Local(rows) => {
+                let store = &self.cluster.inner.store;
+                store
+                    .stage_rows(&self.view, self.boundary, self.id, rows)
+                    .await?;
+                Ok(())
+            }
+            Rows::Wire(rows) => self.step(member, ImportStep::Rows(rows)).await,
         }
-        let rows = rows.iter().map(|(k, v)| (k.encode(), v.encode())).collect();
-        self.step(member, ImportStep::Rows(rows)).await
     }
 
     /// Runs `step` on every member of `members`; the first failure is the answer.
@@ -232,35 +243,35 @@ impl Import {
     }
 }
 
+/// One member's share of a chunk of rows.
+enum Rows {
+    /// For this node's own store.
+    Local(Vec<(Key, BatchValue)>),
+    /// For a peer: (key, value) in their encoded forms.
+    Wire(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
 impl Drop for Import {
     fn drop(&mut self) {
         if self.done {
             return;
         }
-        let (cluster, view, id, boundary, participants) = (
-            self.cluster.clone(),
-            self.view.clone(),
-            self.id,
-            self.boundary,
-            std::mem::take(&mut self.participants),
-        );
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // The abort runs after this drop: it takes the import's identity with it.
+        let abort = Import {
+            cluster: self.cluster.clone(),
+            view: std::mem::take(&mut self.view),
+            participants: std::mem::take(&mut self.participants),
+            done: true,
+            ..*self
+        };
         runtime.spawn(async move {
-            let abort = Import {
-                cluster,
-                view,
-                boundary,
-                id,
-                rows: 0,
-                participants,
-                done: true,
-            };
             if let Err(e) = abort.step_on(&abort.participants, ImportStep::Abort).await {
                 tracing::warn!(view = %abort.view, error = %e, "aborting an import failed on a node; its staged rows are collected later");
             }
-            tracing::info!(view = %abort.view, import = id, "batch import aborted");
+            tracing::info!(view = %abort.view, import = abort.id, "batch import aborted");
         });
     }
 }

@@ -15,7 +15,6 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
 use speedlayer_core::{BatchBoundary, BatchValue, Key};
-use speedlayer_store::StoreError;
 
 use super::error::{ApiError, ApiResult};
 use super::lines::{Line, LineReader, MAX_LINE_BYTES};
@@ -61,18 +60,10 @@ pub async fn import(
             "covers_until=T (Unix seconds, on an epoch boundary of the view) is required",
         )
     })?;
-    let value_type = state
-        .store
-        .view(&view)?
-        .spec
-        .value_type
-        .typed()
-        .ok_or_else(|| StoreError::UntypedBatch(view.clone()))?;
-    // Checked before the cluster is involved, so a bad boundary is a 4xx even when a
-    // node is down.
-    state.store.check_import(&view, covers_until)?;
+    // Checks the view and the boundary before any node is involved (a 4xx even when a
+    // node is down).
     let mut import = state.cluster.begin_import(&view, covers_until).await?;
-    let boundary = import.boundary();
+    let (boundary, value_type) = (import.boundary(), import.value_type());
     let mut reader = LineReader::new(body);
     let mut chunk = Vec::with_capacity(CHUNK_ROWS);
     let mut chunk_bytes = 0usize;

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use speedlayer_core::{BatchBoundary, BatchValue, Key};
+use speedlayer_core::{BatchBoundary, BatchValue, Key, ValueType};
 
 use super::Store;
 use crate::batch::{BatchRecord, Retiring, Staged};
@@ -21,6 +21,8 @@ pub struct ImportCheck {
     pub view: Arc<View>,
     /// The boundary, aligned and after the view's current one.
     pub boundary: BatchBoundary,
+    /// The view's one value type (batch views need a typed view).
+    pub value_type: ValueType,
 }
 
 impl Store {
@@ -60,9 +62,11 @@ impl Store {
     /// seconds): a typed view, an aligned boundary, later than the current one.
     pub fn check_import(&self, view: &str, covers_until: u64) -> Result<ImportCheck> {
         let view = self.view(view)?;
-        if view.spec.value_type.typed().is_none() {
-            return Err(StoreError::UntypedBatch(view.name.clone()));
-        }
+        let value_type = view
+            .spec
+            .value_type
+            .typed()
+            .ok_or_else(|| StoreError::UntypedBatch(view.name.clone()))?;
         let boundary = BatchBoundary::for_view(covers_until, view.spec.epoch_secs)?;
         let current = self.inner.batches.published(view.id);
         if boundary <= current {
@@ -72,7 +76,11 @@ impl Store {
                 current,
             });
         }
-        Ok(ImportCheck { view, boundary })
+        Ok(ImportCheck {
+            view,
+            boundary,
+            value_type,
+        })
     }
 
     /// Starts staging import `import` of `view` at `boundary` (idempotent for the same
