@@ -43,6 +43,57 @@ enum Fetched<T> {
     Failed,
 }
 
+impl<T> Fetched<T> {
+    /// This node's own answer.
+    fn local(member: usize, answer: Result<T, StoreError>) -> Fetched<T> {
+        match answer {
+            Ok(parts) => Fetched::Parts(member, parts),
+            Err(StoreError::BoundaryUnavailable { current, .. }) => {
+                Fetched::Behind(member, current)
+            }
+            Err(_) => Fetched::Failed,
+        }
+    }
+
+    /// A peer's answer, its parts decoded by `decode` (`None`: not the expected answer).
+    fn remote(
+        member: usize,
+        answer: Result<Response, crate::peer::RpcError>,
+        decode: impl FnOnce(Response) -> Option<T>,
+    ) -> Fetched<T> {
+        match answer {
+            Ok(Response::BoundaryUnavailable { current }) => {
+                Fetched::Behind(member, BatchBoundary(current))
+            }
+            Ok(response) => decode(response).map_or(Fetched::Failed, |p| Fetched::Parts(member, p)),
+            Err(_) => Fetched::Failed,
+        }
+    }
+}
+
+/// One range read's question, as every owner is asked it.
+#[derive(Clone)]
+struct RangeQuery {
+    view: String,
+    partition: Vec<u8>,
+    from: Option<Vec<u8>>,
+    to: Option<Vec<u8>>,
+    limit: usize,
+}
+
+impl RangeQuery {
+    fn request(&self, at: BatchBoundary) -> Request {
+        Request::Range {
+            view: self.view.clone(),
+            partition: self.partition.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            limit: self.limit as u64,
+            at: at.0,
+        }
+    }
+}
+
 /// Why a read at one boundary did not complete.
 enum ReadAtError {
     /// Too few owners could read at the boundary, and `member` knows a newer one.
@@ -181,93 +232,60 @@ impl Cluster {
             return Ok(inner.store.range(view, partition, from, to, limit).await?);
         }
         let value_type = inner.store.view(view)?.spec.value_type;
+        let query = RangeQuery {
+            view: view.to_owned(),
+            partition,
+            from,
+            to,
+            limit,
+        };
         let (_, merged) = self
-            .at_current_boundary(view, |at| {
-                let request = Request::Range {
-                    view: view.to_owned(),
-                    partition: partition.clone(),
-                    from: from.clone(),
-                    to: to.clone(),
-                    limit: limit as u64,
-                    at: at.0,
-                };
-                self.range_at(request, consistency, at)
-            })
+            .at_current_boundary(view, |at| self.range_at(&query, consistency, at))
             .await?;
         Ok(RangeRows::combine(value_type, merged, limit)?)
     }
 
     async fn range_at(
         &self,
-        request: Request,
+        query: &RangeQuery,
         consistency: Consistency,
         at: BatchBoundary,
     ) -> Result<RangeStates, ReadAtError> {
         let inner = &self.inner;
-        let Request::Range {
-            view,
-            partition,
-            from,
-            to,
-            limit,
-            ..
-        } = &request
-        else {
-            return Err(ClusterError::Store(StoreError::ShuttingDown).into());
-        };
         let owners = inner
             .ring
-            .preference_list(inner.ring.partition_of(partition))
+            .preference_list(inner.ring.partition_of(&query.partition))
             .to_vec();
         let n = owners.len();
         let r = consistency.required(n);
+        let request = query.request(at);
         let mut pending = FuturesUnordered::new();
         for &member in owners.iter().filter(|&&m| inner.is_up(m)) {
-            let inner = self.inner.clone();
-            let request = request.clone();
-            let (view, partition, from, to, limit) = (
-                view.clone(),
-                partition.clone(),
-                from.clone(),
-                to.clone(),
-                usize::try_from(*limit).unwrap_or(usize::MAX),
-            );
+            let (inner, query, request) = (self.inner.clone(), query.clone(), request.clone());
             pending.push(tokio::spawn(async move {
                 if member == inner.me {
-                    return match inner
+                    let q = query;
+                    let answer = inner
                         .store
-                        .range_states(&view, partition, from, to, limit, Some(at))
-                        .await
-                    {
-                        Ok(states) => Fetched::Parts(member, states),
-                        Err(StoreError::BoundaryUnavailable { current, .. }) => {
-                            Fetched::Behind(member, current)
-                        }
-                        Err(_) => Fetched::Failed,
+                        .range_states(&q.view, q.partition, q.from, q.to, q.limit, Some(at))
+                        .await;
+                    return Fetched::local(member, answer);
+                }
+                let answer = inner.call(member, &request).await;
+                Fetched::remote(member, answer, |response| {
+                    let Response::Range { rows, truncated } = response else {
+                        return None;
                     };
-                }
-                match inner.call(member, &request).await {
-                    Ok(Response::Range { rows, truncated }) => {
-                        let mut states = RangeStates {
-                            truncated,
-                            boundary: at,
-                            ..RangeStates::default()
-                        };
-                        for (clustering, row) in rows {
-                            match wire::decode_row(&row) {
-                                Ok(parts) => {
-                                    states.rows.insert(clustering, parts);
-                                }
-                                Err(_) => return Fetched::Failed,
-                            }
-                        }
-                        Fetched::Parts(member, states)
+                    let mut states = RangeStates {
+                        truncated,
+                        boundary: at,
+                        ..RangeStates::default()
+                    };
+                    for (clustering, row) in rows {
+                        states.rows.insert(clustering, wire::decode_row(&row).ok()?);
                     }
-                    Ok(Response::BoundaryUnavailable { current }) => {
-                        Fetched::Behind(member, BatchBoundary(current))
-                    }
-                    _ => Fetched::Failed,
-                }
+                    Some(states)
+                })
             }));
         }
         let mut merged = RangeStates {
@@ -322,31 +340,23 @@ async fn fetch_states(
     at: BatchBoundary,
 ) -> Fetched<Vec<RowParts>> {
     if member == inner.me {
-        return match inner.store.states(&view, keys, Some(at)).await {
-            Ok((_, rows)) => Fetched::Parts(member, rows),
-            Err(StoreError::BoundaryUnavailable { current, .. }) => {
-                Fetched::Behind(member, current)
-            }
-            Err(_) => Fetched::Failed,
-        };
+        let answer = inner.store.states(&view, keys, Some(at)).await;
+        return Fetched::local(member, answer.map(|(_, rows)| rows));
     }
     let request = Request::States {
         view,
         keys: keys.iter().map(Key::encode).collect(),
         at: at.0,
     };
-    match inner.call(member, &request).await {
-        Ok(Response::States(rows)) if rows.len() == keys.len() => {
-            match rows.iter().map(wire::decode_row).collect() {
-                Ok(rows) => Fetched::Parts(member, rows),
-                Err(_) => Fetched::Failed,
-            }
-        }
-        Ok(Response::BoundaryUnavailable { current }) => {
-            Fetched::Behind(member, BatchBoundary(current))
-        }
-        _ => Fetched::Failed,
-    }
+    let answer = inner.call(member, &request).await;
+    Fetched::remote(member, answer, |response| match response {
+        Response::States(rows) if rows.len() == keys.len() => rows
+            .iter()
+            .map(wire::decode_row)
+            .collect::<Result<_, _>>()
+            .ok(),
+        _ => None,
+    })
 }
 
 /// Reads `keys` (all owned by `owners`) at `consistency` and boundary `at`.
