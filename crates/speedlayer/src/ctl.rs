@@ -1,16 +1,13 @@
 //! `speedlayer ctl`: a small operator client over the node's HTTP API.
 
 use anyhow::Context;
+use speedlayer_events::bucket::Bucket;
 
 use crate::cli::{CtlArgs, CtlCommand};
 
 /// Runs one `ctl` command and prints its answer.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let base = if args.node.starts_with("http") {
-        args.node.clone()
-    } else {
-        format!("http://{}", args.node)
-    };
+    let base = crate::batch::base_url(&args.node);
     let client = reqwest::Client::new();
     let get = |path: String| {
         let mut request = client.get(format!("{base}{path}"));
@@ -94,7 +91,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 let batch = get(format!("/v1/views/{name}/batch")).await?;
                 let boundary = match batch["boundary"].as_u64() {
                     Some(0) | None => "no batch view".to_string(),
-                    Some(t) => format!("batch until {t} ({} UTC)", crate::demo::hour_bucket(t)),
+                    Some(t) => format!(
+                        "batch until {t} ({} UTC)",
+                        Bucket::Minute.format(i64::try_from(t).unwrap_or(i64::MAX))
+                    ),
                 };
                 println!(
                     "  {name:<24} {:<9} epoch {:>6}s  {} live epoch(s), ~{keys} keys, {boundary}",

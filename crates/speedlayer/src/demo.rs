@@ -15,6 +15,7 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use speedlayer_cluster::ClusterConfig;
+use speedlayer_events::bucket::Bucket;
 use speedlayer_server::{Node, NodeConfig};
 
 use crate::cli::DemoArgs;
@@ -59,21 +60,10 @@ impl Rng {
     }
 }
 
-/// `YYYY-MM-DDTHH` (UTC) of a Unix time: the demo's hourly clustering key.
+/// `YYYY-MM-DDTHH` (UTC) of a Unix time: the demo's hourly clustering key, written as
+/// a mapping's `hour(ts)` writes it (so batch rows and realtime rows meet).
 pub fn hour_bucket(ts_secs: u64) -> String {
-    let days = (ts_secs / 86_400) as i64;
-    let hour = (ts_secs % 86_400) / 3600;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{hour:02}")
+    Bucket::Hour.format(i64::try_from(ts_secs).unwrap_or(i64::MAX))
 }
 
 fn now_secs() -> u64 {

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use indicatif::ProgressBar;
 use serde_json::Value as Json;
+use speedlayer_core::BatchBoundary;
 use speedlayer_events::bucket::Bucket;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -30,16 +31,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         .context("cannot set up the HTTP client")?;
     let view = fetch_view(&client, &args.access.node, &args.view, password).await?;
     let decl = declaration(&view).with_context(|| format!("view '{}'", args.view))?;
-    if decl.epoch_secs > 0 && !args.covers_until.is_multiple_of(decl.epoch_secs) {
-        bail!(
-            "--covers-until {} is not a multiple of view '{}''s epoch_secs {} (the boundary \
-             before it is {})",
-            args.covers_until,
-            args.view,
-            decl.epoch_secs,
-            args.covers_until - args.covers_until % decl.epoch_secs
-        );
-    }
+    // The node's own rule (speedlayer-core), checked before uploading anything.
+    BatchBoundary::for_view(args.covers_until, decl.epoch_secs)
+        .with_context(|| format!("view '{}'", args.view))?;
     // A node that states the view's current boundary lets a stale T fail here too (a
     // node that refuses a large body early may lose its answer in a broken pipe).
     if let Some(current) = view.get("boundary").and_then(Json::as_u64) {

@@ -12,7 +12,7 @@ pub mod import;
 
 use anyhow::{bail, Context};
 use serde_json::Value as Json;
-use speedlayer_core::ValueType;
+use speedlayer_core::{BatchBoundary, ValueType};
 use speedlayer_events::{MappingSpec, MAX_TS_SECS};
 use speedlayer_store::catalog::{ViewSpec, ViewType};
 
@@ -144,14 +144,9 @@ pub async fn export(args: BatchExportArgs) -> anyhow::Result<()> {
              through its mapping. Declare one, or compute the rows yourself (docs/batch.md)"
         );
     };
-    if decl.epoch_secs > 0 && !args.covers_until.is_multiple_of(decl.epoch_secs) {
-        eprintln!(
-            "warning: --covers-until {} is not a multiple of the view's epoch_secs {}; a node \
-             refuses to import at that boundary ({} is the boundary before it)",
-            args.covers_until,
-            decl.epoch_secs,
-            args.covers_until - args.covers_until % decl.epoch_secs
-        );
+    // The node's rule (speedlayer-core); the rows are still written, for a dry run.
+    if let Err(e) = BatchBoundary::for_view(args.covers_until, decl.epoch_secs) {
+        eprintln!("warning: {e}; a node refuses to import at that boundary");
     }
     let aggregator = aggregate::Aggregator::new(&mapping, decl.value_type, covers_until)
         .with_context(|| format!("{name}: the mapping does not compile"))?;
