@@ -212,11 +212,24 @@ impl BatchTables {
         }
     }
 
-    /// The table of `boundary` of `view`, if this node holds one.
-    pub fn table(&self, view: u32, boundary: BatchBoundary) -> Option<Keyspace> {
+    /// The table import `import` of `view` at `boundary` is staging into, while it is
+    /// (begun here and not finished); rows for anything else are refused.
+    pub fn staging_table(
+        &self,
+        view: u32,
+        boundary: BatchBoundary,
+        import: u64,
+    ) -> Option<Keyspace> {
         let state = self.read();
-        let import = state.records.get(&view)?.import_of(boundary)?;
-        state.tables.get(&(view, boundary, import)).cloned()
+        let staging = state
+            .records
+            .get(&view)?
+            .staged
+            .iter()
+            .any(|s| s.import == import && s.boundary == boundary && !s.finished);
+        staging
+            .then(|| state.tables.get(&(view, boundary, import)).cloned())
+            .flatten()
     }
 
     /// Changes `view`'s record with `change` and persists it (fsynced) before returning

@@ -133,15 +133,7 @@ impl Store {
                 String::from_utf8_lossy(&key.partition)
             )));
         }
-        let staging = self
-            .inner
-            .batches
-            .record(view.id)
-            .staged
-            .iter()
-            .any(|s| s.import == import && s.boundary == boundary && !s.finished);
-        let table = self.inner.batches.table(view.id, boundary);
-        let (true, Some(table)) = (staging, table) else {
+        let Some(table) = self.inner.batches.staging_table(view.id, boundary, import) else {
             return Err(no_such_import(&view, boundary, import));
         };
         let count = rows.len();
