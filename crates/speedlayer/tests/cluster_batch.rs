@@ -234,6 +234,18 @@ struct CheckerLog {
     per_boundary: BTreeMap<u64, u64>,
     violations: Vec<String>,
     errors: Vec<String>,
+    /// The newest boundary an answer through this node named so far.
+    last: u64,
+}
+
+impl CheckerLog {
+    /// Counts an answer at `boundary` and checks it (see [`check_boundary`]).
+    fn saw(&mut self, boundary: u64, after: &Snapshot) {
+        *self.per_boundary.entry(boundary).or_default() += 1;
+        self.violations
+            .extend(check_boundary(boundary, self.last, after));
+        self.last = self.last.max(boundary);
+    }
 }
 
 /// The simulated hour of a clustering key `h{k}`.
@@ -311,7 +323,6 @@ async fn checker(
     };
     let exact = consistency != "one";
     let h0 = progress.h0;
-    let mut last = 0;
     let mut round = 0usize;
     while !progress.finished() {
         round += 1;
@@ -321,9 +332,7 @@ async fn checker(
         match answer {
             Ok(seen) => {
                 let b = seen.boundary;
-                *log.per_boundary.entry(b).or_default() += 1;
-                log.violations.extend(check_boundary(b, last, &after));
-                last = last.max(b);
+                log.saw(b, &after);
                 for label in seen.rows.keys().filter(|l| hour_of_label(l).is_none()) {
                     log.violations.push(format!("range: unknown row {label}"));
                 }
@@ -352,9 +361,7 @@ async fn checker(
         match answer {
             Ok(seen) => {
                 let b = seen.boundary;
-                *log.per_boundary.entry(b).or_default() += 1;
-                log.violations.extend(check_boundary(b, last, &after));
-                last = last.max(b);
+                log.saw(b, &after);
                 let row = (seen.source != "none").then_some((seen.value, seen.source));
                 log.violations.extend(
                     check_row(h0, k, row, b, exact, &before, &after).map(|v| format!("get {v}")),

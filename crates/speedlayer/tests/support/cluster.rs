@@ -613,6 +613,11 @@ impl Cluster {
 
     /// `speedlayer_hints_pending{target=...}` of node `i`'s `/metrics`, per target.
     pub async fn metric_hints(&self, i: usize) -> Result<BTreeMap<String, f64>, String> {
+        Ok(parse_hint_metrics(&self.metrics_text(i).await?))
+    }
+
+    /// Node `i`'s `/metrics` text.
+    pub async fn metrics_text(&self, i: usize) -> Result<String, String> {
         let url = format!("{}/metrics", self.base(i));
         let response = self
             .client
@@ -625,7 +630,7 @@ impl Cluster {
         if status != StatusCode::OK {
             return Err(format!("{url}: {status} {text}"));
         }
-        Ok(parse_hint_metrics(&text))
+        Ok(text)
     }
 
     /// Waits until no running node holds a hint, by `/v1/cluster` and by `/metrics`.
@@ -844,14 +849,7 @@ impl Cluster {
     /// The value of the unlabelled sample `name` (e.g.
     /// `speedlayer_store_epochs_retired_total`) in node `i`'s `/metrics`.
     pub async fn metric(&self, i: usize, name: &str) -> Result<f64, String> {
-        let url = format!("{}/metrics", self.base(i));
-        let response = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        let text = response.text().await.map_err(|e| format!("{url}: {e}"))?;
+        let text = self.metrics_text(i).await?;
         text.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|value| value.trim().parse().ok())
