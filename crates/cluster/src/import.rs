@@ -23,6 +23,10 @@ use crate::error::ClusterError;
 use crate::node::Cluster;
 use crate::wire::{self, ImportStep, Request, Response};
 
+/// Most row bytes sent to a peer in one request: well under the internode frame limit
+/// ([`crate::wire::MAX_FRAME`]), and small enough to be staged within the RPC timeout.
+const ROWS_FRAME_BYTES: usize = 8 * 1024 * 1024;
+
 /// What a finished import did.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ImportReport {
@@ -205,7 +209,22 @@ impl Import {
                     .await?;
                 Ok(())
             }
-            Rows::Wire(rows) => self.step(member, ImportStep::Rows(rows)).await,
+            Rows::Wire(rows) => {
+                // Each request must fit one internode frame, whatever the rows' sizes.
+                let mut frame = Vec::new();
+                let mut bytes = 0;
+                for row in rows {
+                    let size = row.0.len() + row.1.len();
+                    if !frame.is_empty() && bytes + size > ROWS_FRAME_BYTES {
+                        self.step(member, ImportStep::Rows(std::mem::take(&mut frame)))
+                            .await?;
+                        bytes = 0;
+                    }
+                    bytes += size;
+                    frame.push(row);
+                }
+                self.step(member, ImportStep::Rows(frame)).await
+            }
         }
     }
 

@@ -50,9 +50,13 @@ async fn wait_for(client: &Client, url: String, what: &str, check: impl Fn(&Valu
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_that_missed_a_publication_learns_it_from_gossip() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Three nodes in this process, seeded with each other, every one seeing the others up,
+/// with `view` declared as `spec` and known everywhere; their HTTP bases and a client.
+async fn three_nodes(
+    dir: &tempfile::TempDir,
+    view: &str,
+    spec: Value,
+) -> (Vec<Node>, Vec<String>, Client) {
     let addrs = free_addrs(3);
     let mut nodes = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
@@ -82,8 +86,8 @@ async fn a_node_that_missed_a_publication_learns_it_from_gossip() {
         .await;
     }
     let declared = client
-        .put(format!("{}/v1/views/pv", bases[0]))
-        .json(&json!({ "type": "counter", "epoch_secs": 3600 }))
+        .put(format!("{}/v1/views/{view}", bases[0]))
+        .json(&spec)
         .send()
         .await
         .unwrap();
@@ -96,11 +100,26 @@ async fn a_node_that_missed_a_publication_learns_it_from_gossip() {
             |v| {
                 v["views"]
                     .as_array()
-                    .is_some_and(|v| v.iter().any(|v| v["name"] == "pv"))
+                    .is_some_and(|v| v.iter().any(|v| v["name"] == view))
             },
         )
         .await;
     }
+    (nodes, bases, client)
+}
+
+async fn stop(nodes: Vec<Node>) {
+    for node in nodes {
+        node.shutdown().await.expect("shutdown");
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_missed_a_publication_learns_it_from_gossip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = json!({ "type": "counter", "epoch_secs": 3600 });
+    let (nodes, bases, client) = three_nodes(&dir, "pv", spec).await;
     let updates: Vec<Value> = (0..3)
         .map(|h| json!({ "key": "/p", "clustering": format!("h{h}"), "op": "incr", "by": 10, "ts": hour(h) }))
         .collect();
@@ -164,8 +183,55 @@ async fn a_node_that_missed_a_publication_learns_it_from_gossip() {
             "{body}"
         );
     }
-    for node in nodes {
-        node.shutdown().await.expect("shutdown");
+    stop(nodes).await;
+}
+
+/// Rows larger than one internode request holds (sets of 2,000 members of ~100 bytes:
+/// ~200 KB each, 120 of them, ~24 MB) are staged on every owner in several requests, and
+/// every node's own copy answers them whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_import_of_large_rows_reaches_every_owner_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = json!({ "type": "set", "epoch_secs": 3600 });
+    let (nodes, bases, client) = three_nodes(&dir, "tags", spec).await;
+    let member = |row: usize, m: usize| format!("{row:04}-{m:05}-{}", "x".repeat(88));
+    let body: String = (0..120)
+        .map(|row| {
+            let members: Vec<String> = (0..2000).map(|m| member(row, m)).collect();
+            format!(
+                "{}\n",
+                json!({ "key": format!("k{row}"), "value": members })
+            )
+        })
+        .collect();
+    assert!(body.len() > 20 * 1024 * 1024, "{} bytes", body.len());
+    let t = hour(2);
+    let response = client
+        .post(format!("{}/v1/views/tags/batch?covers_until={t}", bases[0]))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let reply: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{status} {reply}");
+    assert_eq!(
+        (&reply["rows"], &reply["published_on"]),
+        (&json!(120), &json!(3)),
+        "{reply}"
+    );
+    for base in &bases {
+        for row in [0, 61, 119] {
+            let url = format!("{base}/v1/views/tags/get?key=k{row}&consistency=local");
+            let body = json_of(&client, url).await;
+            let members = body["value"].as_array().map_or(0, Vec::len);
+            assert_eq!(
+                (body["boundary"].as_u64(), members),
+                (Some(t), 2000),
+                "{base} k{row}"
+            );
+            assert_eq!(body["value"][1999], json!(member(row, 1999)));
+        }
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop(nodes).await;
 }

@@ -23,9 +23,8 @@ use super::AppState;
 
 /// Rows staged per round trip to the owners...
 pub const CHUNK_ROWS: usize = 8192;
-/// ...or fewer, once their lines hold this many bytes: a chunk travels to each owner in
-/// one internode frame, which must stay well under its 64 MiB limit (lines may be up to
-/// 1 MiB: large sets).
+/// ...or fewer, once their lines hold this many bytes: what bounds the memory an import
+/// holds (lines may be up to 1 MiB: large sets).
 pub const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Parameters of `POST /v1/views/{view}/batch`.
