@@ -170,8 +170,8 @@ async fn one_round(
     Ok(Round {
         rows_per_sec: rows as f64 / elapsed.as_secs_f64(),
         peer_rows_per_sec,
-        baseline: baseline.0,
-        during: during.0,
+        baseline,
+        during,
     })
 }
 
@@ -182,7 +182,7 @@ async fn read_while(
     readers: usize,
     rows: usize,
     work: impl std::future::Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<(Latencies,)> {
+) -> anyhow::Result<Latencies> {
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Vec::new()));
     let tasks: Vec<_> = (0..readers)
@@ -227,11 +227,11 @@ async fn read_while(
             .copied()
             .unwrap_or(0.0)
     };
-    Ok((Latencies {
+    Ok(Latencies {
         p50_ms: at(0.50),
         p99_ms: at(0.99),
         reads: samples.len(),
-    },))
+    })
 }
 
 /// A `redis-server` child with an append-only file, synced every second.
