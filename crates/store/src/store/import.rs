@@ -61,12 +61,7 @@ impl Store {
     /// Checks that `view` may take a batch view covering until `covers_until` (Unix
     /// seconds): a typed view, an aligned boundary, later than the current one.
     pub fn check_import(&self, view: &str, covers_until: u64) -> Result<ImportCheck> {
-        let view = self.view(view)?;
-        let value_type = view
-            .spec
-            .value_type
-            .typed()
-            .ok_or_else(|| StoreError::UntypedBatch(view.name.clone()))?;
+        let (view, value_type) = self.typed_view(view)?;
         let boundary = BatchBoundary::for_view(covers_until, view.spec.epoch_secs)?;
         let current = self.inner.batches.published(view.id);
         if boundary <= current {
@@ -121,12 +116,7 @@ impl Store {
         import: u64,
         rows: Vec<(Key, BatchValue)>,
     ) -> Result<usize> {
-        let view = self.view(view)?;
-        let value_type = view
-            .spec
-            .value_type
-            .typed()
-            .ok_or_else(|| StoreError::UntypedBatch(view.name.clone()))?;
+        let (view, value_type) = self.typed_view(view)?;
         if let Some((key, _)) = rows.iter().find(|(_, v)| !v.fits(value_type)) {
             return Err(StoreError::BatchRow(format!(
                 "row {:?} does not hold a {value_type} value",
@@ -254,6 +244,15 @@ impl Store {
             Ok(rows)
         })
         .await
+    }
+
+    /// `view` and its one value type: batch views need a typed view.
+    fn typed_view(&self, view: &str) -> Result<(Arc<View>, ValueType)> {
+        let view = self.view(view)?;
+        match view.spec.value_type.typed() {
+            Some(value_type) => Ok((view, value_type)),
+            None => Err(StoreError::UntypedBatch(view.name.clone())),
+        }
     }
 
     /// Runs blocking storage work (fsyncs, batch writes) off the async workers.
