@@ -48,3 +48,27 @@ impl ClusterError {
         }
     }
 }
+
+/// What the coordinator answers through the door: store errors as the store converts
+/// them, the cluster's own as their [`speedlayer_api::Error`] twins.
+impl From<ClusterError> for speedlayer_api::Error {
+    fn from(e: ClusterError) -> Self {
+        use speedlayer_api::Error as E;
+        match e {
+            ClusterError::Store(e) => e.into(),
+            ClusterError::Unavailable {
+                needed,
+                of,
+                reached,
+                unreachable,
+            } => E::Unavailable {
+                needed,
+                of,
+                reached,
+                unreachable,
+            },
+            ClusterError::Import { node, reason } => E::Import { node, reason },
+            e @ ClusterError::Bind { .. } => E::Internal(e.to_string()),
+        }
+    }
+}

@@ -16,6 +16,7 @@
 //! fails a step, the import is aborted on every participant and nothing readers see
 //! changes; retry it.
 
+use speedlayer_api::ImportReport;
 use speedlayer_core::{BatchBoundary, BatchValue, Key, ValueType};
 use speedlayer_store::{Store, StoreError};
 
@@ -26,21 +27,6 @@ use crate::wire::{self, ImportStep, Request, Response};
 /// Most row bytes sent to a peer in one request: well under the internode frame limit
 /// ([`crate::wire::MAX_FRAME`]), and small enough to be staged within the RPC timeout.
 const ROWS_FRAME_BYTES: usize = 8 * 1024 * 1024;
-
-/// What a finished import did.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct ImportReport {
-    /// The view's new boundary.
-    pub boundary: BatchBoundary,
-    /// Rows imported.
-    pub rows: u64,
-    /// Nodes that published at once; the others learn it from gossip.
-    pub published_on: usize,
-    /// Nodes of the cluster.
-    pub nodes: usize,
-    /// Nodes that were down during the import: they copy its rows when they are back.
-    pub catching_up: Vec<String>,
-}
 
 /// An import in progress, driven by this node. Dropped without [`Import::finish`], it is
 /// aborted on every participant (in the background).
@@ -76,7 +62,7 @@ impl Cluster {
             .collect();
         // Every partition needs a quorum of its owners among the participants.
         let n = inner.ring.replicas();
-        let w = crate::Consistency::Quorum.required(n);
+        let w = speedlayer_api::Consistency::Quorum.required(n);
         for partition in 0..inner.ring.partitions() {
             let owners = inner.ring.preference_list(partition);
             let staged: Vec<usize> = owners

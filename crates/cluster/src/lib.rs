@@ -22,7 +22,7 @@
 
 pub mod catalog_sync;
 pub(crate) mod catch_up;
-pub mod consistency;
+pub mod coordinator;
 pub mod error;
 pub mod handoff;
 pub mod import;
@@ -36,9 +36,8 @@ pub mod service;
 pub mod wire;
 pub mod write;
 
-pub use consistency::{Consistency, QuorumMode, WriteOptions};
 pub use error::ClusterError;
-pub use import::{Import, ImportReport};
-pub use node::{Cluster, ClusterConfig, ClusterStatus, NodeStatus};
-pub use read::KeyAnswers;
+pub use import::Import;
+pub use node::{Cluster, ClusterConfig};
 pub use ring::{Ring, DEFAULT_PARTITIONS};
+pub use speedlayer_api::{Consistency, QuorumMode, WriteOptions};

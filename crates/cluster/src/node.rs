@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 use speedlayer_core::Key;
 use speedlayer_store::{HintKey, Store, StoreError, ViewSpec};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::consistency::{Consistency, WriteOptions};
 use crate::error::ClusterError;
 use crate::listener::{self, Admission};
 use crate::metrics::ClusterMetrics;
@@ -21,6 +19,7 @@ use crate::peer::{Peer, RpcError};
 use crate::ring::{Ring, DEFAULT_PARTITIONS};
 use crate::wire::{Hello, Request, Response, WireState, PROTOCOL_VERSION};
 use crate::{catalog_sync, handoff};
+use speedlayer_api::{ClusterStatus, Consistency, NodeStatus, PartitionStatus, WriteOptions};
 
 /// How often each peer is pinged.
 const PING_INTERVAL: Duration = Duration::from_millis(500);
@@ -105,52 +104,6 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Cluster {
     pub(crate) inner: Arc<Inner>,
-}
-
-/// One node as `GET /v1/cluster` shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct NodeStatus {
-    /// Cluster address.
-    pub addr: String,
-    /// Node id (from its handshake; `null` until it answered once).
-    pub node_id: Option<String>,
-    /// `up` or `down`, per this node's failure detector.
-    pub state: &'static str,
-    /// True for the node answering.
-    #[serde(rename = "self")]
-    pub is_self: bool,
-    /// Hints this node holds for it.
-    pub hints_pending: u64,
-}
-
-/// One partition's owners.
-#[derive(Clone, Debug, Serialize)]
-pub struct PartitionStatus {
-    /// Partition number.
-    pub partition: u32,
-    /// Preference list, first choice first.
-    pub nodes: Vec<String>,
-}
-
-/// What `GET /v1/cluster` answers.
-#[derive(Clone, Debug, Serialize)]
-pub struct ClusterStatus {
-    /// This node's id.
-    pub node_id: String,
-    /// This node's cluster address.
-    pub addr: String,
-    /// Partitions of the ring.
-    pub partitions: u32,
-    /// Replication factor.
-    pub replicas: usize,
-    /// Default consistency.
-    pub consistency: String,
-    /// Default quorum mode.
-    pub quorum: String,
-    /// Every member.
-    pub nodes: Vec<NodeStatus>,
-    /// Every partition's preference list.
-    pub ring: Vec<PartitionStatus>,
 }
 
 impl Cluster {
@@ -244,11 +197,6 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// The local store.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
     /// Default options of requests that do not choose.
     pub fn defaults(&self) -> WriteOptions {
         self.inner.config.defaults
@@ -266,6 +214,12 @@ impl Cluster {
         name: &str,
         spec: ViewSpec,
     ) -> Result<(Arc<speedlayer_store::View>, speedlayer_store::Declared), ClusterError> {
+        if let Some(mapping) = &spec.mapping {
+            // Checked here, at the door: storage keeps declarations without knowing the
+            // mapping language, and ingest compiles what was accepted.
+            speedlayer_events::Mapping::compile(mapping, spec.value_type.typed())
+                .map_err(|e| StoreError::InvalidDeclaration(e.to_string()))?;
+        }
         let store = self.inner.store.clone();
         let (owned, spec_json) = (name.to_owned(), serde_json::to_string(&spec).ok());
         let declared = tokio::task::spawn_blocking(move || store.declare_view(&owned, spec))

@@ -14,23 +14,15 @@
 use std::sync::Arc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use speedlayer_core::{BatchBoundary, Key, Reading, RowParts};
-use speedlayer_store::{RangeRows, RangeStates, StoreError};
+use speedlayer_api::{KeyAnswers, RangeQuery, RangeRows};
+use speedlayer_core::{BatchBoundary, Key, RowParts};
+use speedlayer_store::{RangeStates, StoreError};
 
 use crate::catalog_sync;
-use crate::consistency::Consistency;
 use crate::error::ClusterError;
 use crate::node::{Cluster, Deltas, Inner};
 use crate::wire::{self, Request, Response};
-
-/// A read's answer: the batch boundary it used and each key's parts, replicas joined.
-#[derive(Clone, Debug)]
-pub struct KeyAnswers {
-    /// The one boundary every part belongs to.
-    pub boundary: BatchBoundary,
-    /// Per key asked, in order.
-    pub rows: Vec<RowParts>,
-}
+use speedlayer_api::Consistency;
 
 /// What one owner answered.
 enum Fetched<T> {
@@ -71,26 +63,15 @@ impl<T> Fetched<T> {
     }
 }
 
-/// One range read's question, as every owner is asked it.
-#[derive(Clone)]
-struct RangeQuery {
-    view: String,
-    partition: Vec<u8>,
-    from: Option<Vec<u8>>,
-    to: Option<Vec<u8>>,
-    limit: usize,
-}
-
-impl RangeQuery {
-    fn request(&self, at: BatchBoundary) -> Request {
-        Request::Range {
-            view: self.view.clone(),
-            partition: self.partition.clone(),
-            from: self.from.clone(),
-            to: self.to.clone(),
-            limit: self.limit as u64,
-            at: at.0,
-        }
+/// One range read's question at boundary `at`, as every owner is asked it.
+fn range_request(query: &RangeQuery, at: BatchBoundary) -> Request {
+    Request::Range {
+        view: query.view.clone(),
+        partition: query.partition.clone(),
+        from: query.from.clone(),
+        to: query.to.clone(),
+        limit: query.limit as u64,
+        at: at.0,
     }
 }
 
@@ -109,27 +90,6 @@ impl From<ClusterError> for ReadAtError {
 }
 
 impl Cluster {
-    /// The values of `keys` in `view` at `consistency`, in order (`None`: no replica
-    /// holds the key), as `batch ⊕ realtime` at one batch boundary.
-    pub async fn get_many(
-        &self,
-        view: &str,
-        keys: Vec<Key>,
-        consistency: Consistency,
-    ) -> Result<Vec<Option<Reading>>, ClusterError> {
-        let value_type = self.inner.store.view(view)?.spec.value_type.typed();
-        let answers = self.read(view, keys, consistency).await?;
-        answers
-            .rows
-            .iter()
-            .map(|parts| {
-                parts
-                    .reading(value_type)
-                    .map_err(|e| StoreError::from(e).into())
-            })
-            .collect()
-    }
-
     /// The parts of `keys` in `view` at `consistency`, all at one batch boundary: the
     /// coordinator's current one. Owners that cannot read at it are not counted; when
     /// too few can because this coordinator is behind, it learns the newer boundary from
@@ -220,29 +180,28 @@ impl Cluster {
     /// (chosen as [`Cluster::read`] does). Not read-repaired.
     pub async fn range(
         &self,
-        view: &str,
-        partition: Vec<u8>,
-        from: Option<Vec<u8>>,
-        to: Option<Vec<u8>>,
-        limit: usize,
+        query: RangeQuery,
         consistency: Consistency,
     ) -> Result<RangeRows, ClusterError> {
         let inner = &self.inner;
-        if self.is_single() || consistency == Consistency::Local {
-            return Ok(inner.store.range(view, partition, from, to, limit).await?);
-        }
-        let value_type = inner.store.view(view)?.spec.value_type;
-        let query = RangeQuery {
-            view: view.to_owned(),
+        let RangeQuery {
+            view,
             partition,
             from,
             to,
             limit,
-        };
+        } = &query;
+        if self.is_single() || consistency == Consistency::Local {
+            return Ok(inner
+                .store
+                .range(view, partition.clone(), from.clone(), to.clone(), *limit)
+                .await?);
+        }
+        let value_type = inner.store.view(view)?.spec.value_type;
         let (_, merged) = self
             .at_current_boundary(view, |at| self.range_at(&query, consistency, at))
             .await?;
-        Ok(RangeRows::combine(value_type, merged, limit)?)
+        Ok(merged.combine(value_type, *limit)?)
     }
 
     async fn range_at(
@@ -258,7 +217,7 @@ impl Cluster {
             .to_vec();
         let n = owners.len();
         let r = consistency.required(n);
-        let request = query.request(at);
+        let request = range_request(query, at);
         let mut pending = FuturesUnordered::new();
         for &member in owners.iter().filter(|&&m| inner.is_up(m)) {
             let (inner, query, request) = (self.inner.clone(), query.clone(), request.clone());

@@ -17,12 +17,12 @@
 //! [`Value::delta`]: speedlayer_core::Value::delta
 
 use speedlayer_core::{Applied, Epoch, OpError, Value};
-use speedlayer_store::{validate, ApplyKind, Update, Written};
+use speedlayer_store::{validate, ApplyKind, StoreError, Update, Written};
 
-use crate::consistency::{QuorumMode, WriteOptions};
 use crate::error::ClusterError;
 use crate::node::{Cluster, Deltas, Inner};
 use crate::wire::{self, Request, Response, WireUpdate};
+use speedlayer_api::{QuorumMode, WriteOptions};
 
 type Results = Vec<Result<Applied, OpError>>;
 
@@ -45,7 +45,7 @@ impl Cluster {
         }
         let spec = inner.store.view(view)?;
         for update in &updates {
-            validate(&spec, update)?;
+            validate(&spec, update).map_err(StoreError::from)?;
         }
         let count = updates.len();
         let groups = inner.ring.group(updates, |u| &u.key.partition);

@@ -21,8 +21,8 @@
 //! keys must be strings, numbers or booleans; a number used as an amount must be an
 //! integer (a string holding one is accepted, which is what Redis stream fields hold).
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+pub use speedlayer_api::MappingSpec;
 use speedlayer_core::{Key, Op, ValueType};
 
 use crate::bucket::Bucket;
@@ -33,23 +33,6 @@ use crate::lex::{tokens, Tok};
 pub const KEY_JOIN: &str = "|";
 /// Longest accepted expression, in bytes.
 pub const MAX_EXPR_LEN: usize = 1024;
-
-/// A mapping as declared: four short expressions. Stored in the view catalog as given;
-/// [`Mapping::compile`] checks it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MappingSpec {
-    /// Which events feed the view; all when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter: Option<String>,
-    /// Partition key terms.
-    pub key: String,
-    /// Clustering key terms; empty when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clustering: Option<String>,
-    /// The op each event applies, with its operand.
-    pub op: String,
-}
 
 /// Why a mapping was refused at declaration; names the part and the problem.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,8 +1,9 @@
 //! From events to per-view updates, through every mapped view.
 
+use speedlayer_api::{validate, QueuedView, Update};
 use speedlayer_events::Event;
-use speedlayer_store::event_queue::QueuedView;
-use speedlayer_store::{validate, MappedView, Update};
+
+use crate::mapped::MappedView;
 
 /// Most skip reasons kept per request (the count is exact either way).
 pub const MAX_SKIPS_REPORTED: usize = 100;

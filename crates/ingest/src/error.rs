@@ -1,18 +1,13 @@
 //! Why an ingest request failed as a whole.
 
-use speedlayer_cluster::ClusterError;
-use speedlayer_store::StoreError;
-
 /// An ingest failure. Per-event problems (a missing field) are not errors; they are
 /// reported in [`crate::Submitted`].
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    /// The cluster could not apply the updates at the requested consistency.
+    /// The coordinator refused or failed: the updates could not be applied at the
+    /// requested consistency, or the node's queue could not take them.
     #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    /// The local store failed (e.g. appending to the queue).
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    Request(#[from] speedlayer_api::Error),
     /// The async queue holds more than its limit: back-pressure, retry later.
     #[error("the event queue holds {queued} events, over its limit of {limit}; retry later")]
     QueueFull {

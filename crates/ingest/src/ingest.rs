@@ -2,15 +2,16 @@
 
 use std::sync::Arc;
 
-use speedlayer_cluster::{Cluster, WriteOptions};
+use speedlayer_api::{
+    ApplyKind, Coordinator, EventLog, QueuedRecord, QueuedView, Update, WriteOptions,
+};
 use speedlayer_core::Outcome;
 use speedlayer_events::Event;
-use speedlayer_store::event_queue::QueuedView;
-use speedlayer_store::ApplyKind;
 use tokio::sync::watch;
 
 use crate::derive::{derive, Skip};
 use crate::error::IngestError;
+use crate::mapped::MappedViews;
 use crate::metrics::IngestMetrics;
 
 /// When a submit returns.
@@ -93,7 +94,12 @@ pub struct Ingest {
 }
 
 pub(crate) struct Inner {
-    pub cluster: Cluster,
+    /// The one door: every update ingest derives is applied through it.
+    pub coordinator: Arc<dyn Coordinator>,
+    /// The node's durable queue of async events.
+    pub queue: Arc<dyn EventLog>,
+    /// The views' compiled mappings, recompiled when the catalog changes.
+    pub mapped: MappedViews,
     pub config: IngestConfig,
     pub metrics: IngestMetrics,
 }
@@ -101,21 +107,47 @@ pub(crate) struct Inner {
 impl Ingest {
     /// Starts the ingest layer of a node: its queue worker runs until `stop` turns true.
     pub fn start(
-        cluster: Cluster,
+        coordinator: Arc<dyn Coordinator>,
         config: IngestConfig,
         metrics: IngestMetrics,
         stop: watch::Receiver<bool>,
     ) -> Ingest {
+        let ingest = Ingest::paused(coordinator, config, metrics);
+        let worker = tokio::spawn(crate::worker::run(ingest.inner.clone(), stop));
+        *ingest.worker.lock().unwrap_or_else(|p| p.into_inner()) = Some(worker);
+        ingest
+    }
+
+    /// The ingest layer without its queue worker: queued events wait until someone calls
+    /// [`Ingest::apply_queued`] (recovery tests drive the worker's rounds themselves).
+    pub fn paused(
+        coordinator: Arc<dyn Coordinator>,
+        config: IngestConfig,
+        metrics: IngestMetrics,
+    ) -> Ingest {
         let inner = Arc::new(Inner {
-            cluster,
+            queue: coordinator.event_log(),
+            coordinator,
+            mapped: MappedViews::default(),
             config,
             metrics,
         });
-        let worker = tokio::spawn(crate::worker::run(inner.clone(), stop));
         Ingest {
             inner,
-            worker: Arc::new(std::sync::Mutex::new(Some(worker))),
+            worker: Arc::default(),
         }
+    }
+
+    /// Applies queued `records` through the coordinator, as one round of the queue
+    /// worker does (without removing them from the queue).
+    pub async fn apply_queued(&self, records: Vec<QueuedRecord>) -> Result<(), IngestError> {
+        let writer = crate::worker::queue_writer(self.inner.coordinator.node_id());
+        crate::worker::apply(&self.inner, &writer, records).await
+    }
+
+    /// The node's durable queue of async events.
+    pub fn queue(&self) -> &Arc<dyn EventLog> {
+        &self.inner.queue
     }
 
     /// Waits until the queue worker has stopped (after the node's stop signal), so the
@@ -129,9 +161,9 @@ impl Ingest {
         }
     }
 
-    /// The node's cluster layer.
-    pub fn cluster(&self) -> &Cluster {
-        &self.inner.cluster
+    /// The coordinator every update goes through.
+    pub fn coordinator(&self) -> &Arc<dyn Coordinator> {
+        &self.inner.coordinator
     }
 
     /// Maps `events` through every mapped view and applies (sync) or queues (async) the
@@ -149,7 +181,7 @@ impl Ingest {
         if mode == Mode::Async {
             self.check_queue_room()?;
         }
-        let mapped = self.inner.cluster.store().mapped_views();
+        let mapped = self.inner.mapped.current(&*self.inner.coordinator);
         let derivation = derive(&mapped, events);
         let mut out = Submitted {
             events: events.len() as u64,
@@ -181,12 +213,12 @@ impl Ingest {
     pub async fn enqueue_updates(
         &self,
         view: &str,
-        updates: Vec<speedlayer_store::Update>,
+        updates: Vec<Update>,
     ) -> Result<u64, IngestError> {
         self.check_queue_room()?;
-        let spec = self.inner.cluster.store().view(view)?;
+        let spec = self.inner.coordinator.view(view)?;
         for update in &updates {
-            speedlayer_store::validate(&spec, update)?;
+            speedlayer_api::validate(&spec, update)?;
         }
         let arrival = now_us();
         let count = updates.len() as u64;
@@ -208,7 +240,7 @@ impl Ingest {
     }
 
     fn check_queue_room(&self) -> Result<(), IngestError> {
-        let queued = self.inner.cluster.store().event_queue().len();
+        let queued = self.inner.queue.len();
         let limit = self.inner.config.queue_limit;
         if queued >= limit {
             self.inner.metrics.queue_full.inc();
@@ -219,7 +251,7 @@ impl Ingest {
 
     /// Appends one durable queue record of `events` events.
     async fn append(&self, events: u64, views: &[QueuedView], now: i64) -> Result<(), IngestError> {
-        let queue = self.inner.cluster.store().event_queue();
+        let queue = &*self.inner.queue;
         queue.append(events, views, now).await?;
         self.inner.metrics.observe_queue(queue);
         Ok(())
@@ -232,10 +264,10 @@ impl Ingest {
         options: WriteOptions,
         out: &mut Submitted,
     ) -> Result<(), IngestError> {
-        let cluster = &self.inner.cluster;
+        let coordinator = &self.inner.coordinator;
         let writes = per_view.into_iter().map(|group| async move {
             let updates: Vec<_> = group.updates.into_iter().map(|(u, _)| u).collect();
-            cluster
+            coordinator
                 .apply(&group.view, updates, options, ApplyKind::Aggregate)
                 .await
         });

@@ -20,6 +20,7 @@
 pub mod derive;
 pub mod error;
 pub mod ingest;
+pub mod mapped;
 pub mod metrics;
 pub mod source;
 pub mod worker;

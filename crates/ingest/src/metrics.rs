@@ -82,7 +82,7 @@ impl IngestMetrics {
     }
 
     /// Sets the queue gauges from `queue`.
-    pub fn observe_queue(&self, queue: &speedlayer_store::event_queue::EventQueue) {
+    pub fn observe_queue(&self, queue: &dyn speedlayer_api::EventLog) {
         self.queue_length.set(queue.len() as i64);
         self.queue_lag_seconds
             .set(queue.lag_seconds(crate::ingest::now_us()));

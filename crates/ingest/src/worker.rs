@@ -11,9 +11,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use speedlayer_api::{ApplyKind, QueuedRecord, Update};
 use speedlayer_core::UpdateId;
-use speedlayer_store::event_queue::QueuedRecord;
-use speedlayer_store::{ApplyKind, Update};
 use tokio::sync::watch;
 
 use crate::ingest::Inner;
@@ -31,13 +30,12 @@ pub fn queue_writer(node: &str) -> String {
 
 /// Runs until `stop` turns true.
 pub(crate) async fn run(inner: std::sync::Arc<Inner>, mut stop: watch::Receiver<bool>) {
-    let store = inner.cluster.store().clone();
-    let queue = store.event_queue().clone();
-    let writer = queue_writer(store.node_id());
+    let queue = inner.queue.clone();
+    let writer = queue_writer(inner.coordinator.node_id());
     let mut backoff = Duration::from_millis(50);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        inner.metrics.observe_queue(&queue);
+        inner.metrics.observe_queue(&*queue);
         if *stop.borrow() {
             return;
         }
@@ -86,7 +84,7 @@ async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, pause: Duration) -> boo
 }
 
 /// Applies the records' updates, view by view, concurrently.
-async fn apply(
+pub(crate) async fn apply(
     inner: &Inner,
     writer: &str,
     records: Vec<QueuedRecord>,
@@ -106,10 +104,10 @@ async fn apply(
             }
         }
     }
-    let cluster = &inner.cluster;
-    let options = cluster.defaults();
+    let coordinator = &inner.coordinator;
+    let options = coordinator.defaults();
     let writes = per_view.into_iter().map(|(view, updates)| async move {
-        let result = cluster
+        let result = coordinator
             .apply(&view, updates, options, ApplyKind::Aggregate)
             .await;
         (view, result)
@@ -132,85 +130,4 @@ async fn apply(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use prometheus_client::registry::Registry;
-    use speedlayer_cluster::{Cluster, ClusterConfig};
-    use speedlayer_core::{Key, ValueType};
-    use speedlayer_events::{Event, MappingSpec};
-    use speedlayer_store::{Store, StoreConfig, ViewSpec};
-
-    use crate::ingest::{IngestConfig, Inner, Mode};
-    use crate::metrics::IngestMetrics;
-    use crate::Ingest;
-
-    /// A crash after the worker applied a batch but before it removed the records means
-    /// the next run applies the same records again: the queue's ids must make that a
-    /// no-op, for events without ids of their own.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn re_applying_queued_records_counts_each_event_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut registry = Registry::default();
-        let store = Store::open(StoreConfig::new(dir.path()), &mut registry).unwrap();
-        let mut spec = ViewSpec::new(ValueType::Counter);
-        spec.mapping = Some(MappingSpec {
-            filter: None,
-            key: "url".into(),
-            clustering: None,
-            op: "incr 1".into(),
-        });
-        store.declare_view("hits", spec).unwrap();
-        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-        let cluster = Cluster::start(
-            store.clone(),
-            ClusterConfig::single("127.0.0.1:0".parse().unwrap()),
-            &mut registry,
-            stop.clone(),
-        )
-        .await
-        .unwrap();
-        // An Inner without a running worker, so the test drives the rounds itself.
-        let inner = Arc::new(Inner {
-            cluster: cluster.clone(),
-            config: IngestConfig::default(),
-            metrics: IngestMetrics::default(),
-        });
-        let ingest = Ingest {
-            inner: inner.clone(),
-            worker: Default::default(),
-        };
-        let events: Vec<Event> = (0..500)
-            .map(|i| {
-                let json = format!(r#"{{"url":"/u{}","ts":1732450000}}"#, i % 3);
-                Event::parse(json.as_bytes(), 0).unwrap()
-            })
-            .collect();
-        for chunk in events.chunks(100) {
-            ingest
-                .submit(chunk, Mode::Async, cluster.defaults())
-                .await
-                .unwrap();
-        }
-        let writer = super::queue_writer(store.node_id());
-        let queue = store.event_queue().clone();
-        for _ in 0..2 {
-            let records = queue.peek(super::BATCH_EVENTS).unwrap();
-            assert_eq!(records.len(), 5);
-            super::apply(&inner, &writer, records).await.unwrap();
-        }
-        let mut total = 0;
-        for u in 0..3 {
-            let key = Key::new(format!("/u{u}").into_bytes(), Vec::new()).unwrap();
-            let reading = store.get("hits", &key).await.unwrap().unwrap();
-            total += reading.to_json().as_i64().unwrap();
-        }
-        assert_eq!(
-            total, 500,
-            "each queued event counts once however often applied"
-        );
-    }
 }

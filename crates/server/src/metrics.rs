@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use speedlayer_store::Store;
+use speedlayer_api::Coordinator;
 
 /// Labels of a request metric. `route` is the matched route template (bounded
 /// cardinality), never the raw path.
@@ -128,19 +128,19 @@ impl NodeMetrics {
     }
 
     /// Renders every metric in the Prometheus text format, refreshing the gauges that are
-    /// read from the store at scrape time.
-    pub fn render(&self, store: &Store) -> Result<String, std::fmt::Error> {
+    /// read through the coordinator at scrape time.
+    pub fn render(&self, coordinator: &dyn Coordinator) -> Result<String, std::fmt::Error> {
         self.epoch_keys.clear();
         self.batch_boundary.clear();
-        for view in store.views() {
-            if let Ok(boundary) = store.boundary(&view.name) {
+        for view in coordinator.views() {
+            if let Ok(boundary) = coordinator.boundary(&view.name) {
                 self.batch_boundary
                     .get_or_create(&ViewLabels {
                         view: view.name.clone(),
                     })
                     .set(i64::try_from(boundary.secs()).unwrap_or(i64::MAX));
             }
-            if let Ok(epochs) = store.epochs(&view.name) {
+            if let Ok(epochs) = coordinator.epochs(&view.name) {
                 for info in epochs {
                     self.epoch_keys
                         .get_or_create(&EpochLabels {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use speedlayer_cluster::{Consistency, QuorumMode};
+use speedlayer_api::{Consistency, QuorumMode};
 
 /// speedlayer: the speed layer of a Lambda Architecture — realtime views (counters,
 /// distinct counts, sets, max/min per key and time bucket) in a durable store.

@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use speedlayer_cluster::ClusterConfig;
 use speedlayer_events::bucket::Bucket;
-use speedlayer_server::{Node, NodeConfig};
+use speedlayer_node::{Node, NodeConfig};
 
 use crate::cli::DemoArgs;
 

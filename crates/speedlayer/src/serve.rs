@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
-use speedlayer_cluster::{ClusterConfig, Consistency, QuorumMode, WriteOptions};
+use speedlayer_api::{Consistency, QuorumMode, WriteOptions};
+use speedlayer_cluster::ClusterConfig;
 use speedlayer_ingest::source::nats::NatsConfig;
-use speedlayer_server::{Node, NodeConfig};
+use speedlayer_node::{Node, NodeConfig};
 
 use crate::cli::{ServeArgs, Switch};
 
@@ -44,7 +45,7 @@ struct FileConfig {
     /// Views declared at start: `[views.pageviews]` with `type`, `epoch_secs` and an
     /// optional `mapping` table (`filter`, `key`, `clustering`, `op`).
     #[serde(default)]
-    views: std::collections::BTreeMap<String, speedlayer_store::ViewSpec>,
+    views: std::collections::BTreeMap<String, speedlayer_api::ViewSpec>,
 }
 
 /// Applies flags over the file over the defaults, and checks the combination.
@@ -161,8 +162,10 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         }
     };
     for (name, spec) in file.views {
-        speedlayer_store::compile_mapping(&spec)
-            .with_context(|| format!("view '{name}' in the config file"))?;
+        if let Some(mapping) = &spec.mapping {
+            speedlayer_events::Mapping::compile(mapping, spec.value_type.typed())
+                .with_context(|| format!("view '{name}' in the config file"))?;
+        }
         node.views.push((name, spec));
     }
     if let Some(resp) = args.resp.or(file.resp) {

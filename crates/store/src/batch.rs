@@ -20,36 +20,13 @@ use std::sync::{Mutex, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
+use speedlayer_api::{BatchStatus, Retiring, Staged};
 use speedlayer_core::BatchBoundary;
 
 use crate::error::{Result, StoreError};
 
 /// Name of the keyspace holding every view's [`BatchRecord`].
 const RECORDS: &str = "batches";
-
-/// An import still being staged (or staged and waiting for its publication).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Staged {
-    /// The boundary it covers until.
-    pub boundary: BatchBoundary,
-    /// The import's id (chosen by its coordinator): rows and the publication name it.
-    pub import: u64,
-    /// Every row is durable here.
-    pub finished: bool,
-    /// Wall clock (µs) when staging began: unpublished imports are collected after a while.
-    pub started_us: u64,
-}
-
-/// An older boundary still readable for a while after a newer one was published.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Retiring {
-    /// The old boundary.
-    pub boundary: BatchBoundary,
-    /// Its import (`0` for [`BatchBoundary::NONE`], which has no table).
-    pub import: u64,
-    /// Wall clock (µs) after which it is dropped.
-    pub until_us: u64,
-}
 
 /// What a node knows of one view's batch views; persisted on every change.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +39,18 @@ pub struct BatchRecord {
     pub retiring: Vec<Retiring>,
     /// Imports staged or staging, not yet published.
     pub staged: Vec<Staged>,
+}
+
+/// What a node answers about a view's batch views.
+impl From<&BatchRecord> for BatchStatus {
+    fn from(record: &BatchRecord) -> Self {
+        BatchStatus {
+            published: record.published,
+            published_import: record.published_import,
+            retiring: record.retiring.clone(),
+            staged: record.staged.clone(),
+        }
+    }
 }
 
 impl BatchRecord {

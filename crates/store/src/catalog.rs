@@ -9,214 +9,30 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use serde::{Deserialize, Serialize};
-use speedlayer_core::{Op, ValueType};
-use speedlayer_events::{Mapping, MappingSpec};
+pub use speedlayer_api::{
+    validate_view_name, Declared, View, ViewSpec, ViewType, DEFAULT_EPOCH_SECS, MAX_VIEW_NAME_LEN,
+};
 
 use crate::error::{Result, StoreError};
 
-/// Epoch length used when a declaration does not give one: one hour, the seed's bucket.
-pub const DEFAULT_EPOCH_SECS: u64 = 3600;
-/// Longest accepted view name.
-pub const MAX_VIEW_NAME_LEN: usize = 128;
-
 const VIEW_PREFIX: &str = "view:";
 const NODE_ID_KEY: &str = "node_id";
-
-/// The type of a view's values: one CRDT type for every key, or `any`, where each key
-/// takes the type of its first write (what Redis clients expect of their keys; a later
-/// write of another type is refused as WRONGTYPE by the key's owner shard).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ViewType {
-    /// Every key holds this type.
-    Typed(ValueType),
-    /// Each key's type is set by its first write.
-    Any,
-}
-
-impl ViewType {
-    /// The type a key of this view gets when `op` is its first write.
-    pub fn type_for(self, op: &Op) -> ValueType {
-        match self {
-            ViewType::Typed(t) => t,
-            ViewType::Any => op.natural_type(),
-        }
-    }
-}
-
-impl ViewType {
-    /// The one type of every key, `None` for an `any` view.
-    pub fn typed(self) -> Option<ValueType> {
-        match self {
-            ViewType::Typed(t) => Some(t),
-            ViewType::Any => None,
-        }
-    }
-}
-
-impl std::fmt::Display for ViewType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ViewType::Typed(t) => t.fmt(f),
-            ViewType::Any => f.write_str("any"),
-        }
-    }
-}
-
-impl From<ValueType> for ViewType {
-    fn from(t: ValueType) -> Self {
-        ViewType::Typed(t)
-    }
-}
-
-impl Serialize for ViewType {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ViewType {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        if name.eq_ignore_ascii_case("any") {
-            return Ok(ViewType::Any);
-        }
-        name.parse::<ValueType>()
-            .map(ViewType::Typed)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// What a user declares: the view's value type and epoch length.
-///
-/// Invariant once stored: neither field changes (a redeclaration with other values is a
-/// [`StoreError::Conflict`]), because stored states and epoch keyspaces depend on both.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ViewSpec {
-    /// CRDT type of the view's values.
-    #[serde(rename = "type")]
-    pub value_type: ViewType,
-    /// Length of an epoch, the unit of expiry, in seconds.
-    #[serde(default = "default_epoch_secs")]
-    pub epoch_secs: u64,
-    /// Which events feed the view and how ([`MappingSpec`]); `None` for a view written
-    /// only by updates. Checked by [`Mapping::compile`] at declaration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mapping: Option<MappingSpec>,
-}
-
-fn default_epoch_secs() -> u64 {
-    DEFAULT_EPOCH_SECS
-}
-
-impl ViewSpec {
-    /// A spec of `value_type` with the default epoch length.
-    pub fn new(value_type: ValueType) -> Self {
-        ViewSpec {
-            value_type: ViewType::Typed(value_type),
-            epoch_secs: DEFAULT_EPOCH_SECS,
-            mapping: None,
-        }
-    }
-}
-
-/// A declared view as the node knows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct View {
-    /// Numeric id naming the view's epoch keyspaces; never reused.
-    pub id: u32,
-    /// The view's name (`[A-Za-z0-9_.-]`, 1 to 128 bytes).
-    pub name: String,
-    /// Its declaration.
-    #[serde(flatten)]
-    pub spec: ViewSpec,
-}
-
-/// Result of a declaration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Declared {
-    /// The view is new.
-    Created,
-    /// The same declaration existed already (declaring is idempotent).
-    Unchanged,
-}
-
-/// Checks a view name: non-empty, at most [`MAX_VIEW_NAME_LEN`] bytes of `[A-Za-z0-9_.-]`.
-/// The alphabet keeps names safe in URLs, metric labels and Redis keys (`view:partition`
-/// splits on `:`).
-pub fn validate_view_name(name: &str) -> Result<()> {
-    let reason = if name.is_empty() {
-        Some("must not be empty")
-    } else if name.len() > MAX_VIEW_NAME_LEN {
-        Some("longer than 128 bytes")
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-    {
-        Some("only letters, digits, '_', '-' and '.' are allowed")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(StoreError::InvalidViewName {
-            name: name.chars().take(MAX_VIEW_NAME_LEN).collect(),
-            reason,
-        }),
-        None => Ok(()),
-    }
-}
 
 /// The persistent, in-memory-cached set of views of one node.
 pub struct Catalog {
     db: Database,
     keyspace: Keyspace,
     views: RwLock<HashMap<String, Arc<View>>>,
-    /// The compiled mappings of every view that has one, rebuilt on each declaration,
-    /// so an event is mapped without re-parsing expressions.
-    mapped: RwLock<Arc<Vec<MappedView>>>,
+    /// Every view sorted by name, rebuilt on each declaration: listing is one `Arc`
+    /// clone, and a caller that caches what it derives from the views (ingest's compiled
+    /// mappings) sees a change as a new pointer.
+    listed: RwLock<Arc<Vec<Arc<View>>>>,
 }
 
-/// A view with an event mapping, compiled.
-#[derive(Clone, Debug)]
-pub struct MappedView {
-    /// The view.
-    pub view: Arc<View>,
-    /// Its compiled mapping.
-    pub mapping: Arc<Mapping>,
-}
-
-/// Checks a spec's mapping against its type: the compiled mapping, if it has one.
-pub fn compile_mapping(spec: &ViewSpec) -> Result<Option<Mapping>> {
-    let Some(mapping) = &spec.mapping else {
-        return Ok(None);
-    };
-    let value_type = match spec.value_type {
-        ViewType::Typed(t) => Some(t),
-        ViewType::Any => None,
-    };
-    Mapping::compile(mapping, value_type)
-        .map(Some)
-        .map_err(|e| StoreError::InvalidDeclaration(e.to_string()))
-}
-
-fn compile_all(views: &HashMap<String, Arc<View>>) -> Arc<Vec<MappedView>> {
-    let mut mapped: Vec<MappedView> = views
-        .values()
-        .filter_map(|view| match compile_mapping(&view.spec) {
-            Ok(Some(mapping)) => Some(MappedView {
-                view: view.clone(),
-                mapping: Arc::new(mapping),
-            }),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(view = %view.name, error = %e, "stored mapping no longer compiles; the view gets no events");
-                None
-            }
-        })
-        .collect();
-    mapped.sort_by(|a, b| a.view.name.cmp(&b.view.name));
-    Arc::new(mapped)
+fn sorted(views: &HashMap<String, Arc<View>>) -> Arc<Vec<Arc<View>>> {
+    let mut list: Vec<_> = views.values().cloned().collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    Arc::new(list)
 }
 
 impl Catalog {
@@ -231,12 +47,12 @@ impl Catalog {
             })?;
             views.insert(view.name.clone(), Arc::new(view));
         }
-        let mapped = RwLock::new(compile_all(&views));
+        let listed = RwLock::new(sorted(&views));
         Ok(Catalog {
             db: db.clone(),
             keyspace,
             views: RwLock::new(views),
-            mapped,
+            listed,
         })
     }
 
@@ -245,19 +61,12 @@ impl Catalog {
         self.read().get(name).cloned()
     }
 
-    /// Every view with an event mapping, sorted by name, compiled.
-    pub fn mapped(&self) -> Arc<Vec<MappedView>> {
-        self.mapped
+    /// Every view, sorted by name (a shared snapshot, replaced on each declaration).
+    pub fn list(&self) -> Arc<Vec<Arc<View>>> {
+        self.listed
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    /// Every view, sorted by name.
-    pub fn list(&self) -> Vec<Arc<View>> {
-        let mut views: Vec<_> = self.read().values().cloned().collect();
-        views.sort_by(|a, b| a.name.cmp(&b.name));
-        views
     }
 
     /// Declares `name` with `spec`, durably. Idempotent for an identical spec; a different
@@ -269,7 +78,6 @@ impl Catalog {
                 "epoch_secs must be at least 1".into(),
             ));
         }
-        compile_mapping(&spec)?;
         let mut views = self.views.write().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = views.get(name) {
             if existing.spec == spec {
@@ -292,7 +100,7 @@ impl Catalog {
         self.keyspace.insert(format!("{VIEW_PREFIX}{name}"), json)?;
         self.db.persist(PersistMode::SyncData)?;
         views.insert(name.to_string(), view.clone());
-        *self.mapped.write().unwrap_or_else(|p| p.into_inner()) = compile_all(&views);
+        *self.listed.write().unwrap_or_else(|p| p.into_inner()) = sorted(&views);
         Ok((view, Declared::Created))
     }
 

@@ -6,6 +6,9 @@ use speedlayer_core::{BatchBoundary, BoundaryError, DecodeError, EpochError, Key
 /// them to 4xx / Redis `ERR`) and the node's own failures (5xx).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A request the shared checks refused (see [`speedlayer_api::validate`]).
+    #[error(transparent)]
+    Request(#[from] speedlayer_api::Error),
     /// No view of that name is declared.
     #[error("view '{0}' is not declared")]
     UnknownView(String),
@@ -125,21 +128,22 @@ pub enum StoreError {
 impl StoreError {
     /// True when the caller sent something wrong (as opposed to the node failing).
     pub fn is_client_error(&self) -> bool {
-        matches!(
-            self,
-            StoreError::UnknownView(_)
-                | StoreError::InvalidViewName { .. }
-                | StoreError::Conflict { .. }
-                | StoreError::InvalidDeclaration(_)
-                | StoreError::WrongOp { .. }
-                | StoreError::Key(_)
-                | StoreError::Timestamp(_)
-                | StoreError::Epoch(_)
-                | StoreError::Boundary(_)
-                | StoreError::BoundaryNotAfter { .. }
-                | StoreError::UntypedBatch(_)
-                | StoreError::BatchRow(_)
-        )
+        matches!(self, StoreError::Request(e) if e.is_client_error())
+            || matches!(
+                self,
+                StoreError::UnknownView(_)
+                    | StoreError::InvalidViewName { .. }
+                    | StoreError::Conflict { .. }
+                    | StoreError::InvalidDeclaration(_)
+                    | StoreError::WrongOp { .. }
+                    | StoreError::Key(_)
+                    | StoreError::Timestamp(_)
+                    | StoreError::Epoch(_)
+                    | StoreError::Boundary(_)
+                    | StoreError::BoundaryNotAfter { .. }
+                    | StoreError::UntypedBatch(_)
+                    | StoreError::BatchRow(_)
+            )
     }
 }
 
@@ -155,3 +159,75 @@ impl From<speedlayer_core::TypeMismatch> for StoreError {
 
 /// Result alias of this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The store's errors as the coordinator answers them: the caller's mistakes one to one,
+/// the engine's failures as [`speedlayer_api::Error::Internal`] (their detail is logged
+/// and shown, their type stays behind the door).
+impl From<StoreError> for speedlayer_api::Error {
+    fn from(e: StoreError) -> Self {
+        use speedlayer_api::Error as E;
+        match e {
+            StoreError::Request(e) => e,
+            StoreError::UnknownView(view) => E::UnknownView(view),
+            StoreError::InvalidViewName { name, reason } => E::InvalidViewName { name, reason },
+            StoreError::Conflict {
+                name,
+                existing,
+                requested,
+            } => E::Conflict {
+                name,
+                existing,
+                requested,
+            },
+            StoreError::InvalidDeclaration(reason) => E::InvalidDeclaration(reason),
+            StoreError::WrongOp {
+                view,
+                op,
+                value_type,
+            } => E::WrongOp {
+                view,
+                op,
+                value_type,
+            },
+            StoreError::Key(e) => E::Key(e),
+            StoreError::Timestamp(reason) => E::Timestamp(reason),
+            StoreError::Epoch(e) => E::Epoch(e),
+            StoreError::Boundary(e) => E::Boundary(e),
+            StoreError::BoundaryNotAfter {
+                view,
+                requested,
+                current,
+            } => E::BoundaryNotAfter {
+                view,
+                requested,
+                current,
+            },
+            StoreError::UntypedBatch(view) => E::UntypedBatch(view),
+            StoreError::BatchRow(reason) => E::BatchRow(reason),
+            StoreError::BoundaryUnavailable {
+                view,
+                asked,
+                current,
+            } => E::BoundaryUnavailable {
+                view,
+                asked,
+                current,
+            },
+            StoreError::NoSuchImport {
+                view,
+                boundary,
+                import,
+            } => E::NoSuchImport {
+                view,
+                boundary,
+                import,
+            },
+            StoreError::Failed => E::StorageFailed,
+            StoreError::ShuttingDown => E::ShuttingDown,
+            e @ (StoreError::Corrupt(_)
+            | StoreError::StoredTypeMismatch { .. }
+            | StoreError::Engine(_)
+            | StoreError::Io(_)) => E::Internal(e.to_string()),
+        }
+    }
+}

@@ -30,7 +30,8 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::error::{Result, StoreError};
 use crate::group_commit::{GroupCommit, PendingAcks};
-use crate::store::Update;
+use speedlayer_api::{EventLog, Update};
+pub use speedlayer_api::{QueuedRecord, QueuedView};
 
 const KEYSPACE: &str = "event_queue";
 /// Key of the next event sequence (record keys are 8 bytes, so this one never collides).
@@ -39,29 +40,31 @@ const KEYSPACE: &str = "event_queue";
 const NEXT_KEY: &[u8] = b"next";
 const HEADER: usize = 16;
 
-/// The queued updates of one view: each with the index, within its record, of the event
-/// it came from (for the queue id of events without their own). Grouped by view because
-/// that is how they are derived and applied (and the name is stored once per group).
-#[derive(Clone, Debug, PartialEq)]
-pub struct QueuedView {
-    /// View name.
-    pub view: String,
-    /// The updates (`ts_us` always set: the arrival time was fixed at submit), with
-    /// their event index.
-    pub updates: Vec<(Update, u32)>,
-}
+impl QueueState {
+    /// Moves every unsynced record up to `first` into the durable index (a sync covers
+    /// everything inserted before it started).
+    fn mark_synced(&self, first: u64) {
+        let mut index = self.lock();
+        let mut added = 0;
+        while let Some(&(f, n, at)) = index.unsynced.front() {
+            if f > first {
+                break;
+            }
+            index.unsynced.pop_front();
+            index.records.push_back((f, n, at));
+            added += n;
+        }
+        // Under the lock, so a concurrent removal never counts below zero.
+        self.events.fetch_add(added, Ordering::AcqRel);
+        drop(index);
+        if added > 0 {
+            self.ready.notify_one();
+        }
+    }
 
-/// A record read back from the queue.
-#[derive(Debug)]
-pub struct QueuedRecord {
-    /// Event sequence of the record's first event (its key).
-    pub first: u64,
-    /// Number of events it covers.
-    pub events: u64,
-    /// When it was appended, microseconds since 1970.
-    pub enqueued_us: i64,
-    /// Its updates, by view.
-    pub views: Vec<QueuedView>,
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// What the queue holds, in order: `(first, events, enqueued_us)` of each durable record.
@@ -78,6 +81,12 @@ pub struct EventQueue {
     db: fjall::Database,
     keyspace: Keyspace,
     commit: Mutex<Option<GroupCommit>>,
+    /// What the queue holds; shared with the sync callbacks that make records durable.
+    state: std::sync::Arc<QueueState>,
+}
+
+/// The queue's index and counters, updated by appends, removals and sync completions.
+struct QueueState {
     index: Mutex<Index>,
     /// Events in durable records not yet removed.
     events: AtomicU64,
@@ -114,13 +123,15 @@ impl EventQueue {
             db: db.clone(),
             keyspace,
             commit: Mutex::new(Some(commit)),
-            index: Mutex::new(Index {
-                records,
-                next,
-                unsynced: VecDeque::new(),
+            state: std::sync::Arc::new(QueueState {
+                index: Mutex::new(Index {
+                    records,
+                    next,
+                    unsynced: VecDeque::new(),
+                }),
+                events: AtomicU64::new(events),
+                ready: Notify::new(),
             }),
-            events: AtomicU64::new(events),
-            ready: Notify::new(),
         })
     }
 
@@ -131,12 +142,7 @@ impl EventQueue {
 
     /// Appends a record of `events` events holding `views`' updates, durably; returns the event
     /// sequence of its first event.
-    pub async fn append(
-        self: &std::sync::Arc<Self>,
-        events: u64,
-        views: &[QueuedView],
-        now_us: i64,
-    ) -> Result<u64> {
+    pub async fn append(&self, events: u64, views: &[QueuedView], now_us: i64) -> Result<u64> {
         let events = events.max(1);
         let count: usize = views.iter().map(|v| v.updates.len()).sum();
         let mut value = Vec::with_capacity(HEADER + count * 48);
@@ -153,7 +159,7 @@ impl EventQueue {
             return Err(StoreError::Failed);
         }
         let first = {
-            let mut index = self.lock();
+            let mut index = self.state.lock();
             let first = index.next;
             let mut batch = self.db.batch();
             batch.insert(&self.keyspace, first.to_be_bytes(), value);
@@ -164,7 +170,7 @@ impl EventQueue {
             first
         };
         let (tx, rx) = oneshot::channel();
-        let queue = self.clone();
+        let queue = self.state.clone();
         commit.after_sync(PendingAcks {
             updates: 0,
             deliver: Box::new(move |synced| {
@@ -178,30 +184,9 @@ impl EventQueue {
         Ok(first)
     }
 
-    /// Moves every unsynced record up to `first` into the durable index (a sync covers
-    /// everything inserted before it started).
-    fn mark_synced(&self, first: u64) {
-        let mut index = self.lock();
-        let mut added = 0;
-        while let Some(&(f, n, at)) = index.unsynced.front() {
-            if f > first {
-                break;
-            }
-            index.unsynced.pop_front();
-            index.records.push_back((f, n, at));
-            added += n;
-        }
-        // Under the lock, so a concurrent removal never counts below zero.
-        self.events.fetch_add(added, Ordering::AcqRel);
-        drop(index);
-        if added > 0 {
-            self.ready.notify_one();
-        }
-    }
-
     /// Events waiting (durable, not yet applied).
     pub fn len(&self) -> u64 {
-        self.events.load(Ordering::Acquire)
+        self.state.events.load(Ordering::Acquire)
     }
 
     /// True when no durable record waits.
@@ -211,7 +196,7 @@ impl EventQueue {
 
     /// When the oldest waiting record was appended.
     pub fn oldest_us(&self) -> Option<i64> {
-        self.lock().records.front().map(|r| r.2)
+        self.state.lock().records.front().map(|r| r.2)
     }
 
     /// Age in seconds, at `now_us`, of the oldest waiting record (0 when none waits): the
@@ -227,14 +212,14 @@ impl EventQueue {
         if !self.is_empty() {
             return;
         }
-        self.ready.notified().await;
+        self.state.ready.notified().await;
     }
 
     /// The oldest durable records, in order, up to about `max_events` events (at least one
     /// record when any waits).
     pub fn peek(&self, max_events: u64) -> Result<Vec<QueuedRecord>> {
         let wanted: Vec<(u64, u64, i64)> = {
-            let index = self.lock();
+            let index = self.state.lock();
             let mut total = 0;
             index
                 .records
@@ -268,7 +253,7 @@ impl EventQueue {
     /// Removes every record starting at or before `first` (applied durably by the caller).
     pub fn remove_through(&self, first: u64) -> Result<()> {
         let mut removed = 0;
-        let mut index = self.lock();
+        let mut index = self.state.lock();
         while let Some(&(f, n, _)) = index.records.front() {
             if f > first {
                 break;
@@ -277,12 +262,8 @@ impl EventQueue {
             index.records.pop_front();
             removed += n;
         }
-        self.events.fetch_sub(removed, Ordering::AcqRel);
+        self.state.events.fetch_sub(removed, Ordering::AcqRel);
         Ok(())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -358,4 +339,40 @@ pub fn decode_views(bytes: &[u8]) -> std::result::Result<Vec<QueuedView>, Decode
         }
     }
     Ok(out)
+}
+
+/// Ingest holds the queue only through [`EventLog`] (it cannot name the store).
+#[async_trait::async_trait]
+impl EventLog for EventQueue {
+    async fn append(
+        &self,
+        events: u64,
+        views: &[QueuedView],
+        now_us: i64,
+    ) -> std::result::Result<u64, speedlayer_api::Error> {
+        Ok(EventQueue::append(self, events, views, now_us).await?)
+    }
+
+    fn len(&self) -> u64 {
+        EventQueue::len(self)
+    }
+
+    fn lag_seconds(&self, now_us: i64) -> f64 {
+        EventQueue::lag_seconds(self, now_us)
+    }
+
+    async fn wait_ready(&self) {
+        EventQueue::wait_ready(self).await
+    }
+
+    fn peek(
+        &self,
+        max_events: u64,
+    ) -> std::result::Result<Vec<QueuedRecord>, speedlayer_api::Error> {
+        Ok(EventQueue::peek(self, max_events)?)
+    }
+
+    fn remove_through(&self, first: u64) -> std::result::Result<(), speedlayer_api::Error> {
+        Ok(EventQueue::remove_through(self, first)?)
+    }
 }

@@ -30,10 +30,8 @@ pub(crate) mod shard;
 mod store;
 pub mod update_log;
 
-pub use batch::{BatchRecord, Retiring, Staged};
-pub use catalog::{
-    compile_mapping, Declared, MappedView, View, ViewSpec, ViewType, DEFAULT_EPOCH_SECS,
-};
+pub use batch::BatchRecord;
+pub use catalog::{Declared, View, ViewSpec, ViewType, DEFAULT_EPOCH_SECS};
 pub use error::{Result, StoreError};
 pub use hints::{Hint, HintKey, Hints};
 pub use metrics::StoreMetrics;

@@ -96,7 +96,7 @@ pub async fn submit_until_durable(
     let mut backoff = FIRST_BACKOFF;
     let mut attempt: u32 = 1;
     loop {
-        let options = ingest.cluster().defaults();
+        let options = ingest.coordinator().defaults();
         match ingest.submit(events, mode, options).await {
             Ok(submitted) => return Some(submitted),
             Err(e) => {

@@ -61,7 +61,7 @@ pub async fn import(
     })?;
     // Checks the view and the boundary before any node is involved (a 4xx even when a
     // node is down).
-    let mut import = state.cluster.begin_import(&view, covers_until).await?;
+    let mut import = state.coordinator.begin_import(&view, covers_until).await?;
     let (boundary, value_type) = (import.boundary(), import.value_type());
     let mut reader = LineReader::new(body);
     let mut chunk = Vec::with_capacity(CHUNK_ROWS);
@@ -109,7 +109,7 @@ pub async fn status(
     State(state): State<AppState>,
     Path(view): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let record = state.store.batch_record(&view)?;
+    let record = state.coordinator.batch_status(&view)?;
     Ok(Json(serde_json::json!({
         "view": view,
         "boundary": record.published.secs(),

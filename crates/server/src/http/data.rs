@@ -5,9 +5,8 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use speedlayer_cluster::WriteOptions;
+use speedlayer_api::{ApplyKind, RangeQuery, ViewType, WriteOptions};
 use speedlayer_core::{Key, Outcome, Reading, RowParts};
-use speedlayer_store::{ApplyKind, StoreError, ViewType};
 
 use super::error::{ApiError, ApiResult};
 use super::params::{query_error, Consistency, GetParams, RangeParams, WriteParams};
@@ -49,7 +48,7 @@ pub async fn update(
             Json(serde_json::json!({ "queued": queued })),
         ));
     }
-    let defaults = state.cluster.defaults();
+    let defaults = state.coordinator.defaults();
     if params.consistency == Some(Consistency::Local) {
         return Err(ApiError::bad_request(
             "invalid_consistency",
@@ -61,7 +60,7 @@ pub async fn update(
         quorum: params.quorum.unwrap_or(defaults.quorum),
     };
     let results = state
-        .cluster
+        .coordinator
         .apply(&view, updates, options, ApplyKind::Plain)
         .await?;
     let (mut applied, mut duplicate, mut stale, mut late) = (0u64, 0u64, 0u64, 0u64);
@@ -103,11 +102,14 @@ pub async fn get(
     let Query(params) = params.map_err(query_error)?;
     let key = Key::new(params.key.into_bytes(), params.clustering.into_bytes())
         .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
-    let view_type = state.store.view(&view)?.spec.value_type;
-    let consistency = state.cluster.read_consistency(params.consistency);
-    let answers = state.cluster.read(&view, vec![key], consistency).await?;
+    let view_type = state.coordinator.view(&view)?.spec.value_type;
+    let consistency = state.coordinator.read_consistency(params.consistency);
+    let answers = state
+        .coordinator
+        .read(&view, vec![key], consistency)
+        .await?;
     let parts = answers.rows.first().cloned().unwrap_or_default();
-    let corrupt = |e: speedlayer_core::TypeMismatch| ApiError::from(StoreError::from(e));
+    let corrupt = |e: speedlayer_core::TypeMismatch| ApiError::from(speedlayer_api::Error::from(e));
     let (batch, realtime) = parts.split(view_type.typed()).map_err(corrupt)?;
     let reading = RowParts::join_split(batch.clone(), realtime.clone()).map_err(corrupt)?;
     let part = |r: Option<Reading>| {
@@ -139,16 +141,18 @@ pub async fn range(
     // Validates the partition key the same way a write would.
     Key::new(params.key.clone().into_bytes(), Vec::new())
         .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
-    let view_type = state.store.view(&view)?.spec.value_type;
-    let consistency = state.cluster.read_consistency(params.consistency);
+    let view_type = state.coordinator.view(&view)?.spec.value_type;
+    let consistency = state.coordinator.read_consistency(params.consistency);
     let rows = state
-        .cluster
+        .coordinator
         .range(
-            &view,
-            params.key.into_bytes(),
-            params.from.map(String::into_bytes),
-            params.to.map(String::into_bytes),
-            limit,
+            RangeQuery {
+                view,
+                partition: params.key.into_bytes(),
+                from: params.from.map(String::into_bytes),
+                to: params.to.map(String::into_bytes),
+                limit,
+            },
             consistency,
         )
         .await?;

@@ -4,8 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use speedlayer_cluster::ClusterError;
-use speedlayer_store::StoreError;
+use speedlayer_api::Error;
 
 /// An error answered to an HTTP client.
 #[derive(Debug)]
@@ -34,66 +33,42 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
         let (status, class) = match &e {
-            StoreError::UnknownView(_) => (StatusCode::NOT_FOUND, "unknown_view"),
-            StoreError::InvalidViewName { .. } => (StatusCode::BAD_REQUEST, "invalid_view_name"),
-            StoreError::Conflict { .. } => (StatusCode::CONFLICT, "view_conflict"),
-            StoreError::InvalidDeclaration(_) => (StatusCode::BAD_REQUEST, "invalid_declaration"),
-            StoreError::WrongOp { .. } => (StatusCode::BAD_REQUEST, "wrong_op"),
-            StoreError::Key(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
-            StoreError::Timestamp(_) | StoreError::Epoch(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_timestamp")
-            }
-            StoreError::Boundary(_) => (StatusCode::BAD_REQUEST, "invalid_boundary"),
-            StoreError::BoundaryNotAfter { .. } => (StatusCode::CONFLICT, "boundary_not_after"),
-            StoreError::UntypedBatch(_) => (StatusCode::BAD_REQUEST, "untyped_view"),
-            StoreError::BatchRow(_) => (StatusCode::BAD_REQUEST, "invalid_batch_row"),
-            StoreError::BoundaryUnavailable { .. } => {
+            Error::UnknownView(_) => (StatusCode::NOT_FOUND, "unknown_view"),
+            Error::InvalidViewName { .. } => (StatusCode::BAD_REQUEST, "invalid_view_name"),
+            Error::Conflict { .. } => (StatusCode::CONFLICT, "view_conflict"),
+            Error::InvalidDeclaration(_) => (StatusCode::BAD_REQUEST, "invalid_declaration"),
+            Error::WrongOp { .. } => (StatusCode::BAD_REQUEST, "wrong_op"),
+            Error::Key(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
+            Error::Timestamp(_) | Error::Epoch(_) => (StatusCode::BAD_REQUEST, "invalid_timestamp"),
+            Error::Boundary(_) => (StatusCode::BAD_REQUEST, "invalid_boundary"),
+            Error::BoundaryNotAfter { .. } => (StatusCode::CONFLICT, "boundary_not_after"),
+            Error::UntypedBatch(_) => (StatusCode::BAD_REQUEST, "untyped_view"),
+            Error::BatchRow(_) => (StatusCode::BAD_REQUEST, "invalid_batch_row"),
+            Error::BoundaryUnavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "boundary_unavailable")
             }
-            StoreError::NoSuchImport { .. } => (StatusCode::CONFLICT, "import_superseded"),
-            StoreError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            StoreError::Failed => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+            Error::NoSuchImport { .. } => (StatusCode::CONFLICT, "import_superseded"),
+            Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Error::StorageFailed => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
+            Error::Unavailable { .. } => {
+                tracing::warn!(error = %e, "request refused: replicas unreachable");
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            Error::Import { .. } => {
+                tracing::warn!(error = %e, "batch import failed; aborted on every node");
+                (StatusCode::SERVICE_UNAVAILABLE, "import_failed")
+            }
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
         };
-        if status.is_server_error() {
-            tracing::error!(error = %e, "request failed in storage");
+        if status.is_server_error()
+            && !matches!(e, Error::Unavailable { .. } | Error::Import { .. })
+        {
+            tracing::error!(error = %e, "request failed in the node");
         }
         ApiError::new(status, class, e.to_string())
-    }
-}
-
-impl From<ClusterError> for ApiError {
-    fn from(e: ClusterError) -> Self {
-        match e {
-            ClusterError::Store(e) => e.into(),
-            e @ ClusterError::Import { .. } => {
-                tracing::warn!(error = %e, "batch import failed; aborted on every node");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "import_failed",
-                    e.to_string(),
-                )
-            }
-            e @ ClusterError::Unavailable { .. } => {
-                tracing::warn!(error = %e, "request refused: replicas unreachable");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    e.to_string(),
-                )
-            }
-            e => {
-                tracing::error!(error = %e, "request failed in the cluster layer");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "cluster_error",
-                    e.to_string(),
-                )
-            }
-        }
     }
 }
 
@@ -101,8 +76,7 @@ impl From<speedlayer_ingest::IngestError> for ApiError {
     fn from(e: speedlayer_ingest::IngestError) -> Self {
         use speedlayer_ingest::IngestError;
         match e {
-            IngestError::Cluster(e) => e.into(),
-            IngestError::Store(e) => e.into(),
+            IngestError::Request(e) => e.into(),
             e @ IngestError::QueueFull { .. } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", e.to_string())
             }

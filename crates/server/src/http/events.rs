@@ -21,7 +21,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use speedlayer_cluster::WriteOptions;
+use speedlayer_api::WriteOptions;
 use speedlayer_events::Event;
 use speedlayer_ingest::{Mode, Submitted};
 
@@ -155,7 +155,7 @@ pub async fn post(
             "consistency=local is for reads; writes take one, quorum or all",
         ));
     }
-    let defaults = state.cluster.defaults();
+    let defaults = state.coordinator.defaults();
     let options = WriteOptions {
         consistency: params.consistency.unwrap_or(defaults.consistency),
         quorum: params.quorum.unwrap_or(defaults.quorum),

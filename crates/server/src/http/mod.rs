@@ -18,8 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
-use speedlayer_cluster::Cluster;
-use speedlayer_store::Store;
+use speedlayer_api::Coordinator;
 
 use crate::metrics::{NodeMetrics, RequestLabels, RouteLabels};
 use error::ApiError;
@@ -27,10 +26,8 @@ use error::ApiError;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    /// The node's store.
-    pub store: Store,
-    /// The cluster layer every data request goes through.
-    pub cluster: Cluster,
+    /// The one door every data and admin request goes through.
+    pub coordinator: Arc<dyn Coordinator>,
     /// Event ingest (`/v1/events`).
     pub ingest: speedlayer_ingest::Ingest,
     /// Bound on bodies read whole (set by [`router`]).
@@ -69,11 +66,11 @@ pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    let queue = state.store.event_queue();
+    let queue = state.coordinator.event_log();
     let lag = queue.lag_seconds(speedlayer_ingest::ingest::now_us());
     let body = serde_json::json!({
         "status": "ok",
-        "node": state.store.node_id(),
+        "node": state.coordinator.node_id(),
         "event_queue": { "length": queue.len(), "lag_seconds": lag },
     });
     axum::Json(body).into_response()
@@ -81,15 +78,15 @@ async fn health(State(state): State<AppState>) -> Response {
 
 /// `GET /v1/cluster`: members, their state as this node sees them, hints, and the ring.
 async fn cluster(State(state): State<AppState>) -> Response {
-    axum::Json(state.cluster.status()).into_response()
+    axum::Json(state.coordinator.status()).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     // Keys per epoch are counted in the epoch keyspaces: checkpoint so they are current.
-    if let Err(e) = state.store.checkpoint().await {
+    if let Err(e) = state.coordinator.checkpoint().await {
         tracing::warn!(error = %e, "checkpoint before a metrics scrape failed");
     }
-    match state.metrics.render(&state.store) {
+    match state.metrics.render(&*state.coordinator) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-pub use speedlayer_cluster::{Consistency, QuorumMode};
+pub use speedlayer_api::{Consistency, QuorumMode};
 
 use super::error::ApiError;
 

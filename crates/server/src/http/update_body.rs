@@ -10,8 +10,8 @@
 //! arrival time when absent.
 
 use serde::Deserialize;
+use speedlayer_api::{Update, MAX_TS_US};
 use speedlayer_core::{Key, Op, UpdateId};
-use speedlayer_store::{Update, MAX_TS_US};
 
 use super::error::ApiError;
 

@@ -6,8 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use speedlayer_api::{Declared, View, ViewSpec, ViewType};
 use speedlayer_core::Epoch;
-use speedlayer_store::{Declared, View, ViewSpec, ViewType};
 
 use super::error::{ApiError, ApiResult};
 use super::AppState;
@@ -50,7 +50,7 @@ pub async fn declare(
              gcounter, max, min, register, set, hll",
         ));
     }
-    let (view, declared) = state.cluster.declare_view(&name, spec).await?;
+    let (view, declared) = state.coordinator.declare_view(&name, spec).await?;
     let status = match declared {
         Declared::Created => StatusCode::CREATED,
         Declared::Unchanged => StatusCode::OK,
@@ -60,7 +60,12 @@ pub async fn declare(
 
 /// `GET /v1/views`: every view with its type.
 pub async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let views: Vec<_> = state.store.views().iter().map(|v| view_json(v)).collect();
+    let views: Vec<_> = state
+        .coordinator
+        .views()
+        .iter()
+        .map(|v| view_json(v))
+        .collect();
     Json(serde_json::json!({ "views": views }))
 }
 
@@ -70,10 +75,10 @@ pub async fn describe(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let view = state.store.view(&name)?;
+    let view = state.coordinator.view(&name)?;
     let mut json = view_json(&view);
     // Where its batch view ends: an import must cover until a later time.
-    json["boundary"] = state.store.boundary(&name)?.secs().into();
+    json["boundary"] = state.coordinator.boundary(&name)?.secs().into();
     Ok(Json(json))
 }
 
@@ -82,10 +87,10 @@ pub async fn epochs(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    state.store.view(&name)?;
+    state.coordinator.view(&name)?;
     // Key counts come from the epoch keyspaces, which see pending states at a checkpoint.
-    state.store.checkpoint().await?;
-    let epochs = state.store.epochs(&name)?;
+    state.coordinator.checkpoint().await?;
+    let epochs = state.coordinator.epochs(&name)?;
     Ok(Json(serde_json::json!({ "view": name, "epochs": epochs })))
 }
 
@@ -97,7 +102,7 @@ pub async fn drop_epoch(
     let epoch: u64 = epoch.parse().map_err(|_| {
         ApiError::bad_request("invalid_epoch", format!("'{epoch}' is not an epoch index"))
     })?;
-    let existed = state.store.drop_epoch(&name, Epoch(epoch)).await?;
+    let existed = state.coordinator.drop_epoch(&name, Epoch(epoch)).await?;
     if !existed {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -312,7 +312,7 @@ fn info(session: &Session, section: Option<&Bytes>) -> String {
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::process::id(),
-            shared.store.node_id(),
+            shared.coordinator.node_id(),
             shared.started.elapsed().as_secs()
         );
     }
@@ -324,20 +324,20 @@ fn info(session: &Session, section: Option<&Bytes>) -> String {
         );
     }
     if show("stats") {
-        let metrics = shared.store.metrics();
+        let stats = shared.coordinator.storage_stats();
         let _ = write!(
             out,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\njournal_syncs:{}\r\nupdates_applied:{}\r\nupdates_duplicate:{}\r\n\r\n",
             shared.stats.total_connections.load(Ordering::Relaxed),
             shared.stats.total_commands.load(Ordering::Relaxed),
-            metrics.fsyncs.get(),
-            metrics.updates_applied.get(),
-            metrics.updates_duplicate.get(),
+            stats.journal_syncs,
+            stats.updates_applied,
+            stats.updates_duplicate,
         );
     }
     if show("keyspace") {
         let keys: u64 = shared
-            .store
+            .coordinator
             .epochs(REDIS_VIEW)
             .map(|epochs| epochs.iter().map(|e| e.approx_keys).sum())
             .unwrap_or(0);

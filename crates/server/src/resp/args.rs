@@ -21,6 +21,22 @@ pub fn wrongtype() -> Reply {
     Reply::error("WRONGTYPE Operation against a key holding the wrong kind of value")
 }
 
+/// A coordinator's refusal as a Redis error reply: Redis's own `WRONGTYPE` for an op of
+/// another type, `-UNAVAILABLE …` when too few replicas answered (the client may retry;
+/// with ids nothing counts twice), `ERR …` otherwise.
+pub fn request_error(e: &speedlayer_api::Error) -> Reply {
+    use speedlayer_api::Error;
+    match e {
+        Error::WrongOp { .. } => wrongtype(),
+        e @ Error::Unavailable { .. } => Reply::error(format!("UNAVAILABLE {e}")),
+        e if e.is_client_error() => Reply::error(format!("ERR {e}")),
+        e => {
+            tracing::error!(error = %e, "RESP command failed in the node");
+            Reply::error(format!("ERR {e}"))
+        }
+    }
+}
+
 /// Parses a decimal i64 argument.
 pub fn integer(arg: &Bytes) -> Result<i64, Reply> {
     std::str::from_utf8(arg)

@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
+use speedlayer_api::{Coordinator, View, ViewSpec, ViewType};
 use speedlayer_core::Key;
 use speedlayer_resp::Reply;
-use speedlayer_store::{Store, View, ViewSpec, ViewType};
 
 /// Name of the implicit view of keys that name no declared view.
 pub const REDIS_VIEW: &str = "redis";
@@ -38,11 +38,15 @@ pub struct Target {
 }
 
 /// Resolves `raw` (and, for hash commands, `field` as the clustering key).
-pub fn resolve(store: &Store, raw: &[u8], field: Option<&[u8]>) -> Result<Target, Reply> {
+pub fn resolve(
+    coordinator: &dyn Coordinator,
+    raw: &[u8],
+    field: Option<&[u8]>,
+) -> Result<Target, Reply> {
     if let Some(colon) = raw.iter().position(|&b| b == b':') {
         if let Ok(name) = std::str::from_utf8(&raw[..colon]) {
             if name != REDIS_VIEW {
-                if let Ok(view) = store.view(name) {
+                if let Ok(view) = coordinator.view(name) {
                     let rest = &raw[colon + 1..];
                     let (partition, clustering) = match rest.iter().position(|&b| b == b':') {
                         Some(c) => (&rest[..c], &rest[c + 1..]),
@@ -62,7 +66,7 @@ pub fn resolve(store: &Store, raw: &[u8], field: Option<&[u8]>) -> Result<Target
             }
         }
     }
-    let view = store
+    let view = coordinator
         .view(REDIS_VIEW)
         .map_err(|e| Reply::error(format!("ERR {e}")))?;
     row(view, raw, field.unwrap_or_default())

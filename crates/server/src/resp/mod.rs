@@ -20,9 +20,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
-use speedlayer_cluster::Cluster;
+use speedlayer_api::Coordinator;
 use speedlayer_resp::Limits;
-use speedlayer_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -41,10 +40,8 @@ pub struct RespStats {
 
 /// What every connection shares.
 pub struct RespShared {
-    /// The node's store (view resolution, INFO).
-    pub store: Store,
-    /// The cluster layer every data command goes through.
-    pub cluster: Cluster,
+    /// The one door every data and admin command goes through.
+    pub coordinator: Arc<dyn Coordinator>,
     /// Event ingest (`XADD events`).
     pub ingest: speedlayer_ingest::Ingest,
     /// Password for AUTH, if required.
@@ -70,8 +67,7 @@ impl RespShared {
         requirepass: Option<String>,
         metrics: Arc<NodeMetrics>,
     ) -> Self {
-        let cluster = ingest.cluster().clone();
-        let store = cluster.store().clone();
+        let coordinator = ingest.coordinator().clone();
         let command_counters = admin::command_names()
             .map(|name| {
                 let counter = metrics
@@ -84,8 +80,7 @@ impl RespShared {
             })
             .collect();
         RespShared {
-            store,
-            cluster,
+            coordinator,
             ingest,
             requirepass,
             limits: Limits::default(),

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use speedlayer_api::{ApplyKind, RangeQuery, Update, View};
 use speedlayer_core::{Hll, Key, Op, OpError, Reading, Value, ValueType};
 use speedlayer_resp::{Reply, Request};
-use speedlayer_store::{Update, View};
 
+use super::args::request_error;
 use super::args::{arity, wrongtype};
 use super::keys::{resolve, Target};
-use super::session::{cluster_error, Session, Step};
+use super::session::{Session, Step};
 
 /// Most fields HGETALL returns.
 const MAX_HASH_FIELDS: usize = 100_000;
@@ -69,19 +70,19 @@ pub async fn execute(session: &Session, name: &str, request: Request) -> Reply {
 }
 
 fn target(session: &Session, key: &Bytes, field: Option<&Bytes>) -> Result<Target, Reply> {
-    resolve(&session.shared.store, key, field.map(|f| &f[..]))
+    resolve(&*session.shared.coordinator, key, field.map(|f| &f[..]))
 }
 
 async fn read(session: &Session, target: &Target) -> Result<Option<Reading>, Reply> {
-    let cluster = &session.shared.cluster;
-    let readings = cluster
+    let coordinator = &session.shared.coordinator;
+    let readings = coordinator
         .get_many(
             &target.view.name,
             vec![target.key.clone()],
-            cluster.defaults().consistency,
+            coordinator.defaults().consistency,
         )
         .await
-        .map_err(|e| cluster_error(&e))?;
+        .map_err(|e| request_error(&e))?;
     Ok(readings.into_iter().next().flatten())
 }
 
@@ -107,7 +108,7 @@ fn hll_of(reading: Option<Reading>) -> Result<Option<Hll>, Reply> {
 }
 
 async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Reply> {
-    let cluster = &session.shared.cluster;
+    let coordinator = &session.shared.coordinator;
     match name {
         "GET" => {
             check(args.len() == 2, name)?;
@@ -157,10 +158,10 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
             }
             let mut deleted = 0;
             for (view, keys) in by_view {
-                let existed = cluster
-                    .delete(&view.name, keys, cluster.defaults())
+                let existed = coordinator
+                    .delete(&view.name, keys, coordinator.defaults())
                     .await
-                    .map_err(|e| cluster_error(&e))?;
+                    .map_err(|e| request_error(&e))?;
                 deleted += existed.iter().filter(|e| **e).count() as i64;
             }
             Ok(Reply::Integer(deleted))
@@ -168,17 +169,19 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
         "HGETALL" => {
             check(args.len() == 2, name)?;
             let t = target(session, &args[1], Some(&Bytes::new()))?;
-            let rows = cluster
+            let rows = coordinator
                 .range(
-                    &t.view.name,
-                    t.key.partition.clone(),
-                    None,
-                    None,
-                    MAX_HASH_FIELDS,
-                    cluster.defaults().consistency,
+                    RangeQuery {
+                        view: t.view.name.clone(),
+                        partition: t.key.partition.clone(),
+                        from: None,
+                        to: None,
+                        limit: MAX_HASH_FIELDS,
+                    },
+                    coordinator.defaults().consistency,
                 )
                 .await
-                .map_err(|e| cluster_error(&e))?;
+                .map_err(|e| request_error(&e))?;
             let mut pairs = Vec::new();
             for row in rows.rows {
                 if row.clustering.is_empty() {
@@ -259,15 +262,15 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
                 ts_us: None,
                 id: None,
             };
-            let results = cluster
+            let results = coordinator
                 .apply(
                     &dest.view.name,
                     vec![update],
-                    cluster.defaults(),
-                    speedlayer_store::ApplyKind::Plain,
+                    coordinator.defaults(),
+                    ApplyKind::Plain,
                 )
                 .await
-                .map_err(|e| cluster_error(&e))?;
+                .map_err(|e| request_error(&e))?;
             match results.into_iter().next() {
                 Some(Ok(_)) if name == "PFADD" => Ok(Reply::Integer(1)),
                 Some(Ok(_)) => Ok(Reply::ok()),

@@ -5,12 +5,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use speedlayer_cluster::ClusterError;
+use speedlayer_api::{ApplyKind, Update, View};
 use speedlayer_core::{Applied, OpError};
 use speedlayer_resp::{Protocol, Reply, Request};
-use speedlayer_store::{StoreError, Update, View};
 
-use super::args::{command_name, wrongtype};
+use super::args::{command_name, request_error, wrongtype};
 use super::keys::Target;
 use super::{admin, reads, stream, writes, RespShared};
 use crate::metrics::CommandLabels;
@@ -199,9 +198,9 @@ impl Session {
         while let Some((view, group)) = take_view_group(gets, |t| &t.view) {
             let (slots, keys): (Vec<usize>, Vec<_>) =
                 group.into_iter().map(|(slot, t)| (slot, t.key)).unzip();
-            let cluster = &self.shared.cluster;
-            let consistency = cluster.defaults().consistency;
-            match cluster.get_many(&view.name, keys, consistency).await {
+            let coordinator = &self.shared.coordinator;
+            let consistency = coordinator.defaults().consistency;
+            match coordinator.get_many(&view.name, keys, consistency).await {
                 Ok(readings) => {
                     for (slot, reading) in slots.into_iter().zip(readings) {
                         replies[slot] = Some(reads::string_reply(reading));
@@ -209,7 +208,7 @@ impl Session {
                 }
                 Err(e) => {
                     for slot in slots {
-                        replies[slot] = Some(cluster_error(&e));
+                        replies[slot] = Some(request_error(&e));
                     }
                 }
             }
@@ -225,13 +224,13 @@ impl Session {
                 updates.push(write.update);
                 answers.push((slot, write.render));
             }
-            let cluster = &self.shared.cluster;
-            match cluster
+            let coordinator = &self.shared.coordinator;
+            match coordinator
                 .apply(
                     &view.name,
                     updates,
-                    cluster.defaults(),
-                    speedlayer_store::ApplyKind::Report,
+                    coordinator.defaults(),
+                    ApplyKind::Report,
                 )
                 .await
             {
@@ -242,7 +241,7 @@ impl Session {
                 }
                 Err(e) => {
                     for (slot, ..) in answers {
-                        replies[slot] = Some(cluster_error(&e));
+                        replies[slot] = Some(request_error(&e));
                     }
                 }
             }
@@ -257,31 +256,6 @@ impl Session {
             },
             Err(OpError::WrongOp { .. }) => wrongtype(),
             Err(e) => Reply::error(format!("ERR {e}")),
-        }
-    }
-}
-
-/// A cluster error as a Redis error reply: `-UNAVAILABLE …` when too few replicas
-/// answered (the client may retry; with ids nothing counts twice).
-pub fn cluster_error(e: &ClusterError) -> Reply {
-    match e {
-        ClusterError::Store(e) => store_error(e),
-        e @ ClusterError::Unavailable { .. } => Reply::error(format!("UNAVAILABLE {e}")),
-        e => {
-            tracing::error!(error = %e, "RESP command failed in the cluster layer");
-            Reply::error(format!("ERR {e}"))
-        }
-    }
-}
-
-/// A storage error as a Redis error reply.
-pub fn store_error(e: &StoreError) -> Reply {
-    match e {
-        StoreError::WrongOp { .. } => wrongtype(),
-        e if e.is_client_error() => Reply::error(format!("ERR {e}")),
-        e => {
-            tracing::error!(error = %e, "RESP command failed in storage");
-            Reply::error(format!("ERR {e}"))
         }
     }
 }

@@ -18,7 +18,8 @@ use speedlayer_events::Event;
 use speedlayer_ingest::{IngestError, Mode};
 use speedlayer_resp::Reply;
 
-use super::session::{cluster_error, store_error, Session};
+use super::args::request_error;
+use super::session::Session;
 
 /// Stream key of synchronous events.
 pub const SYNC_STREAM: &[u8] = b"events";
@@ -142,10 +143,9 @@ pub async fn flush(
             .map(|(slot, p)| ((slot, p.entry_id), p.event))
             .unzip();
         let ingest = &session.shared.ingest;
-        let options = ingest.cluster().defaults();
+        let options = ingest.coordinator().defaults();
         let reply_of = |e: &IngestError| match e {
-            IngestError::Cluster(e) => cluster_error(e),
-            IngestError::Store(e) => store_error(e),
+            IngestError::Request(e) => request_error(e),
             e @ IngestError::QueueFull { .. } => Reply::error(format!("TRYAGAIN {e}")),
         };
         match ingest.submit(&events, mode, options).await {

@@ -1,9 +1,9 @@
 //! Single-key write commands, turned into storage updates grouped per pipeline.
 
 use bytes::Bytes;
+use speedlayer_api::{validate, Error, Update};
 use speedlayer_core::Op;
 use speedlayer_resp::{Reply, Request};
-use speedlayer_store::{validate, StoreError, Update};
 
 use super::args::{arity, integer, wrongtype};
 use super::keys::resolve;
@@ -93,7 +93,7 @@ pub fn plan(session: &Session, name: &str, request: &Request) -> Option<Step> {
 }
 
 fn write(session: &Session, key: &Bytes, field: Option<&Bytes>, op: Op, render: Render) -> Step {
-    let target = match resolve(&session.shared.store, key, field.map(|f| &f[..])) {
+    let target = match resolve(&*session.shared.coordinator, key, field.map(|f| &f[..])) {
         Ok(target) => target,
         Err(reply) => return Step::Reply(reply),
     };
@@ -105,10 +105,10 @@ fn write(session: &Session, key: &Bytes, field: Option<&Bytes>, op: Op, render: 
     };
     if let Err(e) = validate(&target.view, &update) {
         return Step::Reply(match e {
-            StoreError::WrongOp { op: "decr", .. } => {
+            Error::WrongOp { op: "decr", .. } => {
                 Reply::error("ERR a gcounter only grows: negative increments are refused")
             }
-            StoreError::WrongOp { .. } => wrongtype(),
+            Error::WrongOp { .. } => wrongtype(),
             e => Reply::error(format!("ERR {e}")),
         });
     }

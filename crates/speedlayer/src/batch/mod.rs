@@ -12,9 +12,9 @@ pub mod import;
 
 use anyhow::{bail, Context};
 use serde_json::Value as Json;
+use speedlayer_api::{ViewSpec, ViewType};
 use speedlayer_core::{BatchBoundary, ValueType};
 use speedlayer_events::{MappingSpec, MAX_TS_SECS};
-use speedlayer_store::catalog::{ViewSpec, ViewType};
 
 use crate::cli::BatchExportArgs;
 

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use speedlayer_api::ViewSpec;
 use speedlayer_core::ValueType;
 use speedlayer_events::MappingSpec;
-use speedlayer_server::{Node, NodeConfig};
-use speedlayer_store::ViewSpec;
+use speedlayer_node::{Node, NodeConfig};
 
 use super::median;
 use crate::demo::Rng;

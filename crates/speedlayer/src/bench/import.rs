@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use speedlayer_api::ViewSpec;
 use speedlayer_core::ValueType;
-use speedlayer_store::ViewSpec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::median;

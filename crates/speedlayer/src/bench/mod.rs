@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use prometheus_client::registry::Registry;
+use speedlayer_api::{Update, ViewSpec};
 use speedlayer_core::{Epoch, Key, Op, ValueType};
-use speedlayer_server::{Node, NodeConfig};
-use speedlayer_store::{Store, StoreConfig, Update, ViewSpec};
+use speedlayer_node::{Node, NodeConfig};
+use speedlayer_store::{Store, StoreConfig};
 
 use crate::cli::{BenchArgs, BenchWhich};
 use crate::demo::Rng;

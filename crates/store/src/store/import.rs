@@ -9,7 +9,9 @@ use std::sync::Arc;
 use speedlayer_core::{BatchBoundary, BatchValue, Key, ValueType};
 
 use super::Store;
-use crate::batch::{BatchRecord, Retiring, Staged};
+use speedlayer_api::{Retiring, Staged};
+
+use crate::batch::BatchRecord;
 use crate::catalog::View;
 use crate::clock::wall_clock_us;
 use crate::error::{Result, StoreError};

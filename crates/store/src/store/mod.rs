@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fjall::Database;
 use prometheus_client::registry::Registry;
-use speedlayer_core::{Applied, Epoch, Key, Op, OpError, UpdateId, Value};
+use speedlayer_core::{Applied, Epoch, Key, Op, OpError, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::BatchTables;
@@ -33,14 +33,9 @@ mod retire;
 mod write;
 
 pub use import::ImportCheck;
-pub use range::{RangeRow, RangeRows, RangeStates};
+pub use range::RangeStates;
 pub use retire::Retired;
-pub use write::validate;
-
-/// Latest accepted event time: 9999-12-31T23:59:59Z, in microseconds. Anything later is a
-/// unit mistake (milliseconds or nanoseconds sent as seconds), refused rather than stored
-/// in an epoch nobody will ever read.
-pub const MAX_TS_US: i64 = 253_402_300_799_000_000;
+pub use speedlayer_api::{validate, ApplyKind, EpochInfo, RangeRow, RangeRows, Update, MAX_TS_US};
 
 /// Default of [`StoreConfig::batch_grace`]: far longer than any read (RPCs time out after
 /// 2 s) and than catalog gossip needs to reach every live node (pings every 500 ms).
@@ -95,36 +90,6 @@ impl StoreConfig {
     }
 }
 
-/// One update as a front end hands it over.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Update {
-    /// Row addressed.
-    pub key: Key,
-    /// What to do to it.
-    pub op: Op,
-    /// Event time in microseconds; the arrival time when `None`.
-    pub ts_us: Option<i64>,
-    /// Producer id that makes the update idempotent.
-    pub id: Option<UpdateId>,
-}
-
-/// How a batch of updates is applied: what the caller needs back, and whether the owner
-/// shards may pre-aggregate it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum ApplyKind {
-    /// Each update applied and logged on its own.
-    #[default]
-    Plain,
-    /// As `Plain`, with each result's [`Applied::effect`] filled in as Redis reports it.
-    Report,
-    /// Pre-aggregated (event streams): a shard still applies every update to the key's
-    /// state one by one (so every id counts once and every result is exact), but logs
-    /// one merged delta per key and message instead of one entry per update, and returns
-    /// that merged delta once (on the key's last update) for the replicas to merge. N
-    /// increments of one key in a batch become one log entry and one replica merge.
-    Aggregate,
-}
-
 /// One update's result as [`Store::apply_replicating`] reports it.
 #[derive(Debug)]
 pub struct Written {
@@ -135,19 +100,6 @@ pub struct Written {
     /// The part of the key's state it wrote ([`speedlayer_core::Value::delta`]): what
     /// the other replicas merge. `None` when the update was refused.
     pub delta: Option<Value>,
-}
-
-/// What the store knows of one live epoch.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct EpochInfo {
-    /// Epoch index.
-    pub epoch: u64,
-    /// First second covered (Unix time).
-    pub start_secs: u64,
-    /// Approximate number of keys (from the LSM's table metadata).
-    pub approx_keys: u64,
-    /// Bytes on disk.
-    pub disk_bytes: u64,
 }
 
 struct Inner {
@@ -310,14 +262,9 @@ impl Store {
             .ok_or_else(|| StoreError::UnknownView(name.to_string()))
     }
 
-    /// Every declared view, by name.
-    pub fn views(&self) -> Vec<Arc<View>> {
+    /// Every declared view, by name (a shared snapshot; a new one after a declaration).
+    pub fn views(&self) -> Arc<Vec<Arc<View>>> {
         self.inner.catalog.list()
-    }
-
-    /// Every view with an event mapping, compiled (see [`crate::catalog::MappedView`]).
-    pub fn mapped_views(&self) -> Arc<Vec<crate::MappedView>> {
-        self.inner.catalog.mapped()
     }
 
     /// Sends each shard the keys it owns (one message made by `message`) and puts the

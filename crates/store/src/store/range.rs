@@ -5,36 +5,11 @@ use std::ops::Bound;
 
 use speedlayer_core::{BatchBoundary, BatchValue, Key, Reading, RowParts, Value};
 
+use speedlayer_api::{RangeRow, RangeRows};
+
 use super::Store;
 use crate::catalog::ViewType;
 use crate::error::{Result, StoreError};
-
-/// One row of a range read.
-#[derive(Clone, Debug)]
-pub struct RangeRow {
-    /// Clustering key of the row.
-    pub clustering: Vec<u8>,
-    /// Its value: batch row ⊕ live epochs.
-    pub value: Reading,
-    /// Whether the batch view holds the row.
-    pub from_batch: bool,
-    /// Whether any realtime epoch holds the row.
-    pub from_realtime: bool,
-}
-
-/// Result of a range read.
-#[derive(Clone, Debug)]
-pub struct RangeRows {
-    /// Rows in clustering order.
-    pub rows: Vec<RangeRow>,
-    /// Combination of every returned row; `None` in an `any` view whose rows are of
-    /// different types (or when there are no rows).
-    pub total: Option<Reading>,
-    /// True when more rows matched than the limit allowed.
-    pub truncated: bool,
-    /// The batch boundary the rows were read at.
-    pub boundary: BatchBoundary,
-}
 
 /// Rows of a range read before parts are combined: each row's batch row and states per
 /// epoch. What a replica answers a coordinator, which joins replicas per (row, epoch)
@@ -66,7 +41,7 @@ impl Store {
         let states = self
             .range_states(view, partition, from, to, limit, None)
             .await?;
-        RangeRows::combine(value_type, states, limit)
+        states.combine(value_type, limit)
     }
 
     /// [`Store::range`] before parts are combined, at boundary `at` (the current one
@@ -164,10 +139,11 @@ impl Scan {
     }
 }
 
-impl RangeRows {
+impl RangeStates {
     /// Combines each row's epochs (see [`Reading`]) and the rows into a total, keeping
     /// the first `limit` rows.
-    pub fn combine(value_type: ViewType, states: RangeStates, limit: usize) -> Result<RangeRows> {
+    pub fn combine(self, value_type: ViewType, limit: usize) -> Result<RangeRows> {
+        let states = self;
         let truncated = states.truncated || states.rows.len() > limit;
         let mut total = match value_type {
             ViewType::Typed(t) => Some(Reading::empty(t)),

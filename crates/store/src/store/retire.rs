@@ -16,7 +16,9 @@ use fjall::PersistMode;
 
 use super::import::take_staged;
 use super::{EpochInfo, Store};
-use crate::batch::{BatchRecord, Staged};
+use speedlayer_api::Staged;
+
+use crate::batch::BatchRecord;
 use crate::catalog::View;
 use crate::clock::wall_clock_us;
 use crate::error::{Result, StoreError};
@@ -97,12 +99,12 @@ impl Store {
     pub async fn retire(&self) -> Result<Retired> {
         let mut retired = Retired::default();
         let now_us = wall_clock_us();
-        for view in self.views() {
-            if !self.has_retirable(&view, now_us) {
+        for view in self.views().iter() {
+            if !self.has_retirable(view, now_us) {
                 continue;
             }
             let _dropping = self.inner.retire_gate.write().await;
-            let done = self.retire_view(&view, now_us).await?;
+            let done = self.retire_view(view, now_us).await?;
             retired.epochs_covered += done.epochs_covered;
             retired.epochs_expired += done.epochs_expired;
             retired.tables += done.tables;

@@ -3,11 +3,11 @@
 
 use std::sync::atomic::Ordering;
 
-use speedlayer_core::{Applied, Epoch, Key, Op, OpError, Outcome, Value, ValueType};
+use speedlayer_core::{Applied, Epoch, Key, Op, OpError, Outcome, Value};
 use tokio::sync::oneshot;
 
-use super::{shard_of, ApplyKind, Store, Update, Written, MAX_TS_US};
-use crate::catalog::{View, ViewType};
+use super::{shard_of, validate, ApplyKind, Store, Update, Written};
+use crate::catalog::ViewType;
 use crate::error::{Result, StoreError};
 use crate::shard::{ShardMsg, ShardUpdate, UpdateResults};
 
@@ -179,40 +179,4 @@ impl Store {
         }
         Ok(results)
     }
-}
-
-/// Checks what the caller can get wrong in one update against its view (op of another
-/// type, negative gcounter increment, timestamp out of range). [`Store::apply`] runs it on
-/// every update before applying any; front ends that group commands from several
-/// requests into one `apply` run it per request first, so one bad command cannot fail
-/// its neighbours.
-pub fn validate(view: &View, update: &Update) -> Result<()> {
-    let value_type = view.spec.value_type.type_for(&update.op);
-    if !update.op.fits(value_type) {
-        return Err(StoreError::WrongOp {
-            view: view.name.clone(),
-            op: update.op.name(),
-            value_type,
-        });
-    }
-    if value_type == ValueType::Gcounter {
-        if let Op::Incr(by) = update.op {
-            if by < 0 {
-                return Err(StoreError::WrongOp {
-                    view: view.name.clone(),
-                    op: "decr",
-                    value_type,
-                });
-            }
-        }
-    }
-    if let Some(ts) = update.ts_us {
-        if !(0..=MAX_TS_US).contains(&ts) {
-            return Err(StoreError::Timestamp(format!(
-                "{} s is outside 0..=253402300799 (seconds since 1970)",
-                ts / 1_000_000
-            )));
-        }
-    }
-    Ok(())
 }

@@ -16,7 +16,7 @@ use reqwest::Client;
 use serde_json::{json, Value};
 use speedlayer_cluster::ClusterConfig;
 use speedlayer_core::{BatchBoundary, BatchValue, Key};
-use speedlayer_server::{Node, NodeConfig};
+use speedlayer_node::{Node, NodeConfig};
 use support::batch::hour;
 
 fn free_addrs(n: usize) -> Vec<SocketAddr> {

@@ -271,13 +271,13 @@ async fn events_with_ids_count_once_when_resent() {
 
 /// Starts a node on `dir` at once (as `support::start_node` does), failing the test if it
 /// cannot: `shutdown()` has returned, so the data directory must be free.
-async fn start_on(dir: &tempfile::TempDir) -> (speedlayer_server::Node, Api) {
-    let config = speedlayer_server::NodeConfig {
+async fn start_on(dir: &tempfile::TempDir) -> (speedlayer_node::Node, Api) {
+    let config = speedlayer_node::NodeConfig {
         http: "127.0.0.1:0".parse().unwrap(),
         resp: "127.0.0.1:0".parse().unwrap(),
-        ..speedlayer_server::NodeConfig::new(dir.path())
+        ..speedlayer_node::NodeConfig::new(dir.path())
     };
-    let node = speedlayer_server::Node::start(config)
+    let node = speedlayer_node::Node::start(config)
         .await
         .unwrap_or_else(|e| panic!("restarting on the same directory after shutdown(): {e}"));
     let api = Api {

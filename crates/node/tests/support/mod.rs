@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use reqwest::Client;
-use speedlayer_server::{Node, NodeConfig};
+use speedlayer_node::{Node, NodeConfig};
 use tempfile::TempDir;
 
 /// Starts a node with its data in `dir`, its HTTP and RESP listeners on ephemeral ports of
@@ -44,7 +44,7 @@ pub mod http {
 
     use reqwest::{Client, StatusCode};
     use serde_json::{json, Value};
-    use speedlayer_server::{Node, NodeConfig};
+    use speedlayer_node::{Node, NodeConfig};
     use tempfile::TempDir;
 
     use super::{shutdown, start_node};
@@ -260,7 +260,7 @@ pub mod resp {
     use redis::{AsyncConnectionConfig, RedisError, Value};
     use reqwest::{Client, StatusCode};
     use serde_json::{json, Value as Json};
-    use speedlayer_server::Node;
+    use speedlayer_node::Node;
     use tempfile::TempDir;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;

@@ -1,4 +1,4 @@
-//! A running node: its store plus the listeners of its front ends.
+//! A running node: its store, the coordinator on it, and the front ends around that.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,20 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
+use speedlayer_api::Coordinator;
 use speedlayer_cluster::{Cluster, ClusterConfig, ClusterError};
 use speedlayer_ingest::metrics::IngestMetrics;
 use speedlayer_ingest::source::nats::{NatsConfig, NatsError, NatsSource};
 use speedlayer_ingest::source::SourceMetrics;
 use speedlayer_ingest::{Ingest, IngestConfig};
+use speedlayer_server::http::{self, AppState};
+use speedlayer_server::metrics::NodeMetrics;
+use speedlayer_server::resp::keys::{redis_view_spec, REDIS_VIEW};
+use speedlayer_server::resp::{self, RespShared};
 use speedlayer_store::{Store, StoreConfig, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-use crate::http::{self, AppState};
-use crate::metrics::NodeMetrics;
-use crate::resp::keys::{redis_view_spec, REDIS_VIEW};
-use crate::resp::{self, RespShared};
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
@@ -57,7 +57,7 @@ pub struct NodeConfig {
     /// Event ingest: queue limit, log sources.
     pub ingest: IngestConfig,
     /// Views declared at start (e.g. from the config file), with their mappings.
-    pub views: Vec<(String, speedlayer_store::ViewSpec)>,
+    pub views: Vec<(String, speedlayer_api::ViewSpec)>,
     /// A NATS JetStream stream to consume into the views' mappings (none by default).
     pub nats: Option<NatsConfig>,
     /// How long an older batch boundary stays readable after a newer one is published.
@@ -116,10 +116,14 @@ pub enum ServerError {
 
 /// A started node. Dropping it does not stop it; call [`Node::shutdown`].
 pub struct Node {
-    /// The node's store (shared with the front ends).
+    /// The node's store. Only the composition root and tools (benchmarks, recovery
+    /// tests) hold it; the front ends get [`Node::coordinator`].
     pub store: Store,
-    /// The node's cluster layer.
+    /// The node's cluster layer, as a concrete type (for tools that ask it about the
+    /// ring); the same object as `coordinator`.
     pub cluster: Cluster,
+    /// The one door the front ends hold.
+    pub coordinator: Arc<dyn Coordinator>,
     /// The node's event ingest.
     pub ingest: Ingest,
     /// Where HTTP listens.
@@ -167,8 +171,9 @@ impl Node {
         }
         let ingest_metrics = IngestMetrics::default();
         ingest_metrics.register(&mut registry);
+        let coordinator: Arc<dyn Coordinator> = Arc::new(cluster.clone());
         let ingest = Ingest::start(
-            cluster.clone(),
+            coordinator.clone(),
             config.ingest.clone(),
             ingest_metrics,
             stop.subscribe(),
@@ -185,8 +190,7 @@ impl Node {
         };
         let metrics = NodeMetrics::new(registry);
         let state = AppState {
-            store: store.clone(),
-            cluster: cluster.clone(),
+            coordinator: coordinator.clone(),
             ingest: ingest.clone(),
             max_body_bytes: config.max_body_bytes,
             metrics: metrics.clone(),
@@ -217,6 +221,7 @@ impl Node {
         Ok(Node {
             store,
             cluster,
+            coordinator,
             ingest,
             http_addr,
             resp_addr,

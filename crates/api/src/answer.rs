@@ -1,0 +1,163 @@
+//! What the coordinator answers: readings at a named batch boundary, range rows, epochs,
+//! batch and cluster status. Plain data, rendered by the front ends.
+
+use serde::{Deserialize, Serialize};
+use speedlayer_core::{BatchBoundary, Reading, RowParts};
+
+/// A read's answer: the batch boundary it used and each key's parts, replicas joined.
+#[derive(Clone, Debug)]
+pub struct KeyAnswers {
+    /// The one boundary every part belongs to.
+    pub boundary: BatchBoundary,
+    /// Per key asked, in order.
+    pub rows: Vec<RowParts>,
+}
+
+/// One row of a range read.
+#[derive(Clone, Debug)]
+pub struct RangeRow {
+    /// Clustering key of the row.
+    pub clustering: Vec<u8>,
+    /// Its value: batch row ⊕ live epochs.
+    pub value: Reading,
+    /// Whether the batch view holds the row.
+    pub from_batch: bool,
+    /// Whether any realtime epoch holds the row.
+    pub from_realtime: bool,
+}
+
+/// Result of a range read.
+#[derive(Clone, Debug)]
+pub struct RangeRows {
+    /// Rows in clustering order.
+    pub rows: Vec<RangeRow>,
+    /// Combination of every returned row; `None` in an `any` view whose rows are of
+    /// different types (or when there are no rows).
+    pub total: Option<Reading>,
+    /// True when more rows matched than the limit allowed.
+    pub truncated: bool,
+    /// The batch boundary the rows were read at.
+    pub boundary: BatchBoundary,
+}
+
+/// What the store knows of one live epoch.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EpochInfo {
+    /// Epoch index.
+    pub epoch: u64,
+    /// First second covered (Unix time).
+    pub start_secs: u64,
+    /// Approximate number of keys (from the LSM's table metadata).
+    pub approx_keys: u64,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+}
+
+/// An import still being staged (or staged and waiting for its publication).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    /// The boundary it covers until.
+    pub boundary: BatchBoundary,
+    /// The import's id (chosen by its coordinator): rows and the publication name it.
+    pub import: u64,
+    /// Every row is durable here.
+    pub finished: bool,
+    /// Wall clock (µs) when staging began: unpublished imports are collected after a while.
+    pub started_us: u64,
+}
+
+/// An older boundary still readable for a while after a newer one was published.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retiring {
+    /// The old boundary.
+    pub boundary: BatchBoundary,
+    /// Its import (`0` for [`BatchBoundary::NONE`], which has no table).
+    pub import: u64,
+    /// Wall clock (µs) after which it is dropped.
+    pub until_us: u64,
+}
+
+/// What a node knows of one view's batch views (`GET /v1/views/{view}/batch`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BatchStatus {
+    /// The current boundary ([`BatchBoundary::NONE`] before the first import).
+    pub published: BatchBoundary,
+    /// The current boundary's import id (`0` for none).
+    pub published_import: u64,
+    /// Older boundaries still readable.
+    pub retiring: Vec<Retiring>,
+    /// Imports staged or staging, not yet published.
+    pub staged: Vec<Staged>,
+}
+
+/// What a finished import did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ImportReport {
+    /// The view's new boundary.
+    pub boundary: BatchBoundary,
+    /// Rows imported.
+    pub rows: u64,
+    /// Nodes that published at once; the others learn it from gossip.
+    pub published_on: usize,
+    /// Nodes of the cluster.
+    pub nodes: usize,
+    /// Nodes that were down during the import: they copy its rows when they are back.
+    pub catching_up: Vec<String>,
+}
+
+/// One node as `GET /v1/cluster` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeStatus {
+    /// Cluster address.
+    pub addr: String,
+    /// Node id (from its handshake; `null` until it answered once).
+    pub node_id: Option<String>,
+    /// `up` or `down`, per this node's failure detector.
+    pub state: &'static str,
+    /// True for the node answering.
+    #[serde(rename = "self")]
+    pub is_self: bool,
+    /// Hints this node holds for it.
+    pub hints_pending: u64,
+}
+
+/// One partition's owners.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartitionStatus {
+    /// Partition number.
+    pub partition: u32,
+    /// Preference list, first choice first.
+    pub nodes: Vec<String>,
+}
+
+/// What `GET /v1/cluster` answers.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterStatus {
+    /// This node's id.
+    pub node_id: String,
+    /// This node's cluster address.
+    pub addr: String,
+    /// Partitions of the ring.
+    pub partitions: u32,
+    /// Replication factor.
+    pub replicas: usize,
+    /// Default consistency.
+    pub consistency: String,
+    /// Default quorum mode.
+    pub quorum: String,
+    /// Every member.
+    pub nodes: Vec<NodeStatus>,
+    /// Every partition's preference list.
+    pub ring: Vec<PartitionStatus>,
+}
+
+/// Counters of one node's storage since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StorageStats {
+    /// Journal syncs (each acknowledges a group of writes).
+    pub journal_syncs: u64,
+    /// Updates applied.
+    pub updates_applied: u64,
+    /// Updates recognised as already applied (same id).
+    pub updates_duplicate: u64,
+}

@@ -1,0 +1,172 @@
+//! [`Coordinator`]: the one door every front end, source and admin tool goes through.
+//!
+//! A front end (HTTP, RESP, log sources, ingest) holds an `Arc<dyn Coordinator>` and
+//! nothing else of the node: it cannot name the store, so it cannot write, read, delete or
+//! drop anything without the coordinator choosing replicas, consistency and repair. The
+//! composition root (`speedlayer-node`) is the only place that sees both sides.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use speedlayer_core::{
+    Applied, BatchBoundary, BatchValue, Epoch, Key, OpError, Reading, ValueType,
+};
+
+use crate::answer::{
+    BatchStatus, ClusterStatus, EpochInfo, ImportReport, KeyAnswers, RangeRows, StorageStats,
+};
+use crate::consistency::{Consistency, WriteOptions};
+use crate::error::Error;
+use crate::queue::EventLog;
+use crate::update::{ApplyKind, Update};
+use crate::view::{Declared, View, ViewSpec};
+
+/// One result per update, in order: what applying it did, or why its key's state
+/// refused it (the request as a whole succeeded).
+pub type UpdateResults = Vec<Result<Applied, OpError>>;
+
+/// A range read: rows of one partition whose clustering key is in `from..=to` (either
+/// bound open when `None`), at most `limit` of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeQuery {
+    /// The view.
+    pub view: String,
+    /// The partition key.
+    pub partition: Vec<u8>,
+    /// Lowest clustering key, inclusive.
+    pub from: Option<Vec<u8>>,
+    /// Highest clustering key, inclusive.
+    pub to: Option<Vec<u8>>,
+    /// Most rows returned.
+    pub limit: usize,
+}
+
+/// The node's coordinator: routes every request to the replicas of its keys at the
+/// consistency asked for, and every admin operation to every node that must see it.
+///
+/// Invariant: whatever a caller does through this trait holds cluster-wide (or fails
+/// with an [`Error`] saying why); there is no per-node shortcut.
+#[async_trait]
+pub trait Coordinator: Send + Sync {
+    /// This node's id (its slot in anonymous counter updates; shown in status).
+    fn node_id(&self) -> &str;
+
+    /// Consistency and quorum mode of requests that do not choose.
+    fn defaults(&self) -> WriteOptions;
+
+    /// The consistency a read asked for, or the node's default.
+    fn read_consistency(&self, asked: Option<Consistency>) -> Consistency {
+        asked.unwrap_or(self.defaults().consistency)
+    }
+
+    /// Every declared view, sorted by name.
+    fn views(&self) -> Vec<Arc<View>>;
+
+    /// The view named `name`.
+    fn view(&self, name: &str) -> Result<Arc<View>, Error>;
+
+    /// Declares a view on every node (idempotent; a different spec for an existing view
+    /// is [`Error::Conflict`]). Nodes that are down learn it when they are back.
+    async fn declare_view(
+        &self,
+        name: &str,
+        spec: ViewSpec,
+    ) -> Result<(Arc<View>, Declared), Error>;
+
+    /// The batch boundary reads of `view` coordinated here use.
+    fn boundary(&self, view: &str) -> Result<BatchBoundary, Error>;
+
+    /// What this node knows of `view`'s batch views.
+    fn batch_status(&self, view: &str) -> Result<BatchStatus, Error>;
+
+    /// The live epochs of `view` on this node, with key counts as of the last
+    /// [`Coordinator::checkpoint`].
+    fn epochs(&self, view: &str) -> Result<Vec<EpochInfo>, Error>;
+
+    /// Writes this node's pending states to its epoch tables, so key counts and disk
+    /// sizes are current (everything acknowledged is durable already, in the journal).
+    async fn checkpoint(&self) -> Result<(), Error>;
+
+    /// Counters of this node's storage (Redis `INFO stats`).
+    fn storage_stats(&self) -> StorageStats;
+
+    /// Drops epoch `epoch` of `view` cluster-wide: every replica deletes it and refuses
+    /// anything that would bring it back. False when no node held the epoch.
+    async fn drop_epoch(&self, view: &str, epoch: Epoch) -> Result<bool, Error>;
+
+    /// Membership, health and ring as this node sees them.
+    fn status(&self) -> ClusterStatus;
+
+    /// Applies `updates` to `view` at `options`. With [`ApplyKind::Report`] results carry
+    /// Redis effects; with [`ApplyKind::Aggregate`] owners pre-aggregate per key. On
+    /// [`Error::Unavailable`] some updates may have been applied on fewer than W nodes:
+    /// retry with the same ids to count each exactly once.
+    async fn apply(
+        &self,
+        view: &str,
+        updates: Vec<Update>,
+        options: WriteOptions,
+        kind: ApplyKind,
+    ) -> Result<UpdateResults, Error>;
+
+    /// Deletes `keys` of `view`; per key, whether any replica held it.
+    async fn delete(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        options: WriteOptions,
+    ) -> Result<Vec<bool>, Error>;
+
+    /// The parts of `keys` in `view` at `consistency`, all at one batch boundary.
+    async fn read(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        consistency: Consistency,
+    ) -> Result<KeyAnswers, Error>;
+
+    /// The values of `keys` in `view` at `consistency`, in order (`None`: no replica holds
+    /// the key), each `batch ⊕ realtime` at one batch boundary.
+    async fn get_many(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        consistency: Consistency,
+    ) -> Result<Vec<Option<Reading>>, Error> {
+        let value_type = self.view(view)?.spec.value_type.typed();
+        let answers = self.read(view, keys, consistency).await?;
+        answers
+            .rows
+            .iter()
+            .map(|parts| parts.reading(value_type).map_err(Error::from))
+            .collect()
+    }
+
+    /// Rows of one partition at `consistency`, combined, at one batch boundary.
+    async fn range(&self, query: RangeQuery, consistency: Consistency) -> Result<RangeRows, Error>;
+
+    /// Starts importing a batch view of `view` covering every event before
+    /// `covers_until` (Unix seconds) on every node that is up.
+    async fn begin_import(
+        &self,
+        view: &str,
+        covers_until: u64,
+    ) -> Result<Box<dyn BatchImport>, Error>;
+
+    /// The node's durable queue of async events.
+    fn event_log(&self) -> Arc<dyn EventLog>;
+}
+
+/// A batch import in progress. Dropped without [`BatchImport::finish`], it is aborted on
+/// every participant.
+#[async_trait]
+pub trait BatchImport: Send {
+    /// The boundary this import publishes.
+    fn boundary(&self) -> BatchBoundary;
+    /// The view's value type (rows are parsed as it).
+    fn value_type(&self) -> ValueType;
+    /// Stages rows on every owner of their partitions.
+    async fn stage(&mut self, rows: Vec<(Key, BatchValue)>) -> Result<(), Error>;
+    /// Finishes staging everywhere and publishes the new boundary.
+    async fn finish(self: Box<Self>) -> Result<ImportReport, Error>;
+}
