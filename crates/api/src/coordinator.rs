@@ -94,6 +94,12 @@ pub trait Coordinator: Send + Sync {
     /// anything that would bring it back. False when no node held the epoch.
     async fn drop_epoch(&self, view: &str, epoch: Epoch) -> Result<bool, Error>;
 
+    /// Empties an `any` view (the Redis keyspace) cluster-wide in O(1): drops its current
+    /// generation (see [`Coordinator::drop_epoch`]); later writes start the next one.
+    /// Writes concurrent with the flush may be removed by it. A view of time epochs is
+    /// refused ([`Error::Unsupported`]): drop its epochs instead.
+    async fn flush_view(&self, view: &str) -> Result<(), Error>;
+
     /// Membership, health and ring as this node sees them.
     fn status(&self) -> ClusterStatus;
 

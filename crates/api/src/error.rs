@@ -124,6 +124,9 @@ pub enum Error {
         /// What it answered.
         reason: String,
     },
+    /// The request does not apply to what it names (e.g. flushing a view of time epochs).
+    #[error("{0}")]
+    Unsupported(String),
     /// The node's journal could not be made durable earlier; it refuses writes rather
     /// than acknowledge data it may not hold. Restart it.
     #[error("storage is failed after a journal sync error; restart the node")]
@@ -154,6 +157,7 @@ impl Error {
                 | Error::BoundaryNotAfter { .. }
                 | Error::UntypedBatch(_)
                 | Error::BatchRow(_)
+                | Error::Unsupported(_)
         )
     }
 }

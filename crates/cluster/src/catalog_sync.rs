@@ -8,6 +8,9 @@
 //! differently while partitioned keep their own and count a conflict (a metric and a log
 //! line name it); the operator resolves it.
 //!
+//! The digest also covers each view's dropped epochs (see [`crate::drop`]): a node that
+//! missed a drop pulls the peer's dropped sets and drops what it lacks.
+//!
 //! The digest also covers each view's published batch boundary, so a node that missed a
 //! publication (see [`crate::import`]) pulls the peer's boundaries and publishes the ones
 //! it has staged.
@@ -48,6 +51,9 @@ pub fn digest(store: &Store) -> u64 {
         bytes.extend_from_slice(spec.as_bytes());
         bytes.push(b'\n');
     }
+    for (view, epochs) in store.dropped_epochs() {
+        bytes.extend_from_slice(format!("dropped {view} {epochs:?}\n").as_bytes());
+    }
     for (view, boundary, import) in store.published_boundaries() {
         bytes.extend_from_slice(format!("batch {view} {boundary} {import}\n").as_bytes());
     }
@@ -57,8 +63,11 @@ pub fn digest(store: &Store) -> u64 {
 /// Declares a view a peer holds. An identical declaration is a no-op; a conflicting one
 /// is logged and counted, and refused.
 pub(crate) async fn learn(inner: &Inner, name: &str, spec: &str) -> Result<(), ClusterError> {
-    let spec: ViewSpec = serde_json::from_str(spec)
-        .map_err(|e| StoreError::InvalidDeclaration(format!("from a peer: {e}")))?;
+    let spec: ViewSpec = serde_json::from_str(spec).map_err(|e| {
+        StoreError::Request(speedlayer_api::Error::InvalidDeclaration(format!(
+            "from a peer: {e}"
+        )))
+    })?;
     let store = inner.store.clone();
     let owned = name.to_owned();
     let result = tokio::task::spawn_blocking(move || store.declare_view(&owned, spec))
@@ -72,7 +81,7 @@ pub(crate) async fn learn(inner: &Inner, name: &str, spec: &str) -> Result<(), C
             }
             Ok(())
         }
-        Err(e @ StoreError::Conflict { .. }) => {
+        Err(e @ StoreError::Request(speedlayer_api::Error::Conflict { .. })) => {
             inner.metrics.catalog_conflicts.inc();
             tracing::error!(view = %name, error = %e, "a peer declared this view differently; keeping this node's declaration");
             Err(e.into())
@@ -93,7 +102,19 @@ pub(crate) async fn pull(inner: &Arc<Inner>, member: usize) {
         }
         let _ = learn(inner, &name, &spec).await;
     }
+    pull_dropped(inner, member).await;
     pull_boundaries(inner, member).await;
+}
+
+/// Drops here the epochs `member` knows were dropped and this node does not.
+async fn pull_dropped(inner: &Arc<Inner>, member: usize) {
+    let Ok(Response::DroppedEpochs(theirs)) = inner.call(member, &Request::DroppedEpochs).await
+    else {
+        return;
+    };
+    for (view, epochs) in theirs {
+        inner.heed_dropped(&view, &epochs).await;
+    }
 }
 
 /// Publishes here the batch boundaries `member` has published and this node has only

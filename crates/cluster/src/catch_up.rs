@@ -120,7 +120,8 @@ async fn copy_from(
         after = page.last().map(|(key, _)| key.clone());
         let mut rows = Vec::new();
         for (key, value) in &page {
-            let key: Key = wire::key(key).map_err(|e| StoreError::BatchRow(e.to_string()))?;
+            let key: Key = wire::key(key)
+                .map_err(|e| StoreError::Request(speedlayer_api::Error::BatchRow(e.to_string())))?;
             if mine.contains(&inner.ring.partition_of(&key.partition)) {
                 rows.push((key, BatchValue::decode(value).map_err(StoreError::from)?));
             }

@@ -66,7 +66,11 @@ impl Coordinator for Cluster {
     }
 
     async fn drop_epoch(&self, view: &str, epoch: Epoch) -> Result<bool, Error> {
-        Ok(self.inner.store.drop_epoch(view, epoch).await?)
+        Ok(Cluster::drop_epoch(self, view, epoch).await?)
+    }
+
+    async fn flush_view(&self, view: &str) -> Result<(), Error> {
+        Ok(Cluster::flush_view(self, view).await?)
     }
 
     fn status(&self) -> ClusterStatus {

@@ -94,7 +94,7 @@ async fn deliver_batch(inner: &Inner, member: usize, name: &str) -> Result<bool,
         // has nothing left to hand over.
         let states = match inner.store.states(&view, keys, None).await {
             Ok((_, states)) => states,
-            Err(speedlayer_store::StoreError::UnknownView(_)) => {
+            Err(speedlayer_store::StoreError::Request(speedlayer_api::Error::UnknownView(_))) => {
                 vec![RowParts::default(); hints.len()]
             }
             Err(e) => return Err(e.to_string()),

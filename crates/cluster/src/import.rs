@@ -295,7 +295,9 @@ pub(crate) async fn serve_step(
             let rows = rows
                 .iter()
                 .map(|(k, v)| {
-                    let key = wire::key(k).map_err(|e| StoreError::BatchRow(e.to_string()))?;
+                    let key = wire::key(k).map_err(|e| {
+                        StoreError::Request(speedlayer_api::Error::BatchRow(e.to_string()))
+                    })?;
                     Ok((key, BatchValue::decode(v)?))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;

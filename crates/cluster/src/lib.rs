@@ -23,6 +23,7 @@
 pub mod catalog_sync;
 pub(crate) mod catch_up;
 pub mod coordinator;
+pub mod drop;
 pub mod error;
 pub mod handoff;
 pub mod import;

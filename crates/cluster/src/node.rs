@@ -217,8 +217,9 @@ impl Cluster {
         if let Some(mapping) = &spec.mapping {
             // Checked here, at the door: storage keeps declarations without knowing the
             // mapping language, and ingest compiles what was accepted.
-            speedlayer_events::Mapping::compile(mapping, spec.value_type.typed())
-                .map_err(|e| StoreError::InvalidDeclaration(e.to_string()))?;
+            speedlayer_events::Mapping::compile(mapping, spec.value_type.typed()).map_err(|e| {
+                StoreError::Request(speedlayer_api::Error::InvalidDeclaration(e.to_string()))
+            })?;
         }
         let store = self.inner.store.clone();
         let (owned, spec_json) = (name.to_owned(), serde_json::to_string(&spec).ok());
@@ -311,6 +312,26 @@ impl Inner {
             .and_then(|known| known.get(view).copied())
             .unwrap_or_default();
         Ok(own.max(known))
+    }
+
+    /// Drops here the epochs of `view` a peer says were dropped cluster-wide and this
+    /// node has not heard of yet.
+    pub async fn heed_dropped(&self, view: &str, dropped: &[u64]) {
+        let known = self.store.dropped(view);
+        let new: Vec<speedlayer_core::Epoch> = dropped
+            .iter()
+            .map(|&e| speedlayer_core::Epoch(e))
+            .filter(|e| !known.contains(e))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        match self.store.drop_epochs(view, &new).await {
+            Ok(_) => tracing::info!(%view, epochs = ?new, "learned dropped epochs from a peer"),
+            Err(e) => {
+                tracing::warn!(%view, error = %e, "dropping epochs a peer dropped failed; retried on the next gossip round")
+            }
+        }
     }
 
     pub fn is_up(&self, member: usize) -> bool {
@@ -446,8 +467,13 @@ impl Inner {
             })
             .collect();
         for (i, result) in self.store.merge(view, states).await?.iter().enumerate() {
-            if let Err(e) = result {
-                tracing::warn!(%view, key = ?hints.get(i).map(|h| &h.key), error = %e, "a replicated state does not merge here");
+            match result {
+                Ok(_) => {}
+                // Counted by the store; a dropped epoch stays dropped (module docs).
+                Err(speedlayer_core::OpError::EpochDropped { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(%view, key = ?hints.get(i).map(|h| &h.key), error = %e, "a replicated state does not merge here");
+                }
             }
         }
         if let Some(owner) = hint_for {

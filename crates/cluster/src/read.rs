@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use speedlayer_api::{KeyAnswers, RangeQuery, RangeRows};
-use speedlayer_core::{BatchBoundary, Key, RowParts};
+use speedlayer_core::{BatchBoundary, Epoch, Key, RowParts};
 use speedlayer_store::{RangeStates, StoreError};
 
 use crate::catalog_sync;
@@ -40,9 +40,10 @@ impl<T> Fetched<T> {
     fn local(member: usize, answer: Result<T, StoreError>) -> Fetched<T> {
         match answer {
             Ok(parts) => Fetched::Parts(member, parts),
-            Err(StoreError::BoundaryUnavailable { current, .. }) => {
-                Fetched::Behind(member, current)
-            }
+            Err(StoreError::Request(speedlayer_api::Error::BoundaryUnavailable {
+                current,
+                ..
+            })) => Fetched::Behind(member, current),
             Err(_) => Fetched::Failed,
         }
     }
@@ -134,12 +135,14 @@ impl Cluster {
                     catalog_sync::pull(inner, member).await;
                 }
                 Err(ReadAtError::Behind(_)) => {
-                    return Err(StoreError::BoundaryUnavailable {
-                        view: view.to_owned(),
-                        asked: at,
-                        current: at,
-                    }
-                    .into())
+                    return Err(
+                        StoreError::Request(speedlayer_api::Error::BoundaryUnavailable {
+                            view: view.to_owned(),
+                            asked: at,
+                            current: at,
+                        })
+                        .into(),
+                    )
                 }
                 Err(ReadAtError::Failed(e)) => return Err(e),
             }
@@ -231,8 +234,14 @@ impl Cluster {
                     return Fetched::local(member, answer);
                 }
                 let answer = inner.call(member, &request).await;
+                if let Ok(Response::Range { dropped, .. }) = &answer {
+                    inner.heed_dropped(&query.view, dropped).await;
+                }
                 Fetched::remote(member, answer, |response| {
-                    let Response::Range { rows, truncated } = response else {
+                    let Response::Range {
+                        rows, truncated, ..
+                    } = response
+                    else {
                         return None;
                     };
                     let mut states = RangeStates {
@@ -277,7 +286,24 @@ impl Cluster {
                 .unavailable(r, n, answered.len(), &owners, &answered)
                 .into());
         }
+        let dropped = inner.store.dropped(&query.view);
+        if !dropped.is_empty() {
+            for parts in merged.rows.values_mut() {
+                without_dropped(parts, &dropped);
+            }
+            merged
+                .rows
+                .retain(|_, parts| parts.batch.is_some() || !parts.epochs.is_empty());
+        }
         Ok(merged)
+    }
+}
+
+/// Removes from `parts` the states of epochs dropped cluster-wide: a replica that had not
+/// heard of the drop when it answered may still hold them.
+fn without_dropped(parts: &mut RowParts, dropped: &[Epoch]) {
+    if !dropped.is_empty() {
+        parts.epochs.retain(|(epoch, _)| !dropped.contains(epoch));
     }
 }
 
@@ -303,13 +329,16 @@ async fn fetch_states(
         return Fetched::local(member, answer.map(|(_, rows)| rows));
     }
     let request = Request::States {
-        view,
+        view: view.clone(),
         keys: keys.iter().map(Key::encode).collect(),
         at: at.0,
     };
     let answer = inner.call(member, &request).await;
+    if let Ok(Response::States { dropped, .. }) = &answer {
+        inner.heed_dropped(&view, dropped).await;
+    }
     Fetched::remote(member, answer, |response| match response {
-        Response::States(rows) if rows.len() == keys.len() => rows
+        Response::States { rows, .. } if rows.len() == keys.len() => rows
             .iter()
             .map(wire::decode_row)
             .collect::<Result<_, _>>()
@@ -363,6 +392,12 @@ async fn read_group(
         return Err(inner
             .unavailable(r, n, answers.len(), &owners, &answered)
             .into());
+    }
+    let dropped = inner.store.dropped(&view);
+    for (_, rows) in &mut answers {
+        for parts in rows.iter_mut() {
+            without_dropped(parts, &dropped);
+        }
     }
     let merged = join_answers(&answers, keys.len());
     if consistency == Consistency::All {

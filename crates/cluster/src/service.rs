@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use speedlayer_core::{BatchBoundary, Key};
+use speedlayer_core::{BatchBoundary, Epoch, Key};
 use speedlayer_store::StoreError;
 
 use crate::catalog_sync;
@@ -29,7 +29,10 @@ impl Handler for Inner {
             let first = self.serve(&request).await;
             // A view a peer already uses but this node has not heard of yet: learn the
             // catalog from that peer, then answer.
-            if let Err(ClusterError::Store(StoreError::UnknownView(_))) = &first {
+            if let Err(ClusterError::Store(StoreError::Request(
+                speedlayer_api::Error::UnknownView(_),
+            ))) = &first
+            {
                 if let Some(member) = self.member_named(&from) {
                     catalog_sync::pull(&self, member).await;
                     return self.serve(&request).await.unwrap_or_else(failed);
@@ -43,8 +46,11 @@ impl Handler for Inner {
 impl Inner {
     async fn serve(&self, request: &Request) -> Result<Response, ClusterError> {
         let store = &self.store;
-        let bad =
-            |e: wire::WireError| ClusterError::Store(StoreError::InvalidDeclaration(e.to_string()));
+        let bad = |e: wire::WireError| {
+            ClusterError::Store(StoreError::Request(
+                speedlayer_api::Error::InvalidDeclaration(e.to_string()),
+            ))
+        };
         Ok(match request {
             Request::Ping { .. } => Response::Pong {
                 catalog: catalog_sync::digest(store),
@@ -88,12 +94,14 @@ impl Inner {
             Request::States { view, keys, at } => {
                 let keys = decode_keys(keys).map_err(bad)?;
                 match store.states(view, keys, Some(BatchBoundary(*at))).await {
-                    Ok((_, states)) => {
-                        Response::States(states.iter().map(wire::encode_row).collect())
-                    }
-                    Err(StoreError::BoundaryUnavailable { current, .. }) => {
-                        Response::BoundaryUnavailable { current: current.0 }
-                    }
+                    Ok((_, states)) => Response::States {
+                        rows: states.iter().map(wire::encode_row).collect(),
+                        dropped: store.dropped(view).iter().map(|e| e.0).collect(),
+                    },
+                    Err(StoreError::Request(speedlayer_api::Error::BoundaryUnavailable {
+                        current,
+                        ..
+                    })) => Response::BoundaryUnavailable { current: current.0 },
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -123,10 +131,12 @@ impl Inner {
                             .map(|(c, parts)| (c.clone(), wire::encode_row(parts)))
                             .collect(),
                         truncated: states.truncated,
+                        dropped: store.dropped(view).iter().map(|e| e.0).collect(),
                     },
-                    Err(StoreError::BoundaryUnavailable { current, .. }) => {
-                        Response::BoundaryUnavailable { current: current.0 }
-                    }
+                    Err(StoreError::Request(speedlayer_api::Error::BoundaryUnavailable {
+                        current,
+                        ..
+                    })) => Response::BoundaryUnavailable { current: current.0 },
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -165,12 +175,18 @@ impl Inner {
                     .await;
                 match page {
                     Ok(rows) => Response::BatchPage(rows),
-                    Err(StoreError::BoundaryUnavailable { current, .. }) => {
-                        Response::BoundaryUnavailable { current: current.0 }
-                    }
+                    Err(StoreError::Request(speedlayer_api::Error::BoundaryUnavailable {
+                        current,
+                        ..
+                    })) => Response::BoundaryUnavailable { current: current.0 },
                     Err(e) => return Err(e.into()),
                 }
             }
+            Request::DropEpochs { view, epochs } => {
+                let epochs: Vec<Epoch> = epochs.iter().map(|&e| Epoch(e)).collect();
+                Response::Dropped(store.drop_epochs(view, &epochs).await?)
+            }
+            Request::DroppedEpochs => Response::DroppedEpochs(store.dropped_epochs()),
             Request::Boundaries => Response::Boundaries(
                 store
                     .published_boundaries()

@@ -18,7 +18,7 @@ use speedlayer_store::Update;
 /// Largest frame accepted (a batch of states or a range answer).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Bumped on incompatible changes; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// First frame of a connection: who dials, and the proof it belongs to the cluster.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -172,6 +172,15 @@ pub enum Request {
     },
     /// The receiver's published batch boundaries.
     Boundaries,
+    /// Drop epochs of a view for good (a cluster-wide drop, or gossip about one).
+    DropEpochs {
+        /// View name.
+        view: String,
+        /// Epoch indexes.
+        epochs: Vec<u64>,
+    },
+    /// The receiver's dropped epochs, per view.
+    DroppedEpochs,
     /// A page of a batch table, for a node catching up on an import it missed.
     BatchPage {
         /// View name.
@@ -230,6 +239,11 @@ pub enum WireOpError {
     },
     /// [`OpError::Overflow`].
     Overflow,
+    /// [`OpError::EpochDropped`].
+    EpochDropped {
+        /// The dropped epoch.
+        epoch: u64,
+    },
 }
 
 /// What a peer answers.
@@ -245,13 +259,21 @@ pub enum Response {
     /// Answer to `Merge`: durable on the responder.
     Merged,
     /// Answer to `States`, per key in order.
-    States(Vec<WireRow>),
+    States {
+        /// Parts per key, in order.
+        rows: Vec<WireRow>,
+        /// Epochs of the view the responder knows were dropped: a coordinator that has not
+        /// heard of a drop yet learns it here and answers nothing of those epochs.
+        dropped: Vec<u64>,
+    },
     /// Answer to `Range`: rows with their parts.
     Range {
         /// (clustering key, parts), in clustering order.
         rows: Vec<(Vec<u8>, WireRow)>,
         /// More rows matched than the limit.
         truncated: bool,
+        /// As in `States`.
+        dropped: Vec<u64>,
     },
     /// Answer to `States` or `Range` at a boundary the responder cannot read at.
     BoundaryUnavailable {
@@ -268,6 +290,10 @@ pub enum Response {
     BatchPage(Vec<(Vec<u8>, Vec<u8>)>),
     /// Answer to `Delete`, per key: whether it existed.
     Deleted(Vec<bool>),
+    /// Answer to `DropEpochs`: whether the responder held any of them.
+    Dropped(bool),
+    /// Answer to `DroppedEpochs`: (view, epoch indexes) of every view with some.
+    DroppedEpochs(Vec<(String, Vec<u64>)>),
     /// Answer to `Catalog`: (name, spec JSON).
     Catalog(Vec<(String, String)>),
     /// Answer to `Declare`.
@@ -402,6 +428,7 @@ pub fn encode_result(result: &Result<Applied, OpError>) -> Result<(u8, i64), Wir
             limit: *limit as u64,
         }),
         Err(OpError::Overflow) => Err(WireOpError::Overflow),
+        Err(OpError::EpochDropped { epoch }) => Err(WireOpError::EpochDropped { epoch: *epoch }),
     }
 }
 
@@ -437,5 +464,6 @@ pub fn decode_result(result: &Result<(u8, i64), WireOpError>) -> Result<Applied,
             limit: *limit as usize,
         }),
         Err(WireOpError::Overflow) => Err(OpError::Overflow),
+        Err(WireOpError::EpochDropped { epoch }) => Err(OpError::EpochDropped { epoch: *epoch }),
     }
 }

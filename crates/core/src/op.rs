@@ -163,6 +163,13 @@ pub enum OpError {
     /// anyway; Redis answers the same error).
     #[error("increment or decrement would overflow")]
     Overflow,
+    /// The update falls in an epoch that was dropped cluster-wide: nothing may bring its
+    /// data back (writes, replicas' merges, hints and repairs are all refused).
+    #[error("epoch {epoch} of this view was dropped; updates into it are refused")]
+    EpochDropped {
+        /// The dropped epoch's index.
+        epoch: u64,
+    },
 }
 
 #[cfg(test)]

@@ -137,7 +137,9 @@ impl BatchTables {
                 continue;
             };
             let record: BatchRecord = serde_json::from_slice(&value).map_err(|e| {
-                StoreError::InvalidDeclaration(format!("stored batch record does not parse: {e}"))
+                StoreError::Request(speedlayer_api::Error::InvalidDeclaration(format!(
+                    "stored batch record does not parse: {e}"
+                )))
             })?;
             state.records.insert(view, record);
         }
@@ -247,7 +249,9 @@ impl BatchTables {
             None => None,
         };
         let json = serde_json::to_vec(&record).map_err(|e| {
-            StoreError::InvalidDeclaration(format!("cannot encode batch record: {e}"))
+            StoreError::Request(speedlayer_api::Error::InvalidDeclaration(format!(
+                "cannot encode batch record: {e}"
+            )))
         })?;
         self.records_keyspace.insert(view.to_be_bytes(), json)?;
         self.db.persist(PersistMode::SyncAll)?;

@@ -5,17 +5,20 @@
 //! before it is acknowledged. Each view gets a small numeric id that names its epoch
 //! keyspaces, so view names never have to fit keyspace-name rules.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 pub use speedlayer_api::{
     validate_view_name, Declared, View, ViewSpec, ViewType, DEFAULT_EPOCH_SECS, MAX_VIEW_NAME_LEN,
 };
+use speedlayer_core::Epoch;
 
 use crate::error::{Result, StoreError};
 
 const VIEW_PREFIX: &str = "view:";
+/// Key prefix of a view's dropped epochs (`dropped:{view}` → JSON list of epoch indexes).
+const DROPPED_PREFIX: &str = "dropped:";
 const NODE_ID_KEY: &str = "node_id";
 
 /// The persistent, in-memory-cached set of views of one node.
@@ -27,6 +30,9 @@ pub struct Catalog {
     /// clone, and a caller that caches what it derives from the views (ingest's compiled
     /// mappings) sees a change as a new pointer.
     listed: RwLock<Arc<Vec<Arc<View>>>>,
+    /// Epochs dropped cluster-wide, per view name. A grow-only set (the union is the
+    /// merge): once dropped, an epoch never takes data again on this node.
+    dropped: RwLock<HashMap<String, Arc<BTreeSet<Epoch>>>>,
 }
 
 fn sorted(views: &HashMap<String, Arc<View>>) -> Arc<Vec<Arc<View>>> {
@@ -43,16 +49,30 @@ impl Catalog {
         for guard in keyspace.prefix(VIEW_PREFIX) {
             let (_, value) = guard.into_inner()?;
             let view: View = serde_json::from_slice(&value).map_err(|e| {
-                StoreError::InvalidDeclaration(format!("stored view does not parse: {e}"))
+                StoreError::Request(speedlayer_api::Error::InvalidDeclaration(format!(
+                    "stored view does not parse: {e}"
+                )))
             })?;
             views.insert(view.name.clone(), Arc::new(view));
         }
         let listed = RwLock::new(sorted(&views));
+        let mut dropped = HashMap::new();
+        for guard in keyspace.prefix(DROPPED_PREFIX) {
+            let (key, value) = guard.into_inner()?;
+            let name = String::from_utf8_lossy(&key[DROPPED_PREFIX.len()..]).into_owned();
+            let epochs: BTreeSet<Epoch> = serde_json::from_slice(&value).map_err(|e| {
+                StoreError::Request(speedlayer_api::Error::InvalidDeclaration(format!(
+                    "stored dropped epochs do not parse: {e}"
+                )))
+            })?;
+            dropped.insert(name, Arc::new(epochs));
+        }
         Ok(Catalog {
             db: db.clone(),
             keyspace,
             views: RwLock::new(views),
             listed,
+            dropped: RwLock::new(dropped),
         })
     }
 
@@ -70,12 +90,12 @@ impl Catalog {
     }
 
     /// Declares `name` with `spec`, durably. Idempotent for an identical spec; a different
-    /// spec for an existing view is a [`StoreError::Conflict`].
+    /// spec for an existing view is a [`StoreError::Request(speedlayer_api::Error::Conflict)`].
     pub fn declare(&self, name: &str, spec: ViewSpec) -> Result<(Arc<View>, Declared)> {
         validate_view_name(name)?;
         if spec.epoch_secs == 0 {
-            return Err(StoreError::InvalidDeclaration(
-                "epoch_secs must be at least 1".into(),
+            return Err(StoreError::Request(
+                speedlayer_api::Error::InvalidDeclaration("epoch_secs must be at least 1".into()),
             ));
         }
         let mut views = self.views.write().unwrap_or_else(|p| p.into_inner());
@@ -83,11 +103,11 @@ impl Catalog {
             if existing.spec == spec {
                 return Ok((existing.clone(), Declared::Unchanged));
             }
-            return Err(StoreError::Conflict {
+            return Err(StoreError::Request(speedlayer_api::Error::Conflict {
                 name: name.to_string(),
                 existing: describe(&existing.spec),
                 requested: describe(&spec),
-            });
+            }));
         }
         let id = views.values().map(|v| v.id + 1).max().unwrap_or(1);
         let view = Arc::new(View {
@@ -95,13 +115,57 @@ impl Catalog {
             name: name.to_string(),
             spec,
         });
-        let json = serde_json::to_vec(&*view)
-            .map_err(|e| StoreError::InvalidDeclaration(format!("cannot encode view: {e}")))?;
+        let json = serde_json::to_vec(&*view).map_err(|e| {
+            StoreError::Request(speedlayer_api::Error::InvalidDeclaration(format!(
+                "cannot encode view: {e}"
+            )))
+        })?;
         self.keyspace.insert(format!("{VIEW_PREFIX}{name}"), json)?;
         self.db.persist(PersistMode::SyncData)?;
         views.insert(name.to_string(), view.clone());
         *self.listed.write().unwrap_or_else(|p| p.into_inner()) = sorted(&views);
         Ok((view, Declared::Created))
+    }
+
+    /// The epochs of `view` dropped cluster-wide (as far as this node knows), if any.
+    pub fn dropped(&self, view: &str) -> Option<Arc<BTreeSet<Epoch>>> {
+        self.dropped
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(view)
+            .cloned()
+    }
+
+    /// Every view's dropped epochs, by view name (what gossip compares and sends).
+    pub fn all_dropped(&self) -> Vec<(String, Vec<u64>)> {
+        let dropped = self.dropped.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, Vec<u64>)> = dropped
+            .iter()
+            .map(|(view, epochs)| (view.clone(), epochs.iter().map(|e| e.0).collect()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Adds `epochs` to `view`'s dropped set, durably (fsynced) before returning; the
+    /// epochs that were not dropped before, in order.
+    pub fn record_dropped(&self, view: &str, epochs: &[Epoch]) -> Result<Vec<Epoch>> {
+        let mut dropped = self.dropped.write().unwrap_or_else(|p| p.into_inner());
+        let mut set: BTreeSet<Epoch> = dropped.get(view).map(|s| (**s).clone()).unwrap_or_default();
+        let new: Vec<Epoch> = epochs.iter().copied().filter(|e| set.insert(*e)).collect();
+        if new.is_empty() {
+            return Ok(new);
+        }
+        let json = serde_json::to_vec(&set).map_err(|e| {
+            StoreError::Request(speedlayer_api::Error::InvalidDeclaration(format!(
+                "cannot encode epochs: {e}"
+            )))
+        })?;
+        self.keyspace
+            .insert(format!("{DROPPED_PREFIX}{view}"), json)?;
+        self.db.persist(PersistMode::SyncData)?;
+        dropped.insert(view.to_owned(), Arc::new(set));
+        Ok(new)
     }
 
     /// This node's id, created on first start and kept across restarts so anonymous

@@ -30,6 +30,9 @@ pub struct StoreMetrics {
     pub checkpoints: Counter,
     /// Updates refused as late: their event time is before the view's batch boundary.
     pub late_events: Counter,
+    /// Updates and replicated states refused because their epoch was dropped cluster-wide
+    /// (writes, merges, hints and repairs that would bring it back).
+    pub dropped_epoch_refusals: Counter,
     /// Realtime epochs dropped because a published batch view covers them.
     pub epochs_retired: Counter,
     /// Realtime epochs dropped by the retention limit with no batch view covering them:
@@ -53,6 +56,7 @@ impl StoreMetrics {
             cache_misses: Counter::default(),
             checkpoints: Counter::default(),
             late_events: Counter::default(),
+            dropped_epoch_refusals: Counter::default(),
             epochs_retired: Counter::default(),
             epochs_expired_uncovered: Counter::default(),
             batch_rows_staged: Counter::default(),
@@ -77,6 +81,11 @@ impl StoreMetrics {
             "late_events",
             "Updates refused as late: event time before the view's batch boundary",
             self.late_events.clone(),
+        );
+        r.register(
+            "dropped_epoch_refusals",
+            "Updates and replicated states refused because their epoch was dropped cluster-wide",
+            self.dropped_epoch_refusals.clone(),
         );
         r.register(
             "epochs_retired",

@@ -179,6 +179,7 @@ pub fn replay(
     log: &Keyspace,
     epochs: &EpochKeyspaces,
     type_of: &dyn Fn(u32, &Op) -> ValueType,
+    dropped: &dyn Fn(u32, Epoch) -> bool,
 ) -> Result<usize> {
     let mut states: HashMap<(u32, Epoch, Key), Option<Value>> = HashMap::new();
     let mut record_keys = Vec::new();
@@ -199,6 +200,10 @@ pub fn replay(
                     unique,
                     id,
                 } => {
+                    if dropped(view_id, epoch) {
+                        // Dropped cluster-wide after it was logged: it stays gone.
+                        continue;
+                    }
                     let slot = state(&mut states, epochs, view_id, epoch, key)?;
                     let value = slot.get_or_insert_with(|| Value::new(type_of(view_id, &op)));
                     let ctx = ApplyCtx {
@@ -218,6 +223,9 @@ pub fn replay(
                     epoch,
                     key,
                 } => {
+                    if dropped(view_id, epoch) {
+                        continue;
+                    }
                     *state(&mut states, epochs, view_id, epoch, key)? = None;
                 }
             }

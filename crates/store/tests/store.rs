@@ -193,8 +193,8 @@ async fn dropping_an_epoch_removes_only_its_keys() {
     assert_eq!(count(&store.get("hits", &key("k0", "")).await.unwrap()), 11);
 
     let epoch_a = Epoch::containing(hour_a * 1_000_000, 3600).unwrap();
-    assert!(store.drop_epoch("hits", epoch_a).await.unwrap());
-    assert!(!store.drop_epoch("hits", epoch_a).await.unwrap());
+    assert!(store.drop_epochs("hits", &[epoch_a]).await.unwrap());
+    assert!(!store.drop_epochs("hits", &[epoch_a]).await.unwrap());
     assert_eq!(count(&store.get("hits", &key("k0", "")).await.unwrap()), 10);
     assert_eq!(
         count(&store.get("hits", &key("k999", "")).await.unwrap()),
@@ -205,19 +205,54 @@ async fn dropping_an_epoch_removes_only_its_keys() {
         7
     );
     assert_eq!(store.epochs("hits").unwrap().len(), 1);
+    assert_eq!(store.dropped("hits"), vec![epoch_a]);
 
-    // A late write into the dropped epoch starts it afresh, without the old keys.
-    apply(&store, "hits", vec![incr("k5", "", 2, Some(hour_a + 9))])
+    // Nothing brings the dropped epoch back: a write into it is refused, and so is a
+    // replica's state for it (replication, a hint, read repair).
+    let refused = apply(&store, "hits", vec![incr("k5", "", 2, Some(hour_a + 9))])
         .await
         .unwrap();
-    assert_eq!(count(&store.get("hits", &key("k5", "")).await.unwrap()), 2);
-    assert_eq!(count(&store.get("hits", &key("k6", "")).await.unwrap()), 0);
+    assert_eq!(
+        refused,
+        vec![Err(speedlayer_core::OpError::EpochDropped {
+            epoch: epoch_a.0
+        })]
+    );
+    let mut state = speedlayer_core::Value::new(ValueType::Counter);
+    state
+        .apply(
+            &speedlayer_core::Op::Incr(4),
+            &speedlayer_core::ApplyCtx {
+                node: "peer",
+                id: None,
+                ts_us: hour_a * 1_000_000,
+                unique: 1,
+            },
+        )
+        .unwrap();
+    let merged = store
+        .merge("hits", vec![(epoch_a, key("k5", ""), state)])
+        .await
+        .unwrap();
+    assert!(matches!(
+        merged[0],
+        Err(speedlayer_core::OpError::EpochDropped { .. })
+    ));
+    assert_eq!(count(&store.get("hits", &key("k5", "")).await.unwrap()), 0);
+    assert_eq!(store.epochs("hits").unwrap().len(), 1);
     drop(store);
-    // And the drop is durable.
+    // And the drop is durable: still refused after a restart.
     let store = open(dir.path());
     assert_eq!(count(&store.get("hits", &key("k6", "")).await.unwrap()), 0);
     assert_eq!(count(&store.get("hits", &key("k0", "")).await.unwrap()), 10);
-    assert_eq!(count(&store.get("hits", &key("k5", "")).await.unwrap()), 2);
+    assert_eq!(store.dropped("hits"), vec![epoch_a]);
+    let refused = apply(&store, "hits", vec![incr("k5", "", 2, Some(hour_a + 9))])
+        .await
+        .unwrap();
+    assert!(matches!(
+        refused[0],
+        Err(speedlayer_core::OpError::EpochDropped { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,7 +319,13 @@ async fn invalid_batches_apply_nothing() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, StoreError::WrongOp { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StoreError::Request(speedlayer_api::Error::WrongOp { .. })
+        ),
+        "{err}"
+    );
     let err = apply(
         &store,
         "g",
@@ -296,7 +337,10 @@ async fn invalid_batches_apply_nothing() {
     let err = apply(&store, "nope", vec![incr("a", "", 1, None)])
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::UnknownView(_)));
+    assert!(matches!(
+        err,
+        StoreError::Request(speedlayer_api::Error::UnknownView(_))
+    ));
     assert_eq!(count(&store.get("g", &key("a", "")).await.unwrap()), 0);
 }
 

@@ -47,6 +47,7 @@ impl From<Error> for ApiError {
             Error::BoundaryNotAfter { .. } => (StatusCode::CONFLICT, "boundary_not_after"),
             Error::UntypedBatch(_) => (StatusCode::BAD_REQUEST, "untyped_view"),
             Error::BatchRow(_) => (StatusCode::BAD_REQUEST, "invalid_batch_row"),
+            Error::Unsupported(_) => (StatusCode::BAD_REQUEST, "unsupported"),
             Error::BoundaryUnavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "boundary_unavailable")
             }

@@ -47,6 +47,7 @@ pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/views/{view}", put(views::declare).get(views::describe))
         .route("/v1/views/{view}/epochs", get(views::epochs))
         .route("/v1/views/{view}/epochs/{epoch}", delete(views::drop_epoch))
+        .route("/v1/views/{view}/flush", post(views::flush))
         .route("/v1/views/{view}/update", post(data::update))
         .route("/v1/views/{view}/get", get(data::get))
         .route("/v1/views/{view}/range", get(data::range))

@@ -94,7 +94,18 @@ pub async fn epochs(
     Ok(Json(serde_json::json!({ "view": name, "epochs": epochs })))
 }
 
-/// `DELETE /v1/views/{view}/epochs/{epoch}`: drop one epoch (O(1) in its keys).
+/// `POST /v1/views/{view}/flush`: empty an `any` view (`redis`, the keys Redis clients
+/// write) cluster-wide in O(1), as Redis `FLUSHALL` does.
+pub async fn flush(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    state.coordinator.flush_view(&name).await?;
+    Ok(Json(serde_json::json!({ "view": name, "flushed": true })))
+}
+
+/// `DELETE /v1/views/{view}/epochs/{epoch}`: drop one epoch cluster-wide, for good (O(1)
+/// in its keys): every node deletes it and refuses anything that would bring it back.
 pub async fn drop_epoch(
     State(state): State<AppState>,
     Path((name, epoch)): Path<(String, String)>,

@@ -39,6 +39,8 @@ const COMMANDS: &[CommandSpec] = &[
     ("get", 2, &["readonly", "fast"], 1, 1, 1),
     ("set", -3, &["write", "denyoom"], 1, 1, 1),
     ("del", -2, &["write"], 1, -1, 1),
+    ("flushdb", -1, &["write"], 0, 0, 0),
+    ("flushall", -1, &["write"], 0, 0, 0),
     ("exists", -2, &["readonly", "fast"], 1, -1, 1),
     ("mget", -2, &["readonly", "fast"], 1, -1, 1),
     ("incr", 2, &["write", "denyoom", "fast"], 1, 1, 1),

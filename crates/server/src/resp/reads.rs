@@ -7,9 +7,8 @@ use speedlayer_api::{ApplyKind, RangeQuery, Update, View};
 use speedlayer_core::{Hll, Key, Op, OpError, Reading, Value, ValueType};
 use speedlayer_resp::{Reply, Request};
 
-use super::args::request_error;
-use super::args::{arity, wrongtype};
-use super::keys::{resolve, Target};
+use super::args::{arity, request_error, wrongtype};
+use super::keys::{resolve, Target, REDIS_VIEW};
 use super::session::{Session, Step};
 
 /// Most fields HGETALL returns.
@@ -31,6 +30,8 @@ pub fn handles(name: &str) -> bool {
             | "PFCOUNT"
             | "PFMERGE"
             | "PFADD"
+            | "FLUSHDB"
+            | "FLUSHALL"
     )
 }
 
@@ -145,6 +146,22 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
                 }
             }
             Ok(Reply::Integer(n))
+        }
+        "FLUSHDB" | "FLUSHALL" => {
+            // ASYNC and SYNC both answer once the flush is durable here and sent to
+            // every node that is up: it is O(1) either way.
+            let mode = args
+                .get(1)
+                .map(|a| String::from_utf8_lossy(a).to_ascii_uppercase());
+            match mode.as_deref() {
+                None | Some("ASYNC") | Some("SYNC") if args.len() <= 2 => {}
+                _ => return Err(Reply::error("ERR syntax error")),
+            }
+            coordinator
+                .flush_view(REDIS_VIEW)
+                .await
+                .map_err(|e| request_error(&e))?;
+            Ok(Reply::ok())
         }
         "DEL" => {
             check(args.len() >= 2, name)?;

@@ -334,7 +334,7 @@ async fn drop_epoch(dir: &Path, key_counts: &[usize], rounds: usize) -> anyhow::
             store.checkpoint().await?;
             let disk_before = store.disk_bytes()?;
             let started = Instant::now();
-            let existed = store.drop_epoch("bench", epoch).await?;
+            let existed = store.drop_epochs("bench", &[epoch]).await?;
             let elapsed = started.elapsed();
             anyhow::ensure!(existed, "the loaded epoch was not live");
             times.push(elapsed.as_secs_f64() * 1000.0);

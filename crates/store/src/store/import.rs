@@ -67,11 +67,13 @@ impl Store {
         let boundary = BatchBoundary::for_view(covers_until, view.spec.epoch_secs)?;
         let current = self.inner.batches.published(view.id);
         if boundary <= current {
-            return Err(StoreError::BoundaryNotAfter {
-                view: view.name.clone(),
-                requested: boundary,
-                current,
-            });
+            return Err(StoreError::Request(
+                speedlayer_api::Error::BoundaryNotAfter {
+                    view: view.name.clone(),
+                    requested: boundary,
+                    current,
+                },
+            ));
         }
         Ok(ImportCheck {
             view,
@@ -120,9 +122,11 @@ impl Store {
     ) -> Result<usize> {
         let (view, value_type) = self.typed_view(view)?;
         if let Some((key, _)) = rows.iter().find(|(_, v)| !v.fits(value_type)) {
-            return Err(StoreError::BatchRow(format!(
-                "row {:?} does not hold a {value_type} value",
-                String::from_utf8_lossy(&key.partition)
+            return Err(StoreError::Request(speedlayer_api::Error::BatchRow(
+                format!(
+                    "row {:?} does not hold a {value_type} value",
+                    String::from_utf8_lossy(&key.partition)
+                ),
             )));
         }
         let Some(table) = self.inner.batches.staging_table(view.id, boundary, import) else {
@@ -217,7 +221,7 @@ impl Store {
     /// Rows of `view`'s batch table at `boundary` after key `after` (encoded; from the
     /// first when `None`), at most `limit`, in key order, as stored (encoded key, encoded
     /// value): what a node that missed an import copies. The boundary must be readable
-    /// here ([`StoreError::BoundaryUnavailable`] otherwise).
+    /// here ([`StoreError::Request(speedlayer_api::Error::BoundaryUnavailable)`] otherwise).
     pub async fn batch_page(
         &self,
         view: &str,
@@ -253,7 +257,9 @@ impl Store {
         let view = self.view(view)?;
         match view.spec.value_type.typed() {
             Some(value_type) => Ok((view, value_type)),
-            None => Err(StoreError::UntypedBatch(view.name.clone())),
+            None => Err(StoreError::Request(speedlayer_api::Error::UntypedBatch(
+                view.name.clone(),
+            ))),
         }
     }
 
@@ -286,9 +292,9 @@ pub(super) fn take_staged(
 }
 
 fn no_such_import(view: &View, boundary: BatchBoundary, import: u64) -> StoreError {
-    StoreError::NoSuchImport {
+    StoreError::Request(speedlayer_api::Error::NoSuchImport {
         view: view.name.clone(),
         boundary,
         import,
-    }
+    })
 }

@@ -179,7 +179,27 @@ impl Store {
             Some(view_type) => view_type.type_for(op),
             None => op.natural_type(),
         };
-        let replayed = update_log::replay(&db, &log, &epochs, &type_of)?;
+        let dropped: HashMap<u32, Arc<std::collections::BTreeSet<Epoch>>> = catalog
+            .list()
+            .iter()
+            .filter_map(|view| Some((view.id, catalog.dropped(&view.name)?)))
+            .collect();
+        let is_dropped =
+            |view_id: u32, epoch: Epoch| dropped.get(&view_id).is_some_and(|d| d.contains(&epoch));
+        // A crash between recording a drop and deleting the epoch leaves its keyspace.
+        for (&view_id, epochs_dropped) in &dropped {
+            for &epoch in epochs_dropped.iter() {
+                if let Some(keyspace) = epochs.unlist(view_id, epoch) {
+                    epochs.delete(keyspace)?;
+                    tracing::info!(
+                        view_id,
+                        epoch = epoch.0,
+                        "deleted the rest of a dropped epoch"
+                    );
+                }
+            }
+        }
+        let replayed = update_log::replay(&db, &log, &epochs, &type_of, &is_dropped)?;
         if replayed > 0 {
             tracing::info!(replayed, "replayed the update log");
         }
@@ -256,10 +276,9 @@ impl Store {
 
     /// The declared view `name`.
     pub fn view(&self, name: &str) -> Result<Arc<View>> {
-        self.inner
-            .catalog
-            .get(name)
-            .ok_or_else(|| StoreError::UnknownView(name.to_string()))
+        self.inner.catalog.get(name).ok_or_else(|| {
+            StoreError::Request(speedlayer_api::Error::UnknownView(name.to_string()))
+        })
     }
 
     /// Every declared view, by name (a shared snapshot; a new one after a declaration).

@@ -34,7 +34,7 @@ impl Store {
     /// boundary (oldest first). What a replica answers a coordinator, which joins
     /// replicas epoch by epoch before combining parts (counters add across parts, so
     /// combined readings of two replicas could not be merged). Returns the boundary used;
-    /// [`StoreError::BoundaryUnavailable`] when this node cannot answer at `at`.
+    /// [`StoreError::Request(speedlayer_api::Error::BoundaryUnavailable)`] when this node cannot answer at `at`.
     pub async fn states(
         &self,
         view: &str,
@@ -84,10 +84,12 @@ impl Store {
         self.inner
             .batches
             .read_at(view.id, at, crate::clock::wall_clock_us())
-            .map_err(|current| StoreError::BoundaryUnavailable {
-                view: view.name.clone(),
-                asked: at.unwrap_or(current),
-                current,
+            .map_err(|current| {
+                StoreError::Request(speedlayer_api::Error::BoundaryUnavailable {
+                    view: view.name.clone(),
+                    asked: at.unwrap_or(current),
+                    current,
+                })
             })
     }
 

@@ -59,16 +59,56 @@ impl Store {
             .collect())
     }
 
-    /// Drops epoch `epoch` of `view`: its keys vanish from reads and its files are
-    /// released. O(1) in the number of keys (a keyspace delete, no per-key tombstones).
-    /// Returns whether the epoch existed. A later write into the same epoch starts it anew.
-    pub async fn drop_epoch(&self, view: &str, epoch: Epoch) -> Result<bool> {
+    /// Drops `epochs` of `view` for good: records them as dropped (durably, before
+    /// anything is deleted), then drops each one's keyspace, so its keys vanish from
+    /// reads and its files are released, O(1) in the number of keys (no per-key
+    /// tombstones). From then on this node refuses every update and replicated state for
+    /// them ([`speedlayer_core::OpError::EpochDropped`]). Idempotent; returns whether any
+    /// of them held data here. This is a replica's part of a cluster-wide drop: the
+    /// coordinator tells every node, and gossip tells the ones that were away.
+    pub async fn drop_epochs(&self, view: &str, epochs: &[Epoch]) -> Result<bool> {
         let view = self.view(view)?;
         let _dropping = self.inner.retire_gate.write().await;
-        self.drop_epoch_of(&view, epoch).await
+        let (name, list) = (view.name.clone(), epochs.to_vec());
+        let inner = self.inner.clone();
+        let new = tokio::task::spawn_blocking(move || inner.catalog.record_dropped(&name, &list))
+            .await
+            .map_err(|_| StoreError::ShuttingDown)??;
+        if !new.is_empty() {
+            tracing::info!(view = %view.name, epochs = ?new, "epochs dropped cluster-wide");
+        }
+        let mut existed = false;
+        for &epoch in epochs {
+            existed |= self.drop_epoch_of(&view, epoch).await?;
+        }
+        Ok(existed)
     }
 
-    /// [`Store::drop_epoch`] with the view looked up and the retire gate held.
+    /// The epochs of every view dropped cluster-wide, as far as this node knows, by view
+    /// name (what gossip compares and sends).
+    pub fn dropped_epochs(&self) -> Vec<(String, Vec<u64>)> {
+        self.inner.catalog.all_dropped()
+    }
+
+    /// The generation of an `any` view: the epoch its writes land in now (one past the
+    /// last dropped; see `Store::epoch_for`).
+    pub fn generation(&self, view: &str) -> Result<Epoch> {
+        self.view(view)?;
+        Ok(super::write::generation(
+            self.inner.catalog.dropped(view).as_deref(),
+        ))
+    }
+
+    /// The epochs of `view` dropped cluster-wide, as far as this node knows.
+    pub fn dropped(&self, view: &str) -> Vec<Epoch> {
+        self.inner
+            .catalog
+            .dropped(view)
+            .map(|d| d.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Drops one epoch's keyspace, with the view looked up and the retire gate held.
     async fn drop_epoch_of(&self, view: &View, epoch: Epoch) -> Result<bool> {
         let Some(keyspace) = self.inner.epochs.unlist(view.id, epoch) else {
             return Ok(false);

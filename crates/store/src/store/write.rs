@@ -1,13 +1,15 @@
 //! Writes: updates validated against their view, late ones refused, the rest routed to
 //! their owner shards and acknowledged once durable; merges of replicas' states.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use speedlayer_core::{Applied, Epoch, Key, Op, OpError, Outcome, Value};
 use tokio::sync::oneshot;
 
 use super::{shard_of, validate, ApplyKind, Store, Update, Written};
-use crate::catalog::ViewType;
+
+use crate::catalog::{View, ViewType};
 use crate::error::{Result, StoreError};
 use crate::shard::{ShardMsg, ShardUpdate, UpdateResults};
 
@@ -34,7 +36,7 @@ impl Store {
         updates: Vec<Update>,
         kind: ApplyKind,
     ) -> Result<Vec<Result<Applied, OpError>>> {
-        let written = self.apply_inner(view, updates, kind, false).await?;
+        let written = self.apply_inner(view, updates, None, kind, false).await?;
         Ok(written.into_iter().map(|w| w.result).collect())
     }
 
@@ -61,38 +63,49 @@ impl Store {
         updates: Vec<Update>,
         kind: ApplyKind,
     ) -> Result<Vec<Written>> {
-        self.apply_inner(view, updates, kind, true).await
+        self.apply_inner(view, updates, None, kind, true).await
     }
 
     /// Merges states into `view` (replication, hints, read repair): each `(epoch, key,
     /// state)` is joined into the key's state in that epoch, durably before this returns.
     /// Merges are idempotent and commute, so a re-delivery changes nothing.
+    /// A state for an epoch dropped cluster-wide is refused
+    /// ([`OpError::EpochDropped`]): nothing brings a dropped epoch back.
     pub async fn merge(
         &self,
         view: &str,
         states: Vec<(Epoch, Key, Value)>,
     ) -> Result<Vec<Result<Applied, OpError>>> {
-        let epoch_secs = self.view(view)?.spec.epoch_secs;
-        let updates = states
+        let (epochs, updates) = states
             .into_iter()
-            .map(|(epoch, key, state)| Update {
-                key,
-                op: Op::Merge(Box::new(state)),
-                ts_us: Some(epoch.start_us(epoch_secs)),
-                id: None,
+            .map(|(epoch, key, state)| {
+                let update = Update {
+                    key,
+                    op: Op::Merge(Box::new(state)),
+                    ts_us: None,
+                    id: None,
+                };
+                (epoch, update)
             })
-            .collect();
-        self.apply(view, updates).await
+            .unzip();
+        let written = self
+            .apply_inner(view, updates, Some(epochs), ApplyKind::Plain, false)
+            .await?;
+        Ok(written.into_iter().map(|w| w.result).collect())
     }
 
+    /// Applies `updates`, each in the epoch `placed` gives it (merges: the epoch the state
+    /// came from) or else the one its view places it in ([`Store::epoch_for`]).
     async fn apply_inner(
         &self,
         view: &str,
         updates: Vec<Update>,
+        placed: Option<Vec<Epoch>>,
         kind: ApplyKind,
         delta: bool,
     ) -> Result<Vec<Written>> {
         let view = self.view(view)?;
+        let dropped = self.inner.catalog.dropped(&view.name);
         // Realtime data before the batch boundary is the batch view's: a new update there
         // is late (merges from replicas, hints and repair still land, for reads at an
         // older boundary during its grace period).
@@ -101,6 +114,7 @@ impl Store {
         let report = (kind == ApplyKind::Report).then(|| self.live_epochs_from(&view, published));
         let aggregate = kind == ApplyKind::Aggregate;
         let mut late = Vec::new();
+        let mut refused = Vec::new();
         let mut epochs = Vec::with_capacity(updates.len());
         for update in &updates {
             validate(&view, update)?;
@@ -108,13 +122,24 @@ impl Store {
         if self.inner.failed.load(Ordering::Acquire) {
             return Err(StoreError::Failed);
         }
+        // Held from the dropped-epoch check until every shard has the updates, so an
+        // epoch dropped meanwhile (which takes the gate exclusively) cannot take one.
+        let _not_dropping = self.inner.retire_gate.read().await;
         let shard_count = self.inner.shards.len();
         let mut per_shard: Vec<Vec<ShardUpdate>> = (0..shard_count).map(|_| Vec::new()).collect();
         for (index, update) in updates.into_iter().enumerate() {
             let unique = self.inner.clock.tick();
             let ts_us = update.ts_us.unwrap_or(unique as i64);
-            let epoch = Epoch::containing(ts_us, view.spec.epoch_secs)?;
+            let epoch = match &placed {
+                // `merge` places every state: one epoch per update.
+                Some(epochs) => epochs.get(index).copied().unwrap_or(Epoch(0)),
+                None => self.epoch_for(&view, dropped.as_deref(), ts_us)?,
+            };
             epochs.push(epoch);
+            if dropped.as_ref().is_some_and(|d| d.contains(&epoch)) {
+                refused.push(index);
+                continue;
+            }
             if epoch < first_live && !matches!(update.op, Op::Merge(_)) {
                 late.push(index);
                 continue;
@@ -170,6 +195,12 @@ impl Store {
                 effect: 0,
             });
         }
+        drop(_not_dropping);
+        for index in refused {
+            self.inner.metrics.dropped_epoch_refusals.inc();
+            let epoch = results[index].epoch.0;
+            results[index].result = Err(OpError::EpochDropped { epoch });
+        }
         for rx in waiting {
             let shard_results: UpdateResults = rx.await.map_err(|_| StoreError::ShuttingDown)??;
             for (index, result, delta) in shard_results {
@@ -179,4 +210,29 @@ impl Store {
         }
         Ok(results)
     }
+}
+
+impl Store {
+    /// The epoch an update at event time `ts_us` lands in: the one containing it, for a
+    /// view of time epochs; for an `any` view (the Redis keyspace, whose keys do not
+    /// expire by time bucket), its *generation*: the epoch after the last one dropped, so
+    /// `FLUSHALL` is one epoch drop and writes after it start the next generation.
+    pub(crate) fn epoch_for(
+        &self,
+        view: &View,
+        dropped: Option<&BTreeSet<Epoch>>,
+        ts_us: i64,
+    ) -> Result<Epoch> {
+        if view.spec.value_type == ViewType::Any {
+            return Ok(generation(dropped));
+        }
+        Ok(Epoch::containing(ts_us, view.spec.epoch_secs)?)
+    }
+}
+
+/// The live generation of an `any` view: one past its last dropped epoch.
+pub(crate) fn generation(dropped: Option<&BTreeSet<Epoch>>) -> Epoch {
+    dropped
+        .and_then(|d| d.last())
+        .map_or(Epoch(0), |last| Epoch(last.0.saturating_add(1)))
 }

@@ -1,0 +1,224 @@
+//! Deletes hold cluster-wide, with real processes: an epoch dropped through one node is
+//! gone on every node and stays gone through read repair, hints and restarts; `FLUSHALL`
+//! through one node (the real `redis-cli`) empties what every node answers for Redis
+//! keys, and a node that was down during a drop learns it when it is back.
+
+use std::process::Command;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+mod support;
+
+use support::cluster::{epoch_safe_ts, Cluster, ClusterOptions, QUORUM};
+
+/// How long a node may take to see a peer die or come back.
+const DETECT: Duration = Duration::from_secs(10);
+/// How long a restarted node may take until every node sees every node up.
+const RESTART: Duration = Duration::from_secs(20);
+/// How long hints may take to drain.
+const CONVERGE: Duration = Duration::from_secs(15);
+
+const ALL: &[(&str, &str)] = &[("consistency", "all")];
+
+fn incr(key: &str, by: i64, ts: i64, writer: &str, seq: u64) -> Value {
+    json!({"key": key, "op": "incr", "by": by, "ts": ts, "id": {"writer": writer, "seq": seq}})
+}
+
+/// `DELETE /v1/views/{view}/epochs/{epoch}` through node `i`.
+async fn drop_epoch(cluster: &Cluster, i: usize, view: &str, epoch: i64) -> (StatusCode, Value) {
+    let url = format!("{}/v1/views/{view}/epochs/{epoch}", cluster.base(i));
+    let response = cluster
+        .client
+        .delete(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = response.status();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Reads `key` through every running node at `all` three times (each read repairs what
+/// differs), then at `local` on every node: every answer must be `expected`.
+async fn assert_everywhere(cluster: &Cluster, view: &str, key: &str, expected: i64) {
+    for round in 0..3 {
+        for i in cluster.running() {
+            let value = cluster
+                .read(i, view, key, "all")
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, read at all through n{}: {e}", i + 1));
+            assert_eq!(
+                value,
+                expected,
+                "round {round}: {view}/{key} at all through n{}",
+                i + 1
+            );
+        }
+    }
+    for i in cluster.running() {
+        let value = cluster
+            .read(i, view, key, "local")
+            .await
+            .unwrap_or_else(|e| panic!("local read on n{}: {e}", i + 1));
+        assert_eq!(value, expected, "{view}/{key} local on n{}", i + 1);
+    }
+}
+
+/// 3 nodes: five increments in one epoch and seven in the next, written at `all`; the
+/// first epoch dropped through n1 reads 7 through every node at `all` and on every node
+/// locally after repair rounds; a later write into it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epoch_dropped_through_one_node_is_gone_on_every_node() {
+    let mut cluster = Cluster::start_ready(ClusterOptions::new(3)).await;
+    cluster.declare("pv", "counter").await;
+    let ts = epoch_safe_ts();
+    let (old, new) = (ts - 3600, ts);
+    let old_epoch = old / 3600;
+    for seq in 1..=5 {
+        cluster
+            .update_ok(0, "pv", &incr("/a", 1, old, "w", seq), ALL)
+            .await;
+    }
+    cluster
+        .update_ok(1, "pv", &incr("/a", 7, new, "w", 6), ALL)
+        .await;
+    assert_everywhere(&cluster, "pv", "/a", 12).await;
+
+    let (status, body) = drop_epoch(&cluster, 0, "pv", old_epoch).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["dropped"], json!(old_epoch), "{body}");
+    assert_everywhere(&cluster, "pv", "/a", 7).await;
+
+    // Nothing brings it back: a write into the dropped epoch through another node is
+    // refused (and reported), and every node still answers 7.
+    let (status, body) = cluster
+        .update(2, "pv", &incr("/a", 100, old + 1, "w", 7), QUORUM)
+        .await
+        .expect("update");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.to_string().contains("dropped"),
+        "the refusal says why: {body}"
+    );
+    assert_everywhere(&cluster, "pv", "/a", 7).await;
+    let refusals = cluster
+        .metrics_text(2)
+        .await
+        .expect("metrics")
+        .lines()
+        .find(|l| l.starts_with("speedlayer_store_dropped_epoch_refusals_total"))
+        .map(str::to_owned);
+    assert!(
+        refusals.as_deref().is_some_and(|l| !l.ends_with(" 0")),
+        "n3 counts the refused write: {refusals:?}"
+    );
+}
+
+/// n3 is SIGKILLed; writes into epoch E go on at quorum (hints for n3 on n1 and n2);
+/// E is dropped through n1 while n3 is down. After n3 restarts and the hints drained,
+/// E is gone on every node, n3's own copy included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_during_an_epoch_drop_learns_it_when_back() {
+    let mut cluster = Cluster::start_ready(ClusterOptions::new(3)).await;
+    cluster.declare("pv", "counter").await;
+    let ts = epoch_safe_ts();
+    let (old, new) = (ts - 3600, ts);
+    let old_epoch = old / 3600;
+    for seq in 1..=5 {
+        cluster
+            .update_ok(0, "pv", &incr("/a", 1, old, "w", seq), ALL)
+            .await;
+    }
+    cluster
+        .update_ok(0, "pv", &incr("/a", 7, new, "w", 6), ALL)
+        .await;
+
+    cluster.kill(2);
+    cluster.wait_for_states(&[0, 1], &[2], "down", DETECT).await;
+    for seq in 7..=9 {
+        cluster
+            .update_ok(1, "pv", &incr("/a", 1, old, "w", seq), QUORUM)
+            .await;
+    }
+    let mut hints = 0;
+    for i in [0, 1] {
+        hints += cluster
+            .hints_by_target(i)
+            .await
+            .expect("hints")
+            .values()
+            .sum::<u64>();
+    }
+    assert!(hints > 0, "writes while n3 is down leave hints for it");
+    let (status, body) = drop_epoch(&cluster, 0, "pv", old_epoch).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    cluster.restart(2);
+    cluster.wait_all_up(RESTART).await;
+    cluster.wait_hints_drained(CONVERGE).await;
+    assert_everywhere(&cluster, "pv", "/a", 7).await;
+    // And after another restart of n3 (its journal replayed), still gone.
+    cluster.kill(2);
+    cluster.restart(2);
+    cluster.wait_all_up(RESTART).await;
+    assert_everywhere(&cluster, "pv", "/a", 7).await;
+}
+
+/// Runs `redis-cli -p PORT ARGS…` and returns its trimmed output; fails (never skips)
+/// when redis-cli is missing.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("redis-cli could not run ({e}); install Debian's redis-tools (.ci/run does)")
+        });
+    assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// `FLUSHALL` through n1 empties the Redis keys every node answers, also for a key whose
+/// owners do not include n1; keys written afterwards count from zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushall_through_one_node_empties_every_node() {
+    let cluster = Cluster::start_ready(ClusterOptions::new(3)).await;
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.config().resp_port).collect();
+    let keys: Vec<String> = (0..20).map(|k| format!("hits:{k}")).collect();
+    for (k, key) in keys.iter().enumerate() {
+        let port = ports[k % 3];
+        assert_eq!(redis_cli(port, &["INCRBY", key, "5"]), "5");
+        assert_eq!(
+            redis_cli(port, &["SADD", &format!("set:{k}"), "a", "b"]),
+            "2"
+        );
+    }
+    for &port in &ports {
+        assert_eq!(redis_cli(port, &["GET", "hits:3"]), "5");
+    }
+    assert_eq!(redis_cli(ports[0], &["FLUSHALL"]), "OK");
+    for &port in &ports {
+        for (k, key) in keys.iter().enumerate() {
+            assert_eq!(redis_cli(port, &["GET", key]), "", "{key} after FLUSHALL");
+            assert_eq!(
+                redis_cli(port, &["SCARD", &format!("set:{k}")]),
+                "0",
+                "set:{k} after FLUSHALL"
+            );
+        }
+    }
+    // Writes after the flush start from nothing, through any node.
+    assert_eq!(redis_cli(ports[2], &["INCR", "hits:3"]), "1");
+    for &port in &ports {
+        assert_eq!(redis_cli(port, &["GET", "hits:3"]), "1");
+    }
+    // FLUSHDB does the same, and a second flush of an empty keyspace is fine.
+    assert_eq!(redis_cli(ports[1], &["FLUSHDB"]), "OK");
+    assert_eq!(redis_cli(ports[1], &["FLUSHDB", "ASYNC"]), "OK");
+    for &port in &ports {
+        assert_eq!(redis_cli(port, &["GET", "hits:3"]), "");
+    }
+}
