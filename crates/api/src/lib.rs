@@ -11,8 +11,6 @@
 //! Pure: no I/O, no threads, no clock. Checks every layer shares (an update against its
 //! view, a view name) live here so each is written once.
 
-#![warn(missing_docs)]
-
 pub mod answer;
 pub mod consistency;
 pub mod coordinator;

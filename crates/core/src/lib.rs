@@ -15,8 +15,6 @@
 //! idempotent) and every decode is total on arbitrary bytes; the property tests
 //! in `tests/properties.rs` check both for every type.
 
-#![warn(missing_docs)]
-
 pub mod batch;
 pub mod codec;
 pub mod counter;

@@ -2,6 +2,9 @@
 //! (never panic, whatever a client or a disk sends), encodings round-trip, and combining
 //! a batch row with realtime parts does not depend on the order replicas answered in.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use proptest::prelude::*;
 use serde_json::{json, Value as Json};
 use speedlayer_core::{ApplyCtx, BatchBoundary, BatchValue, Epoch, Op, RowParts, Value, ValueType};

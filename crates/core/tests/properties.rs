@@ -6,6 +6,9 @@
 //! sequences (with and without ids, several writers and nodes, seqs in and far
 //! beyond the writer window, out of order and duplicated) to the bottom value.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;

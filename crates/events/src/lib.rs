@@ -13,8 +13,6 @@
 //! is checked at declaration, so a mapping that was accepted can only skip an event
 //! because of the event (a missing field), never fail.
 
-#![warn(missing_docs)]
-
 pub mod bucket;
 pub mod event;
 mod lex;

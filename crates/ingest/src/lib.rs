@@ -15,8 +15,6 @@
 //! queued event without one gets the queue's own id (`q.<node>`, its queue position), so
 //! a batch re-applied after a crash counts once.
 
-#![warn(missing_docs)]
-
 pub mod derive;
 pub mod error;
 pub mod ingest;

@@ -7,8 +7,6 @@
 //! in the background (retiring epochs, the queue worker, gossip) is started and stopped
 //! here.
 
-#![warn(missing_docs)]
-
 mod node;
 
 pub use node::{Node, NodeConfig, ServerError, DEFAULT_MAX_BODY_BYTES};

@@ -7,6 +7,9 @@
 //! publication can be made to miss two nodes, which a real import only does when they
 //! fail at that moment.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::net::SocketAddr;

@@ -2,6 +2,9 @@
 //! imports switch the boundary, every answer is `batch(T) ⊕ realtime since T` for the one
 //! boundary T it names; boundary mistakes are clear errors that change nothing.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;

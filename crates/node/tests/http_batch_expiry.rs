@@ -2,6 +2,9 @@
 //! retention limit drops uncovered epochs loudly, a published boundary survives a
 //! restart, and exact batch distinct counts replace realtime estimates.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

@@ -5,6 +5,9 @@
 //! A real `reqwest` client against a real node listening on TCP, as DESIGN.md's "Interface
 //! contract" describes it.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use reqwest::StatusCode;

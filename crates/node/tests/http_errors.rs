@@ -7,6 +7,9 @@
 //! and still holds what it acknowledged before (a bad request never takes a node down or
 //! loses data).
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use reqwest::StatusCode;

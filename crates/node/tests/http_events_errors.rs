@@ -4,6 +4,9 @@
 //!
 //! A real `reqwest` client (and raw TCP for chunked bodies) against a real node.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;

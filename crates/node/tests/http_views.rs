@@ -5,6 +5,9 @@
 //! A real `reqwest` client against a real node listening on TCP, as DESIGN.md's "Interface
 //! contract" describes it; every error case checks the status *and* the JSON error body.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use reqwest::StatusCode;
@@ -224,13 +227,26 @@ async fn dropping_an_epoch_removes_its_keys_and_only_its_keys() {
     .await;
     assert_error(&answer, StatusCode::NOT_FOUND, "unknown_view");
 
-    // A late write into the dropped epoch starts it anew (nothing resurrected).
-    node.update_ok(
-        "hits",
-        json!({ "key": "a", "clustering": "c1", "op": "incr", "by": 1, "ts": 601 }),
+    // A write into the dropped epoch is refused: a dropped epoch stays dropped.
+    let answer = split(
+        node.client
+            .post(node.url("/v1/views/hits/update"))
+            .json(&json!({ "key": "a", "clustering": "c1", "op": "incr", "by": 1, "ts": 601 }))
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
-    assert_eq!(node.value("hits", "a", "c1").await, json!(1));
+    assert_eq!(answer.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", answer.1);
+    assert_eq!(answer.1["failed"][0]["index"], 0, "{}", answer.1);
+    assert!(
+        answer.1["failed"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("epoch 10") && e.contains("dropped")),
+        "{}",
+        answer.1
+    );
+    assert_eq!(node.value("hits", "a", "c1").await, json!(0));
     assert_eq!(node.value("hits", "old", "").await, json!(0));
     node.health().await;
     node.stop().await;

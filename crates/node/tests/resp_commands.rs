@@ -6,6 +6,9 @@
 //! Keys: `view:partition[:clustering]` addresses a declared view; any other key lives in
 //! the implicit `redis` view and takes the type of its first write.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::{BTreeSet, HashMap};

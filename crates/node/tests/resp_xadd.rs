@@ -2,6 +2,9 @@
 //! producers feeding events into the views' mappings, sync and queued, with ids from the
 //! `writer`/`seq` fields, pipelines, errors and the accepted trimming options.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,9 @@
 //! Property tests of the codec against arbitrary input and arbitrary
 //! chunking of the byte stream (as TCP may deliver it).
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::{Bytes, BytesMut};
 use proptest::collection::vec;
 use proptest::prelude::*;

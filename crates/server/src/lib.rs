@@ -7,8 +7,6 @@
 //! `Arc<dyn Coordinator>` and cannot name the store: nothing here holds data or bypasses
 //! replication. The node crate builds the front ends around a started coordinator.
 
-#![warn(missing_docs)]
-
 pub mod http;
 pub mod metrics;
 pub mod resp;

@@ -1,6 +1,9 @@
 //! The HTTP update parser takes arbitrary client bytes: it never panics, and whatever it
 //! refuses is the caller's mistake (a 4xx), never the server's.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use speedlayer_server::http::update_body::parse_updates;

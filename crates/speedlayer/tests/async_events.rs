@@ -11,6 +11,9 @@
 //!
 //! Each client owns its urls, so its own ledger gives exact expectations.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};

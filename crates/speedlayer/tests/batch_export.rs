@@ -4,6 +4,9 @@
 //! of skipped line), an hll and a max view. Also: standard input and output, `@FILE`
 //! declarations, and the errors a user meets.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::path::Path;

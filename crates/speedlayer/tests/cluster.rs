@@ -7,6 +7,9 @@
 //! epoch on every node. Expected counter totals are computed by the clients from the
 //! updates the cluster acknowledged; with ids, an update sent twice must count once.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

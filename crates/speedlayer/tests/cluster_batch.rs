@@ -14,6 +14,9 @@
 //! `batch-export` / `import` commands in `cluster_batch_cli.rs`; what the three share is
 //! in `support::batch`.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};

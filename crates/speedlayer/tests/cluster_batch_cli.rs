@@ -7,6 +7,9 @@
 //! it (the invariant tested in `cluster_batch.rs`). Re-posting the events changes nothing.
 //! The helpers are in `support::batch`.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;

@@ -11,6 +11,9 @@
 //! The invariant itself (one named boundary, every event counted once) is tested in
 //! `cluster_batch.rs`; the helpers are in `support::batch`.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

@@ -3,6 +3,9 @@
 //! through one node (the real `redis-cli`) empties what every node answers for Redis
 //! keys, and a node that was down during a drop learns it when it is back.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 use std::time::Duration;
 

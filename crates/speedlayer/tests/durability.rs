@@ -6,6 +6,9 @@
 //! Each client task owns its keys, so at most one of its requests is in flight when the
 //! node dies: a key's value after restart must lie in `[acked, acked + in_flight]`.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

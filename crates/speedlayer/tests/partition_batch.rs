@@ -8,6 +8,9 @@
 //! Once the link is back, it learns the publication from gossip, copies the rows it
 //! missed, receives its hints, and answers at the new boundary from its own copy.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::{Duration, Instant};

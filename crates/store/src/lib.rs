@@ -15,8 +15,6 @@
 //! `persist(SyncData)`, atomic batches across keyspaces, online compaction, and O(1)
 //! keyspace deletion.
 
-#![warn(missing_docs)]
-
 pub mod batch;
 pub mod catalog;
 pub mod clock;

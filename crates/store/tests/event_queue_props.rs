@@ -1,6 +1,9 @@
 //! The event queue's record decoder reads bytes from disk: it must never panic, and what
 //! it accepts must be what was written.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use proptest::prelude::*;
 use speedlayer_core::{Key, Op, UpdateId};
 use speedlayer_store::event_queue::{decode_views, encode_views, QueuedView};

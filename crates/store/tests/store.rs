@@ -1,5 +1,8 @@
 //! Storage-layer behaviour: concurrency exactness, epochs, recovery, range order.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use prometheus_client::registry::Registry;
 use speedlayer_core::{Epoch, Key, Op, Outcome, Reading, UpdateId, Value, ValueType};
 use speedlayer_store::{Store, StoreConfig, StoreError, Update, ViewSpec};

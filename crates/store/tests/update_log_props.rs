@@ -1,6 +1,9 @@
 //! The update log's record decoder reads bytes from disk: it must never panic, and what
 //! it accepts must be what was written.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use proptest::prelude::*;
 use speedlayer_core::{Epoch, Key, Op, UpdateId};
 use speedlayer_store::update_log::{decode_record, encode_update, start_record, LoggedUpdate};

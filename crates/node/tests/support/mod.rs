@@ -1,4 +1,6 @@
 #![allow(dead_code)]
+// Test support: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Helpers shared by the server's integration tests (each test binary uses a subset).
 //!
 //! Both front ends' tests run a real node on ephemeral ports of 127.0.0.1 in a fresh data

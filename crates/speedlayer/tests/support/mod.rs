@@ -1,6 +1,8 @@
 //! What the real-process tests share: a `speedlayer serve` child that cannot outlive its
 //! test, and free ports.
 
+// Test support: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::fs::File;
