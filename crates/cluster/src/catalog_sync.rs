@@ -8,7 +8,7 @@
 //! differently while partitioned keep their own and count a conflict (a metric and a log
 //! line name it); the operator resolves it.
 //!
-//! The digest also covers each view's dropped epochs (see [`crate::drop`]): a node that
+//! The digest also covers each view's dropped epochs (see [`crate::epoch_drop`]): a node that
 //! missed a drop pulls the peer's dropped sets and drops what it lacks.
 //!
 //! The digest also covers each view's published batch boundary, so a node that missed a
@@ -24,7 +24,7 @@ use speedlayer_core::BatchBoundary;
 
 use crate::catch_up;
 use crate::error::ClusterError;
-use crate::node::Inner;
+use crate::node::ClusterNode;
 use crate::wire::{Request, Response};
 
 /// `(name, spec JSON)` of every view, by name.
@@ -62,7 +62,7 @@ pub fn digest(store: &Store) -> u64 {
 
 /// Declares a view a peer holds. An identical declaration is a no-op; a conflicting one
 /// is logged and counted, and refused.
-pub(crate) async fn learn(inner: &Inner, name: &str, spec: &str) -> Result<(), ClusterError> {
+pub(crate) async fn learn(inner: &ClusterNode, name: &str, spec: &str) -> Result<(), ClusterError> {
     let spec: ViewSpec = serde_json::from_str(spec).map_err(|e| {
         StoreError::Request(speedlayer_api::Error::InvalidDeclaration(format!(
             "from a peer: {e}"
@@ -91,8 +91,8 @@ pub(crate) async fn learn(inner: &Inner, name: &str, spec: &str) -> Result<(), C
 }
 
 /// Pulls `member`'s catalog and declares what this node lacks.
-pub(crate) async fn pull(inner: &Arc<Inner>, member: usize) {
-    let Ok(Response::Catalog(theirs)) = inner.call(member, &Request::Catalog).await else {
+pub(crate) async fn pull(inner: &Arc<ClusterNode>, member: usize) {
+    let Ok(Response::Catalog(theirs)) = inner.members.call(member, &Request::Catalog).await else {
         return;
     };
     let ours = entries(&inner.store);
@@ -107,8 +107,8 @@ pub(crate) async fn pull(inner: &Arc<Inner>, member: usize) {
 }
 
 /// Drops here the epochs `member` knows were dropped and this node does not.
-async fn pull_dropped(inner: &Arc<Inner>, member: usize) {
-    let Ok(Response::DroppedEpochs(theirs)) = inner.call(member, &Request::DroppedEpochs).await
+async fn pull_dropped(inner: &Arc<ClusterNode>, member: usize) {
+    let Ok(Response::DroppedEpochs(theirs)) = inner.members.call(member, &Request::DroppedEpochs).await
     else {
         return;
     };
@@ -120,8 +120,8 @@ async fn pull_dropped(inner: &Arc<Inner>, member: usize) {
 /// Publishes here the batch boundaries `member` has published and this node has only
 /// staged (it missed the publication), and starts catching up on those it never staged
 /// (it was down during the import; see [`crate::catch_up`]).
-async fn pull_boundaries(inner: &Arc<Inner>, member: usize) {
-    let Ok(Response::Boundaries(theirs)) = inner.call(member, &Request::Boundaries).await else {
+async fn pull_boundaries(inner: &Arc<ClusterNode>, member: usize) {
+    let Ok(Response::Boundaries(theirs)) = inner.members.call(member, &Request::Boundaries).await else {
         return;
     };
     for (view, boundary, import) in theirs {
@@ -146,7 +146,7 @@ async fn pull_boundaries(inner: &Arc<Inner>, member: usize) {
         }
         match inner.store.publish(&view, boundary, import).await {
             Ok(_) => {
-                tracing::info!(%view, boundary = boundary.0, peer = %inner.name(member), "learned a batch publication from a peer")
+                tracing::info!(%view, boundary = boundary.0, peer = %inner.members.name(member), "learned a batch publication from a peer")
             }
             Err(e) => {
                 tracing::warn!(%view, boundary = boundary.0, error = %e, "publishing a staged batch view a peer published failed; retried on the next gossip round")

@@ -15,7 +15,7 @@ use speedlayer_core::{BatchBoundary, BatchValue, Key};
 use speedlayer_store::StoreError;
 
 use crate::error::ClusterError;
-use crate::node::Inner;
+use crate::node::ClusterNode;
 use crate::wire::{self, Request, Response};
 
 /// Rows asked for per page.
@@ -23,7 +23,7 @@ const PAGE_ROWS: u32 = 8192;
 
 /// Starts catching up on `(view, boundary, import)` in the background, unless an attempt
 /// is already running.
-pub(crate) fn start(inner: &Arc<Inner>, view: String, boundary: BatchBoundary, import: u64) {
+pub(crate) fn start(inner: &Arc<ClusterNode>, view: String, boundary: BatchBoundary, import: u64) {
     let key = (view.clone(), boundary.0);
     let fresh = inner
         .catching_up
@@ -54,7 +54,7 @@ pub(crate) fn start(inner: &Arc<Inner>, view: String, boundary: BatchBoundary, i
 }
 
 async fn copy_and_publish(
-    inner: &Inner,
+    inner: &ClusterNode,
     view: &str,
     boundary: BatchBoundary,
     import: u64,
@@ -62,11 +62,11 @@ async fn copy_and_publish(
     let store = &inner.store;
     store.stage_begin(view, boundary, import).await?;
     let mine: HashSet<u32> = (0..inner.ring.partitions())
-        .filter(|&p| inner.ring.preference_list(p).contains(&inner.me))
+        .filter(|&p| inner.ring.preference_list(p).contains(&inner.members.me()))
         .collect();
     let mut covered: HashSet<u32> = HashSet::new();
     let mut rows = 0;
-    let peers: Vec<usize> = inner.peers_up().map(|(m, _)| m).collect();
+    let peers: Vec<usize> = inner.members.peers_up().map(|(m, _)| m).collect();
     for member in peers {
         if let Some(copied) = copy_from(inner, member, view, boundary, import, &mine).await? {
             rows += copied;
@@ -81,7 +81,7 @@ async fn copy_and_publish(
     }
     if covered.len() < mine.len() {
         return Err(ClusterError::Import {
-            node: inner.name(inner.me).to_owned(),
+            node: inner.members.name(inner.members.me()).to_owned(),
             reason: format!(
                 "{} of this node's partitions have no reachable owner holding the import",
                 mine.len() - covered.len()
@@ -96,7 +96,7 @@ async fn copy_and_publish(
 /// Copies the rows of this node's partitions from `member`'s table; `None` when it does
 /// not hold the boundary (or fails), so another owner must.
 async fn copy_from(
-    inner: &Inner,
+    inner: &ClusterNode,
     member: usize,
     view: &str,
     boundary: BatchBoundary,
@@ -112,7 +112,7 @@ async fn copy_from(
             after: after.clone(),
             limit: PAGE_ROWS,
         };
-        let page = match inner.call(member, &request).await {
+        let page = match inner.members.call(member, &request).await {
             Ok(Response::BatchPage(page)) => page,
             _ => return Ok(None),
         };

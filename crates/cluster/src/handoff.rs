@@ -17,7 +17,7 @@ use speedlayer_store::Hint;
 use tokio::sync::watch;
 
 use crate::metrics::ClusterMetrics;
-use crate::node::{Deltas, Inner};
+use crate::node::{Deltas, ClusterNode};
 
 /// How often pending hints are looked at.
 const INTERVAL: Duration = Duration::from_millis(500);
@@ -26,7 +26,7 @@ const BATCH: usize = 1000;
 
 /// Runs hinted handoff until `stop` turns true (when enabled in the configuration; the
 /// pending-hints metric is kept up to date either way).
-pub(crate) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn run(inner: Arc<ClusterNode>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -35,14 +35,14 @@ pub(crate) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|s| *s) => return,
         }
         for member in 0..inner.members.len() {
-            let name = inner.name(member).to_owned();
+            let name = inner.members.name(member).to_owned();
             let pending = inner.store.hints().pending_for(&name);
             inner
                 .metrics
                 .hints_pending
                 .get_or_create(&ClusterMetrics::target(&name))
                 .set(pending as i64);
-            if pending == 0 || member == inner.me || !inner.is_up(member) {
+            if pending == 0 || member == inner.members.me() || !inner.members.is_up(member) {
                 continue;
             }
             if !inner.config.hinted_handoff {
@@ -73,7 +73,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
 
 /// Hands one batch of hints to `member`. `Ok(true)`: a full batch went, there may be
 /// more.
-async fn deliver_batch(inner: &Inner, member: usize, name: &str) -> Result<bool, String> {
+async fn deliver_batch(inner: &ClusterNode, member: usize, name: &str) -> Result<bool, String> {
     let store = inner.store.clone();
     let target = name.to_owned();
     let hints = tokio::task::spawn_blocking(move || store.hints().batch(&target, BATCH))

@@ -58,7 +58,7 @@ impl Cluster {
         let id = import_id(&self.inner.store);
         let inner = &self.inner;
         let participants: Vec<usize> = (0..inner.members.len())
-            .filter(|&m| inner.is_up(m))
+            .filter(|&m| inner.members.is_up(m))
             .collect();
         // Every partition needs a quorum of its owners among the participants.
         let n = inner.ring.replicas();
@@ -108,7 +108,7 @@ impl Import {
         let count = rows.len() as u64;
         let inner = &self.cluster.inner;
         if self.cluster.is_single() {
-            self.rows_on(inner.me, Rows::Local(rows)).await?;
+            self.rows_on(inner.members.me(), Rows::Local(rows)).await?;
         } else {
             // Which rows each participating owner takes; each row encoded once for the
             // wire, whatever the number of remote owners.
@@ -131,7 +131,7 @@ impl Import {
                 .enumerate()
                 .filter(|(_, indexes)| !indexes.is_empty())
                 .map(|(member, indexes)| {
-                    let share = if member == inner.me {
+                    let share = if member == inner.members.me() {
                         Rows::Local(indexes.iter().map(|&i| rows[i].clone()).collect())
                     } else {
                         Rows::Wire(indexes.iter().map(|&i| encoded[i].clone()).collect())
@@ -161,7 +161,7 @@ impl Import {
         let others: Vec<usize> = participants
             .iter()
             .copied()
-            .filter(|&m| m != inner.me)
+            .filter(|&m| m != inner.members.me())
             .collect();
         let mut published_on = 1;
         let calls = others.iter().map(|&m| self.step(m, ImportStep::Publish));
@@ -175,7 +175,7 @@ impl Import {
         }
         tracing::info!(view = %self.view, boundary = self.boundary.0, rows = self.rows, "batch import published");
         let catching_up =
-            inner.names((0..inner.members.len()).filter(|m| !participants.contains(m)));
+            inner.members.names((0..inner.members.len()).filter(|m| !participants.contains(m)));
         Ok(ImportReport {
             boundary: self.boundary,
             rows: self.rows,
@@ -225,7 +225,7 @@ impl Import {
 
     async fn step(&self, member: usize, step: ImportStep) -> Result<(), ClusterError> {
         let inner = &self.cluster.inner;
-        if member == inner.me {
+        if member == inner.members.me() {
             return Ok(serve_step(&inner.store, &self.view, self.boundary, self.id, &step).await?);
         }
         let request = Request::Import {
@@ -234,14 +234,14 @@ impl Import {
             import: self.id,
             step,
         };
-        match inner.call(member, &request).await {
+        match inner.members.call(member, &request).await {
             Ok(Response::Imported) => Ok(()),
             Ok(other) => Err(ClusterError::Import {
-                node: inner.name(member).to_owned(),
+                node: inner.members.name(member).to_owned(),
                 reason: format!("unexpected answer {other:?}"),
             }),
             Err(e) => Err(ClusterError::Import {
-                node: inner.name(member).to_owned(),
+                node: inner.members.name(member).to_owned(),
                 reason: e.to_string(),
             }),
         }

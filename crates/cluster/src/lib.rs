@@ -1,10 +1,11 @@
-//! The cluster layer of speedlayer: a Dynamo-style, leaderless replicated store built on
-//! each node's local store.
+//! The coordinator of speedlayer: a Dynamo-style, leaderless replicated store built on
+//! each node's replica storage.
 //!
-//! Place in the whole: value types (`speedlayer-core`) → node storage (`speedlayer-store`)
-//! → **cluster (this crate)** → front ends (`speedlayer-server`) → CLI. Front ends call
-//! [`Cluster`] for every read and write; it routes them over the [`ring`] to the owners
-//! of each key and answers at the consistency asked for ([`consistency`]).
+//! Place in the whole: client → front end → **coordinator (this crate)** → replica
+//! storage (`speedlayer-store`) → value types. [`Cluster`] implements
+//! `speedlayer_api::Coordinator` ([`coordinator`]), the one door every front end holds: it
+//! routes every read, write and admin operation over the [`ring`] to the owners of each
+//! key, at the consistency asked for.
 //!
 //! How, in one paragraph: a fixed number of partitions, each with a preference list of N
 //! nodes ([`ring`]). Writes are applied on one owner, which returns per-update CRDT
@@ -12,28 +13,31 @@
 //! and commutative, so any delivery order or repetition converges), counts durable
 //! acknowledgements against W, borrows fallback nodes for a sloppy quorum, and leaves
 //! durable hints for owners that missed the write ([`write`], [`handoff`]). Reads join
-//! the owners' per-epoch states and repair stale owners ([`read`]). Nodes talk over TCP
-//! with length-prefixed postcard frames after a handshake that checks the cluster secret
-//! ([`wire`], [`peer`], [`listener`]) and are served by [`service`]; a ping-based failure detector marks peers up or
-//! down, and pings carry a catalog digest so view declarations reach every node
-//! ([`catalog_sync`]).
-
-#![warn(missing_docs)]
+//! the owners' per-epoch states and repair stale owners ([`read`]). Epoch drops are
+//! cluster-wide records nothing can undo ([`epoch_drop`]). Nodes talk over TCP with
+//! length-prefixed postcard frames after a handshake that checks the cluster secret
+//! ([`wire`], [`peer`], [`listener`]) and are served by [`service`]. Who the members are
+//! and which are up is `membership`'s business alone (a static seed list and a ping
+//! detector, started by `start`), so gossip can replace it; pings carry a catalog digest
+//! so declarations, drops and batch publications reach every node ([`catalog_sync`]).
 
 pub mod catalog_sync;
 pub(crate) mod catch_up;
 pub mod coordinator;
-pub mod drop;
+pub mod epoch_drop;
 pub mod error;
 pub mod handoff;
 pub mod import;
 pub mod listener;
+pub(crate) mod membership;
 pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod read;
 pub mod ring;
 pub mod service;
+pub(crate) mod start;
+pub(crate) mod status;
 pub mod wire;
 pub mod write;
 

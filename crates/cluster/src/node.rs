@@ -1,33 +1,20 @@
-//! A node's membership in the cluster: its ring, its peers and their health, and the
-//! internode requests it serves.
+//! This node as a member of the cluster ([`ClusterNode`]: its store, ring, members,
+//! configuration and metrics, shared by the request paths and the background tasks), the
+//! handle front ends get ([`Cluster`]), and the merges every write path ends in.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::registry::Registry;
+use speedlayer_api::{Consistency, WriteOptions};
 use speedlayer_core::Key;
 use speedlayer_store::{HintKey, Store, StoreError, ViewSpec};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::error::ClusterError;
-use crate::listener::{self, Admission};
+use crate::membership::{Membership, PING_TIMEOUT};
 use crate::metrics::ClusterMetrics;
-use crate::peer::{Peer, RpcError};
 use crate::ring::{Ring, DEFAULT_PARTITIONS};
-use crate::wire::{Hello, Request, Response, WireState, PROTOCOL_VERSION};
-use crate::{catalog_sync, handoff};
-use speedlayer_api::{ClusterStatus, Consistency, NodeStatus, PartitionStatus, WriteOptions};
-
-/// How often each peer is pinged.
-const PING_INTERVAL: Duration = Duration::from_millis(500);
-/// A ping unanswered this long counts as a failure.
-const PING_TIMEOUT: Duration = Duration::from_secs(1);
-/// Consecutive failed pings (timeouts) before a peer is considered down; a refused
-/// connection marks it down at once.
-const FAILURES_TO_DOWN: u32 = 2;
+use crate::wire::{Request, Response, WireState};
 
 /// How a node takes part in the cluster.
 #[derive(Clone, Debug)]
@@ -72,23 +59,18 @@ impl ClusterConfig {
     }
 }
 
-/// A ring member as this node sees it.
-pub(crate) struct Member {
-    /// Cluster address (ring name).
-    pub name: String,
-    /// `None` for this node.
-    pub peer: Option<Arc<Peer>>,
-    up: AtomicBool,
-    failures: AtomicU32,
-}
-
-pub(crate) struct Inner {
+/// This node as a member of the cluster: what every request path and background task
+/// of the coordinator shares.
+pub(crate) struct ClusterNode {
+    /// This node's replica storage.
     pub store: Store,
+    /// Partitions and their preference lists.
     pub ring: Ring,
-    pub members: Vec<Member>,
-    /// This node's index in `members`.
-    pub me: usize,
+    /// The ring's members and their health.
+    pub members: Membership,
+    /// How this node takes part.
     pub config: ClusterConfig,
+    /// The cluster layer's metrics.
     pub metrics: ClusterMetrics,
     /// (view, boundary) of imports this node is copying from peers ([`crate::catch_up`]).
     pub catching_up: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
@@ -103,100 +85,10 @@ pub(crate) struct Inner {
 /// clone. With no peers configured it is a thin layer over the local [`Store`].
 #[derive(Clone)]
 pub struct Cluster {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: Arc<ClusterNode>,
 }
 
 impl Cluster {
-    /// Joins the cluster `config` describes with `store` as this node's storage: binds
-    /// the internode listener (only when peers are configured) and starts the failure
-    /// detector and hinted handoff. Runs until `stop` turns true.
-    pub async fn start(
-        store: Store,
-        config: ClusterConfig,
-        registry: &mut Registry,
-        stop: watch::Receiver<bool>,
-    ) -> Result<Cluster, ClusterError> {
-        let metrics = ClusterMetrics::default();
-        metrics.register(registry);
-        let listener =
-            if config.has_peers() {
-                Some(TcpListener::bind(config.listen).await.map_err(|source| {
-                    ClusterError::Bind {
-                        addr: config.listen,
-                        source,
-                    }
-                })?)
-            } else {
-                None
-            };
-        let me_addr = match &listener {
-            Some(l) => l.local_addr().map_err(|source| ClusterError::Bind {
-                addr: config.listen,
-                source,
-            })?,
-            None => config.listen,
-        };
-        let mut names: Vec<String> = config.seeds.iter().map(|s| s.to_string()).collect();
-        names.push(me_addr.to_string());
-        let ring = Ring::new(names, config.partitions, config.replicas);
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            secret: config.secret.clone().unwrap_or_default(),
-            node_id: store.node_id().to_owned(),
-            addr: me_addr.to_string(),
-            partitions: ring.partitions(),
-            replicas: ring.replicas() as u32,
-        };
-        let me_name = me_addr.to_string();
-        let members: Vec<Member> = ring
-            .members()
-            .iter()
-            .map(|name| {
-                let peer = (*name != me_name).then(|| {
-                    let addr = name.parse().unwrap_or(me_addr);
-                    Arc::new(Peer::new(addr, hello.clone()))
-                });
-                Member {
-                    name: name.clone(),
-                    up: AtomicBool::new(peer.is_none()),
-                    peer,
-                    failures: AtomicU32::new(0),
-                }
-            })
-            .collect();
-        let me = members.iter().position(|m| m.peer.is_none()).unwrap_or(0);
-        let admission = Arc::new(Admission {
-            secret: config.secret.clone().unwrap_or_default(),
-            node_id: store.node_id().to_owned(),
-            partitions: ring.partitions(),
-            replicas: ring.replicas() as u32,
-        });
-        let cluster = Cluster {
-            inner: Arc::new(Inner {
-                store,
-                ring,
-                members,
-                me,
-                config,
-                metrics,
-                catching_up: Default::default(),
-                known_boundaries: Default::default(),
-            }),
-        };
-        if let Some(listener) = listener {
-            tracing::info!(addr = %me_addr, members = cluster.inner.members.len(), replicas = cluster.inner.ring.replicas(), "cluster listening");
-            tokio::spawn(listener::serve(
-                listener,
-                admission,
-                cluster.inner.clone(),
-                stop.clone(),
-            ));
-            tokio::spawn(failure_detector(cluster.inner.clone(), stop.clone()));
-            tokio::spawn(handoff::run(cluster.inner.clone(), stop));
-        }
-        Ok(cluster)
-    }
-
     /// Default options of requests that do not choose.
     pub fn defaults(&self) -> WriteOptions {
         self.inner.config.defaults
@@ -231,7 +123,7 @@ impl Cluster {
                 name: name.to_owned(),
                 spec,
             };
-            let calls = self.inner.peers_up().map(|(_, peer)| {
+            let calls = self.inner.members.peers_up().map(|(_, peer)| {
                 let request = &request;
                 async move {
                     if let Err(e) = peer.call(request, PING_TIMEOUT).await {
@@ -244,63 +136,13 @@ impl Cluster {
         Ok(declared)
     }
 
-    /// Membership, health and ring as this node sees them.
-    pub fn status(&self) -> ClusterStatus {
-        let inner = &self.inner;
-        let hints = inner.store.hints();
-        ClusterStatus {
-            node_id: inner.store.node_id().to_owned(),
-            addr: inner.members[inner.me].name.clone(),
-            partitions: inner.ring.partitions(),
-            replicas: inner.ring.replicas(),
-            consistency: inner.config.defaults.consistency.to_string(),
-            quorum: inner.config.defaults.quorum.to_string(),
-            nodes: inner
-                .members
-                .iter()
-                .enumerate()
-                .map(|(i, m)| NodeStatus {
-                    addr: m.name.clone(),
-                    node_id: match &m.peer {
-                        Some(peer) => peer.node_id(),
-                        None => Some(inner.store.node_id().to_owned()),
-                    },
-                    state: if inner.is_up(i) { "up" } else { "down" },
-                    is_self: i == inner.me,
-                    hints_pending: hints.pending_for(&m.name),
-                })
-                .collect(),
-            ring: (0..inner.ring.partitions())
-                .map(|p| PartitionStatus {
-                    partition: p,
-                    nodes: inner
-                        .ring
-                        .preference_list(p)
-                        .iter()
-                        .map(|&m| inner.members[m].name.clone())
-                        .collect(),
-                })
-                .collect(),
-        }
-    }
-
-    /// The preference list (cluster addresses) of a partition key: the nodes that own it.
-    pub fn owners(&self, partition_key: &[u8]) -> Vec<String> {
-        let ring = &self.inner.ring;
-        self.inner.names(
-            ring.preference_list(ring.partition_of(partition_key))
-                .iter()
-                .copied(),
-        )
-    }
-
     /// The consistency a read asked for, or the node's default.
     pub fn read_consistency(&self, asked: Option<Consistency>) -> Consistency {
         asked.unwrap_or(self.inner.config.defaults.consistency)
     }
 }
 
-impl Inner {
+impl ClusterNode {
     /// The boundary reads of `view` coordinated here use: this node's own, or a newer
     /// one a peer published that this node is still catching up on.
     pub fn read_boundary(&self, view: &str) -> Result<speedlayer_core::BatchBoundary, StoreError> {
@@ -334,86 +176,6 @@ impl Inner {
         }
     }
 
-    pub fn is_up(&self, member: usize) -> bool {
-        self.members[member].up.load(Ordering::Acquire)
-    }
-
-    pub fn name(&self, member: usize) -> &str {
-        &self.members[member].name
-    }
-
-    pub fn names(&self, members: impl IntoIterator<Item = usize>) -> Vec<String> {
-        members
-            .into_iter()
-            .map(|m| self.members[m].name.clone())
-            .collect()
-    }
-
-    /// Peers the failure detector considers up.
-    pub fn peers_up(&self) -> impl Iterator<Item = (usize, &Arc<Peer>)> {
-        self.members
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.is_up(*i))
-            .filter_map(|(i, m)| m.peer.as_ref().map(|p| (i, p)))
-    }
-
-    pub fn member_named(&self, name: &str) -> Option<usize> {
-        self.members.iter().position(|m| m.name == name)
-    }
-
-    fn mark_up(&self, member: usize) {
-        let m = &self.members[member];
-        m.failures.store(0, Ordering::Release);
-        if !m.up.swap(true, Ordering::AcqRel) {
-            tracing::info!(peer = %m.name, "peer up");
-        }
-        self.metrics
-            .peer_up
-            .get_or_create(&ClusterMetrics::target(&m.name))
-            .set(1);
-    }
-
-    /// Notes a failed call to `member`; marks it down when it is certainly gone or has
-    /// failed repeatedly.
-    pub fn note_failure(&self, member: usize, error: &RpcError) {
-        let m = &self.members[member];
-        let failures = m.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if (error.is_unreachable() || failures >= FAILURES_TO_DOWN)
-            && m.up.swap(false, Ordering::AcqRel)
-        {
-            tracing::warn!(peer = %m.name, %error, "peer down");
-            self.metrics
-                .peer_up
-                .get_or_create(&ClusterMetrics::target(&m.name))
-                .set(0);
-        }
-    }
-
-    /// Calls `member` (a peer), noting the outcome for the failure detector.
-    pub async fn call(&self, member: usize, request: &Request) -> Result<Response, RpcError> {
-        let Some(peer) = &self.members[member].peer else {
-            return Err(RpcError::Protocol {
-                peer: self.name(member).to_owned(),
-                reason: "a node does not call itself".into(),
-            });
-        };
-        match peer.call(request, self.config.rpc_timeout).await {
-            Ok(Response::Failed(reason)) => Err(RpcError::Protocol {
-                peer: peer.name().to_owned(),
-                reason,
-            }),
-            Ok(response) => {
-                self.mark_up(member);
-                Ok(response)
-            }
-            Err(e) => {
-                self.note_failure(member, &e);
-                Err(e)
-            }
-        }
-    }
-
     /// Merges `states` on `member` (locally when it is this node), keeping hints for
     /// `hint_for` there. True once durable on `member`.
     pub async fn merge_on(
@@ -423,7 +185,7 @@ impl Inner {
         states: &Deltas,
         hint_for: Option<&str>,
     ) -> bool {
-        if member == self.me {
+        if member == self.members.me() {
             return match self.merge_here(view, states.local.clone(), hint_for).await {
                 Ok(()) => true,
                 Err(e) => {
@@ -437,14 +199,14 @@ impl Inner {
             states: states.wire.clone(),
             hint_for: hint_for.map(str::to_owned),
         };
-        match self.call(member, &request).await {
+        match self.members.call(member, &request).await {
             Ok(Response::Merged) => true,
             Ok(other) => {
-                tracing::warn!(peer = %self.name(member), ?other, "unexpected answer to a merge");
+                tracing::warn!(peer = %self.members.name(member), ?other, "unexpected answer to a merge");
                 false
             }
             Err(e) => {
-                tracing::debug!(peer = %self.name(member), error = %e, "merge not acknowledged");
+                tracing::debug!(peer = %self.members.name(member), error = %e, "merge not acknowledged");
                 false
             }
         }
@@ -526,41 +288,3 @@ impl Deltas {
     }
 }
 
-/// Pings every peer every [`PING_INTERVAL`]; answers mark it up, failures down. A pong
-/// whose catalog digest differs from ours starts a catalog pull from that peer.
-async fn failure_detector(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(PING_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let digest = catalog_sync::digest(&inner.store);
-        for (member, m) in inner.members.iter().enumerate() {
-            let Some(peer) = m.peer.clone() else { continue };
-            let inner = inner.clone();
-            tokio::spawn(async move {
-                match peer
-                    .call(&Request::Ping { catalog: digest }, PING_TIMEOUT)
-                    .await
-                {
-                    Ok(Response::Pong { catalog }) => {
-                        inner.mark_up(member);
-                        if catalog != digest {
-                            catalog_sync::pull(&inner, member).await;
-                        }
-                    }
-                    Ok(other) => {
-                        let e = RpcError::Protocol {
-                            peer: peer.name().to_owned(),
-                            reason: format!("answered a ping with {other:?}"),
-                        };
-                        inner.note_failure(member, &e);
-                    }
-                    Err(e) => inner.note_failure(member, &e),
-                }
-            });
-        }
-    }
-}

@@ -20,7 +20,7 @@ use speedlayer_store::{RangeStates, StoreError};
 
 use crate::catalog_sync;
 use crate::error::ClusterError;
-use crate::node::{Cluster, Deltas, Inner};
+use crate::node::{Cluster, Deltas, ClusterNode};
 use crate::wire::{self, Request, Response};
 use speedlayer_api::Consistency;
 
@@ -222,10 +222,10 @@ impl Cluster {
         let r = consistency.required(n);
         let request = range_request(query, at);
         let mut pending = FuturesUnordered::new();
-        for &member in owners.iter().filter(|&&m| inner.is_up(m)) {
+        for &member in owners.iter().filter(|&&m| inner.members.is_up(m)) {
             let (inner, query, request) = (self.inner.clone(), query.clone(), request.clone());
             pending.push(tokio::spawn(async move {
-                if member == inner.me {
+                if member == inner.members.me() {
                     let q = query;
                     let answer = inner
                         .store
@@ -233,7 +233,7 @@ impl Cluster {
                         .await;
                     return Fetched::local(member, answer);
                 }
-                let answer = inner.call(member, &request).await;
+                let answer = inner.members.call(member, &request).await;
                 if let Ok(Response::Range { dropped, .. }) = &answer {
                     inner.heed_dropped(&query.view, dropped).await;
                 }
@@ -318,13 +318,13 @@ fn join_row(mine: &mut RowParts, theirs: &RowParts) {
 type Answer = (usize, Vec<RowParts>);
 
 async fn fetch_states(
-    inner: Arc<Inner>,
+    inner: Arc<ClusterNode>,
     member: usize,
     view: String,
     keys: Vec<Key>,
     at: BatchBoundary,
 ) -> Fetched<Vec<RowParts>> {
-    if member == inner.me {
+    if member == inner.members.me() {
         let answer = inner.store.states(&view, keys, Some(at)).await;
         return Fetched::local(member, answer.map(|(_, rows)| rows));
     }
@@ -333,7 +333,7 @@ async fn fetch_states(
         keys: keys.iter().map(Key::encode).collect(),
         at: at.0,
     };
-    let answer = inner.call(member, &request).await;
+    let answer = inner.members.call(member, &request).await;
     if let Ok(Response::States { dropped, .. }) = &answer {
         inner.heed_dropped(&view, dropped).await;
     }
@@ -349,7 +349,7 @@ async fn fetch_states(
 
 /// Reads `keys` (all owned by `owners`) at `consistency` and boundary `at`.
 async fn read_group(
-    inner: Arc<Inner>,
+    inner: Arc<ClusterNode>,
     view: String,
     owners: Vec<usize>,
     keys: Vec<Key>,
@@ -358,7 +358,7 @@ async fn read_group(
 ) -> Result<Vec<RowParts>, ReadAtError> {
     let n = owners.len();
     let r = consistency.required(n);
-    let live: Vec<usize> = owners.iter().copied().filter(|&m| inner.is_up(m)).collect();
+    let live: Vec<usize> = owners.iter().copied().filter(|&m| inner.members.is_up(m)).collect();
     if live.len() < r {
         return Err(inner.unavailable(r, n, live.len(), &owners, &live).into());
     }
@@ -431,7 +431,7 @@ fn join_answers(answers: &[Answer], count: usize) -> Vec<RowParts> {
 
 /// Sends each answering owner the joined realtime states it lacks (batch rows are the
 /// same on every owner: one import staged them all).
-async fn repair(inner: &Inner, view: &str, keys: &[Key], answers: &[Answer], merged: &[RowParts]) {
+async fn repair(inner: &ClusterNode, view: &str, keys: &[Key], answers: &[Answer], merged: &[RowParts]) {
     let repairs = answers.iter().filter_map(|(member, rows)| {
         let mut stale = Deltas::default();
         for ((key, theirs), joined) in keys.iter().zip(rows).zip(merged) {
@@ -452,7 +452,7 @@ async fn repair(inner: &Inner, view: &str, keys: &[Key], answers: &[Answer], mer
         let count = stale.local.len() as u64;
         if inner.merge_on(member, view, &stale, None).await {
             inner.metrics.read_repairs.inc_by(count);
-            tracing::debug!(peer = %inner.name(member), keys = count, "read repair");
+            tracing::debug!(peer = %inner.members.name(member), keys = count, "read repair");
         }
     });
     futures_util::future::join_all(sends).await;

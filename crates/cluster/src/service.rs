@@ -12,14 +12,14 @@ use speedlayer_store::StoreError;
 use crate::catalog_sync;
 use crate::error::ClusterError;
 use crate::listener::Handler;
-use crate::node::Inner;
+use crate::node::ClusterNode;
 use crate::wire::{self, Request, Response, WireState, WireWritten};
 
 fn failed(e: impl std::fmt::Display) -> Response {
     Response::Failed(e.to_string())
 }
 
-impl Handler for Inner {
+impl Handler for ClusterNode {
     fn handle(
         self: Arc<Self>,
         from: Arc<str>,
@@ -33,7 +33,7 @@ impl Handler for Inner {
                 speedlayer_api::Error::UnknownView(_),
             ))) = &first
             {
-                if let Some(member) = self.member_named(&from) {
+                if let Some(member) = self.members.member_named(&from) {
                     catalog_sync::pull(&self, member).await;
                     return self.serve(&request).await.unwrap_or_else(failed);
                 }
@@ -43,7 +43,7 @@ impl Handler for Inner {
     }
 }
 
-impl Inner {
+impl ClusterNode {
     async fn serve(&self, request: &Request) -> Result<Response, ClusterError> {
         let store = &self.store;
         let bad = |e: wire::WireError| {

@@ -20,7 +20,7 @@ use speedlayer_core::{Applied, Epoch, OpError, Value};
 use speedlayer_store::{validate, ApplyKind, StoreError, Update, Written};
 
 use crate::error::ClusterError;
-use crate::node::{Cluster, Deltas, Inner};
+use crate::node::{Cluster, Deltas, ClusterNode};
 use crate::wire::{self, Request, Response, WireUpdate};
 use speedlayer_api::{QuorumMode, WriteOptions};
 
@@ -122,13 +122,13 @@ impl Cluster {
                 view: view.to_owned(),
                 keys: keys.iter().map(speedlayer_core::Key::encode).collect(),
             };
-            let calls = owners.iter().copied().filter(|&m| inner.is_up(m)).map(|m| {
+            let calls = owners.iter().copied().filter(|&m| inner.members.is_up(m)).map(|m| {
                 let (request, keys) = (&request, keys.clone());
                 async move {
-                    let answer = if m == inner.me {
+                    let answer = if m == inner.members.me() {
                         inner.store.delete(view, keys).await.ok()
                     } else {
-                        match inner.call(m, request).await {
+                        match inner.members.call(m, request).await {
                             Ok(Response::Deleted(existed)) => Some(existed),
                             _ => None,
                         }
@@ -155,7 +155,7 @@ impl Cluster {
     }
 }
 
-impl Inner {
+impl ClusterNode {
     async fn write_group(
         &self,
         view: &str,
@@ -168,7 +168,7 @@ impl Inner {
         let n = owners.len();
         let w = options.consistency.required(n);
         let sloppy = options.quorum == QuorumMode::Sloppy;
-        let live: Vec<usize> = owners.iter().copied().filter(|&m| self.is_up(m)).collect();
+        let live: Vec<usize> = owners.iter().copied().filter(|&m| self.members.is_up(m)).collect();
         if !sloppy && live.len() < w {
             return Err(self.unavailable(w, n, live.len(), owners, &live));
         }
@@ -176,10 +176,10 @@ impl Inner {
 
         // 1. The applying replica.
         let mut candidates = live.clone();
-        if let Some(at) = candidates.iter().position(|&m| m == self.me) {
+        if let Some(at) = candidates.iter().position(|&m| m == self.members.me()) {
             candidates.swap(0, at);
         } else if sloppy {
-            candidates.push(self.me);
+            candidates.push(self.members.me());
         }
         let mut applied = None;
         for &candidate in &candidates {
@@ -236,7 +236,7 @@ impl Inner {
                 .fallbacks(partition)
                 .iter()
                 .copied()
-                .chain(std::iter::once(self.me))
+                .chain(std::iter::once(self.members.me()))
                 .collect();
             for &owner in &missing {
                 if acked.len() >= w {
@@ -245,13 +245,13 @@ impl Inner {
                 for &fallback in &fallbacks {
                     if acked.contains(&fallback)
                         || tried.contains(&fallback)
-                        || !self.is_up(fallback)
+                        || !self.members.is_up(fallback)
                     {
                         continue;
                     }
                     tried.push(fallback);
                     if self
-                        .merge_on(fallback, view, &deltas, Some(self.name(owner)))
+                        .merge_on(fallback, view, &deltas, Some(self.members.name(owner)))
                         .await
                     {
                         acked.push(fallback);
@@ -269,12 +269,12 @@ impl Inner {
             .filter(|m| !covered.contains(m))
             .collect();
         if !uncovered.is_empty() {
-            if !acked.contains(&self.me) {
+            if !acked.contains(&self.members.me()) {
                 // A hint holder must hold the state it will hand over.
                 self.merge_here(view, deltas.local.clone(), None).await?;
             }
             for &owner in &uncovered {
-                self.record_hints(self.name(owner), deltas.hint_keys(view))
+                self.record_hints(self.members.name(owner), deltas.hint_keys(view))
                     .await?;
             }
         }
@@ -296,7 +296,7 @@ impl Inner {
         updates: &[Update],
         kind: ApplyKind,
     ) -> Result<Vec<(Result<Applied, OpError>, Epoch, Option<Value>)>, Option<ClusterError>> {
-        if member == self.me {
+        if member == self.members.me() {
             let written: Vec<Written> = self
                 .store
                 .apply_replicating(view, updates.to_vec(), kind)
@@ -312,14 +312,14 @@ impl Inner {
             updates: updates.iter().map(WireUpdate::from_update).collect(),
             kind,
         };
-        match self.call(member, &request).await {
+        match self.members.call(member, &request).await {
             Ok(Response::Applied(written)) if written.len() == updates.len() => {
                 let mut out = Vec::with_capacity(written.len());
                 for w in written {
                     let delta = match w.delta.as_deref().map(Value::decode).transpose() {
                         Ok(delta) => delta,
                         Err(e) => {
-                            tracing::warn!(peer = %self.name(member), error = %e, "undecodable delta");
+                            tracing::warn!(peer = %self.members.name(member), error = %e, "undecodable delta");
                             return Err(None);
                         }
                     };
@@ -328,11 +328,11 @@ impl Inner {
                 Ok(out)
             }
             Ok(other) => {
-                tracing::warn!(peer = %self.name(member), ?other, "unexpected answer to apply");
+                tracing::warn!(peer = %self.members.name(member), ?other, "unexpected answer to apply");
                 Err(None)
             }
             Err(e) => {
-                tracing::debug!(peer = %self.name(member), error = %e, "applying on a peer failed");
+                tracing::debug!(peer = %self.members.name(member), error = %e, "applying on a peer failed");
                 Err(None)
             }
         }
@@ -351,7 +351,7 @@ impl Inner {
             needed,
             of,
             reached,
-            unreachable: self.names(owners.iter().copied().filter(|m| !answered.contains(m))),
+            unreachable: self.members.names(owners.iter().copied().filter(|m| !answered.contains(m))),
         }
     }
 }

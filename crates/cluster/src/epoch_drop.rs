@@ -30,19 +30,19 @@ impl Cluster {
             view: view.to_owned(),
             epochs: vec![epoch.0],
         };
-        let peers: Vec<usize> = inner.peers_up().map(|(member, _)| member).collect();
+        let peers: Vec<usize> = inner.members.peers_up().map(|(member, _)| member).collect();
         let calls = peers.iter().map(|&member| {
             let request = &request;
-            async move { (member, inner.call(member, request).await) }
+            async move { (member, inner.members.call(member, request).await) }
         });
         for (member, answer) in join_all(calls).await {
             match answer {
                 Ok(Response::Dropped(held)) => existed |= held,
                 Ok(other) => {
-                    tracing::warn!(peer = %inner.name(member), ?other, "unexpected answer to an epoch drop; gossip will tell it")
+                    tracing::warn!(peer = %inner.members.name(member), ?other, "unexpected answer to an epoch drop; gossip will tell it")
                 }
                 Err(e) => {
-                    tracing::warn!(peer = %inner.name(member), error = %e, "telling a peer about an epoch drop failed; gossip will")
+                    tracing::warn!(peer = %inner.members.name(member), error = %e, "telling a peer about an epoch drop failed; gossip will")
                 }
             }
         }

@@ -1,0 +1,178 @@
+//! Membership and health: which nodes form the ring, how to reach each, and which are up
+//! as this node's failure detector sees them.
+//!
+//! The narrow interface the rest of the cluster uses (`is_up`, `peers_up`, `call`, names)
+//! is all that depends on how members are found and judged: today a static seed list and
+//! a ping detector (`crate::start`), later gossip.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics::ClusterMetrics;
+use crate::peer::{Peer, RpcError};
+use crate::wire::{Hello, Request, Response};
+
+/// A ping (and other small control calls, e.g. telling a peer about a view) unanswered
+/// this long counts as a failure.
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consecutive failed calls (timeouts) before a peer is considered down; a refused
+/// connection marks it down at once.
+const FAILURES_TO_DOWN: u32 = 2;
+
+/// A ring member as this node sees it.
+pub(crate) struct Member {
+    /// Cluster address (ring name).
+    pub name: String,
+    /// `None` for this node.
+    pub peer: Option<Arc<Peer>>,
+    up: AtomicBool,
+    failures: AtomicU32,
+}
+
+/// Every member of the ring, by index (the ring's member order), and their health.
+/// Invariant: exactly one member is this node (`me`), and it is always up.
+pub(crate) struct Membership {
+    members: Vec<Member>,
+    me: usize,
+    /// Bound on one internode request.
+    rpc_timeout: Duration,
+    metrics: ClusterMetrics,
+}
+
+impl Membership {
+    /// The members named `names` (cluster addresses, in ring order); the one named
+    /// `me_addr` is this node, the others are dialled with `hello`.
+    pub fn new(
+        names: &[String],
+        me_addr: SocketAddr,
+        hello: &Hello,
+        rpc_timeout: Duration,
+        metrics: ClusterMetrics,
+    ) -> Membership {
+        let me_name = me_addr.to_string();
+        let members: Vec<Member> = names
+            .iter()
+            .map(|name| {
+                let peer = (*name != me_name).then(|| {
+                    let addr = name.parse().unwrap_or(me_addr);
+                    Arc::new(Peer::new(addr, hello.clone()))
+                });
+                Member {
+                    name: name.clone(),
+                    up: AtomicBool::new(peer.is_none()),
+                    peer,
+                    failures: AtomicU32::new(0),
+                }
+            })
+            .collect();
+        let me = members.iter().position(|m| m.peer.is_none()).unwrap_or(0);
+        Membership {
+            members,
+            me,
+            rpc_timeout,
+            metrics,
+        }
+    }
+
+    /// Members, this node included.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// This node's index.
+    pub fn me(&self) -> usize {
+        self.me
+    }
+
+    /// Every member with its index.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Member)> {
+        self.members.iter().enumerate()
+    }
+
+    /// True when the failure detector considers `member` up (this node always is).
+    pub fn is_up(&self, member: usize) -> bool {
+        self.members[member].up.load(Ordering::Acquire)
+    }
+
+    /// The cluster address of `member`.
+    pub fn name(&self, member: usize) -> &str {
+        &self.members[member].name
+    }
+
+    /// The cluster addresses of `members`.
+    pub fn names(&self, members: impl IntoIterator<Item = usize>) -> Vec<String> {
+        members
+            .into_iter()
+            .map(|m| self.members[m].name.clone())
+            .collect()
+    }
+
+    /// Peers the failure detector considers up.
+    pub fn peers_up(&self) -> impl Iterator<Item = (usize, &Arc<Peer>)> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.is_up(*i))
+            .filter_map(|(i, m)| m.peer.as_ref().map(|p| (i, p)))
+    }
+
+    /// The index of the member named `name`.
+    pub fn member_named(&self, name: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.name == name)
+    }
+
+    /// Notes an answer from `member`: it is up.
+    pub fn mark_up(&self, member: usize) {
+        let m = &self.members[member];
+        m.failures.store(0, Ordering::Release);
+        if !m.up.swap(true, Ordering::AcqRel) {
+            tracing::info!(peer = %m.name, "peer up");
+        }
+        self.metrics
+            .peer_up
+            .get_or_create(&ClusterMetrics::target(&m.name))
+            .set(1);
+    }
+
+    /// Notes a failed call to `member`; marks it down when it is certainly gone or has
+    /// failed repeatedly.
+    pub fn note_failure(&self, member: usize, error: &RpcError) {
+        let m = &self.members[member];
+        let failures = m.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if (error.is_unreachable() || failures >= FAILURES_TO_DOWN)
+            && m.up.swap(false, Ordering::AcqRel)
+        {
+            tracing::warn!(peer = %m.name, %error, "peer down");
+            self.metrics
+                .peer_up
+                .get_or_create(&ClusterMetrics::target(&m.name))
+                .set(0);
+        }
+    }
+
+    /// Calls `member` (a peer), noting the outcome for the failure detector.
+    pub async fn call(&self, member: usize, request: &Request) -> Result<Response, RpcError> {
+        let Some(peer) = &self.members[member].peer else {
+            return Err(RpcError::Protocol {
+                peer: self.name(member).to_owned(),
+                reason: "a node does not call itself".into(),
+            });
+        };
+        match peer.call(request, self.rpc_timeout).await {
+            Ok(Response::Failed(reason)) => Err(RpcError::Protocol {
+                peer: peer.name().to_owned(),
+                reason,
+            }),
+            Ok(response) => {
+                self.mark_up(member);
+                Ok(response)
+            }
+            Err(e) => {
+                self.note_failure(member, &e);
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! What `GET /v1/cluster` and `speedlayer ctl status` show: members, their health as
+//! this node sees it, hints held for each, and the ring.
+
+use speedlayer_api::{ClusterStatus, NodeStatus, PartitionStatus};
+
+use crate::node::Cluster;
+
+impl Cluster {
+    /// Membership, health and ring as this node sees them.
+    pub fn status(&self) -> ClusterStatus {
+        let inner = &self.inner;
+        let hints = inner.store.hints();
+        ClusterStatus {
+            node_id: inner.store.node_id().to_owned(),
+            addr: inner.members.name(inner.members.me()).to_owned(),
+            partitions: inner.ring.partitions(),
+            replicas: inner.ring.replicas(),
+            consistency: inner.config.defaults.consistency.to_string(),
+            quorum: inner.config.defaults.quorum.to_string(),
+            nodes: inner
+                .members
+                .iter()
+                .map(|(i, m)| NodeStatus {
+                    addr: m.name.clone(),
+                    node_id: match &m.peer {
+                        Some(peer) => peer.node_id(),
+                        None => Some(inner.store.node_id().to_owned()),
+                    },
+                    state: if inner.members.is_up(i) { "up" } else { "down" },
+                    is_self: i == inner.members.me(),
+                    hints_pending: hints.pending_for(&m.name),
+                })
+                .collect(),
+            ring: (0..inner.ring.partitions())
+                .map(|p| PartitionStatus {
+                    partition: p,
+                    nodes: inner
+                        .ring
+                        .preference_list(p)
+                        .iter()
+                        .map(|&m| inner.members.name(m).to_owned())
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The preference list (cluster addresses) of a partition key: the nodes that own it.
+    pub fn owners(&self, partition_key: &[u8]) -> Vec<String> {
+        let ring = &self.inner.ring;
+        self.inner.members.names(
+            ring.preference_list(ring.partition_of(partition_key))
+                .iter()
+                .copied(),
+        )
+    }
+}
