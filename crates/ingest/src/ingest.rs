@@ -9,32 +9,12 @@ use speedlayer_core::Outcome;
 use speedlayer_events::Event;
 use tokio::sync::watch;
 
-use crate::derive::{derive, Skip};
+use crate::derive::derive;
 use crate::error::IngestError;
 use crate::mapped::MappedViews;
 use crate::metrics::IngestMetrics;
-
-/// When a submit returns.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// After every derived update is durable at the requested consistency.
-    #[default]
-    Sync,
-    /// After the events are durable in this node's queue; applied moments later.
-    Async,
-}
-
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "sync" => Ok(Mode::Sync),
-            "async" => Ok(Mode::Async),
-            other => Err(format!("unknown mode '{other}' (expected sync or async)")),
-        }
-    }
-}
+use crate::pipeline::Pipeline;
+pub use crate::submit::{now_us, Mode, Submitted};
 
 /// Ingest settings.
 #[derive(Clone, Debug)]
@@ -55,53 +35,12 @@ impl Default for IngestConfig {
     }
 }
 
-/// What a submit did.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct Submitted {
-    /// Events in the request.
-    pub events: u64,
-    /// Updates derived from them (an event feeds every view whose mapping takes it).
-    pub updates: u64,
-    /// Events no view took.
-    pub unmatched: u64,
-    /// (event, view) pairs skipped; the first ones are listed in `skips`.
-    pub skipped: u64,
-    /// The first skips, with reasons.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub skips: Vec<Skip>,
-    /// Sync: updates applied.
-    pub applied: u64,
-    /// Sync: updates already applied earlier (same id).
-    pub duplicate: u64,
-    /// Sync: updates whose id is older than the writer's window (already counted).
-    pub stale: u64,
-    /// Sync: updates whose event time is before the view's batch boundary: not applied
-    /// (the batch view owns that time; the next batch run counts them).
-    pub late: u64,
-    /// Sync: updates refused by their key's state (e.g. a writer limit), with reasons.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub refused: Vec<String>,
-    /// Async: events now durable in the queue.
-    pub queued: u64,
-}
-
 /// Handle to the node's ingest layer; cheap to clone.
 #[derive(Clone)]
 pub struct Ingest {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) pipeline: Arc<Pipeline>,
     /// The queue worker, taken by [`Ingest::stopped`].
     pub(crate) worker: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
-}
-
-pub(crate) struct Inner {
-    /// The one door: every update ingest derives is applied through it.
-    pub coordinator: Arc<dyn Coordinator>,
-    /// The node's durable queue of async events.
-    pub queue: Arc<dyn EventLog>,
-    /// The views' compiled mappings, recompiled when the catalog changes.
-    pub mapped: MappedViews,
-    pub config: IngestConfig,
-    pub metrics: IngestMetrics,
 }
 
 impl Ingest {
@@ -113,7 +52,7 @@ impl Ingest {
         stop: watch::Receiver<bool>,
     ) -> Ingest {
         let ingest = Ingest::paused(coordinator, config, metrics);
-        let worker = tokio::spawn(crate::worker::run(ingest.inner.clone(), stop));
+        let worker = tokio::spawn(crate::worker::run(ingest.pipeline.clone(), stop));
         *ingest.worker.lock().unwrap_or_else(|p| p.into_inner()) = Some(worker);
         ingest
     }
@@ -125,7 +64,7 @@ impl Ingest {
         config: IngestConfig,
         metrics: IngestMetrics,
     ) -> Ingest {
-        let inner = Arc::new(Inner {
+        let pipeline = Arc::new(Pipeline {
             queue: coordinator.event_log(),
             coordinator,
             mapped: MappedViews::default(),
@@ -133,7 +72,7 @@ impl Ingest {
             metrics,
         });
         Ingest {
-            inner,
+            pipeline,
             worker: Arc::default(),
         }
     }
@@ -141,13 +80,13 @@ impl Ingest {
     /// Applies queued `records` through the coordinator, as one round of the queue
     /// worker does (without removing them from the queue).
     pub async fn apply_queued(&self, records: Vec<QueuedRecord>) -> Result<(), IngestError> {
-        let writer = crate::worker::queue_writer(self.inner.coordinator.node_id());
-        crate::worker::apply(&self.inner, &writer, records).await
+        let writer = crate::worker::queue_writer(self.pipeline.coordinator.node_id());
+        crate::worker::apply(&self.pipeline, &writer, records).await
     }
 
     /// The node's durable queue of async events.
     pub fn queue(&self) -> &Arc<dyn EventLog> {
-        &self.inner.queue
+        &self.pipeline.queue
     }
 
     /// Waits until the queue worker has stopped (after the node's stop signal), so the
@@ -163,7 +102,7 @@ impl Ingest {
 
     /// The coordinator every update goes through.
     pub fn coordinator(&self) -> &Arc<dyn Coordinator> {
-        &self.inner.coordinator
+        &self.pipeline.coordinator
     }
 
     /// Maps `events` through every mapped view and applies (sync) or queues (async) the
@@ -176,12 +115,12 @@ impl Ingest {
         mode: Mode,
         options: WriteOptions,
     ) -> Result<Submitted, IngestError> {
-        let metrics = &self.inner.metrics;
+        let metrics = &self.pipeline.metrics;
         metrics.events(mode).inc_by(events.len() as u64);
         if mode == Mode::Async {
             self.check_queue_room()?;
         }
-        let mapped = self.inner.mapped.current(&*self.inner.coordinator);
+        let mapped = self.pipeline.mapped.current(&*self.pipeline.coordinator);
         let derivation = derive(&mapped, events);
         let mut out = Submitted {
             events: events.len() as u64,
@@ -216,7 +155,7 @@ impl Ingest {
         updates: Vec<Update>,
     ) -> Result<u64, IngestError> {
         self.check_queue_room()?;
-        let spec = self.inner.coordinator.view(view)?;
+        let spec = self.pipeline.coordinator.view(view)?;
         for update in &updates {
             speedlayer_api::validate(&spec, update)?;
         }
@@ -235,15 +174,15 @@ impl Ingest {
                 .collect(),
         };
         self.append(count, &[group], arrival).await?;
-        self.inner.metrics.events(Mode::Async).inc_by(count);
+        self.pipeline.metrics.events(Mode::Async).inc_by(count);
         Ok(count)
     }
 
     fn check_queue_room(&self) -> Result<(), IngestError> {
-        let queued = self.inner.queue.len();
-        let limit = self.inner.config.queue_limit;
+        let queued = self.pipeline.queue.len();
+        let limit = self.pipeline.config.queue_limit;
         if queued >= limit {
-            self.inner.metrics.queue_full.inc();
+            self.pipeline.metrics.queue_full.inc();
             return Err(IngestError::QueueFull { queued, limit });
         }
         Ok(())
@@ -251,9 +190,9 @@ impl Ingest {
 
     /// Appends one durable queue record of `events` events.
     async fn append(&self, events: u64, views: &[QueuedView], now: i64) -> Result<(), IngestError> {
-        let queue = &*self.inner.queue;
+        let queue = &*self.pipeline.queue;
         queue.append(events, views, now).await?;
-        self.inner.metrics.observe_queue(queue);
+        self.pipeline.metrics.observe_queue(queue);
         Ok(())
     }
 
@@ -264,7 +203,7 @@ impl Ingest {
         options: WriteOptions,
         out: &mut Submitted,
     ) -> Result<(), IngestError> {
-        let coordinator = &self.inner.coordinator;
+        let coordinator = &self.pipeline.coordinator;
         let writes = per_view.into_iter().map(|group| async move {
             let updates: Vec<_> = group.updates.into_iter().map(|(u, _)| u).collect();
             coordinator
@@ -288,10 +227,3 @@ impl Ingest {
     }
 }
 
-/// Now, in microseconds since 1970 (arrival times, queue ages).
-pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}

@@ -20,7 +20,9 @@ pub mod error;
 pub mod ingest;
 pub mod mapped;
 pub mod metrics;
+pub(crate) mod pipeline;
 pub mod source;
+pub mod submit;
 pub mod worker;
 
 pub use derive::{Derivation, Skip};

@@ -6,7 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::ingest::{Mode, Submitted};
+use crate::submit::{Mode, Submitted};
 
 /// Label of per-mode metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,7 +85,7 @@ impl IngestMetrics {
     pub fn observe_queue(&self, queue: &dyn speedlayer_api::EventLog) {
         self.queue_length.set(queue.len() as i64);
         self.queue_lag_seconds
-            .set(queue.lag_seconds(crate::ingest::now_us()));
+            .set(queue.lag_seconds(crate::submit::now_us()));
     }
 
     /// The received-events counter of `mode`.

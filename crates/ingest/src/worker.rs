@@ -15,7 +15,7 @@ use speedlayer_api::{ApplyKind, QueuedRecord, Update};
 use speedlayer_core::UpdateId;
 use tokio::sync::watch;
 
-use crate::ingest::Inner;
+use crate::pipeline::Pipeline;
 
 /// Most events applied in one round: large enough that hot keys aggregate well, small
 /// enough that a round's updates stay a few MiB.
@@ -29,13 +29,13 @@ pub fn queue_writer(node: &str) -> String {
 }
 
 /// Runs until `stop` turns true.
-pub(crate) async fn run(inner: std::sync::Arc<Inner>, mut stop: watch::Receiver<bool>) {
-    let queue = inner.queue.clone();
-    let writer = queue_writer(inner.coordinator.node_id());
+pub(crate) async fn run(pipeline: std::sync::Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
+    let queue = pipeline.queue.clone();
+    let writer = queue_writer(pipeline.coordinator.node_id());
     let mut backoff = Duration::from_millis(50);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        inner.metrics.observe_queue(&*queue);
+        pipeline.metrics.observe_queue(&*queue);
         if *stop.borrow() {
             return;
         }
@@ -58,7 +58,7 @@ pub(crate) async fn run(inner: std::sync::Arc<Inner>, mut stop: watch::Receiver<
             }
         };
         let last = records.last().map(|r| r.first).unwrap_or(0);
-        match apply(&inner, &writer, records).await {
+        match apply(&pipeline, &writer, records).await {
             Ok(()) => {
                 backoff = Duration::from_millis(50);
                 if let Err(e) = queue.remove_through(last) {
@@ -85,7 +85,7 @@ async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, pause: Duration) -> boo
 
 /// Applies the records' updates, view by view, concurrently.
 pub(crate) async fn apply(
-    inner: &Inner,
+    pipeline: &Pipeline,
     writer: &str,
     records: Vec<QueuedRecord>,
 ) -> Result<(), crate::IngestError> {
@@ -104,7 +104,7 @@ pub(crate) async fn apply(
             }
         }
     }
-    let coordinator = &inner.coordinator;
+    let coordinator = &pipeline.coordinator;
     let options = coordinator.defaults();
     let writes = per_view.into_iter().map(|(view, updates)| async move {
         let result = coordinator
@@ -117,14 +117,14 @@ pub(crate) async fn apply(
             Ok(results) => {
                 for e in results.iter().filter_map(|r| r.as_ref().err()) {
                     tracing::warn!(view = %view, error = %e, "a queued update was refused by its key's state");
-                    inner.metrics.queued_refused.inc();
+                    pipeline.metrics.queued_refused.inc();
                 }
             }
             // The view was declared on another node and is not known here yet, or some
             // other lasting refusal: retrying cannot help, so log it and move on.
             Err(e) if e.is_client_error() => {
                 tracing::error!(view = %view, error = %e, "queued updates refused; dropping them");
-                inner.metrics.queued_refused.inc();
+                pipeline.metrics.queued_refused.inc();
             }
             Err(e) => return Err(e.into()),
         }
