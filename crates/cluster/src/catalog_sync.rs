@@ -108,7 +108,8 @@ pub(crate) async fn pull(inner: &Arc<ClusterNode>, member: usize) {
 
 /// Drops here the epochs `member` knows were dropped and this node does not.
 async fn pull_dropped(inner: &Arc<ClusterNode>, member: usize) {
-    let Ok(Response::DroppedEpochs(theirs)) = inner.members.call(member, &Request::DroppedEpochs).await
+    let Ok(Response::DroppedEpochs(theirs)) =
+        inner.members.call(member, &Request::DroppedEpochs).await
     else {
         return;
     };
@@ -121,7 +122,8 @@ async fn pull_dropped(inner: &Arc<ClusterNode>, member: usize) {
 /// staged (it missed the publication), and starts catching up on those it never staged
 /// (it was down during the import; see [`crate::catch_up`]).
 async fn pull_boundaries(inner: &Arc<ClusterNode>, member: usize) {
-    let Ok(Response::Boundaries(theirs)) = inner.members.call(member, &Request::Boundaries).await else {
+    let Ok(Response::Boundaries(theirs)) = inner.members.call(member, &Request::Boundaries).await
+    else {
         return;
     };
     for (view, boundary, import) in theirs {

@@ -17,7 +17,7 @@ use speedlayer_store::Hint;
 use tokio::sync::watch;
 
 use crate::metrics::ClusterMetrics;
-use crate::node::{Deltas, ClusterNode};
+use crate::node::{ClusterNode, Deltas};
 
 /// How often pending hints are looked at.
 const INTERVAL: Duration = Duration::from_millis(500);

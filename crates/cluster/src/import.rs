@@ -174,8 +174,9 @@ impl Import {
             }
         }
         tracing::info!(view = %self.view, boundary = self.boundary.0, rows = self.rows, "batch import published");
-        let catching_up =
-            inner.members.names((0..inner.members.len()).filter(|m| !participants.contains(m)));
+        let catching_up = inner
+            .members
+            .names((0..inner.members.len()).filter(|m| !participants.contains(m)));
         Ok(ImportReport {
             boundary: self.boundary,
             rows: self.rows,

@@ -20,7 +20,7 @@ use speedlayer_store::{RangeStates, StoreError};
 
 use crate::catalog_sync;
 use crate::error::ClusterError;
-use crate::node::{Cluster, Deltas, ClusterNode};
+use crate::node::{Cluster, ClusterNode, Deltas};
 use crate::wire::{self, Request, Response};
 use speedlayer_api::Consistency;
 
@@ -358,7 +358,11 @@ async fn read_group(
 ) -> Result<Vec<RowParts>, ReadAtError> {
     let n = owners.len();
     let r = consistency.required(n);
-    let live: Vec<usize> = owners.iter().copied().filter(|&m| inner.members.is_up(m)).collect();
+    let live: Vec<usize> = owners
+        .iter()
+        .copied()
+        .filter(|&m| inner.members.is_up(m))
+        .collect();
     if live.len() < r {
         return Err(inner.unavailable(r, n, live.len(), &owners, &live).into());
     }
@@ -431,7 +435,13 @@ fn join_answers(answers: &[Answer], count: usize) -> Vec<RowParts> {
 
 /// Sends each answering owner the joined realtime states it lacks (batch rows are the
 /// same on every owner: one import staged them all).
-async fn repair(inner: &ClusterNode, view: &str, keys: &[Key], answers: &[Answer], merged: &[RowParts]) {
+async fn repair(
+    inner: &ClusterNode,
+    view: &str,
+    keys: &[Key],
+    answers: &[Answer],
+    merged: &[RowParts],
+) {
     let repairs = answers.iter().filter_map(|(member, rows)| {
         let mut stale = Deltas::default();
         for ((key, theirs), joined) in keys.iter().zip(rows).zip(merged) {

@@ -20,7 +20,7 @@ use speedlayer_core::{Applied, Epoch, OpError, Value};
 use speedlayer_store::{validate, ApplyKind, StoreError, Update, Written};
 
 use crate::error::ClusterError;
-use crate::node::{Cluster, Deltas, ClusterNode};
+use crate::node::{Cluster, ClusterNode, Deltas};
 use crate::wire::{self, Request, Response, WireUpdate};
 use speedlayer_api::{QuorumMode, WriteOptions};
 
@@ -122,20 +122,24 @@ impl Cluster {
                 view: view.to_owned(),
                 keys: keys.iter().map(speedlayer_core::Key::encode).collect(),
             };
-            let calls = owners.iter().copied().filter(|&m| inner.members.is_up(m)).map(|m| {
-                let (request, keys) = (&request, keys.clone());
-                async move {
-                    let answer = if m == inner.members.me() {
-                        inner.store.delete(view, keys).await.ok()
-                    } else {
-                        match inner.members.call(m, request).await {
-                            Ok(Response::Deleted(existed)) => Some(existed),
-                            _ => None,
-                        }
-                    };
-                    (m, answer)
-                }
-            });
+            let calls = owners
+                .iter()
+                .copied()
+                .filter(|&m| inner.members.is_up(m))
+                .map(|m| {
+                    let (request, keys) = (&request, keys.clone());
+                    async move {
+                        let answer = if m == inner.members.me() {
+                            inner.store.delete(view, keys).await.ok()
+                        } else {
+                            match inner.members.call(m, request).await {
+                                Ok(Response::Deleted(existed)) => Some(existed),
+                                _ => None,
+                            }
+                        };
+                        (m, answer)
+                    }
+                });
             let mut acked = Vec::new();
             for (member, answer) in futures_util::future::join_all(calls).await {
                 if let Some(answer) = answer {
@@ -168,7 +172,11 @@ impl ClusterNode {
         let n = owners.len();
         let w = options.consistency.required(n);
         let sloppy = options.quorum == QuorumMode::Sloppy;
-        let live: Vec<usize> = owners.iter().copied().filter(|&m| self.members.is_up(m)).collect();
+        let live: Vec<usize> = owners
+            .iter()
+            .copied()
+            .filter(|&m| self.members.is_up(m))
+            .collect();
         if !sloppy && live.len() < w {
             return Err(self.unavailable(w, n, live.len(), owners, &live));
         }
@@ -351,7 +359,9 @@ impl ClusterNode {
             needed,
             of,
             reached,
-            unreachable: self.members.names(owners.iter().copied().filter(|m| !answered.contains(m))),
+            unreachable: self
+                .members
+                .names(owners.iter().copied().filter(|m| !answered.contains(m))),
         }
     }
 }

@@ -14,26 +14,8 @@ use crate::error::IngestError;
 use crate::mapped::MappedViews;
 use crate::metrics::IngestMetrics;
 use crate::pipeline::Pipeline;
+pub use crate::pipeline::{IngestConfig, DEFAULT_QUEUE_LIMIT};
 pub use crate::submit::{now_us, Mode, Submitted};
-
-/// Ingest settings.
-#[derive(Clone, Debug)]
-pub struct IngestConfig {
-    /// Events the async queue may hold before submits are refused (back-pressure).
-    pub queue_limit: u64,
-}
-
-/// Default [`IngestConfig::queue_limit`]: about a minute of a fast stream; the queue is
-/// on disk, so this bounds lag and disk use, not memory.
-pub const DEFAULT_QUEUE_LIMIT: u64 = 10_000_000;
-
-impl Default for IngestConfig {
-    fn default() -> Self {
-        IngestConfig {
-            queue_limit: DEFAULT_QUEUE_LIMIT,
-        }
-    }
-}
 
 /// Handle to the node's ingest layer; cheap to clone.
 #[derive(Clone)]
@@ -226,4 +208,3 @@ impl Ingest {
         Ok(())
     }
 }
-

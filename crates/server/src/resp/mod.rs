@@ -9,8 +9,10 @@ mod admin;
 mod args;
 mod connection;
 pub mod keys;
+mod pipeline;
 mod reads;
 mod session;
+mod step;
 mod stream;
 mod writes;
 

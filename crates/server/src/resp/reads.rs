@@ -9,7 +9,8 @@ use speedlayer_resp::{Reply, Request};
 
 use super::args::{arity, request_error, wrongtype};
 use super::keys::{resolve, Target, REDIS_VIEW};
-use super::session::{Session, Step};
+use super::session::Session;
+use super::step::Step;
 
 /// Most fields HGETALL returns.
 const MAX_HASH_FIELDS: usize = 100_000;

@@ -7,7 +7,8 @@ use speedlayer_resp::{Reply, Request};
 
 use super::args::{arity, integer, wrongtype};
 use super::keys::resolve;
-use super::session::{PendingWrite, Render, Session, Step};
+use super::session::Session;
+use super::step::{PendingWrite, Render, Step};
 
 /// The plan of a write command, or `None` when `name` is not one of them.
 pub fn plan(session: &Session, name: &str, request: &Request) -> Option<Step> {
