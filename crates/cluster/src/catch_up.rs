@@ -80,13 +80,13 @@ async fn copy_and_publish(
         }
     }
     if covered.len() < mine.len() {
-        return Err(ClusterError::Import {
+        return Err(ClusterError::Request(speedlayer_api::Error::Import {
             node: inner.members.name(inner.members.me()).to_owned(),
             reason: format!(
                 "{} of this node's partitions have no reachable owner holding the import",
                 mine.len() - covered.len()
             ),
-        });
+        }));
     }
     store.stage_finish(view, boundary, import).await?;
     store.publish(view, boundary, import).await?;

@@ -47,7 +47,7 @@ impl Cluster {
     /// Starts importing a batch view of `view` covering every event before
     /// `covers_until` (Unix seconds): checks the boundary (aligned to the view's epochs,
     /// later than its current one; [`StoreError`]s otherwise) and begins staging on every
-    /// node that is up; [`ClusterError::Unavailable`] when a partition has fewer than a
+    /// node that is up; [`ClusterError::Request(speedlayer_api::Error::Unavailable)`] when a partition has fewer than a
     /// quorum of its owners up.
     pub async fn begin_import(
         &self,
@@ -237,14 +237,14 @@ impl Import {
         };
         match inner.members.call(member, &request).await {
             Ok(Response::Imported) => Ok(()),
-            Ok(other) => Err(ClusterError::Import {
+            Ok(other) => Err(ClusterError::Request(speedlayer_api::Error::Import {
                 node: inner.members.name(member).to_owned(),
                 reason: format!("unexpected answer {other:?}"),
-            }),
-            Err(e) => Err(ClusterError::Import {
+            })),
+            Err(e) => Err(ClusterError::Request(speedlayer_api::Error::Import {
                 node: inner.members.name(member).to_owned(),
                 reason: e.to_string(),
-            }),
+            })),
         }
     }
 }

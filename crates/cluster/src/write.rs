@@ -30,7 +30,7 @@ impl Cluster {
     /// Applies `updates` to `view` at the given consistency; one result per update, in
     /// order. With [`ApplyKind::Report`], results carry Redis effects as the applying
     /// replica saw them; with [`ApplyKind::Aggregate`], the applying replica logs and
-    /// ships one merged delta per key. On [`ClusterError::Unavailable`] some updates may have been applied on fewer
+    /// ships one merged delta per key. On [`ClusterError::Request(speedlayer_api::Error::Unavailable)`] some updates may have been applied on fewer
     /// than W nodes (and hinted): retry with the same ids to count each exactly once.
     pub async fn apply(
         &self,
@@ -61,28 +61,29 @@ impl Cluster {
                         results[index] = Some(result);
                     }
                 }
-                Err(ClusterError::Unavailable {
+                Err(ClusterError::Request(speedlayer_api::Error::Unavailable {
                     needed,
                     of,
                     reached,
                     unreachable,
-                }) => {
+                })) => {
                     // Report the worst group, naming every unreachable owner seen.
                     let mut names = unreachable;
-                    if let Some(ClusterError::Unavailable {
-                        unreachable: seen, ..
-                    }) = &unavailable
+                    if let Some(ClusterError::Request(speedlayer_api::Error::Unavailable {
+                        unreachable: seen,
+                        ..
+                    })) = &unavailable
                     {
                         names.extend(seen.iter().cloned());
                     }
                     names.sort();
                     names.dedup();
-                    unavailable = Some(ClusterError::Unavailable {
+                    unavailable = Some(ClusterError::Request(speedlayer_api::Error::Unavailable {
                         needed,
                         of,
                         reached,
                         unreachable: names,
-                    });
+                    }));
                 }
                 Err(e) => return Err(e),
             }
@@ -355,13 +356,13 @@ impl ClusterNode {
         owners: &[usize],
         answered: &[usize],
     ) -> ClusterError {
-        ClusterError::Unavailable {
+        ClusterError::Request(speedlayer_api::Error::Unavailable {
             needed,
             of,
             reached,
             unreachable: self
                 .members
                 .names(owners.iter().copied().filter(|m| !answered.contains(m))),
-        }
+        })
     }
 }

@@ -69,24 +69,32 @@ async fn assert_everywhere(cluster: &Cluster, view: &str, key: &str, expected: i
     }
 }
 
-/// 3 nodes: five increments in one epoch and seven in the next, written at `all`; the
-/// first epoch dropped through n1 reads 7 through every node at `all` and on every node
-/// locally after repair rounds; a later write into it is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_epoch_dropped_through_one_node_is_gone_on_every_node() {
+/// A 3-node cluster whose counter view `pv` holds, for key `/a`, five increments in the
+/// previous hour's epoch and seven in the current one, written at `all` through n1 and
+/// n2; and the previous hour's event time.
+async fn two_epochs() -> (Cluster, i64) {
     let mut cluster = Cluster::start_ready(ClusterOptions::new(3)).await;
     cluster.declare("pv", "counter").await;
     let ts = epoch_safe_ts();
-    let (old, new) = (ts - 3600, ts);
-    let old_epoch = old / 3600;
+    let old = ts - 3600;
     for seq in 1..=5 {
         cluster
             .update_ok(0, "pv", &incr("/a", 1, old, "w", seq), ALL)
             .await;
     }
     cluster
-        .update_ok(1, "pv", &incr("/a", 7, new, "w", 6), ALL)
+        .update_ok(1, "pv", &incr("/a", 7, ts, "w", 6), ALL)
         .await;
+    (cluster, old)
+}
+
+/// 3 nodes: five increments in one epoch and seven in the next, written at `all`; the
+/// first epoch dropped through n1 reads 7 through every node at `all` and on every node
+/// locally after repair rounds; a later write into it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epoch_dropped_through_one_node_is_gone_on_every_node() {
+    let (cluster, old) = two_epochs().await;
+    let old_epoch = old / 3600;
     assert_everywhere(&cluster, "pv", "/a", 12).await;
 
     let (status, body) = drop_epoch(&cluster, 0, "pv", old_epoch).await;
@@ -124,19 +132,8 @@ async fn an_epoch_dropped_through_one_node_is_gone_on_every_node() {
 /// E is gone on every node, n3's own copy included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_down_during_an_epoch_drop_learns_it_when_back() {
-    let mut cluster = Cluster::start_ready(ClusterOptions::new(3)).await;
-    cluster.declare("pv", "counter").await;
-    let ts = epoch_safe_ts();
-    let (old, new) = (ts - 3600, ts);
+    let (mut cluster, old) = two_epochs().await;
     let old_epoch = old / 3600;
-    for seq in 1..=5 {
-        cluster
-            .update_ok(0, "pv", &incr("/a", 1, old, "w", seq), ALL)
-            .await;
-    }
-    cluster
-        .update_ok(0, "pv", &incr("/a", 7, new, "w", 6), ALL)
-        .await;
 
     cluster.kill(2);
     cluster.wait_for_states(&[0, 1], &[2], "down", DETECT).await;
