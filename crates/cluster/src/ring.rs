@@ -10,7 +10,7 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
-/// Default number of partitions (DESIGN.md: fixed at cluster creation).
+/// Default number of partitions (fixed at cluster creation: every node must use the same).
 pub const DEFAULT_PARTITIONS: u32 = 256;
 
 /// The ring of one cluster. Members are identified by their cluster address.

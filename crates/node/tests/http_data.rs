@@ -2,8 +2,8 @@
 //! idempotent updates and atomic batches, ranges over clustering keys, counter totals
 //! across rows and epochs, and consistency levels on update, get and range.
 //!
-//! A real `reqwest` client against a real node listening on TCP, as DESIGN.md's "Interface
-//! contract" describes it.
+//! A real `reqwest` client against a real node listening on TCP, as the README's "HTTP
+//! walk-through" describes it.
 
 // A test: a panic here is a failing test, not a crashed node.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -2,8 +2,8 @@
 //! bad declarations and names) and listing them, listing and dropping epochs, and
 //! `requirepass` guarding every endpoint but `/health`.
 //!
-//! A real `reqwest` client against a real node listening on TCP, as DESIGN.md's "Interface
-//! contract" describes it; every error case checks the status *and* the JSON error body.
+//! A real `reqwest` client against a real node listening on TCP, as the README's "HTTP
+//! walk-through" describes it; every error case checks the status *and* the JSON error body.
 
 // A test: a panic here is a failing test, not a crashed node.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

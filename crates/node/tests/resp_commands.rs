@@ -1,5 +1,5 @@
 //! The Redis-protocol front end's commands through redis-rs against a real node, as
-//! DESIGN.md's "RESP" section describes them: connection and server commands (PING, ECHO,
+//! the README's "Redis protocol" section lists them: connection and server commands (PING, ECHO,
 //! SELECT, HELLO, CLIENT, COMMAND, INFO, QUIT), strings and counters, hashes of counters,
 //! sets and HyperLogLogs.
 //!

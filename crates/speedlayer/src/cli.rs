@@ -1,4 +1,5 @@
-//! Command-line interface, as in DESIGN.md's contract.
+//! Command-line interface, as the README describes it (its flags and
+//! subcommands are the interface users script against: keep old spellings working).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! The batch hand-over in a real cluster: `speedlayer serve` children (`support::cluster`)
 //! importing batch views while writers and readers keep going.
 //!
-//! The invariant under test (docs/batch.md, DESIGN.md "The hand-over, step by step"):
+//! The invariant under test (docs/batch.md, "How the switch works"):
 //! every answer is `batch(T) ⊕ realtime epochs ≥ T` for the one boundary T it names, so
 //! every event counts exactly once, whichever boundary a read picked while imports switch
 //! it. Rows are keyed by the simulated hour their events fall in; a row of an hour before

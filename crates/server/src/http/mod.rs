@@ -1,4 +1,5 @@
-//! The HTTP/JSON front end (`/v1/...`, `/health`, `/metrics`), as in DESIGN.md.
+//! The HTTP/JSON front end (`/v1/...`, `/health`, `/metrics`), as the README's "HTTP walk-through" and
+//! `docs/architecture.md` describe it.
 
 pub mod batch;
 mod data;
