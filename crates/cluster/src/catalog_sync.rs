@@ -90,10 +90,11 @@ pub(crate) async fn learn(inner: &ClusterNode, name: &str, spec: &str) -> Result
     }
 }
 
-/// Pulls `member`'s catalog and declares what this node lacks.
-pub(crate) async fn pull(inner: &Arc<ClusterNode>, member: usize) {
+/// Pulls `member`'s catalog (views, dropped epochs, batch boundaries) and takes what this
+/// node lacks. False when `member` did not answer.
+pub(crate) async fn pull(inner: &Arc<ClusterNode>, member: usize) -> bool {
     let Ok(Response::Catalog(theirs)) = inner.members.call(member, &Request::Catalog).await else {
-        return;
+        return false;
     };
     let ours = entries(&inner.store);
     for (name, spec) in theirs {
@@ -104,6 +105,7 @@ pub(crate) async fn pull(inner: &Arc<ClusterNode>, member: usize) {
     }
     pull_dropped(inner, member).await;
     pull_boundaries(inner, member).await;
+    true
 }
 
 /// Drops here the epochs `member` knows were dropped and this node does not.

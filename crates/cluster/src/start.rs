@@ -96,10 +96,32 @@ impl Cluster {
                 cluster.inner.clone(),
                 stop.clone(),
             ));
+            catch_up_catalog(&cluster.inner).await;
             tokio::spawn(failure_detector(cluster.inner.clone(), stop.clone()));
             tokio::spawn(handoff::run(cluster.inner.clone(), stop));
         }
         Ok(cluster)
+    }
+}
+
+/// Before the node serves: takes what the catalog of the first peer that answers has and
+/// this one lacks (views declared, epochs dropped, batch views published while it was
+/// down), so it does not answer with data of an epoch the cluster dropped meanwhile. A
+/// peer that refuses the connection is passed over at once, one that hangs after
+/// [`PING_TIMEOUT`]; with no peer up the node starts as it is (gossip catches up later).
+async fn catch_up_catalog(inner: &Arc<ClusterNode>) {
+    let peers: Vec<usize> = inner
+        .members
+        .iter()
+        .filter(|(_, m)| m.peer.is_some())
+        .map(|(i, _)| i)
+        .collect();
+    for member in peers {
+        let pulled = tokio::time::timeout(PING_TIMEOUT, catalog_sync::pull(inner, member)).await;
+        if pulled == Ok(true) {
+            tracing::info!(peer = %inner.members.name(member), "caught up on the catalog before serving");
+            return;
+        }
     }
 }
 
