@@ -244,6 +244,11 @@ pub enum WireOpError {
         /// The dropped epoch.
         epoch: u64,
     },
+    /// [`OpError::NotDeletable`].
+    NotDeletable {
+        /// Value type name.
+        value_type: String,
+    },
 }
 
 /// What a peer answers.
@@ -429,12 +434,15 @@ pub fn encode_result(result: &Result<Applied, OpError>) -> Result<(u8, i64), Wir
         }),
         Err(OpError::Overflow) => Err(WireOpError::Overflow),
         Err(OpError::EpochDropped { epoch }) => Err(WireOpError::EpochDropped { epoch: *epoch }),
+        Err(OpError::NotDeletable { value_type }) => Err(WireOpError::NotDeletable {
+            value_type: value_type.to_string(),
+        }),
     }
 }
 
 /// Op names as `'static` strings ([`OpError::WrongOp`] holds one).
-const OP_NAMES: [&str; 8] = [
-    "incr", "max", "min", "set", "add", "remove", "pfadd", "merge",
+const OP_NAMES: [&str; 9] = [
+    "incr", "max", "min", "set", "add", "remove", "pfadd", "merge", "delete",
 ];
 
 /// One update's result from its wire form.
@@ -465,5 +473,10 @@ pub fn decode_result(result: &Result<(u8, i64), WireOpError>) -> Result<Applied,
         }),
         Err(WireOpError::Overflow) => Err(OpError::Overflow),
         Err(WireOpError::EpochDropped { epoch }) => Err(OpError::EpochDropped { epoch: *epoch }),
+        Err(WireOpError::NotDeletable { value_type }) => Err(OpError::NotDeletable {
+            value_type: value_type
+                .parse()
+                .unwrap_or(speedlayer_core::ValueType::Hll),
+        }),
     }
 }

@@ -161,10 +161,13 @@ impl WriterSlot {
         }
     }
 
-    fn net(&self) -> i128 {
-        self.recent
-            .values()
-            .fold(self.base.net(), |acc, d| acc.saturating_add(i128::from(*d)))
+    /// Positive and negative sums of everything this slot counted.
+    fn sides(&self) -> Side {
+        let mut sides = self.base;
+        for delta in self.recent.values() {
+            sides.add(*delta);
+        }
+        sides
     }
 
     fn grows_only(&self) -> bool {
@@ -185,22 +188,89 @@ pub struct Counter {
     nodes: BTreeMap<String, Side>,
     /// Writer id → that writer's slot.
     writers: BTreeMap<String, WriterSlot>,
+    /// What deletes of this key observed: per slot, the sums it held when it was
+    /// deleted (the join over every delete). The counter counts only what slots hold
+    /// beyond that, so a delete removes what it saw and an update it did not see still
+    /// counts (observed-remove). Never holds an all-zero side.
+    removed: BTreeMap<Slot, Side>,
+}
+
+/// A slot of a counter, as a delete records it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Slot {
+    /// A node's slot of anonymous updates.
+    Node(String),
+    /// A writer's slot of updates with ids.
+    Writer(String),
 }
 
 impl Counter {
     /// The counter's value: the sum of all slots, computed without overflow and
     /// saturated to the `i64` range.
     pub fn total(&self) -> i64 {
-        let nodes = self
-            .nodes
-            .values()
-            .fold(0i128, |acc, s| acc.saturating_add(s.net()));
         let all = self
-            .writers
-            .values()
-            .fold(nodes, |acc, w| acc.saturating_add(w.net()));
+            .live_slots()
+            .fold(0i128, |acc, (_, side)| acc.saturating_add(side.net()));
         // The clamp makes the narrowing cast exact.
         all.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
+
+    /// True when some slot holds an update no delete observed: the key exists (a
+    /// counter incremented and decremented back to 0 exists; one deleted does not).
+    pub fn exists(&self) -> bool {
+        self.live_slots().any(|(_, side)| !side.is_zero())
+    }
+
+    /// Every slot with what it holds beyond what deletes observed.
+    fn live_slots(&self) -> impl Iterator<Item = (Slot, Side)> + '_ {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|(node, side)| (Slot::Node(node.clone()), *side));
+        let writers = self
+            .writers
+            .iter()
+            .map(|(writer, slot)| (Slot::Writer(writer.clone()), slot.sides()));
+        nodes.chain(writers).map(|(slot, side)| {
+            let beyond = match self.removed.get(&slot) {
+                Some(seen) => Side {
+                    p: side.p.saturating_sub(seen.p),
+                    n: side.n.saturating_sub(seen.n),
+                },
+                None => side,
+            };
+            (slot, beyond)
+        })
+    }
+
+    /// Deletes what this counter holds now (observed-remove): records every slot's sums
+    /// as removed. Updates counted later, here or on a replica that had not seen this
+    /// state, still count. Returns whether the key existed.
+    pub fn delete(&mut self) -> bool {
+        let existed = self.exists();
+        let seen: Vec<(Slot, Side)> = self
+            .nodes
+            .iter()
+            .map(|(node, side)| (Slot::Node(node.clone()), *side))
+            .chain(
+                self.writers
+                    .iter()
+                    .map(|(writer, slot)| (Slot::Writer(writer.clone()), slot.sides())),
+            )
+            .filter(|(_, side)| !side.is_zero())
+            .collect();
+        for (slot, side) in seen {
+            self.removed.entry(slot).or_default().join(&side);
+        }
+        existed
+    }
+
+    /// The part of this counter a delete writes: what deletes observed.
+    pub fn removal_delta(&self) -> Counter {
+        Counter {
+            removed: self.removed.clone(),
+            ..Counter::default()
+        }
     }
 
     /// Adds `by` (negative to decrement).
@@ -262,8 +332,12 @@ impl Counter {
         delta
     }
 
-    /// Lattice join: per-node side-wise max, per-writer slot join.
+    /// Lattice join: per-node side-wise max, per-writer slot join, and what deletes
+    /// observed joined per slot.
     pub fn merge(&mut self, other: &Counter) {
+        for (slot, side) in &other.removed {
+            self.removed.entry(slot.clone()).or_default().join(side);
+        }
         for (node, side) in &other.nodes {
             match self.nodes.get_mut(node) {
                 Some(mine) => mine.join(side),
@@ -315,6 +389,25 @@ impl Counter {
                 expected = seq.saturating_add(1);
             }
         }
+        // Only a deleted counter writes this part, so counters never deleted keep the
+        // encoding they had before deletes existed.
+        if !self.removed.is_empty() {
+            write_varint(out, self.removed.len() as u64);
+            for (slot, side) in &self.removed {
+                match slot {
+                    Slot::Node(node) => {
+                        out.push(0);
+                        write_str(out, node);
+                    }
+                    Slot::Writer(writer) => {
+                        out.push(1);
+                        write_str(out, writer);
+                    }
+                }
+                write_varint(out, side.p);
+                write_varint(out, side.n);
+            }
+        }
     }
 
     /// Inverse of [`encode_into`](Self::encode_into); refuses unsorted maps,
@@ -350,6 +443,39 @@ impl Counter {
             }
             let slot = decode_slot(r)?;
             c.writers.insert(writer.to_owned(), slot);
+        }
+        // The removed part is last and present only when non-empty (the counter is the
+        // last thing in a value's bytes).
+        if r.is_empty() {
+            return Ok(c);
+        }
+        let n_removed = r.read_len()?;
+        if n_removed == 0 {
+            return Err(DecodeError::Invalid("counter removed part is empty"));
+        }
+        for _ in 0..n_removed {
+            let slot = match r.read_u8()? {
+                0 => Slot::Node(r.read_str()?.to_owned()),
+                1 => Slot::Writer(r.read_str()?.to_owned()),
+                _ => {
+                    return Err(DecodeError::Invalid(
+                        "counter removed slot kind is not 0 or 1",
+                    ))
+                }
+            };
+            let side = Side {
+                p: r.read_varint()?,
+                n: r.read_varint()?,
+            };
+            if side.is_zero() {
+                return Err(DecodeError::Invalid("counter removed slot is zero"));
+            }
+            if c.removed.last_key_value().is_some_and(|(k, _)| *k >= slot) {
+                return Err(DecodeError::Invalid(
+                    "counter removed slots not strictly sorted",
+                ));
+            }
+            c.removed.insert(slot, side);
         }
         Ok(c)
     }

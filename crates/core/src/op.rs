@@ -46,6 +46,11 @@ pub enum Op {
     /// Join a whole state into the key (PFMERGE, and later replica repair and batch
     /// import): fits the state's own type.
     Merge(Box<crate::value::Value>),
+    /// Delete the key (Redis `DEL`), observed-remove: removes what the applying replica
+    /// holds; updates it has not seen survive. Counters, registers and sets support it;
+    /// max, min and hll refuse it ([`OpError::NotDeletable`]): their joins cannot tell a
+    /// later update from one the delete saw.
+    Delete,
 }
 
 impl Op {
@@ -60,6 +65,7 @@ impl Op {
             Op::Remove(_) => "remove",
             Op::PfAdd(_) => "pfadd",
             Op::Merge(_) => "merge",
+            Op::Delete => "delete",
         }
     }
 
@@ -83,12 +89,18 @@ impl Op {
             Op::Add(_) | Op::Remove(_) => ValueType::Set,
             Op::PfAdd(_) => ValueType::Hll,
             Op::Merge(state) => state.value_type(),
+            // A delete of a key never written writes nothing; the type is moot.
+            Op::Delete => ValueType::Counter,
         }
     }
 
     fn fits_inner(&self, ty: ValueType) -> bool {
-        if let Op::Merge(state) = self {
-            return state.value_type() == ty;
+        match self {
+            Op::Merge(state) => return state.value_type() == ty,
+            // Every type takes it; the ones that cannot honour it refuse it when applied,
+            // with an error saying why (not as an op of another type).
+            Op::Delete => return true,
+            _ => {}
         }
         matches!(
             (self, ty),
@@ -170,6 +182,13 @@ pub enum OpError {
         /// The dropped epoch's index.
         epoch: u64,
     },
+    /// A delete of a key whose type cannot be deleted safely across replicas (max, min,
+    /// hll: see [`Op::Delete`]).
+    #[error("a {value_type} key cannot be deleted key by key (replicas could not tell later updates from deleted ones); drop its epoch, or FLUSHALL the Redis keyspace")]
+    NotDeletable {
+        /// The key's type.
+        value_type: ValueType,
+    },
 }
 
 #[cfg(test)]
@@ -186,6 +205,7 @@ mod tests {
             Op::Add(vec![]),
             Op::Remove(vec![]),
             Op::PfAdd(vec![]),
+            Op::Delete,
         ];
         for op in &ops {
             let fitting: Vec<_> = ValueType::ALL.into_iter().filter(|t| op.fits(*t)).collect();
@@ -197,6 +217,7 @@ mod tests {
                 Op::Add(_) | Op::Remove(_) => vec![ValueType::Set],
                 Op::PfAdd(_) => vec![ValueType::Hll],
                 Op::Merge(state) => vec![state.value_type()],
+                Op::Delete => ValueType::ALL.to_vec(),
             };
             assert_eq!(fitting, expected, "{}", op.name());
         }
@@ -232,6 +253,7 @@ mod wire {
     const REMOVE: u8 = 6;
     const PFADD: u8 = 7;
     const MERGE: u8 = 8;
+    const DELETE: u8 = 9;
 
     impl Op {
         /// Appends the binary form of this op to `out`.
@@ -267,6 +289,7 @@ mod wire {
                     out.push(MERGE);
                     write_bytes(out, &state.encode());
                 }
+                Op::Delete => out.push(DELETE),
             }
         }
 
@@ -287,6 +310,7 @@ mod wire {
                 REMOVE => Op::Remove(members(reader)?),
                 PFADD => Op::PfAdd(members(reader)?),
                 MERGE => Op::Merge(Box::new(Value::decode(reader.read_bytes()?)?)),
+                DELETE => Op::Delete,
                 tag => return Err(DecodeError::UnknownTag(tag)),
             })
         }
@@ -308,6 +332,7 @@ mod wire {
                 Op::Remove(vec![b"b".to_vec()]),
                 Op::PfAdd(vec![b"x".to_vec(); 3]),
                 Op::Merge(Box::new(Value::new(ValueType::Hll))),
+                Op::Delete,
             ];
             for op in ops {
                 let mut out = Vec::new();

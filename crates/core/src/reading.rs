@@ -133,8 +133,13 @@ impl Reading {
     }
 
     /// Adds a part to a reading that may not exist yet (a key read part by part starts
-    /// as the first part's type).
+    /// as the first part's type). A part that holds nothing a client would see (a
+    /// deleted counter, an empty set; [`Value::exists`]) adds nothing, so a key
+    /// deleted in every part reads as absent.
     pub fn add_part_to(reading: &mut Option<Reading>, part: &Value) -> Result<(), TypeMismatch> {
+        if !part.exists() {
+            return Ok(());
+        }
         reading
             .get_or_insert_with(|| Reading::empty(part.value_type()))
             .add_part(part)

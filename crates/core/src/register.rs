@@ -10,12 +10,13 @@ use crate::codec::{write_bytes, write_str, write_zigzag, DecodeError, Reader};
 use crate::op::ApplyCtx;
 
 /// One write. Field order is the comparison order, so the derived `Ord` is the
-/// LWW order.
+/// LWW order. A delete is a write of no value (`None` sorts first, so a value written
+/// with the same stamp wins).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Write {
     ts_us: i64,
     actor: String,
-    value: Vec<u8>,
+    value: Option<Vec<u8>>,
 }
 
 /// A byte string where the latest write wins.
@@ -30,7 +31,7 @@ pub struct Register {
 impl Register {
     /// The current value, or `None` if never written.
     pub fn get(&self) -> Option<&[u8]> {
-        self.latest.as_ref().map(|w| w.value.as_slice())
+        self.latest.as_ref().and_then(|w| w.value.as_deref())
     }
 
     /// Event time of the winning write, in microseconds since the Unix epoch.
@@ -47,18 +48,30 @@ impl Register {
     /// update's writer if it has an id, else `ctx.node`. It wins only if it is
     /// greater than the current write. Returns whether the register changed.
     pub fn set(&mut self, value: &[u8], ctx: &ApplyCtx<'_>) -> bool {
+        self.offer(Some(value), ctx)
+    }
+
+    /// Deletes the value with a write of no value, stamped like [`Register::set`]: it
+    /// wins over earlier writes and loses to later ones (last writer wins, deletes
+    /// included). Returns whether the register held a value that the delete removed.
+    pub fn clear(&mut self, ctx: &ApplyCtx<'_>) -> bool {
+        let had = self.get().is_some();
+        self.offer(None, ctx) && had
+    }
+
+    fn offer(&mut self, value: Option<&[u8]>, ctx: &ApplyCtx<'_>) -> bool {
         let actor = ctx.id.map_or(ctx.node, |id| id.writer.as_str());
         let wins = match &self.latest {
             None => true,
             Some(cur) => {
-                (ctx.ts_us, actor, value) > (cur.ts_us, cur.actor.as_str(), cur.value.as_slice())
+                (ctx.ts_us, actor, value) > (cur.ts_us, cur.actor.as_str(), cur.value.as_deref())
             }
         };
         if wins {
             self.latest = Some(Write {
                 ts_us: ctx.ts_us,
                 actor: actor.to_owned(),
-                value: value.to_vec(),
+                value: value.map(<[u8]>::to_vec),
             });
         }
         wins
@@ -71,15 +84,18 @@ impl Register {
         }
     }
 
-    /// `0` for bottom, else `1`, zigzag timestamp, actor, value.
+    /// `0` for bottom, else `1` (a value) or `2` (a delete), zigzag timestamp, actor,
+    /// and for `1` the value.
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
         match &self.latest {
             None => out.push(0),
             Some(w) => {
-                out.push(1);
+                out.push(if w.value.is_some() { 1 } else { 2 });
                 write_zigzag(out, w.ts_us);
                 write_str(out, &w.actor);
-                write_bytes(out, &w.value);
+                if let Some(value) = &w.value {
+                    write_bytes(out, value);
+                }
             }
         }
     }
@@ -88,10 +104,14 @@ impl Register {
     pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Register, DecodeError> {
         match r.read_u8()? {
             0 => Ok(Register::default()),
-            1 => {
+            flag @ (1 | 2) => {
                 let ts_us = r.read_zigzag()?;
                 let actor = r.read_str()?.to_owned();
-                let value = r.read_bytes()?.to_vec();
+                let value = if flag == 1 {
+                    Some(r.read_bytes()?.to_vec())
+                } else {
+                    None
+                };
                 Ok(Register {
                     latest: Some(Write {
                         ts_us,
@@ -100,7 +120,9 @@ impl Register {
                     }),
                 })
             }
-            _ => Err(DecodeError::Invalid("register presence flag is not 0 or 1")),
+            _ => Err(DecodeError::Invalid(
+                "register presence flag is not 0, 1 or 2",
+            )),
         }
     }
 }

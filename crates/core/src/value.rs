@@ -140,6 +140,21 @@ impl Value {
                 }
                 applied(Outcome::Applied, i64::from(changed))
             }
+            (Value::Counter(c) | Value::Gcounter(c), Op::Delete) => {
+                applied(Outcome::Applied, i64::from(c.delete()))
+            }
+            (Value::Register(r), Op::Delete) => applied(Outcome::Applied, i64::from(r.clear(ctx))),
+            (Value::Set(s), Op::Delete) => {
+                let members: Vec<Vec<u8>> = s.members().into_iter().map(<[u8]>::to_vec).collect();
+                let existed = !members.is_empty();
+                s.remove(&members);
+                applied(Outcome::Applied, i64::from(existed))
+            }
+            (value @ (Value::Max(_) | Value::Min(_) | Value::Hll(_)), Op::Delete) => {
+                Err(OpError::NotDeletable {
+                    value_type: value.value_type(),
+                })
+            }
             (value, Op::Merge(state)) => match value.merge(state) {
                 Ok(()) => applied(Outcome::Applied, 0),
                 Err(_) => Err(OpError::WrongOp {
@@ -167,9 +182,25 @@ impl Value {
                 Value::Set(s.restricted_to(members))
             }
             (Value::Hll(h), Op::PfAdd(members)) => Value::Hll(h.restricted_to(members)),
+            (Value::Counter(c), Op::Delete) => Value::Counter(c.removal_delta()),
+            (Value::Gcounter(c), Op::Delete) => Value::Gcounter(c.removal_delta()),
+            // A set's delete tombstones every member's dots; the set is its delta.
             (_, Op::Merge(state)) if state.value_type() == self.value_type() => (**state).clone(),
             // Max, min and register states are as small as their deltas.
             (value, _) => value.clone(),
+        }
+    }
+
+    /// True when the key holds something a client would see: a counter with an update
+    /// no delete observed (even if its total is 0), a register with a value, a non-empty
+    /// set, a max/min/hll that was ever written. A key that does not exist reads as
+    /// absent (Redis `nil`), not as its type's empty value.
+    pub fn exists(&self) -> bool {
+        match self {
+            Value::Counter(c) | Value::Gcounter(c) => c.exists(),
+            Value::Register(r) => r.get().is_some(),
+            Value::Set(s) => !s.is_empty(),
+            other => *other != Value::new(other.value_type()),
         }
     }
 

@@ -79,18 +79,28 @@ fn arb_int() -> impl Strategy<Value = i64> {
 fn arb_op(ty: ValueType) -> BoxedStrategy<Op> {
     let members = || prop::collection::vec(arb_member(), 0..3);
     match ty {
-        ValueType::Counter => arb_int().prop_map(Op::Incr).boxed(),
-        ValueType::Gcounter => prop_oneof![4 => 0i64..100, 1 => 0..=i64::MAX]
-            .prop_map(Op::Incr)
-            .boxed(),
+        // Deletes among the updates: the lattice laws, the delta invariant and the
+        // codec must hold for deleted states too.
+        ValueType::Counter => {
+            prop_oneof![8 => arb_int().prop_map(Op::Incr), 1 => Just(Op::Delete)].boxed()
+        }
+        ValueType::Gcounter => prop_oneof![
+            6 => (0i64..100).prop_map(Op::Incr),
+            2 => (0..=i64::MAX).prop_map(Op::Incr),
+            1 => Just(Op::Delete),
+        ]
+        .boxed(),
         ValueType::Max => arb_int().prop_map(Op::Max).boxed(),
         ValueType::Min => arb_int().prop_map(Op::Min).boxed(),
-        ValueType::Register => prop::collection::vec(any::<u8>(), 0..4)
-            .prop_map(Op::Set)
-            .boxed(),
+        ValueType::Register => prop_oneof![
+            6 => prop::collection::vec(any::<u8>(), 0..4).prop_map(Op::Set),
+            1 => Just(Op::Delete),
+        ]
+        .boxed(),
         ValueType::Set => prop_oneof![
-            3 => members().prop_map(Op::Add),
-            2 => members().prop_map(Op::Remove),
+            6 => members().prop_map(Op::Add),
+            4 => members().prop_map(Op::Remove),
+            1 => Just(Op::Delete),
         ]
         .boxed(),
         ValueType::Hll => prop_oneof![
@@ -160,6 +170,7 @@ fn exercise(v: &Value) {
         Op::Add(vec![vec![1]]),
         Op::Remove(vec![vec![1], vec![]]),
         Op::PfAdd(vec![vec![1]]),
+        Op::Delete,
     ];
     let id = UpdateId {
         writer: "w1".into(),
@@ -460,14 +471,17 @@ proptest! {
             )
         })
     ) {
-        // Removes depend on what was observed; the add-only fragment of a set
-        // (and every other type here) is order-independent.
+        // Removes and deletes depend on what was observed; the add-only fragment of
+        // a set (and every other type here) is order-independent.
         let ups: Vec<Update> = ups
             .into_iter()
             .map(|mut u| {
-                if let Op::Remove(m) = u.op {
-                    u.op = Op::Add(m);
-                }
+                u.op = match u.op {
+                    Op::Remove(m) => Op::Add(m),
+                    Op::Delete if ty == ValueType::Set => Op::Add(Vec::new()),
+                    Op::Delete => Op::Set(Vec::new()),
+                    op => op,
+                };
                 u
             })
             .collect();
