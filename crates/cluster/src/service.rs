@@ -140,10 +140,6 @@ impl ClusterNode {
                     Err(e) => return Err(e.into()),
                 }
             }
-            Request::Delete { view, keys } => {
-                let keys = decode_keys(keys).map_err(bad)?;
-                Response::Deleted(store.delete(view, keys).await?)
-            }
             Request::Catalog => Response::Catalog(catalog_sync::entries(store)),
             Request::Declare { name, spec } => {
                 catalog_sync::learn(self, name, spec).await?;

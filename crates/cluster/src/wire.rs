@@ -143,13 +143,6 @@ pub enum Request {
         /// The batch boundary (Unix seconds) the coordinator reads at.
         at: u64,
     },
-    /// Delete keys (Redis DEL).
-    Delete {
-        /// View name.
-        view: String,
-        /// Keys, [`Key::encode`] form.
-        keys: Vec<Vec<u8>>,
-    },
     /// The receiver's catalog.
     Catalog,
     /// Declare a view (its spec as JSON, the catalog's own form).
@@ -293,8 +286,6 @@ pub enum Response {
     /// Answer to `BatchPage`: rows in key order, (key, value) in [`Key::encode`] and
     /// [`BatchValue::encode`] forms; fewer than the limit at the end of the table.
     BatchPage(Vec<(Vec<u8>, Vec<u8>)>),
-    /// Answer to `Delete`, per key: whether it existed.
-    Deleted(Vec<bool>),
     /// Answer to `DropEpochs`: whether the responder held any of them.
     Dropped(bool),
     /// Answer to `DroppedEpochs`: (view, epoch indexes) of every view with some.

@@ -99,61 +99,47 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// Deletes `keys` of `view` on every live owner (Redis DEL; not a CRDT operation, see
-    /// [`speedlayer_store::Store::delete`]): needs W owners; per key, whether any owner
-    /// held it.
+    /// Deletes `keys` of `view` (Redis `DEL`), observed-remove: one [`Op::Delete`] per key
+    /// and epoch the key can hold state in (as this node knows the view's live epochs),
+    /// written like any update, so its delta reaches every owner, hints and read repair
+    /// included, and nothing a replica held when it applied the delete comes back; updates
+    /// it had not seen survive. Per key, whether it existed on the applying owner. Keys
+    /// of max, min and hll views are refused ([`OpError::NotDeletable`]).
+    ///
+    /// [`Op::Delete`]: speedlayer_core::Op::Delete
     pub async fn delete(
         &self,
         view: &str,
         keys: Vec<speedlayer_core::Key>,
         options: WriteOptions,
     ) -> Result<Vec<bool>, ClusterError> {
-        let inner = &self.inner;
-        if self.is_single() {
-            return Ok(inner.store.delete(view, keys).await?);
-        }
-        inner.store.view(view)?;
-        let mut existed = vec![false; keys.len()];
-        for (partition, items) in inner.ring.group(keys, |k| &k.partition) {
-            let owners = inner.ring.preference_list(partition);
-            let (indexes, keys): (Vec<usize>, Vec<speedlayer_core::Key>) =
-                items.into_iter().unzip();
-            let w = options.consistency.required(owners.len());
-            let request = Request::Delete {
-                view: view.to_owned(),
-                keys: keys.iter().map(speedlayer_core::Key::encode).collect(),
-            };
-            let calls = owners
-                .iter()
-                .copied()
-                .filter(|&m| inner.members.is_up(m))
-                .map(|m| {
-                    let (request, keys) = (&request, keys.clone());
-                    async move {
-                        let answer = if m == inner.members.me() {
-                            inner.store.delete(view, keys).await.ok()
-                        } else {
-                            match inner.members.call(m, request).await {
-                                Ok(Response::Deleted(existed)) => Some(existed),
-                                _ => None,
-                            }
-                        };
-                        (m, answer)
-                    }
+        let epochs = self.inner.store.deletable_epochs(view)?;
+        let mut owner_of = Vec::with_capacity(keys.len() * epochs.len());
+        let mut updates = Vec::with_capacity(keys.len() * epochs.len());
+        for (index, key) in keys.iter().enumerate() {
+            for &(_, start_us) in &epochs {
+                owner_of.push(index);
+                updates.push(Update {
+                    key: key.clone(),
+                    op: speedlayer_core::Op::Delete,
+                    ts_us: Some(start_us),
+                    id: None,
                 });
-            let mut acked = Vec::new();
-            for (member, answer) in futures_util::future::join_all(calls).await {
-                if let Some(answer) = answer {
-                    acked.push(member);
-                    for (i, e) in answer.into_iter().enumerate() {
-                        if let Some(&index) = indexes.get(i) {
-                            existed[index] |= e;
-                        }
-                    }
-                }
             }
-            if acked.len() < w {
-                return Err(inner.unavailable(w, owners.len(), acked.len(), owners, &acked));
+        }
+        let results = self
+            .apply(view, updates, options, ApplyKind::Report)
+            .await?;
+        let mut existed = vec![false; keys.len()];
+        for (index, result) in owner_of.into_iter().zip(results) {
+            match result {
+                Ok(applied) => existed[index] |= applied.effect > 0,
+                Err(e) => {
+                    return Err(StoreError::Request(speedlayer_api::Error::Unsupported(
+                        e.to_string(),
+                    ))
+                    .into())
+                }
             }
         }
         Ok(existed)

@@ -51,12 +51,16 @@ impl Register {
         self.offer(Some(value), ctx)
     }
 
-    /// Deletes the value with a write of no value, stamped like [`Register::set`]: it
-    /// wins over earlier writes and loses to later ones (last writer wins, deletes
-    /// included). Returns whether the register held a value that the delete removed.
+    /// Deletes the value it holds (observed-remove): a write of no value stamped at
+    /// `ctx.ts_us`, or just after the write it removes if that is later, so the delete
+    /// always beats what it saw; a write it had not seen wins if stamped later. Returns
+    /// whether the register held a value.
     pub fn clear(&mut self, ctx: &ApplyCtx<'_>) -> bool {
-        let had = self.get().is_some();
-        self.offer(None, ctx) && had
+        let Some(seen) = self.latest.as_ref().filter(|w| w.value.is_some()) else {
+            return false;
+        };
+        let ts_us = ctx.ts_us.max(seen.ts_us.saturating_add(1));
+        self.offer(None, &ApplyCtx { ts_us, ..*ctx })
     }
 
     fn offer(&mut self, value: Option<&[u8]>, ctx: &ApplyCtx<'_>) -> bool {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 mod support;
 
-use support::cluster::{epoch_safe_ts, Cluster, ClusterOptions, QUORUM};
+use support::cluster::{epoch_safe_ts, get_json, Cluster, ClusterOptions, QUORUM};
 
 /// How long a node may take to see a peer die or come back.
 const DETECT: Duration = Duration::from_secs(10);
@@ -233,5 +233,99 @@ async fn flushall_through_one_node_empties_every_node() {
     assert_eq!(redis_cli(ports[1], &["FLUSHDB", "ASYNC"]), "OK");
     for &port in &ports {
         assert_eq!(redis_cli(port, &["GET", "hits:3"]), "");
+    }
+}
+
+/// `DEL` through RESP while n3 is down: after n3 is back and the hints drained, every
+/// node answers nil (counter, string) and an empty set; `INCR` after `DEL` answers 1. The
+/// HTTP form deletes too, and a key whose type cannot be deleted is refused with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn del_with_an_owner_down_stays_deleted_everywhere() {
+    let mut cluster = Cluster::start_ready(ClusterOptions::new(3)).await;
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.config().resp_port).collect();
+    assert_eq!(redis_cli(ports[0], &["INCRBY", "k", "5"]), "5");
+    assert_eq!(redis_cli(ports[0], &["SET", "s", "v"]), "OK");
+    assert_eq!(redis_cli(ports[0], &["SADD", "members", "a", "b"]), "2");
+    assert_eq!(redis_cli(ports[0], &["INCRBY", "other", "2"]), "2");
+    assert_eq!(redis_cli(ports[0], &["PFADD", "visitors", "x"]), "1");
+
+    cluster.kill(2);
+    cluster.wait_for_states(&[0, 1], &[2], "down", DETECT).await;
+    assert_eq!(
+        redis_cli(ports[0], &["DEL", "k", "s", "members", "never"]),
+        "3"
+    );
+    let url = format!("{}/v1/views/redis/keys", cluster.base(1));
+    let answer: Value = cluster
+        .client
+        .delete(&url)
+        .query(&[("key", "other")])
+        .send()
+        .await
+        .expect("delete")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["deleted"], json!(true), "{answer}");
+    let refused = redis_cli(ports[0], &["DEL", "visitors"]);
+    assert!(refused.contains("cannot be deleted"), "{refused}");
+
+    cluster.restart(2);
+    cluster.wait_all_up(RESTART).await;
+    cluster.wait_hints_drained(CONVERGE).await;
+    // Each node's own copy first, before any coordinated read could repair it: the
+    // delete reached n2 as a replicated delta and n3 as a hint.
+    for i in 0..3 {
+        let url = format!(
+            "{}/v1/views/redis/get?key=k&consistency=local",
+            cluster.base(i)
+        );
+        let answer = get_json(&cluster.client, &url).await.expect("local read");
+        assert_eq!(
+            answer["value"],
+            Value::Null,
+            "n{}'s own copy of k: {answer}",
+            i + 1
+        );
+    }
+    for &port in &ports {
+        for key in ["k", "s", "other"] {
+            assert_eq!(redis_cli(port, &["GET", key]), "", "{key} on port {port}");
+        }
+        assert_eq!(redis_cli(port, &["SCARD", "members"]), "0");
+        assert_eq!(redis_cli(port, &["EXISTS", "k"]), "0");
+        assert_eq!(redis_cli(port, &["PFCOUNT", "visitors"]), "1");
+    }
+    assert_eq!(redis_cli(ports[2], &["INCR", "k"]), "1");
+    for &port in &ports {
+        assert_eq!(redis_cli(port, &["GET", "k"]), "1");
+    }
+}
+
+/// Observed-remove: n1 deletes k while n3 is down; then, with n1 and n2 down, n3 (which
+/// never saw the delete) counts 3 more. When all are back, every node answers 3: the
+/// deleted 5 stays gone, the increment the delete did not see survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_increment_the_del_did_not_see_survives() {
+    let mut cluster = Cluster::start_ready(ClusterOptions::new(3)).await;
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.config().resp_port).collect();
+    assert_eq!(redis_cli(ports[0], &["INCRBY", "k", "5"]), "5");
+    cluster.kill(2);
+    cluster.wait_for_states(&[0, 1], &[2], "down", DETECT).await;
+    assert_eq!(redis_cli(ports[0], &["DEL", "k"]), "1");
+    cluster.kill(0);
+    cluster.kill(1);
+    cluster.restart(2);
+    cluster.wait_for_states(&[2], &[0, 1], "down", DETECT).await;
+    let body = json!({"key": "k", "op": "incr", "by": 3});
+    cluster
+        .update_ok(2, "redis", &body, &[("consistency", "one")])
+        .await;
+    cluster.restart(0);
+    cluster.restart(1);
+    cluster.wait_all_up(RESTART).await;
+    cluster.wait_hints_drained(CONVERGE).await;
+    for &port in &ports {
+        assert_eq!(redis_cli(port, &["GET", "k"]), "3", "port {port}");
     }
 }

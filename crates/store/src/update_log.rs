@@ -205,7 +205,18 @@ pub fn replay(
                         continue;
                     }
                     let slot = state(&mut states, epochs, view_id, epoch, key)?;
-                    let value = slot.get_or_insert_with(|| Value::new(type_of(view_id, &op)));
+                    let ty = type_of(view_id, &op);
+                    if op == Op::Delete && slot.is_none() {
+                        continue;
+                    }
+                    // As the shard did: a deleted key of an `any` view takes the type of
+                    // its next write.
+                    if slot.as_ref().is_some_and(|v| {
+                        v.value_type() != ty && !v.exists() && !matches!(op, Op::Merge(_))
+                    }) {
+                        *slot = None;
+                    }
+                    let value = slot.get_or_insert_with(|| Value::new(ty));
                     let ctx = ApplyCtx {
                         node: &node,
                         id: id.as_ref(),

@@ -392,11 +392,20 @@ async fn any_views_fix_each_keys_type_and_delete_removes_keys() {
         .unwrap()
         .is_none());
 
-    let existed = store
-        .delete("redis", vec![key("name", ""), key("never", "")])
+    let delete = |k: &str| Update {
+        key: key(k, ""),
+        op: Op::Delete,
+        ts_us: None,
+        id: None,
+    };
+    let existed: Vec<i64> = store
+        .apply_reporting("redis", vec![delete("name"), delete("never")])
         .await
-        .unwrap();
-    assert_eq!(existed, vec![true, false]);
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap().effect)
+        .collect();
+    assert_eq!(existed, vec![1, 0]);
     assert!(store
         .get("redis", &key("name", ""))
         .await

@@ -9,7 +9,9 @@ use speedlayer_api::{ApplyKind, RangeQuery, ViewType, WriteOptions};
 use speedlayer_core::{Key, Outcome, Reading, RowParts};
 
 use super::error::{ApiError, ApiResult};
-use super::params::{query_error, Consistency, GetParams, RangeParams, WriteParams};
+use super::params::{
+    query_error, Consistency, DeleteParams, GetParams, QuorumMode, RangeParams, WriteParams,
+};
 use super::update_body::parse_updates;
 use super::views::body_error;
 use super::AppState;
@@ -48,17 +50,7 @@ pub async fn update(
             Json(serde_json::json!({ "queued": queued })),
         ));
     }
-    let defaults = state.coordinator.defaults();
-    if params.consistency == Some(Consistency::Local) {
-        return Err(ApiError::bad_request(
-            "invalid_consistency",
-            "consistency=local is for reads; writes take one, quorum or all",
-        ));
-    }
-    let options = WriteOptions {
-        consistency: params.consistency.unwrap_or(defaults.consistency),
-        quorum: params.quorum.unwrap_or(defaults.quorum),
-    };
+    let options = write_options(&state, params.consistency, params.quorum)?;
     let results = state
         .coordinator
         .apply(&view, updates, options, ApplyKind::Plain)
@@ -89,6 +81,46 @@ pub async fn update(
     body["detail"] = format!("{} update(s) refused by their key's state", failed.len()).into();
     body["failed"] = failed.into();
     Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)))
+}
+
+/// The options of a write: the ones asked for, else the node's defaults; `local` is
+/// refused (it is for reads).
+fn write_options(
+    state: &AppState,
+    consistency: Option<Consistency>,
+    quorum: Option<QuorumMode>,
+) -> ApiResult<WriteOptions> {
+    if consistency == Some(Consistency::Local) {
+        return Err(ApiError::bad_request(
+            "invalid_consistency",
+            "consistency=local is for reads; writes take one, quorum or all",
+        ));
+    }
+    let defaults = state.coordinator.defaults();
+    Ok(WriteOptions {
+        consistency: consistency.unwrap_or(defaults.consistency),
+        quorum: quorum.unwrap_or(defaults.quorum),
+    })
+}
+
+/// `DELETE /v1/views/{view}/keys?key=..&clustering=..`: delete one row, observed-remove
+/// (what the applying owner holds goes, on every replica; updates it had not seen
+/// survive). `{"deleted": true}` when it existed. Rows of max, min and hll views are
+/// refused (400 `unsupported`): drop their epochs instead.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(view): Path<String>,
+    params: Result<Query<DeleteParams>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(params) = params.map_err(query_error)?;
+    let key = Key::new(params.key.into_bytes(), params.clustering.into_bytes())
+        .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
+    let options = write_options(&state, params.consistency, params.quorum)?;
+    let existed = state.coordinator.delete(&view, vec![key], options).await?;
+    Ok(Json(serde_json::json!({
+        "view": view,
+        "deleted": existed.first().copied().unwrap_or(false),
+    })))
 }
 
 /// `GET /v1/views/{view}/get?key=..&clustering=..`: the value of one row, `batch ⊕

@@ -51,6 +51,7 @@ pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/views/{view}/flush", post(views::flush))
         .route("/v1/views/{view}/update", post(data::update))
         .route("/v1/views/{view}/get", get(data::get))
+        .route("/v1/views/{view}/keys", delete(data::delete))
         .route("/v1/views/{view}/range", get(data::range))
         .route(
             "/v1/views/{view}/batch",

@@ -32,6 +32,21 @@ pub struct GetParams {
     pub consistency: Option<Consistency>,
 }
 
+/// Parameters of `DELETE /v1/views/{view}/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    /// Partition key.
+    pub key: String,
+    /// Clustering key (empty when absent).
+    #[serde(default)]
+    pub clustering: String,
+    /// Requested W.
+    pub consistency: Option<Consistency>,
+    /// Sloppy or strict quorum.
+    pub quorum: Option<QuorumMode>,
+}
+
 /// Parameters of `GET /v1/views/{view}/range`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -62,9 +62,6 @@ pub(crate) struct ShardUpdate {
 /// update's delta when it was asked for and the update was accepted.
 pub(crate) type UpdateResults = Vec<(usize, Result<Applied, OpError>, Option<Value>)>;
 
-/// Per-key results of a delete: whether the key existed, tagged with its index.
-pub(crate) type DeleteResults = Vec<(usize, bool)>;
-
 /// Per-key results of a read, tagged with their index: the key's state in each epoch
 /// that holds it, in the order of the epochs asked for.
 pub(crate) type ReadResults = Vec<(usize, Vec<(Epoch, Value)>)>;
@@ -79,14 +76,6 @@ pub(crate) enum ShardMsg {
         /// Log one merged delta per key instead of each update ([`crate::ApplyKind`]).
         aggregate: bool,
         reply: oneshot::Sender<Result<UpdateResults>>,
-    },
-    /// Delete keys from the given epochs of a view; reply, once durable, whether each
-    /// key existed.
-    Delete {
-        view_id: u32,
-        epochs: Vec<Epoch>,
-        keys: Vec<(usize, Key)>,
-        reply: oneshot::Sender<Result<DeleteResults>>,
     },
     /// Read keys over the given epochs of a view.
     Read {
@@ -124,17 +113,12 @@ enum Reply {
         oneshot::Sender<Result<UpdateResults>>,
         Result<UpdateResults>,
     ),
-    Delete(
-        oneshot::Sender<Result<DeleteResults>>,
-        Result<DeleteResults>,
-    ),
 }
 
 impl Reply {
     fn fail(&mut self, e: impl Fn() -> StoreError) {
         match self {
             Reply::Apply(_, result) => *result = Err(e()),
-            Reply::Delete(_, result) => *result = Err(e()),
         }
     }
 
@@ -142,13 +126,6 @@ impl Reply {
         let failed = synced.is_err();
         match self {
             Reply::Apply(tx, result) => {
-                let _ = tx.send(if failed {
-                    Err(StoreError::Failed)
-                } else {
-                    result
-                });
-            }
-            Reply::Delete(tx, result) => {
                 let _ = tx.send(if failed {
                     Err(StoreError::Failed)
                 } else {
@@ -239,16 +216,6 @@ impl ShardLoop {
                         self.apply_all(batch, report.as_deref(), &mut record)
                     };
                     replies.push(Reply::Apply(reply, result));
-                }
-                ShardMsg::Delete {
-                    view_id,
-                    epochs,
-                    keys,
-                    reply,
-                } => {
-                    updates += keys.len() as u64;
-                    let result = self.delete_all(view_id, &epochs, keys, &mut record);
-                    replies.push(Reply::Delete(reply, result));
                 }
                 ShardMsg::Read {
                     view_id,
@@ -429,9 +396,28 @@ impl ShardLoop {
             self.cache
                 .for_write(&self.shard, update.view_id, update.epoch, &update.key)?;
         let created = cached.value.is_none();
+        if created && update.op == Op::Delete {
+            // Deleting a key with no state here writes nothing: it must not give the key
+            // a type (in an `any` view) or a state to replicate.
+            let nothing = Applied {
+                outcome: Outcome::Applied,
+                effect: 0,
+            };
+            return Ok((Ok(nothing), None));
+        }
         let value = cached
             .value
             .get_or_insert_with(|| Value::new(update.value_type));
+        if update.dynamic
+            && value.value_type() != update.value_type
+            && !value.exists()
+            && !matches!(update.op, Op::Delete | Op::Merge(_))
+        {
+            // A deleted key of an `any` view takes the type of its next write, as a Redis
+            // key does after DEL. (A write of the old type that this replica had not seen
+            // before the delete no longer merges here: it is refused and logged.)
+            *value = Value::new(update.value_type);
+        }
         if !update.dynamic && value.value_type() != update.value_type {
             return Err(StoreError::StoredTypeMismatch {
                 expected: update.value_type,
@@ -499,44 +485,6 @@ impl ShardLoop {
             }
         }
         Ok((result, delta))
-    }
-
-    fn delete_all(
-        &mut self,
-        view_id: u32,
-        epochs: &[Epoch],
-        keys: Vec<(usize, Key)>,
-        record: &mut Vec<u8>,
-    ) -> Result<DeleteResults> {
-        if self.shard.commit.is_failed() {
-            return Err(StoreError::Failed);
-        }
-        let mut results = Vec::with_capacity(keys.len());
-        for (index, key) in keys {
-            let mut existed = false;
-            for &epoch in epochs {
-                let Some(cached) = self.cache.existing(&self.shard, view_id, epoch, &key)? else {
-                    continue;
-                };
-                if cached.value.take().is_some() {
-                    existed = true;
-                    encode_update(
-                        record,
-                        &LoggedUpdate::Delete {
-                            view_id,
-                            epoch,
-                            key: key.clone(),
-                        },
-                    );
-                    if !cached.dirty {
-                        cached.dirty = true;
-                        self.pending.dirty.push(((view_id, epoch), key.clone()));
-                    }
-                }
-            }
-            results.push((index, existed));
-        }
-        Ok(results)
     }
 
     fn read_all(

@@ -4,7 +4,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -313,6 +313,28 @@ impl Store {
         Ok(answers)
     }
 
+    /// The epochs a key of `view` can hold state in here, oldest first: for an `any`
+    /// view its generation, else every live epoch at or after the batch boundary. A
+    /// delete of a key is one `Op::Delete` update per epoch (at the epoch's start).
+    pub fn deletable_epochs(&self, view: &str) -> Result<Vec<(Epoch, i64)>> {
+        let view = self.view(view)?;
+        if view.spec.value_type == ViewType::Any {
+            let generation = self.generation(&view.name)?;
+            return Ok(vec![(generation, 0)]);
+        }
+        let first_live = self
+            .inner
+            .batches
+            .published(view.id)
+            .first_realtime_epoch(view.spec.epoch_secs);
+        Ok(self
+            .live_epochs(view.id)
+            .into_iter()
+            .filter(|e| *e >= first_live)
+            .map(|e| (e, e.start_us(view.spec.epoch_secs)))
+            .collect())
+    }
+
     fn live_epochs(&self, view_id: u32) -> Vec<Epoch> {
         self.inner
             .epochs
@@ -359,26 +381,6 @@ impl Store {
             rx.await.map_err(|_| StoreError::ShuttingDown)??;
         }
         Ok(())
-    }
-
-    /// Deletes `keys` from every live epoch of `view` (Redis `DEL`): a local removal of
-    /// the keys' states, durable before it returns. Returns, per key, whether it existed.
-    ///
-    /// Unlike an update this is not a CRDT operation: a replica that has not seen the
-    /// delete can bring the state back when replicas merge.
-    pub async fn delete(&self, view: &str, keys: Vec<Key>) -> Result<Vec<bool>> {
-        let view = self.view(view)?;
-        if self.inner.failed.load(Ordering::Acquire) {
-            return Err(StoreError::Failed);
-        }
-        let epochs = self.live_epochs(view.id);
-        self.per_key(view.id, keys, |keys, reply| ShardMsg::Delete {
-            view_id: view.id,
-            epochs: epochs.clone(),
-            keys,
-            reply,
-        })
-        .await
     }
 
     /// Bytes the database occupies on disk (journal and tables).
