@@ -115,7 +115,10 @@ pub trait Coordinator: Send + Sync {
         kind: ApplyKind,
     ) -> Result<UpdateResults, Error>;
 
-    /// Deletes `keys` of `view`; per key, whether any replica held it.
+    /// Deletes `keys` of `view` (Redis `DEL`), observed-remove: what the applying replica
+    /// holds is gone on every replica and never comes back; updates it had not seen
+    /// survive. Per key, whether it existed there. Keys of max, min and hll views are
+    /// refused ([`Error::Unsupported`]).
     async fn delete(
         &self,
         view: &str,

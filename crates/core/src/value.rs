@@ -193,14 +193,15 @@ impl Value {
 
     /// True when the key holds something a client would see: a counter with an update
     /// no delete observed (even if its total is 0), a register with a value, a non-empty
-    /// set, a max/min/hll that was ever written. A key that does not exist reads as
-    /// absent (Redis `nil`), not as its type's empty value.
+    /// set; max, min and hll (which cannot be deleted) whenever they have a state at all,
+    /// an empty sketch included, as Redis keeps an empty HLL. A key that does not exist
+    /// reads as absent (Redis `nil`), not as its type's empty value.
     pub fn exists(&self) -> bool {
         match self {
             Value::Counter(c) | Value::Gcounter(c) => c.exists(),
             Value::Register(r) => r.get().is_some(),
             Value::Set(s) => !s.is_empty(),
-            other => *other != Value::new(other.value_type()),
+            Value::Max(_) | Value::Min(_) | Value::Hll(_) => true,
         }
     }
 
