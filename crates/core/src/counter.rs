@@ -210,7 +210,7 @@ impl Counter {
     pub fn total(&self) -> i64 {
         let all = self
             .live_slots()
-            .fold(0i128, |acc, (_, side)| acc.saturating_add(side.net()));
+            .fold(0i128, |acc, side| acc.saturating_add(side.net()));
         // The clamp makes the narrowing cast exact.
         all.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
     }
@@ -218,29 +218,35 @@ impl Counter {
     /// True when some slot holds an update no delete observed: the key exists (a
     /// counter incremented and decremented back to 0 exists; one deleted does not).
     pub fn exists(&self) -> bool {
-        self.live_slots().any(|(_, side)| !side.is_zero())
+        self.live_slots().any(|side| !side.is_zero())
     }
 
-    /// Every slot with what it holds beyond what deletes observed.
-    fn live_slots(&self) -> impl Iterator<Item = (Slot, Side)> + '_ {
+    /// What every slot holds beyond what deletes observed. Builds no slot names unless
+    /// the counter was deleted (reads of counters never deleted stay allocation-free).
+    fn live_slots(&self) -> impl Iterator<Item = Side> + '_ {
         let nodes = self
             .nodes
             .iter()
-            .map(|(node, side)| (Slot::Node(node.clone()), *side));
+            .map(|(node, side)| self.beyond(|| Slot::Node(node.clone()), *side));
         let writers = self
             .writers
             .iter()
-            .map(|(writer, slot)| (Slot::Writer(writer.clone()), slot.sides()));
-        nodes.chain(writers).map(|(slot, side)| {
-            let beyond = match self.removed.get(&slot) {
-                Some(seen) => Side {
-                    p: side.p.saturating_sub(seen.p),
-                    n: side.n.saturating_sub(seen.n),
-                },
-                None => side,
-            };
-            (slot, beyond)
-        })
+            .map(|(writer, slot)| self.beyond(|| Slot::Writer(writer.clone()), slot.sides()));
+        nodes.chain(writers)
+    }
+
+    /// `side` less what deletes observed of the slot `slot` names.
+    fn beyond(&self, slot: impl FnOnce() -> Slot, side: Side) -> Side {
+        if self.removed.is_empty() {
+            return side;
+        }
+        match self.removed.get(&slot()) {
+            Some(seen) => Side {
+                p: side.p.saturating_sub(seen.p),
+                n: side.n.saturating_sub(seen.n),
+            },
+            None => side,
+        }
     }
 
     /// Deletes what this counter holds now (observed-remove): records every slot's sums
