@@ -117,7 +117,7 @@ impl Cluster {
         let mut owner_of = Vec::with_capacity(keys.len() * epochs.len());
         let mut updates = Vec::with_capacity(keys.len() * epochs.len());
         for (index, key) in keys.iter().enumerate() {
-            for &(_, start_us) in &epochs {
+            for &start_us in &epochs {
                 owner_of.push(index);
                 updates.push(Update {
                     key: key.clone(),

@@ -313,14 +313,14 @@ impl Store {
         Ok(answers)
     }
 
-    /// The epochs a key of `view` can hold state in here, oldest first: for an `any`
-    /// view its generation, else every live epoch at or after the batch boundary. A
-    /// delete of a key is one `Op::Delete` update per epoch (at the epoch's start).
-    pub fn deletable_epochs(&self, view: &str) -> Result<Vec<(Epoch, i64)>> {
+    /// Event times (µs) that place an update in each epoch a key of `view` can hold state
+    /// in here, oldest first: every live epoch at or after the batch boundary (its start),
+    /// or for an `any` view, whose updates all land in its generation, one time. A delete
+    /// of a key is one `Op::Delete` update per time.
+    pub fn deletable_epochs(&self, view: &str) -> Result<Vec<i64>> {
         let view = self.view(view)?;
         if view.spec.value_type == ViewType::Any {
-            let generation = self.generation(&view.name)?;
-            return Ok(vec![(generation, 0)]);
+            return Ok(vec![0]);
         }
         let first_live = self
             .inner
@@ -331,7 +331,7 @@ impl Store {
             .live_epochs(view.id)
             .into_iter()
             .filter(|e| *e >= first_live)
-            .map(|e| (e, e.start_us(view.spec.epoch_secs)))
+            .map(|e| e.start_us(view.spec.epoch_secs))
             .collect())
     }
 
