@@ -33,6 +33,9 @@ pub struct Catalog {
     /// Epochs dropped cluster-wide, per view name. A grow-only set (the union is the
     /// merge): once dropped, an epoch never takes data again on this node.
     dropped: RwLock<HashMap<String, Arc<BTreeSet<Epoch>>>>,
+    /// Serialises recording drops (read, extend, fsync, publish), so the write path,
+    /// which reads `dropped`, never waits for a drop's fsync.
+    dropping: std::sync::Mutex<()>,
 }
 
 fn sorted(views: &HashMap<String, Arc<View>>) -> Arc<Vec<Arc<View>>> {
@@ -73,6 +76,7 @@ impl Catalog {
             views: RwLock::new(views),
             listed,
             dropped: RwLock::new(dropped),
+            dropping: std::sync::Mutex::new(()),
         })
     }
 
@@ -150,8 +154,8 @@ impl Catalog {
     /// Adds `epochs` to `view`'s dropped set, durably (fsynced) before returning; the
     /// epochs that were not dropped before, in order.
     pub fn record_dropped(&self, view: &str, epochs: &[Epoch]) -> Result<Vec<Epoch>> {
-        let mut dropped = self.dropped.write().unwrap_or_else(|p| p.into_inner());
-        let mut set: BTreeSet<Epoch> = dropped.get(view).map(|s| (**s).clone()).unwrap_or_default();
+        let _dropping = self.dropping.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set: BTreeSet<Epoch> = self.dropped(view).map(|s| (*s).clone()).unwrap_or_default();
         let new: Vec<Epoch> = epochs.iter().copied().filter(|e| set.insert(*e)).collect();
         if new.is_empty() {
             return Ok(new);
@@ -164,7 +168,10 @@ impl Catalog {
         self.keyspace
             .insert(format!("{DROPPED_PREFIX}{view}"), json)?;
         self.db.persist(PersistMode::SyncData)?;
-        dropped.insert(view.to_owned(), Arc::new(set));
+        self.dropped
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(view.to_owned(), Arc::new(set));
         Ok(new)
     }
 
