@@ -32,7 +32,8 @@ impl Cli {
 pub enum Command {
     /// Run a node. With no flags: a complete one-node database in ./speedlayer-data.
     Serve(Box<ServeArgs>),
-    /// Start a local node, stream sample pageviews into it and show live views.
+    /// Start a local 3-node cluster, stream sample pageviews into it (with a batch
+    /// hand-over) and show live views.
     Demo(DemoArgs),
     /// Talk to a running node.
     Ctl(CtlArgs),
@@ -68,13 +69,15 @@ pub struct ServeArgs {
     /// Node id [default: generated once and kept in the data directory].
     #[arg(long)]
     pub node_id: Option<String>,
-    /// Seed nodes to join (cluster addresses).
+    /// Cluster addresses of every node of the cluster, comma-separated: the same list on
+    /// every node (this node's own address may be in it). Membership is this static list.
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<SocketAddr>>,
     /// Replication factor [default: 3].
     #[arg(long)]
     pub replicas: Option<usize>,
-    /// Secret shared by every node of the cluster.
+    /// Secret shared by every node of the cluster; required when the cluster address is
+    /// not loopback.
     #[arg(long, env = "SPEEDLAYER_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
     /// Password clients must present (RESP AUTH, HTTP bearer token).
@@ -168,8 +171,14 @@ pub struct CtlArgs {
     /// HTTP address of the node.
     #[arg(long, default_value = "127.0.0.1:7780")]
     pub node: String,
-    /// Password, if the node requires one.
-    #[arg(long, env = "SPEEDLAYER_REQUIREPASS", hide_env_values = true)]
+    /// Password, if the node requires one (sent as an HTTP bearer token); `--password`,
+    /// as `import` and `batch-export` spell it, works too.
+    #[arg(
+        long,
+        alias = "password",
+        env = "SPEEDLAYER_REQUIREPASS",
+        hide_env_values = true
+    )]
     pub requirepass: Option<String>,
     /// What to ask.
     #[command(subcommand)]
@@ -298,7 +307,8 @@ pub enum BenchWhich {
         dir: Option<PathBuf>,
     },
     /// Batch-view import throughput (rows/s) beside redis-server loading as many SETs,
-    /// and read latency during imports and switches.
+    /// and read latency during imports and switches. Needs `redis-server` on the PATH
+    /// (Debian's redis-server package).
     Import {
         /// Rows per import.
         #[arg(long, default_value_t = 1_000_000)]

@@ -416,14 +416,14 @@ async fn summary(
         let owners = node.cluster.owners(page.as_bytes());
         rows.push((
             page,
-            views["value"].as_i64().unwrap_or(0),
-            uniques["value"].as_i64().unwrap_or(0),
-            history["total"].as_i64().unwrap_or(0),
+            Cell::of(&views, "value"),
+            Cell::of(&uniques, "value"),
+            Cell::of(&history, "total"),
             reader,
             owners.first().cloned().unwrap_or_default(),
         ));
     }
-    rows.sort_by_key(|row| std::cmp::Reverse(row.1));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1.count()));
     let mut out = format!(
         "\ntop pages, hour {hour} UTC   pageviews  distinct (hll)  since {since}  read via  first owner\n"
     );
@@ -436,7 +436,65 @@ async fn summary(
         "  (pageviews since {since}: batch view before {} UTC ⊕ realtime epochs since, one boundary per answer)\n",
         hour_bucket(boundary)
     ));
+    let failed: Vec<&str> = rows
+        .iter()
+        .flat_map(|row| [&row.1, &row.2, &row.3])
+        .filter_map(Cell::error)
+        .collect();
+    if let Some(first) = failed.first() {
+        out.push_str(&format!(
+            "  ({} read(s) failed and show as 'error'; the first: {first})\n",
+            failed.len()
+        ));
+    }
     Ok(out)
+}
+
+/// One number of the live table, or why it could not be read: a failed read is shown
+/// as an error, never as 0.
+enum Cell {
+    /// The value read.
+    Count(i64),
+    /// The node's error answer.
+    Error(String),
+}
+
+impl Cell {
+    /// The integer `field` of a node's answer, or its error.
+    fn of(answer: &serde_json::Value, field: &str) -> Cell {
+        match answer[field].as_i64() {
+            Some(n) => Cell::Count(n),
+            None => Cell::Error(match answer.get("detail").and_then(|d| d.as_str()) {
+                Some(detail) => detail.to_owned(),
+                None => format!("no integer '{field}' in {answer}"),
+            }),
+        }
+    }
+
+    /// The value, or 0 when the read failed (for ordering only).
+    fn count(&self) -> i64 {
+        match self {
+            Cell::Count(n) => *n,
+            Cell::Error(_) => 0,
+        }
+    }
+
+    /// Why the read failed, if it did.
+    fn error(&self) -> Option<&str> {
+        match self {
+            Cell::Count(_) => None,
+            Cell::Error(e) => Some(e),
+        }
+    }
+}
+
+impl std::fmt::Display for Cell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cell::Count(n) => n.to_string().fmt(f),
+            Cell::Error(_) => "error".fmt(f),
+        }
+    }
 }
 
 #[cfg(test)]
