@@ -68,6 +68,10 @@ async fn three_nodes(
         config.resp = "127.0.0.1:0".parse().unwrap();
         config.cluster = ClusterConfig::single(*addr);
         config.cluster.seeds = addrs.clone();
+        // Three in-process nodes of a debug build share two cores with the other tests:
+        // internode requests that carry megabytes of rows get time to be answered (these
+        // tests are about what arrives, not how fast).
+        config.cluster.rpc_timeout = std::time::Duration::from_secs(10);
         nodes.push(Node::start(config).await.expect("node starts"));
     }
     let bases: Vec<String> = nodes
