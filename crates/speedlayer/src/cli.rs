@@ -18,10 +18,12 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Log filter when `RUST_LOG` is unset: quiet for the interactive commands.
+    /// Log filter when `RUST_LOG` is unset: quiet for the interactive commands, and
+    /// dependencies (the storage engine's per-table messages, HTTP internals) quiet
+    /// unless they warn; `RUST_LOG` opens them (e.g. `RUST_LOG=info,fjall=debug`).
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
-            Command::Serve(_) => "info",
+            Command::Serve(_) => "warn,speedlayer=info,speedlayer_node=info,speedlayer_store=info,speedlayer_cluster=info,speedlayer_ingest=info,speedlayer_server=info",
             _ => "warn",
         }
     }
