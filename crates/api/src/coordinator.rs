@@ -59,8 +59,9 @@ pub trait Coordinator: Send + Sync {
         asked.unwrap_or(self.defaults().consistency)
     }
 
-    /// Every declared view, sorted by name.
-    fn views(&self) -> Vec<Arc<View>>;
+    /// Every declared view, sorted by name: a shared snapshot, replaced (a new `Arc`)
+    /// whenever a view is declared, so a caller can cache what it derives from it.
+    fn views(&self) -> Arc<Vec<Arc<View>>>;
 
     /// The view named `name`.
     fn view(&self, name: &str) -> Result<Arc<View>, Error>;

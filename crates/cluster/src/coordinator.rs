@@ -24,8 +24,8 @@ impl Coordinator for Cluster {
         Cluster::defaults(self)
     }
 
-    fn views(&self) -> Vec<Arc<View>> {
-        self.inner.store.views().to_vec()
+    fn views(&self) -> Arc<Vec<Arc<View>>> {
+        self.inner.store.views()
     }
 
     fn view(&self, name: &str) -> Result<Arc<View>, Error> {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use speedlayer_api::{Consistency, WriteOptions};
+use speedlayer_api::WriteOptions;
 use speedlayer_core::Key;
 use speedlayer_store::{HintKey, Store, StoreError, ViewSpec};
 
@@ -135,11 +135,6 @@ impl Cluster {
         }
         Ok(declared)
     }
-
-    /// The consistency a read asked for, or the node's default.
-    pub fn read_consistency(&self, asked: Option<Consistency>) -> Consistency {
-        asked.unwrap_or(self.inner.config.defaults.consistency)
-    }
 }
 
 impl ClusterNode {
@@ -163,7 +158,7 @@ impl ClusterNode {
         let new: Vec<speedlayer_core::Epoch> = dropped
             .iter()
             .map(|&e| speedlayer_core::Epoch(e))
-            .filter(|e| !known.contains(e))
+            .filter(|e| !known.as_ref().is_some_and(|k| k.contains(e)))
             .collect();
         if new.is_empty() {
             return;

@@ -11,6 +11,7 @@
 //! the answer at `all`, in the background otherwise (once the remaining owners have
 //! answered too).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -286,8 +287,7 @@ impl Cluster {
                 .unavailable(r, n, answered.len(), &owners, &answered)
                 .into());
         }
-        let dropped = inner.store.dropped(&query.view);
-        if !dropped.is_empty() {
+        if let Some(dropped) = inner.store.dropped(&query.view) {
             for parts in merged.rows.values_mut() {
                 without_dropped(parts, &dropped);
             }
@@ -301,10 +301,8 @@ impl Cluster {
 
 /// Removes from `parts` the states of epochs dropped cluster-wide: a replica that had not
 /// heard of the drop when it answered may still hold them.
-fn without_dropped(parts: &mut RowParts, dropped: &[Epoch]) {
-    if !dropped.is_empty() {
-        parts.epochs.retain(|(epoch, _)| !dropped.contains(epoch));
-    }
+fn without_dropped(parts: &mut RowParts, dropped: &BTreeSet<Epoch>) {
+    parts.epochs.retain(|(epoch, _)| !dropped.contains(epoch));
 }
 
 /// Joins another replica's parts of a row into `mine`.
@@ -397,10 +395,11 @@ async fn read_group(
             .unavailable(r, n, answers.len(), &owners, &answered)
             .into());
     }
-    let dropped = inner.store.dropped(&view);
-    for (_, rows) in &mut answers {
-        for parts in rows.iter_mut() {
-            without_dropped(parts, &dropped);
+    if let Some(dropped) = inner.store.dropped(&view) {
+        for (_, rows) in &mut answers {
+            for parts in rows.iter_mut() {
+                without_dropped(parts, &dropped);
+            }
         }
     }
     let merged = join_answers(&answers, keys.len());

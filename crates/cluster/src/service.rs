@@ -96,7 +96,7 @@ impl ClusterNode {
                 match store.states(view, keys, Some(BatchBoundary(*at))).await {
                     Ok((_, states)) => Response::States {
                         rows: states.iter().map(wire::encode_row).collect(),
-                        dropped: store.dropped(view).iter().map(|e| e.0).collect(),
+                        dropped: store.dropped_indexes(view),
                     },
                     Err(StoreError::Request(speedlayer_api::Error::BoundaryUnavailable {
                         current,
@@ -131,7 +131,7 @@ impl ClusterNode {
                             .map(|(c, parts)| (c.clone(), wire::encode_row(parts)))
                             .collect(),
                         truncated: states.truncated,
-                        dropped: store.dropped(view).iter().map(|e| e.0).collect(),
+                        dropped: store.dropped_indexes(view),
                     },
                     Err(StoreError::Request(speedlayer_api::Error::BoundaryUnavailable {
                         current,

@@ -2,7 +2,7 @@
 //!
 //! Storage keeps declarations without knowing the mapping language (the coordinator
 //! checks a mapping when it is declared); ingest compiles them here, and recompiles only
-//! when the set of views it is given differs from the one it compiled last.
+//! when the catalog snapshot it is given is not the one it compiled last.
 
 use std::sync::{Arc, Mutex};
 
@@ -28,8 +28,8 @@ pub struct MappedViews {
 /// Mappings compiled from a catalog snapshot.
 #[derive(Default)]
 struct Compiled {
-    /// The views they were compiled from.
-    from: Vec<Arc<View>>,
+    /// The snapshot they were compiled from.
+    from: Arc<Vec<Arc<View>>>,
     /// The mapped ones among them, compiled.
     mapped: Arc<Vec<MappedView>>,
 }
@@ -39,13 +39,7 @@ impl MappedViews {
     pub fn current(&self, coordinator: &dyn Coordinator) -> Arc<Vec<MappedView>> {
         let views = coordinator.views();
         let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
-        let unchanged = compiled.from.len() == views.len()
-            && compiled
-                .from
-                .iter()
-                .zip(&views)
-                .all(|(a, b)| Arc::ptr_eq(a, b));
-        if !unchanged {
+        if !Arc::ptr_eq(&compiled.from, &views) {
             compiled.mapped = Arc::new(compile(&views));
             compiled.from = views;
         }

@@ -132,7 +132,7 @@ impl NodeMetrics {
     pub fn render(&self, coordinator: &dyn Coordinator) -> Result<String, std::fmt::Error> {
         self.epoch_keys.clear();
         self.batch_boundary.clear();
-        for view in coordinator.views() {
+        for view in coordinator.views().iter() {
             if let Ok(boundary) = coordinator.boundary(&view.name) {
                 self.batch_boundary
                     .get_or_create(&ViewLabels {

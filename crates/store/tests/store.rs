@@ -208,7 +208,7 @@ async fn dropping_an_epoch_removes_only_its_keys() {
         7
     );
     assert_eq!(store.epochs("hits").unwrap().len(), 1);
-    assert_eq!(store.dropped("hits"), vec![epoch_a]);
+    assert_eq!(store.dropped_indexes("hits"), vec![epoch_a.0]);
 
     // Nothing brings the dropped epoch back: a write into it is refused, and so is a
     // replica's state for it (replication, a hint, read repair).
@@ -248,7 +248,7 @@ async fn dropping_an_epoch_removes_only_its_keys() {
     let store = open(dir.path());
     assert_eq!(count(&store.get("hits", &key("k6", "")).await.unwrap()), 0);
     assert_eq!(count(&store.get("hits", &key("k0", "")).await.unwrap()), 10);
-    assert_eq!(store.dropped("hits"), vec![epoch_a]);
+    assert_eq!(store.dropped_indexes("hits"), vec![epoch_a.0]);
     let refused = apply(&store, "hits", vec![incr("k5", "", 2, Some(hour_a + 9))])
         .await
         .unwrap();

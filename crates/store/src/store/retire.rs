@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use speedlayer_core::Epoch;
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use fjall::PersistMode;
 
 use super::import::take_staged;
@@ -99,12 +102,16 @@ impl Store {
         ))
     }
 
-    /// The epochs of `view` dropped cluster-wide, as far as this node knows.
-    pub fn dropped(&self, view: &str) -> Vec<Epoch> {
-        self.inner
-            .catalog
-            .dropped(view)
-            .map(|d| d.iter().copied().collect())
+    /// The epochs of `view` dropped cluster-wide, as far as this node knows (`None`: none).
+    /// The catalog's shared set: reads check it on every answer, so it is not copied.
+    pub fn dropped(&self, view: &str) -> Option<Arc<BTreeSet<Epoch>>> {
+        self.inner.catalog.dropped(view)
+    }
+
+    /// [`Store::dropped`] as the wire carries it: epoch indexes, oldest first.
+    pub fn dropped_indexes(&self, view: &str) -> Vec<u64> {
+        self.dropped(view)
+            .map(|d| d.iter().map(|e| e.0).collect())
             .unwrap_or_default()
     }
 
