@@ -205,6 +205,14 @@ impl Value {
         }
     }
 
+    /// True when a write of `op` with type `ty` replaces this state instead of being
+    /// refused as WRONGTYPE: in a view whose keys take the type of their first write, a
+    /// deleted key takes the type of its next write, as a Redis key does after `DEL`.
+    /// Deletes and merges never retype a key (a merge of another type is refused).
+    pub fn yields_to(&self, ty: ValueType, op: &Op) -> bool {
+        self.value_type() != ty && !self.exists() && !matches!(op, Op::Delete | Op::Merge(_))
+    }
+
     /// Joins `other` into `self`. Refused (and `self` unchanged) if the types
     /// differ.
     pub fn merge(&mut self, other: &Value) -> Result<(), TypeMismatch> {

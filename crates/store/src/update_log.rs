@@ -209,11 +209,9 @@ pub fn replay(
                     if op == Op::Delete && slot.is_none() {
                         continue;
                     }
-                    // As the shard did: a deleted key of an `any` view takes the type of
-                    // its next write.
-                    if slot.as_ref().is_some_and(|v| {
-                        v.value_type() != ty && !v.exists() && !matches!(op, Op::Merge(_))
-                    }) {
+                    // As the shard did (`type_of` differs from the state's type only in
+                    // an `any` view).
+                    if slot.as_ref().is_some_and(|v| v.yields_to(ty, &op)) {
                         *slot = None;
                     }
                     let value = slot.get_or_insert_with(|| Value::new(ty));

@@ -408,14 +408,9 @@ impl ShardLoop {
         let value = cached
             .value
             .get_or_insert_with(|| Value::new(update.value_type));
-        if update.dynamic
-            && value.value_type() != update.value_type
-            && !value.exists()
-            && !matches!(update.op, Op::Delete | Op::Merge(_))
-        {
-            // A deleted key of an `any` view takes the type of its next write, as a Redis
-            // key does after DEL. (A write of the old type that this replica had not seen
-            // before the delete no longer merges here: it is refused and logged.)
+        if update.dynamic && value.yields_to(update.value_type, &update.op) {
+            // (A write of the old type that this replica had not seen before the delete
+            // no longer merges here: it is refused and logged.)
             *value = Value::new(update.value_type);
         }
         if !update.dynamic && value.value_type() != update.value_type {
