@@ -51,6 +51,10 @@ pub trait Coordinator: Send + Sync {
     /// This node's id (its slot in anonymous counter updates; shown in status).
     fn node_id(&self) -> &str;
 
+    /// Whether this node's storage has failed (a journal sync error, e.g. a full disk):
+    /// it refuses writes until it restarts. `/health` reports it.
+    fn storage_failed(&self) -> bool;
+
     /// Consistency and quorum mode of requests that do not choose.
     fn defaults(&self) -> WriteOptions;
 

@@ -128,8 +128,9 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
     /// The node's journal could not be made durable earlier; it refuses writes rather
-    /// than acknowledge data it may not hold. Restart it.
-    #[error("storage is failed after a journal sync error; restart the node")]
+    /// than acknowledge data it may not hold, until it restarts (`serve` restarts itself
+    /// once its data directory accepts writes again).
+    #[error("storage is failed after a journal sync error (disk full or I/O error); the node restarts itself once its data directory accepts writes again")]
     StorageFailed,
     /// The node is shutting down.
     #[error("the node is shutting down")]

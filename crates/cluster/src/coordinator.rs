@@ -20,6 +20,10 @@ impl Coordinator for Cluster {
         self.inner.store.node_id()
     }
 
+    fn storage_failed(&self) -> bool {
+        self.inner.store.has_failed()
+    }
+
     fn defaults(&self) -> WriteOptions {
         Cluster::defaults(self)
     }

@@ -175,6 +175,13 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
 }
 
 /// Runs a node until SIGINT/SIGTERM, then shuts down cleanly.
+///
+/// A node whose storage fails (a journal sync error: a full disk, an I/O error) refuses
+/// writes from then on, and `/health` answers 503; it cannot clear that state in place
+/// (after a failed fsync the kernel may have dropped dirty pages, so a retried sync could
+/// lie). It waits until its data directory accepts a synced write again, shuts down, and
+/// restarts itself in the same process (exec of the same command line), which recovers
+/// exactly what was durable; its peers' hints bring what it refused meanwhile.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = resolve(args)?;
     let node = Node::start(config.clone())
@@ -187,10 +194,86 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         node.resp_addr,
         config.data_dir.display()
     );
-    shutdown_signal().await;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = storage_failure(&node.store) => {
+            tracing::error!(
+                data_dir = %config.data_dir.display(),
+                "storage failed (a journal sync error: disk full or I/O error); refusing writes until the data directory accepts writes again, then restarting"
+            );
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = writable(&config.data_dir) => {
+                    tracing::warn!("the data directory accepts writes again: restarting to recover what is durable");
+                    let stopped = tokio::time::timeout(RESTART_SHUTDOWN, node.shutdown()).await;
+                    if !matches!(stopped, Ok(Ok(()))) {
+                        tracing::warn!("shutting down before the restart did not finish cleanly");
+                    }
+                    return Err(restart_in_place());
+                }
+            }
+        }
+    }
     tracing::info!("shutting down");
     node.shutdown().await?;
     Ok(())
+}
+
+/// How long a restart after a storage failure waits for requests in flight.
+const RESTART_SHUTDOWN: Duration = Duration::from_secs(10);
+/// Bytes written (and synced) to tell that the data directory has space again.
+const PROBE_BYTES: usize = 4 << 20;
+
+/// Resolves once the store has failed.
+async fn storage_failure(store: &speedlayer_store::Store) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        if store.has_failed() {
+            return;
+        }
+    }
+}
+
+/// Resolves once a probe file of [`PROBE_BYTES`] can be written and synced in `dir`
+/// (checked every second, at least two seconds after the failure).
+async fn writable(dir: &std::path::Path) {
+    let probe = dir.join(".speedlayer-space-probe");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    loop {
+        let path = probe.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            let written = (|| {
+                use std::io::Write;
+                let mut file = std::fs::File::create(&path)?;
+                file.write_all(&vec![0u8; PROBE_BYTES])?;
+                file.sync_all()
+            })();
+            let _ = std::fs::remove_file(&path);
+            written.is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Replaces this process by a fresh start of the same command line (same pid, so a
+/// supervisor or a test still tracks it). Returns only if that fails.
+fn restart_in_place() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    match std::env::current_exe() {
+        Ok(exe) => {
+            let error = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .exec();
+            anyhow::anyhow!("restarting after a storage failure: {error}")
+        }
+        Err(e) => anyhow::anyhow!("restarting after a storage failure: locating the binary: {e}"),
+    }
 }
 
 async fn shutdown_signal() {

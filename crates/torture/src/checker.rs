@@ -217,10 +217,7 @@ impl<'a> Finals<'a> {
         Finals { by_row }
     }
 
-    fn rows<'s>(
-        &'s self,
-        view: &'s str,
-    ) -> impl Iterator<Item = (&'a str, &'s [Answer<'a>])> + 's {
+    fn rows<'s>(&'s self, view: &'s str) -> impl Iterator<Item = (&'a str, &'s [Answer<'a>])> + 's {
         self.by_row
             .iter()
             .filter(move |((v, _), _)| *v == view)
@@ -710,7 +707,10 @@ pub fn normalise(value: &serde_json::Value) -> String {
 }
 
 fn fault_word(step: &str) -> String {
-    step.split(['(', ' ']).next().unwrap_or(step).to_string()
+    step.split(['(', ' ', ':'])
+        .next()
+        .unwrap_or(step)
+        .to_string()
 }
 
 fn measure(report: &mut Report, ops: &HashMap<(String, u64), Logical>, records: &[Record]) {

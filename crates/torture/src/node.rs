@@ -1,8 +1,8 @@
 //! One `speedlayer serve` process of the cluster under test, in its network namespace.
 //!
-//! The process is started with `ip netns exec NS [faketime -f +Ns] speedlayer serve …`;
-//! both wrappers exec, so the child's pid is the node's and SIGKILL, SIGSTOP and SIGCONT
-//! reach it. Its data directory may be a small tmpfs (for the full-disk fault), mounted
+//! The process is started with `ip netns exec NS speedlayer serve …` (with libfaketime
+//! preloaded for a skewed clock); `ip` execs, so the child's pid is the node's and
+//! SIGKILL, SIGSTOP and SIGCONT reach it. Its data directory may be a small tmpfs (for the full-disk fault), mounted
 //! here and unmounted on drop. A node is SIGKILLed and reaped when dropped.
 
 use std::fs::File;
@@ -45,6 +45,19 @@ pub const HTTP_PORT: u16 = 7780;
 pub const RESP_PORT: u16 = 7781;
 /// Internode port.
 pub const CLUSTER_PORT: u16 = 7782;
+
+/// Where Debian and others put libfaketime.
+const LIBFAKETIME: [&str; 3] = [
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+];
+
+fn libfaketime() -> Option<&'static str> {
+    LIBFAKETIME
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+}
 
 /// A running (or killed) node.
 pub struct NodeProcess {
@@ -143,9 +156,19 @@ impl NodeProcess {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &s.namespace]);
         if let Some(skew) = self.skew_secs {
+            // libfaketime preloaded directly: the `faketime` wrapper forks and waits, so
+            // SIGKILL would reach the wrapper and leave the node running.
+            let library = libfaketime().ok_or_else(|| {
+                fail(format!(
+                    "libfaketime not found (looked in {}); install faketime",
+                    LIBFAKETIME.join(", ")
+                ))
+            })?;
             command
-                .args(["faketime", "-f", &format!("{skew:+}s")])
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                .env("LD_PRELOAD", library)
+                .env("FAKETIME", format!("{skew:+}s"))
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_NO_CACHE", "1");
         }
         command
             .arg(&s.bin)

@@ -147,13 +147,18 @@ impl Cluster {
 
     fn record_fault(&mut self, step: &Step) -> Result<(), RunError> {
         let alive = self.alive();
+        self.record_state(&step.to_string(), alive)
+    }
+
+    fn record_state_named(&mut self, step: &str) -> Result<(), RunError> {
+        let alive = self.alive();
         self.record_state(step, alive)
     }
 
     /// Records the fault state `step` leaves: the current links and `alive`. A step that
     /// lifts a fault records the state it will leave before it acts, so the history never
     /// claims a fault that is already gone, only (briefly) health that is not yet back.
-    fn record_state(&mut self, step: &Step, alive: Vec<bool>) -> Result<(), RunError> {
+    fn record_state(&mut self, step: &str, alive: Vec<bool>) -> Result<(), RunError> {
         let n = self.nodes.len();
         let reach = (0..n)
             .map(|i| {
@@ -243,7 +248,7 @@ impl Cluster {
             Step::Resume(n) => {
                 let mut alive = self.alive();
                 alive[*n] = self.nodes[*n].is_running();
-                self.record_state(step, alive)?;
+                self.record_state(&step.to_string(), alive)?;
                 return self.nodes[*n].resume().map_err(RunError::from);
             }
             Step::Partition(groups) => {
@@ -298,9 +303,9 @@ impl Cluster {
                 for n in 0..self.nodes.len() {
                     let skew = self.nodes[n].skew();
                     self.nodes[n].kill();
-                    self.record_fault(&Step::Kill(n))?;
+                    self.record_state_named(&format!("{step}: {}", Step::Kill(n)))?;
                     self.nodes[n].restart(skew)?;
-                    self.record_fault(&Step::Restart(n))?;
+                    self.record_state_named(&format!("{step}: {}", Step::Restart(n)))?;
                     self.wait_up(n, wait_up).await?;
                 }
                 return Ok(());

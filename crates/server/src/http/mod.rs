@@ -71,6 +71,15 @@ pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
 async fn health(State(state): State<AppState>) -> Response {
     let queue = state.coordinator.event_log();
     let lag = queue.lag_seconds(speedlayer_ingest::ingest::now_us());
+    if state.coordinator.storage_failed() {
+        let body = serde_json::json!({
+            "status": "storage_failed",
+            "node": state.coordinator.node_id(),
+            "detail": "a journal sync failed (disk full or I/O error): writes are refused; the node restarts itself once its data directory accepts writes again",
+            "event_queue": { "length": queue.len(), "lag_seconds": lag },
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
     let body = serde_json::json!({
         "status": "ok",
         "node": state.coordinator.node_id(),

@@ -94,6 +94,11 @@ impl Server {
         }
     }
 
+    /// The process id (it stays the same across a restart in place).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL (what `Child::kill` sends on Unix) and reap.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -249,7 +249,9 @@ impl ShardLoop {
             || self.cache.entries > self.shard.cache_limit
             || (!self.pending.dirty.is_empty()
                 && self.pending.since.elapsed() >= CHECKPOINT_INTERVAL);
-        if due {
+        // Once the journal failed, nothing more is written (checkpoints would fail on
+        // every round and fill the log): the node restarts from what is durable.
+        if due && !self.shard.commit.is_failed() {
             if let Err(e) = self.checkpoint() {
                 tracing::error!(error = %e, shard = self.shard.index, "checkpoint failed");
             } else if self.cache.entries > self.shard.cache_limit {
@@ -286,9 +288,9 @@ impl ShardLoop {
 
     fn engine_failure(&mut self, e: &fjall::Error, replies: &mut [Reply]) {
         tracing::error!(error = %e, shard = self.shard.index, "logging a shard round failed");
-        // The cache is now ahead of what is durable: drop it (pending states included) so
-        // states reload from the checkpoint and the log, which hold exactly what was
-        // acknowledged.
+        // The cache is now ahead of what is durable: drop it (pending states included).
+        // The store is failed from now on (reads and writes refused) until the restart,
+        // which recovers from the checkpoint and the log exactly what was acknowledged.
         self.cache.clear();
         self.pending.dirty.clear();
         for reply in replies {
@@ -488,6 +490,12 @@ impl ShardLoop {
         epochs: &[Epoch],
         keys: Vec<(usize, Key)>,
     ) -> Result<ReadResults> {
+        // After a failed round the cache was dropped and only the last checkpoint is
+        // readable here (the log since is replayed at the next start): answering from it
+        // would hide acknowledged updates. Refuse, so coordinators ask other replicas.
+        if self.shard.commit.is_failed() {
+            return Err(StoreError::Failed);
+        }
         let mut results = Vec::with_capacity(keys.len());
         for (index, key) in keys {
             let mut parts = Vec::new();

@@ -249,6 +249,12 @@ impl Store {
         })
     }
 
+    /// Whether a journal sync failed (a full disk, an I/O error): from then on every
+    /// write is refused, and only a restart (which recovers what is durable) clears it.
+    pub fn has_failed(&self) -> bool {
+        self.inner.failed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// This node's id (the slot of its anonymous counter updates).
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
