@@ -46,8 +46,12 @@ pub const RESP_PORT: u16 = 7781;
 /// Internode port.
 pub const CLUSTER_PORT: u16 = 7782;
 
-/// Where Debian and others put libfaketime.
-const LIBFAKETIME: [&str; 3] = [
+/// Where Debian and others put libfaketime (the thread-safe `MT` build first: a node is
+/// multi-threaded).
+const LIBFAKETIME: [&str; 6] = [
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/faketime/libfaketimeMT.so.1",
     "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
     "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
     "/usr/lib/faketime/libfaketime.so.1",
@@ -167,8 +171,7 @@ impl NodeProcess {
             command
                 .env("LD_PRELOAD", library)
                 .env("FAKETIME", format!("{skew:+}s"))
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-                .env("FAKETIME_NO_CACHE", "1");
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         command
             .arg(&s.bin)
