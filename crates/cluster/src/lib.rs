@@ -38,6 +38,7 @@ pub mod ring;
 pub mod service;
 pub(crate) mod start;
 pub(crate) mod status;
+pub mod transport;
 pub mod wire;
 pub mod write;
 

@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::peer::framed_stream;
+use crate::transport::{BoxStream, Listener};
 use crate::wire::{self, Envelope, Hello, HelloReply, Request, Response, PROTOCOL_VERSION};
 
 /// Requests served at once per connection; more wait in the socket (back-pressure).
@@ -81,7 +81,7 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Accepts internode connections on `listener` until `stop` turns true.
 pub async fn serve<H: Handler>(
-    listener: TcpListener,
+    mut listener: Box<dyn Listener>,
     admission: Arc<Admission>,
     handler: Arc<H>,
     mut stop: watch::Receiver<bool>,
@@ -93,7 +93,6 @@ pub async fn serve<H: Handler>(
         };
         match accepted {
             Ok((stream, from)) => {
-                let _ = stream.set_nodelay(true);
                 let admission = admission.clone();
                 let handler = handler.clone();
                 tokio::spawn(connection(stream, from, admission, handler, stop.clone()));
@@ -107,7 +106,7 @@ pub async fn serve<H: Handler>(
 }
 
 async fn connection<H: Handler>(
-    stream: tokio::net::TcpStream,
+    stream: BoxStream,
     from: SocketAddr,
     admission: Arc<Admission>,
     handler: Arc<H>,

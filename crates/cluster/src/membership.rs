@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::metrics::ClusterMetrics;
 use crate::peer::{Peer, RpcError};
+use crate::transport::Transport;
 use crate::wire::{Hello, Request, Response};
 
 /// A ping (and other small control calls, e.g. telling a peer about a view) unanswered
@@ -50,6 +51,7 @@ impl Membership {
         hello: &Hello,
         rpc_timeout: Duration,
         metrics: ClusterMetrics,
+        transport: Arc<dyn Transport>,
     ) -> Membership {
         let me_name = me_addr.to_string();
         let members: Vec<Member> = names
@@ -57,7 +59,7 @@ impl Membership {
             .map(|name| {
                 let peer = (*name != me_name).then(|| {
                     let addr = name.parse().unwrap_or(me_addr);
-                    Arc::new(Peer::new(addr, hello.clone()))
+                    Arc::new(Peer::new(addr, hello.clone(), transport.clone()))
                 });
                 Member {
                     name: name.clone(),

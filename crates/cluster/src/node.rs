@@ -14,6 +14,7 @@ use crate::error::ClusterError;
 use crate::membership::{Membership, PING_TIMEOUT};
 use crate::metrics::ClusterMetrics;
 use crate::ring::{Ring, DEFAULT_PARTITIONS};
+use crate::transport::{Tcp, Transport};
 use crate::wire::{Request, Response, WireState};
 
 /// How a node takes part in the cluster.
@@ -36,6 +37,8 @@ pub struct ClusterConfig {
     pub hinted_handoff: bool,
     /// Bound on one internode request.
     pub rpc_timeout: Duration,
+    /// How nodes reach each other: TCP, or the simulation's in-memory network.
+    pub transport: Arc<dyn Transport>,
 }
 
 impl ClusterConfig {
@@ -50,6 +53,7 @@ impl ClusterConfig {
             defaults: WriteOptions::default(),
             hinted_handoff: true,
             rpc_timeout: Duration::from_secs(2),
+            transport: Arc::new(Tcp),
         }
     }
 

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use crate::transport::{BoxStream, Transport};
 use crate::wire::{self, Envelope, Hello, HelloReply, Request, Response, MAX_FRAME};
 
 /// Most requests outstanding to one peer.
@@ -83,6 +83,7 @@ pub struct Peer {
     addr: SocketAddr,
     name: String,
     hello: Hello,
+    transport: Arc<dyn Transport>,
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
     next_id: AtomicU64,
     in_flight: Semaphore,
@@ -90,7 +91,7 @@ pub struct Peer {
     node_id: Mutex<Option<String>>,
 }
 
-fn framed(stream: TcpStream) -> Framed<TcpStream, LengthDelimitedCodec> {
+fn framed(stream: BoxStream) -> Framed<BoxStream, LengthDelimitedCodec> {
     let codec = LengthDelimitedCodec::builder()
         .max_frame_length(MAX_FRAME)
         .new_codec();
@@ -99,9 +100,10 @@ fn framed(stream: TcpStream) -> Framed<TcpStream, LengthDelimitedCodec> {
 
 impl Peer {
     /// A peer at `addr`; `hello` is what this node introduces itself with.
-    pub fn new(addr: SocketAddr, hello: Hello) -> Peer {
+    pub fn new(addr: SocketAddr, hello: Hello, transport: Arc<dyn Transport>) -> Peer {
         Peer {
             addr,
+            transport,
             name: addr.to_string(),
             hello,
             connection: tokio::sync::Mutex::new(None),
@@ -184,10 +186,11 @@ impl Peer {
     }
 
     async fn dial(&self) -> Result<Connection, RpcError> {
-        let stream = TcpStream::connect(self.addr)
+        let stream = self
+            .transport
+            .connect(self.addr)
             .await
             .map_err(|e| self.unreachable(e))?;
-        let _ = stream.set_nodelay(true);
         let mut framed = framed(stream);
         let hello = wire::to_bytes(&self.hello).map_err(|e| self.unreachable(e))?;
         framed
@@ -289,6 +292,6 @@ impl Drop for PendingGuard<'_> {
 }
 
 /// The framed form of an accepted connection (shared with the listener).
-pub(crate) fn framed_stream(stream: TcpStream) -> Framed<TcpStream, LengthDelimitedCodec> {
+pub(crate) fn framed_stream(stream: BoxStream) -> Framed<BoxStream, LengthDelimitedCodec> {
     framed(stream)
 }

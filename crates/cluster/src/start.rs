@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use speedlayer_store::Store;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::ClusterError;
@@ -35,17 +34,20 @@ impl Cluster {
     ) -> Result<Cluster, ClusterError> {
         let metrics = ClusterMetrics::default();
         metrics.register(registry);
-        let listener =
-            if config.has_peers() {
-                Some(TcpListener::bind(config.listen).await.map_err(|source| {
-                    ClusterError::Bind {
+        let listener = if config.has_peers() {
+            Some(
+                config
+                    .transport
+                    .bind(config.listen)
+                    .await
+                    .map_err(|source| ClusterError::Bind {
                         addr: config.listen,
                         source,
-                    }
-                })?)
-            } else {
-                None
-            };
+                    })?,
+            )
+        } else {
+            None
+        };
         let me_addr = match &listener {
             Some(l) => l.local_addr().map_err(|source| ClusterError::Bind {
                 addr: config.listen,
@@ -70,6 +72,7 @@ impl Cluster {
             &hello,
             config.rpc_timeout,
             metrics.clone(),
+            config.transport.clone(),
         );
         let admission = Arc::new(Admission {
             secret: config.secret.clone().unwrap_or_default(),
