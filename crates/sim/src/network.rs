@@ -58,7 +58,7 @@ impl Network {
                 listeners: Mutex::new(HashMap::new()),
                 blocked: Mutex::new(HashSet::new()),
                 waiting: Mutex::new(Vec::new()),
-                rng: Mutex::new(SeededRng::new(seed ^ 0x5EED_0F_0E7)),
+                rng: Mutex::new(SeededRng::new(seed ^ 0x0005_EED0_F0E7)),
                 max_delay,
             }),
         }
