@@ -93,6 +93,13 @@ fn views() -> [(&'static str, ValueType); 4] {
     ]
 }
 
+fn value_type_of(view: &str) -> ValueType {
+    views()
+        .iter()
+        .find(|(v, _)| *v == view)
+        .map_or(ValueType::Counter, |(_, t)| *t)
+}
+
 fn rows() -> Vec<(&'static str, String)> {
     let mut rows: Vec<(&str, String)> = (0..3).map(|k| (COUNTER, format!("k{k}"))).collect();
     rows.push((SET, "s0".into()));
@@ -278,11 +285,7 @@ pub async fn simulate(config: &SimConfig) -> Result<SimOutcome, SimError> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for (view, key_text) in rows() {
-        let value_type = views()
-            .iter()
-            .find(|(v, _)| *v == view)
-            .map(|(_, t)| *t)
-            .unwrap_or(ValueType::Counter);
+        let value_type = value_type_of(view);
         for (i, node) in coordinators.iter().enumerate() {
             for consistency in [Consistency::Local, Consistency::Quorum] {
                 if let Ok(value) =
@@ -342,11 +345,7 @@ async fn read(
 async fn local_answers(nodes: &[Arc<dyn Coordinator>]) -> BTreeMap<(String, String), Vec<String>> {
     let mut answers: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for (view, key_text) in rows() {
-        let value_type = views()
-            .iter()
-            .find(|(v, _)| *v == view)
-            .map(|(_, t)| *t)
-            .unwrap_or(ValueType::Counter);
+        let value_type = value_type_of(view);
         for node in nodes {
             let shown = match read(
                 node.as_ref(),
