@@ -427,3 +427,62 @@ async fn any_views_fix_each_keys_type_and_delete_removes_keys() {
         2
     );
 }
+
+/// A register written with a stamp from a clock an hour ahead (a skewed replica's write,
+/// merged here) does not hide a later write without an event time: the later write is
+/// stamped after what this replica holds. The stamp is logged, so a restart that replays
+/// the log answers the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_register_write_wins_over_a_stamp_from_a_clock_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let hour_ahead_us = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64)
+        + 3_600_000_000;
+    let set = |value: &str, ts_us: Option<i64>| Update {
+        key: key("greeting", ""),
+        op: Op::Set(value.as_bytes().to_vec()),
+        ts_us,
+        id: None,
+    };
+    let read = |store: Store| async move {
+        match store.get("reg", &key("greeting", "")).await.unwrap() {
+            Some(Reading::State(Value::Register(r))) => (
+                String::from_utf8(r.get().unwrap().to_vec()).unwrap(),
+                r.timestamp_us().unwrap(),
+            ),
+            other => panic!("{other:?}"),
+        }
+    };
+    {
+        let store = open(dir.path());
+        let mut spec = ViewSpec::new(ValueType::Register);
+        spec.epoch_secs = 1_000_000_000;
+        store.declare_view("reg", spec).unwrap();
+        apply(
+            &store,
+            "reg",
+            vec![set("from the future", Some(hour_ahead_us))],
+        )
+        .await
+        .unwrap();
+        apply(&store, "reg", vec![set("later", None)])
+            .await
+            .unwrap();
+        let (value, stamp) = read(store.clone()).await;
+        assert_eq!(value, "later");
+        assert!(stamp > hour_ahead_us, "{stamp} vs {hour_ahead_us}");
+        // An explicit event time still decides by event time: an older event loses.
+        apply(
+            &store,
+            "reg",
+            vec![set("old event", Some(1_732_450_000_000_000))],
+        )
+        .await
+        .unwrap();
+        assert_eq!(read(store.clone()).await.0, "later");
+    }
+    let (value, _) = read(open(dir.path())).await;
+    assert_eq!(value, "later", "the replay stamps as the first apply did");
+}

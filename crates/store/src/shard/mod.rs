@@ -52,6 +52,8 @@ pub(crate) struct ShardUpdate {
     pub key: Key,
     pub op: Op,
     pub ts_us: i64,
+    /// `ts_us` is this node's arrival time: the update carried no event time.
+    pub arrival: bool,
     pub unique: u64,
     pub id: Option<UpdateId>,
     /// Also return the update's delta (what replicas must merge), see [`Value::delta`].
@@ -390,7 +392,7 @@ impl ShardLoop {
     /// (pre-aggregated batches log merged deltas instead, see [`Self::apply_aggregated`]).
     fn apply_one(
         &mut self,
-        update: ShardUpdate,
+        mut update: ShardUpdate,
         report: bool,
         record: Option<&mut Vec<u8>>,
     ) -> Result<(Result<Applied, OpError>, Option<Value>)> {
@@ -420,6 +422,18 @@ impl ShardLoop {
                 expected: update.value_type,
                 found: value.value_type(),
             });
+        }
+        if update.arrival {
+            // A register write without an event time came after every write this
+            // replica holds, so it is stamped after them even if this node's clock is
+            // behind the clock that stamped them (a hybrid logical clock per key): a clock
+            // running ahead elsewhere cannot hide a later write. The stamp is logged, so a
+            // replay gives the same state.
+            if let (Op::Set(_), Value::Register(register)) = (&update.op, &*value) {
+                if let Some(seen) = register.timestamp_us() {
+                    update.ts_us = update.ts_us.max(seen.saturating_add(1));
+                }
+            }
         }
         let ctx = ApplyCtx {
             node: &self.shard.node_id,

@@ -129,6 +129,7 @@ impl Store {
         let mut per_shard: Vec<Vec<ShardUpdate>> = (0..shard_count).map(|_| Vec::new()).collect();
         for (index, update) in updates.into_iter().enumerate() {
             let unique = self.inner.clock.tick();
+            let arrival = update.ts_us.is_none();
             let ts_us = update.ts_us.unwrap_or(unique as i64);
             let epoch = match &placed {
                 // `merge` places every state: one epoch per update.
@@ -154,6 +155,7 @@ impl Store {
                 key: update.key,
                 op: update.op,
                 ts_us,
+                arrival,
                 unique,
                 id: update.id,
                 delta,
