@@ -119,6 +119,9 @@ pub struct NodeStatus {
     pub is_self: bool,
     /// Hints this node holds for it.
     pub hints_pending: u64,
+    /// Its clock minus this node's, in ms, from the last ping (`null` until measured; 0
+    /// for the node answering).
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// One partition's owners.
@@ -145,6 +148,9 @@ pub struct ClusterStatus {
     pub consistency: String,
     /// Default quorum mode.
     pub quorum: String,
+    /// Whether this node refuses to coordinate writes because its clock is off from most
+    /// of its peers' by more than the bound (`ClockSkew`).
+    pub clock_skewed: bool,
     /// Every member.
     pub nodes: Vec<NodeStatus>,
     /// Every partition's preference list.

@@ -132,6 +132,16 @@ pub enum Error {
     /// once its data directory accepts writes again).
     #[error("storage is failed after a journal sync error (disk full or I/O error); the node restarts itself once its data directory accepts writes again")]
     StorageFailed,
+    /// This node's clock is off from most of its peers' by more than the cluster's bound:
+    /// it refuses to coordinate writes (their stamps and epochs would come from a wrong
+    /// clock) until its clock is back within the bound. Other nodes take the write.
+    #[error("this node's clock is {offset_ms} ms off from its peers' (bound {bound_ms} ms); it coordinates no writes until its clock is fixed: write through another node")]
+    ClockSkew {
+        /// This node's clock minus its peers' (the median), in ms.
+        offset_ms: i64,
+        /// The bound, in ms.
+        bound_ms: u64,
+    },
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,

@@ -6,7 +6,7 @@
 //! a ping detector (`crate::start`), later gossip.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ use crate::wire::{Hello, Request, Response};
 /// A ping (and other small control calls, e.g. telling a peer about a view) unanswered
 /// this long counts as a failure.
 pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// Marks an offset not measured yet.
+const UNKNOWN_OFFSET: i64 = i64::MIN;
 /// Consecutive failed calls (timeouts) before a peer is considered down; a refused
 /// connection marks it down at once.
 const FAILURES_TO_DOWN: u32 = 2;
@@ -30,6 +32,8 @@ pub(crate) struct Member {
     pub peer: Option<Arc<Peer>>,
     up: AtomicBool,
     failures: AtomicU32,
+    /// The peer's clock minus ours (µs), from the last pong; `i64::MIN` until known.
+    clock_offset_us: AtomicI64,
 }
 
 /// Every member of the ring, by index (the ring's member order), and their health.
@@ -66,6 +70,7 @@ impl Membership {
                     up: AtomicBool::new(peer.is_none()),
                     peer,
                     failures: AtomicU32::new(0),
+                    clock_offset_us: AtomicI64::new(UNKNOWN_OFFSET),
                 }
             })
             .collect();
@@ -123,6 +128,49 @@ impl Membership {
     /// The index of the member named `name`.
     pub fn member_named(&self, name: &str) -> Option<usize> {
         self.members.iter().position(|m| m.name == name)
+    }
+
+    /// Records `member`'s clock offset (its clock minus ours, µs), warning when it crosses
+    /// `bound_us` either way.
+    pub fn note_clock_offset(&self, member: usize, offset_us: i64, bound_us: i64) {
+        let m = &self.members[member];
+        let before = m.clock_offset_us.swap(offset_us, Ordering::AcqRel);
+        let was_off = before != UNKNOWN_OFFSET && before.unsigned_abs() > bound_us.unsigned_abs();
+        let is_off = offset_us.unsigned_abs() > bound_us.unsigned_abs();
+        if is_off && !was_off {
+            tracing::warn!(peer = %m.name, offset_ms = offset_us / 1000, bound_ms = bound_us / 1000, "peer's clock is off from ours by more than the bound");
+        } else if was_off && !is_off {
+            tracing::info!(peer = %m.name, offset_ms = offset_us / 1000, "peer's clock is back within the bound");
+        }
+        self.metrics
+            .clock_offset
+            .get_or_create(&ClusterMetrics::target(&m.name))
+            .set(offset_us as f64 / 1e6);
+    }
+
+    /// `member`'s clock offset (its clock minus ours, µs), once known.
+    pub fn clock_offset_us(&self, member: usize) -> Option<i64> {
+        let offset = self.members[member].clock_offset_us.load(Ordering::Acquire);
+        (offset != UNKNOWN_OFFSET).then_some(offset)
+    }
+
+    /// If this node's clock is the odd one out: the median offset of the live peers
+    /// when more than half of them (at least two) are off by more than `bound_us`.
+    /// With a single peer nobody can tell whose clock is wrong, so nobody is blamed.
+    pub fn own_clock_skew_us(&self, bound_us: i64) -> Option<i64> {
+        let mut offsets: Vec<i64> = self
+            .peers_up()
+            .filter_map(|(i, _)| self.clock_offset_us(i))
+            .collect();
+        let off = offsets
+            .iter()
+            .filter(|o| o.unsigned_abs() > bound_us.unsigned_abs())
+            .count();
+        if offsets.len() < 2 || off * 2 <= offsets.len() {
+            return None;
+        }
+        offsets.sort_unstable();
+        Some(-offsets[offsets.len() / 2])
     }
 
     /// Notes an answer from `member`: it is up.

@@ -22,6 +22,8 @@ pub struct ClusterMetrics {
     pub hints_delivered: Family<TargetLabel, Counter>,
     /// 1 while the failure detector considers the peer up.
     pub peer_up: Family<TargetLabel, Gauge>,
+    /// The peer's clock minus ours, in seconds, from the last ping.
+    pub clock_offset: Family<TargetLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Stale replicas sent a merged state by read repair.
     pub read_repairs: Counter,
     /// Catalog entries learned from peers.
@@ -42,6 +44,11 @@ impl ClusterMetrics {
             "speedlayer_hints_delivered",
             "Hints delivered to their owner",
             self.hints_delivered.clone(),
+        );
+        registry.register(
+            "speedlayer_peer_clock_offset_seconds",
+            "The peer's wall clock minus this node's, estimated at each ping",
+            self.clock_offset.clone(),
         );
         registry.register(
             "speedlayer_peer_up",

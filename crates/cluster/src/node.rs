@@ -17,6 +17,9 @@ use crate::ring::{Ring, DEFAULT_PARTITIONS};
 use crate::transport::{Tcp, Transport};
 use crate::wire::{Request, Response, WireState};
 
+/// Default of [`ClusterConfig::max_clock_offset`].
+pub const DEFAULT_MAX_CLOCK_OFFSET: Duration = Duration::from_millis(500);
+
 /// How a node takes part in the cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -39,6 +42,10 @@ pub struct ClusterConfig {
     pub rpc_timeout: Duration,
     /// How nodes reach each other: TCP, or the simulation's in-memory network.
     pub transport: Arc<dyn Transport>,
+    /// Largest clock offset from its peers a node accepts. A node whose clock is off by
+    /// more from most of its peers refuses to coordinate writes (its stamps would order
+    /// them wrongly and place them in the wrong epochs) until it is back within it.
+    pub max_clock_offset: Duration,
 }
 
 impl ClusterConfig {
@@ -54,6 +61,7 @@ impl ClusterConfig {
             hinted_handoff: true,
             rpc_timeout: Duration::from_secs(2),
             transport: Arc::new(Tcp),
+            max_clock_offset: DEFAULT_MAX_CLOCK_OFFSET,
         }
     }
 
@@ -142,6 +150,20 @@ impl Cluster {
 }
 
 impl ClusterNode {
+    /// Refuses to coordinate a write while this node's clock is the odd one out
+    /// ([`Membership::own_clock_skew_us`]): its arrival stamps would order registers
+    /// wrongly and place updates in the wrong epochs.
+    pub(crate) fn refuse_if_clock_skewed(&self) -> Result<(), ClusterError> {
+        let bound = self.config.max_clock_offset;
+        match self.members.own_clock_skew_us(bound.as_micros() as i64) {
+            Some(offset_us) => Err(ClusterError::Request(speedlayer_api::Error::ClockSkew {
+                offset_ms: offset_us / 1000,
+                bound_ms: bound.as_millis() as u64,
+            })),
+            None => Ok(()),
+        }
+    }
+
     /// The boundary reads of `view` coordinated here use: this node's own, or a newer
     /// one a peer published that this node is still catching up on.
     pub fn read_boundary(&self, view: &str) -> Result<speedlayer_core::BatchBoundary, StoreError> {

@@ -54,6 +54,7 @@ impl ClusterNode {
         Ok(match request {
             Request::Ping { .. } => Response::Pong {
                 catalog: catalog_sync::digest(store),
+                clock_us: speedlayer_store::clock::wall_clock_us(),
             },
             Request::Apply {
                 view,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
+use speedlayer_store::clock::wall_clock_us;
 use speedlayer_store::Store;
 use tokio::sync::watch;
 
@@ -143,11 +144,18 @@ async fn failure_detector(inner: Arc<ClusterNode>, mut stop: watch::Receiver<boo
             let Some(peer) = m.peer.clone() else { continue };
             let inner = inner.clone();
             tokio::spawn(async move {
+                let sent = wall_clock_us();
                 match peer
                     .call(&Request::Ping { catalog: digest }, PING_TIMEOUT)
                     .await
                 {
-                    Ok(Response::Pong { catalog }) => {
+                    Ok(Response::Pong { catalog, clock_us }) => {
+                        // NTP-style: the peer read its clock about halfway through.
+                        let received = wall_clock_us();
+                        let midpoint = sent / 2 + received / 2;
+                        let offset = clock_us as i64 - midpoint as i64;
+                        let bound = inner.config.max_clock_offset.as_micros() as i64;
+                        inner.members.note_clock_offset(member, offset, bound);
                         inner.members.mark_up(member);
                         if catalog != digest {
                             catalog_sync::pull(&inner, member).await;

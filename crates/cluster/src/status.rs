@@ -17,6 +17,7 @@ impl Cluster {
             replicas: inner.ring.replicas(),
             consistency: inner.config.defaults.consistency.to_string(),
             quorum: inner.config.defaults.quorum.to_string(),
+            clock_skewed: inner.refuse_if_clock_skewed().is_err(),
             nodes: inner
                 .members
                 .iter()
@@ -29,6 +30,11 @@ impl Cluster {
                     state: if inner.members.is_up(i) { "up" } else { "down" },
                     is_self: i == inner.members.me(),
                     hints_pending: hints.pending_for(&m.name),
+                    clock_offset_ms: if i == inner.members.me() {
+                        Some(0)
+                    } else {
+                        inner.members.clock_offset_us(i).map(|o| o / 1000)
+                    },
                 })
                 .collect(),
             ring: (0..inner.ring.partitions())

@@ -18,7 +18,7 @@ use speedlayer_store::Update;
 /// Largest frame accepted (a batch of states or a range answer).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Bumped on incompatible changes; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// First frame of a connection: who dials, and the proof it belongs to the cluster.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -251,6 +251,9 @@ pub enum Response {
     Pong {
         /// The responder's catalog digest.
         catalog: u64,
+        /// The responder's wall clock when it answered (µs since 1970): the pinger
+        /// estimates the offset between their clocks from it.
+        clock_us: u64,
     },
     /// Answer to `Apply`, per update in order.
     Applied(Vec<WireWritten>),

@@ -43,6 +43,8 @@ impl Cluster {
         if self.is_single() {
             return Ok(inner.store.apply_kind(view, updates, kind).await?);
         }
+        inner.refuse_if_clock_skewed()?;
+        inner.store.refuse_future(&updates)?;
         let spec = inner.store.view(view)?;
         for update in &updates {
             validate(&spec, update).map_err(StoreError::from)?;

@@ -62,6 +62,8 @@ pub struct NodeConfig {
     pub nats: Option<NatsConfig>,
     /// How long an older batch boundary stays readable after a newer one is published.
     pub batch_grace: Duration,
+    /// How far ahead of the node's clock an update's `ts` may be.
+    pub max_future_ts: Duration,
     /// Age past which realtime epochs no batch view covers are dropped anyway (`None`:
     /// kept until a batch view covers them).
     pub retention: Option<Duration>,
@@ -84,6 +86,7 @@ impl NodeConfig {
             views: Vec::new(),
             nats: None,
             batch_grace: speedlayer_store::DEFAULT_BATCH_GRACE,
+            max_future_ts: speedlayer_store::DEFAULT_MAX_FUTURE_TS,
             retention: None,
         }
     }
@@ -149,6 +152,7 @@ impl Node {
         let mut store_config = StoreConfig::new(&config.data_dir);
         store_config.node_id = config.node_id.clone();
         store_config.batch_grace = config.batch_grace;
+        store_config.max_future_ts = config.max_future_ts;
         store_config.retention = config.retention;
         if let Some(shards) = config.shards {
             store_config.shards = shards;

@@ -107,6 +107,15 @@ pub struct ServeArgs {
     /// them (only to test read repair).
     #[arg(long)]
     pub hinted_handoff: Option<Switch>,
+    /// Largest clock offset from its peers a node accepts, in ms: a node whose clock is
+    /// off by more from most of its peers refuses to coordinate writes until it is back
+    /// within it (pings measure the offsets; see `/v1/cluster`) [default: 500].
+    #[arg(long)]
+    pub max_clock_offset_ms: Option<u64>,
+    /// How far ahead of the node's clock an update's event time (`ts`) may be, in
+    /// seconds; later ones are refused with a 400 / `ERR` [default: 86400].
+    #[arg(long)]
+    pub max_future_ts_secs: Option<u64>,
     /// Events the async queue may hold before `mode=async` submits are refused with 429
     /// [default: 10000000].
     #[arg(long)]

@@ -32,6 +32,8 @@ struct FileConfig {
     consistency: Option<Consistency>,
     quorum: Option<QuorumMode>,
     hinted_handoff: Option<bool>,
+    max_clock_offset_ms: Option<u64>,
+    max_future_ts_secs: Option<u64>,
     queue_limit: Option<u64>,
     batch_grace: Option<u64>,
     retention: Option<u64>,
@@ -119,7 +121,13 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         .map(|h| h == Switch::On)
         .or(file.hinted_handoff)
         .unwrap_or(true);
+    if let Some(ms) = args.max_clock_offset_ms.or(file.max_clock_offset_ms) {
+        cluster_config.max_clock_offset = Duration::from_millis(ms);
+    }
     node.cluster = cluster_config;
+    if let Some(secs) = args.max_future_ts_secs.or(file.max_future_ts_secs) {
+        node.max_future_ts = Duration::from_secs(secs);
+    }
     if let Some(grace) = args.batch_grace.or(file.batch_grace) {
         node.batch_grace = std::time::Duration::from_secs(grace);
     }

@@ -35,5 +35,5 @@ pub use hints::{Hint, HintKey, Hints};
 pub use metrics::StoreMetrics;
 pub use store::{
     validate, ApplyKind, EpochInfo, ImportCheck, RangeRow, RangeRows, RangeStates, Retired, Store,
-    StoreConfig, Update, Written, DEFAULT_BATCH_GRACE, MAX_TS_US,
+    StoreConfig, Update, Written, DEFAULT_BATCH_GRACE, DEFAULT_MAX_FUTURE_TS, MAX_TS_US,
 };

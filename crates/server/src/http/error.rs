@@ -54,6 +54,7 @@ impl From<Error> for ApiError {
             Error::NoSuchImport { .. } => (StatusCode::CONFLICT, "import_superseded"),
             Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Error::StorageFailed => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
+            Error::ClockSkew { .. } => (StatusCode::SERVICE_UNAVAILABLE, "clock_skew"),
             Error::Unavailable { .. } => {
                 tracing::warn!(error = %e, "request refused: replicas unreachable");
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
@@ -65,7 +66,10 @@ impl From<Error> for ApiError {
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
         };
         if status.is_server_error()
-            && !matches!(e, Error::Unavailable { .. } | Error::Import { .. })
+            && !matches!(
+                e,
+                Error::Unavailable { .. } | Error::Import { .. } | Error::ClockSkew { .. }
+            )
         {
             tracing::error!(error = %e, "request failed in the node");
         }

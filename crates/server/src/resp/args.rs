@@ -28,7 +28,9 @@ pub fn request_error(e: &speedlayer_api::Error) -> Reply {
     use speedlayer_api::Error;
     match e {
         Error::WrongOp { .. } => wrongtype(),
-        e @ Error::Unavailable { .. } => Reply::error(format!("UNAVAILABLE {e}")),
+        e @ (Error::Unavailable { .. } | Error::ClockSkew { .. }) => {
+            Reply::error(format!("UNAVAILABLE {e}"))
+        }
         e if e.is_client_error() => Reply::error(format!("ERR {e}")),
         e => {
             tracing::error!(error = %e, "RESP command failed in the node");

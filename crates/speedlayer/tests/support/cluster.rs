@@ -112,6 +112,8 @@ pub struct NodeConfig {
     pub host: String,
     /// The network namespace the node runs in (`ip netns exec`), if any.
     pub netns: Option<String>,
+    /// Extra environment of the process (e.g. libfaketime for a skewed clock).
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeConfig {
@@ -203,6 +205,12 @@ impl Node {
             .env("NO_COLOR", "1")
             .env_remove("SPEEDLAYER_CLUSTER_SECRET")
             .env_remove("SPEEDLAYER_REQUIREPASS")
+            .envs(
+                self.config
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -213,6 +221,16 @@ impl Node {
 
     /// Starts the node again after [`Node::kill`]: same data directory, ports and flags.
     pub fn restart(&mut self) {
+        self.start_process();
+    }
+
+    /// Kills the node and starts it again with `env` added to its environment.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.kill();
+        self.config.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self.start_process();
     }
 
@@ -387,6 +405,7 @@ impl Cluster {
                     extra_args: options.extra_args.clone(),
                     host: place(i).0,
                     netns: place(i).1,
+                    env: Vec::new(),
                 })
             })
             .collect();
@@ -432,6 +451,7 @@ impl Cluster {
             extra_args: Vec::new(),
             host: "127.0.0.1".to_string(),
             netns: None,
+            env: Vec::new(),
         })
     }
 

@@ -37,6 +37,9 @@ pub use range::RangeStates;
 pub use retire::Retired;
 pub use speedlayer_api::{validate, ApplyKind, EpochInfo, RangeRow, RangeRows, Update, MAX_TS_US};
 
+/// Default of [`StoreConfig::max_future_ts`]: a day.
+pub const DEFAULT_MAX_FUTURE_TS: Duration = Duration::from_secs(86_400);
+
 /// Default of [`StoreConfig::batch_grace`]: far longer than any read (RPCs time out after
 /// 2 s) and than catalog gossip needs to reach every live node (pings every 500 ms).
 pub const DEFAULT_BATCH_GRACE: Duration = Duration::from_secs(30);
@@ -64,6 +67,10 @@ pub struct StoreConfig {
     /// How long an older batch boundary stays readable after a newer one is published,
     /// so reads that picked it (on any coordinator) finish before its data is dropped.
     pub batch_grace: Duration,
+    /// How far ahead of this node's clock an update's event time (`ts`) may be; later
+    /// ones are refused ([`Store::refuse_future`]): a stamp far in the future would win
+    /// every register write and sit in an epoch nobody reads yet.
+    pub max_future_ts: Duration,
     /// Realtime epochs whose end is older than this are dropped even when no batch view
     /// covers them (counted in `speedlayer_store_epochs_expired_uncovered_total`, logged
     /// as a warning). `None`: kept until a batch view covers them.
@@ -85,6 +92,7 @@ impl StoreConfig {
             block_cache_bytes: 64 * 1024 * 1024,
             epoch_memtable_bytes: 64 * 1024 * 1024,
             batch_grace: DEFAULT_BATCH_GRACE,
+            max_future_ts: DEFAULT_MAX_FUTURE_TS,
             retention: None,
         }
     }
@@ -116,6 +124,7 @@ struct Inner {
     /// it was promised.
     retire_gate: tokio::sync::RwLock<()>,
     batch_grace: Duration,
+    max_future_ts: Duration,
     retention: Option<Duration>,
     queue: Arc<EventQueue>,
     clock: Clock,
@@ -238,6 +247,7 @@ impl Store {
                 batches,
                 retire_gate: tokio::sync::RwLock::new(()),
                 batch_grace: config.batch_grace,
+                max_future_ts: config.max_future_ts,
                 retention: config.retention,
                 queue,
                 clock,

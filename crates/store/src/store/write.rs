@@ -14,6 +14,29 @@ use crate::error::{Result, StoreError};
 use crate::shard::{ShardMsg, ShardUpdate, UpdateResults};
 
 impl Store {
+    /// Refuses updates whose event time is more than [`StoreConfig::max_future_ts`]
+    /// ahead of this node's clock (merges of states are not updates and pass).
+    ///
+    /// [`StoreConfig::max_future_ts`]: crate::StoreConfig::max_future_ts
+    pub fn refuse_future(&self, updates: &[Update]) -> Result<()> {
+        let bound = self.inner.max_future_ts;
+        let horizon =
+            (crate::clock::wall_clock_us() as i64).saturating_add(bound.as_micros() as i64);
+        let Some(ts) = updates
+            .iter()
+            .filter(|u| !matches!(u.op, Op::Merge(_)))
+            .filter_map(|u| u.ts_us)
+            .find(|ts| *ts > horizon)
+        else {
+            return Ok(());
+        };
+        let ahead = (ts - horizon) / 1_000_000 + bound.as_secs() as i64;
+        Err(StoreError::Request(speedlayer_api::Error::Timestamp(format!(
+            "ts is {ahead} s ahead of this node's clock; at most {} s ahead is accepted (--max-future-ts-secs)",
+            bound.as_secs()
+        ))))
+    }
+
     /// Applies `updates` to `view` and returns once they are durable, with one outcome per
     /// update in request order.
     ///
@@ -116,6 +139,7 @@ impl Store {
         let mut late = Vec::new();
         let mut refused = Vec::new();
         let mut epochs = Vec::with_capacity(updates.len());
+        self.refuse_future(&updates)?;
         for update in &updates {
             validate(&view, update)?;
         }
