@@ -64,8 +64,14 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                             .count()
                     })
                     .unwrap_or(0);
+                let clock = match node["clock_offset_ms"].as_i64() {
+                    Some(ms) if node["self"].as_bool() != Some(true) => {
+                        format!(", clock {ms:+} ms")
+                    }
+                    _ => String::new(),
+                };
                 println!(
-                    "  {:<22} {:<10} {:<5}{} owns {owned} partition(s), {} hint(s) held for it",
+                    "  {:<22} {:<10} {:<5}{} owns {owned} partition(s), {} hint(s) held for it{clock}",
                     node["addr"].as_str().unwrap_or("?"),
                     node["node_id"].as_str().unwrap_or("?"),
                     node["state"].as_str().unwrap_or("?"),
@@ -76,6 +82,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     },
                     node["hints_pending"]
                 );
+            }
+            if cluster["clock_skewed"].as_bool() == Some(true) {
+                println!("  THIS NODE'S CLOCK is off from its peers': it coordinates no writes until fixed");
             }
             let views = get("/v1/views".into()).await?;
             let list = views["views"].as_array().cloned().unwrap_or_default();
