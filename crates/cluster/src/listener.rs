@@ -2,7 +2,10 @@
 //!
 //! Everything a peer sends is untrusted until the handshake proved the cluster secret:
 //! a connection that sends garbage, an oversized or truncated frame, the wrong secret or
-//! another ring shape is logged and closed; the node itself is never affected. After the
+//! another ring shape is logged and closed; the node itself is never affected. Before the
+//! handshake a frame may be at most [`MAX_HANDSHAKE_FRAME`] bytes and at most
+//! [`MAX_UNAUTHENTICATED`] connections may wait, so strangers cannot make the node hold
+//! memory. After the
 //! handshake each request runs in its own task (at most [`MAX_CONCURRENT`] per
 //! connection) and its response is written when ready, so one slow request does not
 //! hold up the others.
@@ -25,6 +28,12 @@ use crate::wire::{self, Envelope, Hello, HelloReply, Request, Response, PROTOCOL
 pub const MAX_CONCURRENT: usize = 256;
 /// Time a dialler has to complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest frame read before the handshake proved the secret (a hello is ~100 bytes):
+/// an unauthenticated connection cannot make the node buffer more.
+pub const MAX_HANDSHAKE_FRAME: usize = 4 * 1024;
+/// Connections at once that have not completed their handshake; further ones are
+/// closed at once (peers retry), so unauthenticated connections cannot pile up.
+pub const MAX_UNAUTHENTICATED: usize = 64;
 
 /// What the listener needs to know to admit a peer.
 #[derive(Clone, Debug)]
@@ -86,6 +95,7 @@ pub async fn serve<H: Handler>(
     handler: Arc<H>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let unauthenticated = Arc::new(Semaphore::new(MAX_UNAUTHENTICATED));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -93,9 +103,20 @@ pub async fn serve<H: Handler>(
         };
         match accepted {
             Ok((stream, from)) => {
+                let Ok(pending) = unauthenticated.clone().try_acquire_owned() else {
+                    tracing::warn!(%from, "internode connection closed: {MAX_UNAUTHENTICATED} connections are already waiting for their handshake");
+                    continue;
+                };
                 let admission = admission.clone();
                 let handler = handler.clone();
-                tokio::spawn(connection(stream, from, admission, handler, stop.clone()));
+                tokio::spawn(connection(
+                    stream,
+                    from,
+                    admission,
+                    handler,
+                    stop.clone(),
+                    pending,
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accepting an internode connection failed");
@@ -111,8 +132,10 @@ async fn connection<H: Handler>(
     admission: Arc<Admission>,
     handler: Arc<H>,
     mut stop: watch::Receiver<bool>,
+    pending: tokio::sync::OwnedSemaphorePermit,
 ) {
     let mut framed = framed_stream(stream);
+    framed.codec_mut().set_max_frame_length(MAX_HANDSHAKE_FRAME);
     let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next()).await {
         Ok(Some(Ok(frame))) => frame,
         Ok(Some(Err(e))) => {
@@ -148,6 +171,9 @@ async fn connection<H: Handler>(
     if framed.send(Bytes::from(bytes)).await.is_err() {
         return;
     }
+    // Authenticated: full-size frames, and no longer counted as pending.
+    framed.codec_mut().set_max_frame_length(wire::MAX_FRAME);
+    drop(pending);
     let peer: Arc<str> = Arc::from(hello.addr.as_str());
     let (mut sink, mut stream) = framed.split();
     let (responses, mut outgoing) = mpsc::channel::<Bytes>(MAX_CONCURRENT);

@@ -23,8 +23,8 @@ use tokio::net::TcpStream;
 mod support;
 
 use support::cluster::{
-    epoch_safe_ts, get_json, http_client, nodes_summary, post_update, state_in, Cluster,
-    ClusterOptions, Rng, QUORUM, QUORUM_SLOPPY, QUORUM_STRICT, SECRET,
+    epoch_safe_ts, expect_closed, get_json, http_client, nodes_summary, post_update, send_raw,
+    state_in, Cluster, ClusterOptions, Rng, QUORUM, QUORUM_SLOPPY, QUORUM_STRICT, SECRET,
 };
 
 /// How long a node may take to see a peer die or come back (the contract says ~2 s).
@@ -735,36 +735,6 @@ async fn read_at_all_repairs_a_replica_that_missed_writes() {
     // A read at `all` answers the merge and repairs the stale replica before answering.
     assert_reads(&cluster, &[0], "hits", &total, "all").await;
     assert_reads(&cluster, &[stale], "hits", &total, "local").await;
-}
-
-/// Reads from `stream` until the peer closes or resets it; panics if it is still open
-/// after `within`.
-async fn expect_closed(mut stream: TcpStream, what: &str, within: Duration) {
-    let mut buf = [0u8; 4096];
-    let outcome = tokio::time::timeout(within, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => continue,
-            }
-        }
-    })
-    .await;
-    assert!(
-        outcome.is_ok(),
-        "the node kept the internode connection open for {within:?} after {what}"
-    );
-}
-
-/// Opens a connection to `addr` and writes `bytes` (a write error means the node already
-/// hung up, which is fine).
-async fn send_raw(addr: &str, bytes: &[u8]) -> TcpStream {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to the cluster port {addr}: {e}"));
-    let _ = stream.write_all(bytes).await;
-    let _ = stream.flush().await;
-    stream
 }
 
 /// 3 nodes; a 4th process with the wrong secret, seeded with them, is refused (logged

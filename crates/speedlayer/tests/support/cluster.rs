@@ -255,6 +255,11 @@ impl Node {
         }
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the harness started the node and has not killed it.
     pub fn is_running(&self) -> bool {
         self.child.is_some()
@@ -875,4 +880,34 @@ impl Cluster {
             .and_then(|value| value.trim().parse().ok())
             .ok_or_else(|| format!("n{}: no sample {name} in /metrics", i + 1))
     }
+}
+
+/// Reads from `stream` until the peer closes or resets it; panics if it is still open
+/// after `within`.
+pub async fn expect_closed(mut stream: tokio::net::TcpStream, what: &str, within: Duration) {
+    let mut buf = [0u8; 4096];
+    let outcome = tokio::time::timeout(within, async {
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        outcome.is_ok(),
+        "the node kept the internode connection open for {within:?} after {what}"
+    );
+}
+
+/// Opens a connection to `addr` and writes `bytes` (a write error means the node already
+/// hung up, which is fine).
+pub async fn send_raw(addr: &str, bytes: &[u8]) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the cluster port {addr}: {e}"));
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, bytes).await;
+    let _ = tokio::io::AsyncWriteExt::flush(&mut stream).await;
+    stream
 }
