@@ -308,6 +308,34 @@ async fn a_body_over_the_limit_is_413_and_the_node_carries_on() {
         .await;
     assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
 
+    // A body that declares more than the limit is refused at once, before it is read
+    // (here it would never come: 2 bytes of a declared 99,999,999,999,999).
+    let url = node.url("/v1/views/hits/update");
+    let authority = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let request = format!(
+        "POST /v1/views/hits/update HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: 99999999999999\r\n\r\n[]"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut answer),
+    )
+    .await
+    .expect("no answer within 2 s to a declared oversized body")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("body_too_large"), "{answer}");
+
     // Nothing of the refused batch was applied; bodies under the limit still work.
     assert_eq!(node.value("hits", "k", "").await, json!(3));
     assert_eq!(node.value("hits", "k", "c0").await, json!(0));
