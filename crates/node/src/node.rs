@@ -48,6 +48,8 @@ pub struct NodeConfig {
     pub requirepass: Option<String>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Most Redis-protocol connections at once (Redis' `maxclients`).
+    pub max_clients: usize,
     /// Storage tuning.
     pub shards: Option<usize>,
     /// Memtable size of each epoch keyspace (storage tuning; fjall's 64 MiB when `None`).
@@ -79,6 +81,7 @@ impl NodeConfig {
             node_id: None,
             requirepass: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_clients: speedlayer_server::resp::DEFAULT_MAX_CLIENTS,
             shards: None,
             epoch_memtable_bytes: None,
             cluster: ClusterConfig::single(SocketAddr::from(([127, 0, 0, 1], 7782))),
@@ -204,11 +207,9 @@ impl Node {
         let http_addr = listener.local_addr()?;
         let resp_listener = bind(config.resp).await?;
         let resp_addr = resp_listener.local_addr()?;
-        let resp_shared = Arc::new(RespShared::new(
-            ingest.clone(),
-            config.requirepass.clone(),
-            metrics,
-        ));
+        let mut resp_shared = RespShared::new(ingest.clone(), config.requirepass.clone(), metrics);
+        resp_shared.max_clients = config.max_clients;
+        let resp_shared = Arc::new(resp_shared);
         let resp_task = tokio::spawn(resp::serve(resp_listener, resp_shared, stop.subscribe()));
         let app = http::router(state, config.max_body_bytes);
         let http_task = tokio::spawn(async move {

@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// Largest accepted HTTP request body in bytes [default: 16 MiB].
     #[arg(long)]
     pub max_body_bytes: Option<usize>,
+    /// Most Redis-protocol connections at once; a further client gets Redis's
+    /// `-ERR max number of clients reached` [default: 10000].
+    #[arg(long)]
+    pub max_clients: Option<usize>,
     /// Partitions of the ring, fixed at cluster creation; the same on every node
     /// [default: 256].
     #[arg(long)]

@@ -28,6 +28,7 @@ struct FileConfig {
     requirepass: Option<String>,
     shards: Option<usize>,
     max_body_bytes: Option<usize>,
+    max_clients: Option<usize>,
     partitions: Option<u32>,
     consistency: Option<Consistency>,
     quorum: Option<QuorumMode>,
@@ -75,6 +76,9 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         .or(file.requirepass)
         .filter(|p| !p.is_empty());
     node.shards = args.shards.or(file.shards);
+    if let Some(max) = args.max_clients.or(file.max_clients) {
+        node.max_clients = max;
+    }
     if let Some(max) = args.max_body_bytes.or(file.max_body_bytes) {
         node.max_body_bytes = max;
     }

@@ -83,6 +83,11 @@ pub mod http {
             format!("{}{path}", self.base)
         }
 
+        /// Where the node speaks the Redis protocol.
+        pub fn resp_addr(&self) -> std::net::SocketAddr {
+            self.node.as_ref().expect("node running").resp_addr
+        }
+
         /// The node's data directory.
         pub fn data_dir(&self) -> &std::path::Path {
             self._dir.path()

@@ -329,9 +329,10 @@ fn info(session: &Session, section: Option<&Bytes>) -> String {
         let stats = shared.coordinator.storage_stats();
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\njournal_syncs:{}\r\nupdates_applied:{}\r\nupdates_duplicate:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\njournal_syncs:{}\r\nupdates_applied:{}\r\nupdates_duplicate:{}\r\n\r\n",
             shared.stats.total_connections.load(Ordering::Relaxed),
             shared.stats.total_commands.load(Ordering::Relaxed),
+            shared.stats.rejected_connections.load(Ordering::Relaxed),
             stats.journal_syncs,
             stats.updates_applied,
             stats.updates_duplicate,

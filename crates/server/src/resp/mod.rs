@@ -38,6 +38,8 @@ pub struct RespStats {
     pub total_connections: AtomicU64,
     /// Commands executed since start.
     pub total_commands: AtomicU64,
+    /// Connections refused because `max_clients` were open (INFO `rejected_connections`).
+    pub rejected_connections: AtomicU64,
 }
 
 /// What every connection shares.
@@ -60,7 +62,13 @@ pub struct RespShared {
     /// is then one map lookup, not a label allocation and a metric-family lock.
     command_counters: HashMap<String, Counter>,
     next_client_id: AtomicU64,
+    /// Most connections at once (Redis' `maxclients`); a further client gets Redis's
+    /// `-ERR max number of clients reached` and is closed.
+    pub max_clients: usize,
 }
+
+/// Default of [`RespShared::max_clients`], Redis's.
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 
 impl RespShared {
     /// Shared state for a node's RESP listener.
@@ -91,6 +99,7 @@ impl RespShared {
             started: Instant::now(),
             command_counters,
             next_client_id: AtomicU64::new(1),
+            max_clients: DEFAULT_MAX_CLIENTS,
         }
     }
 }
@@ -115,11 +124,16 @@ pub async fn serve(
                     }
                 };
                 let _ = socket.set_nodelay(true);
+                if shared.stats.connected.fetch_add(1, Ordering::AcqRel) >= shared.max_clients as u64 {
+                    shared.stats.connected.fetch_sub(1, Ordering::AcqRel);
+                    shared.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(refuse(socket));
+                    continue;
+                }
                 let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
                 let shared = shared.clone();
                 let stop = stop.clone();
                 tokio::spawn(async move {
-                    shared.stats.connected.fetch_add(1, Ordering::Relaxed);
                     shared.stats.total_connections.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = connection::run(socket, shared.clone(), id, stop).await {
                         tracing::debug!(%peer, error = %e, "RESP connection ended with an error");
@@ -130,6 +144,17 @@ pub async fn serve(
             _ = stopping(&mut stopped) => return Ok(()),
         }
     }
+}
+
+/// Tells a client over the limit, as Redis does, and closes (a client that does not
+/// read is given a second).
+async fn refuse(mut socket: tokio::net::TcpStream) {
+    let reply = b"-ERR max number of clients reached\r\n";
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        tokio::io::AsyncWriteExt::write_all(&mut socket, reply),
+    )
+    .await;
 }
 
 /// Resolves once the node is stopping (or its stop signal is gone).
