@@ -309,8 +309,9 @@ async fn a_body_over_the_limit_is_413_and_the_node_carries_on() {
     assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
 
     // A body that declares more than the limit is refused at once, before it is read
-    // (here it would never come: 2 bytes of a declared 99,999,999,999,999). The routes
-    // that stream their bodies (`/v1/events`, batch rows) have no such bound yet.
+    // (here it would never come: 2 bytes of a declared 99,999,999,999,999; before, the
+    // request waited for them). The routes that stream their bodies (`/v1/events`,
+    // batch rows) have no such bound yet.
     let url = node.url("/v1/views/hits/update");
     let authority = url
         .trim_start_matches("http://")
@@ -336,6 +337,23 @@ async fn a_body_over_the_limit_is_413_and_the_node_carries_on() {
     let answer = String::from_utf8_lossy(&answer[..read]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("body_too_large"), "{answer}");
+
+    // A compressed body is refused, not read as plain JSON.
+    let response = node
+        .client
+        .post(node.url("/v1/views/hits/update"))
+        .header("Content-Encoding", "gzip")
+        .header("Content-Type", "application/json")
+        .body(json!({ "key": "k", "op": "incr", "by": 100, "ts": TS }).to_string())
+        .send()
+        .await
+        .unwrap();
+    let answer = split(response).await;
+    assert_error(
+        &answer,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_encoding",
+    );
 
     // Nothing of the refused batch was applied; bodies under the limit still work.
     assert_eq!(node.value("hits", "k", "").await, json!(3));

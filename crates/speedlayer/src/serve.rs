@@ -97,6 +97,11 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         );
     }
     let seeds = args.seeds.or(file.seeds).unwrap_or_default();
+    if cluster.ip().is_unspecified() && !seeds.is_empty() {
+        bail!(
+            "cluster address {cluster} is a wildcard, but it is also this node's name in the              ring, which the other nodes dial: give the address they reach it at (e.g.              --cluster 10.0.0.5:7782)"
+        );
+    }
     let mut cluster_config = ClusterConfig::single(cluster);
     cluster_config.seeds = seeds;
     cluster_config.secret = cluster_secret;

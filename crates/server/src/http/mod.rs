@@ -63,6 +63,11 @@ pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/health", get(health))
+        .layer(middleware::from_fn(refuse_encoded))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_oversized,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -149,6 +154,54 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
 }
 
 /// Counts and times every request by its route template.
+/// Routes that stream their bodies (NDJSON events, batch rows) rather than read them
+/// whole; every other body is bounded by `max_body_bytes`.
+const STREAMED_ROUTES: [&str; 2] = ["/v1/events", "/v1/views/{view}/batch"];
+
+/// Answers 413 at once when a request that is read whole declares (`Content-Length`) a
+/// body over the limit, instead of reading it (or waiting for bytes that never come).
+async fn refuse_oversized(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let streamed = request
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| STREAMED_ROUTES.contains(&p.as_str()));
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if !streamed && len > state.max_body_bytes as u64 => error::ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the body declares {len} bytes; at most {} are accepted (--max-body-bytes)",
+                state.max_body_bytes
+            ),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// Refuses a body with a `Content-Encoding` (gzip, …) with 415: bodies are read as they
+/// are, and a compressed body read as JSON would fail confusingly, or worse, parse.
+async fn refuse_encoded(request: Request, next: Next) -> Response {
+    let encoding = request
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    match encoding {
+        Some(e) if !e.is_empty() && e != "identity" => error::ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Encoding '{e}' is not supported: send the body uncompressed"),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
