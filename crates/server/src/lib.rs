@@ -7,6 +7,7 @@
 //! `Arc<dyn Coordinator>` and cannot name the store: nothing here holds data or bypasses
 //! replication. The node crate builds the front ends around a started coordinator.
 
+pub mod auth;
 pub mod http;
 pub mod metrics;
 pub mod resp;

@@ -141,7 +141,15 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(pass.as_ref()) {
+        let ok =
+            given.is_some_and(|g| crate::auth::password_matches(g.as_bytes(), pass.as_bytes()));
+        if !ok {
+            let from = request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip());
+            let wait = state.metrics.auth_failed("http", from);
+            tokio::time::sleep(wait).await;
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -153,7 +161,6 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     next.run(request).await
 }
 
-/// Counts and times every request by its route template.
 /// Routes that stream their bodies (NDJSON events, batch rows) rather than read them
 /// whole; every other body is bounded by `max_body_bytes`.
 const STREAMED_ROUTES: [&str; 2] = ["/v1/events", "/v1/views/{view}/batch"];
@@ -202,6 +209,7 @@ async fn refuse_encoded(request: Request, next: Next) -> Response {
     }
 }
 
+/// Counts and times every request by its route template.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()

@@ -135,12 +135,22 @@ fn auth(session: &mut Session, user: Option<&Bytes>, password: &Bytes) -> Reply 
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         );
     };
+    let wrong = || Reply::error("WRONGPASS invalid username-password pair or user is disabled.");
+    if session.auth_failed {
+        // One guess per round trip: the rest of this pipeline's attempts are not checked.
+        return wrong();
+    }
     let user_ok = user.is_none_or(|u| &u[..] == b"default");
-    if user_ok && password[..] == *expected.as_bytes() {
+    if user_ok && crate::auth::password_matches(password, expected.as_bytes()) {
         session.authenticated = true;
+        if let Some(peer) = session.peer {
+            session.shared.metrics.auth_throttle.succeeded(peer);
+        }
         Reply::ok()
     } else {
-        Reply::error("WRONGPASS invalid username-password pair or user is disabled.")
+        session.auth_failed = true;
+        session.penalty = session.shared.metrics.auth_failed("resp", session.peer);
+        wrong()
     }
 }
 

@@ -23,7 +23,8 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let limits = shared.limits;
-    let mut session = Session::new(shared, id);
+    let peer = socket.peer_addr().ok().map(|a| a.ip());
+    let mut session = Session::new(shared, id, peer);
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     let mut requests = Vec::new();
@@ -56,6 +57,11 @@ pub async fn run(
         }
         if session.quit() {
             return Ok(());
+        }
+        let penalty = session.take_penalty();
+        if !penalty.is_zero() {
+            // A failed AUTH: the client waits before its next requests are read.
+            tokio::time::sleep(penalty).await;
         }
         // Room for a full read; reclaims consumed space when it can.
         input.reserve(16 * 1024);

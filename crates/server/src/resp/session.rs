@@ -15,11 +15,18 @@ pub struct Session {
     pub(super) authenticated: bool,
     pub(super) name: Option<Bytes>,
     pub(super) quit: bool,
+    /// The client's address (for the failed-`AUTH` throttle).
+    pub(super) peer: Option<std::net::IpAddr>,
+    /// An `AUTH` failed in the pipeline being run: later ones in it are refused unchecked
+    /// (one guess per round trip, however long the pipeline).
+    pub(super) auth_failed: bool,
+    /// How long to wait before reading the client's next requests.
+    pub(super) penalty: std::time::Duration,
 }
 
 impl Session {
     /// A fresh session; authenticated from the start when no password is configured.
-    pub fn new(shared: Arc<RespShared>, id: u64) -> Self {
+    pub fn new(shared: Arc<RespShared>, id: u64, peer: Option<std::net::IpAddr>) -> Self {
         let authenticated = shared.requirepass.is_none();
         Session {
             shared,
@@ -28,7 +35,16 @@ impl Session {
             authenticated,
             name: None,
             quit: false,
+            peer,
+            auth_failed: false,
+            penalty: std::time::Duration::ZERO,
         }
+    }
+
+    /// The wait a failed `AUTH` in the last pipeline earned (zero otherwise); resets it.
+    pub fn take_penalty(&mut self) -> std::time::Duration {
+        self.auth_failed = false;
+        std::mem::take(&mut self.penalty)
     }
 
     /// The protocol replies are encoded in.
