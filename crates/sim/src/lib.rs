@@ -14,6 +14,7 @@
 //! again (often, not always, failing the same way); the history it keeps says what
 //! happened. Crashes are left to the real-process suite (`speedlayer-torture`).
 
+pub mod client;
 pub mod network;
 pub mod run;
 
