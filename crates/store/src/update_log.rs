@@ -180,7 +180,7 @@ pub fn replay(
     epochs: &EpochKeyspaces,
     type_of: &dyn Fn(u32, &Op) -> ValueType,
     dropped: &dyn Fn(u32, Epoch) -> bool,
-) -> Result<usize> {
+) -> Result<(usize, Vec<(u32, Epoch, Key)>)> {
     let mut states: HashMap<(u32, Epoch, Key), Option<Value>> = HashMap::new();
     let mut record_keys = Vec::new();
     let mut replayed = 0;
@@ -241,7 +241,7 @@ pub fn replay(
         }
     }
     if record_keys.is_empty() {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
     let mut batch = db.batch();
     for ((view_id, epoch, key), value) in &states {
@@ -256,7 +256,7 @@ pub fn replay(
     }
     batch.commit()?;
     db.persist(PersistMode::SyncAll)?;
-    Ok(replayed)
+    Ok((replayed, states.into_keys().collect()))
 }
 
 fn state<'a>(

@@ -21,7 +21,7 @@ use crate::epochs::EpochKeyspaces;
 use crate::error::{Result, StoreError};
 use crate::event_queue::EventQueue;
 use crate::group_commit::GroupCommit;
-use crate::hints::Hints;
+use crate::hints::{HintKey, Hints};
 use crate::metrics::StoreMetrics;
 use crate::shard::{Shard, ShardMsg};
 use crate::update_log;
@@ -131,6 +131,8 @@ struct Inner {
     node_id: String,
     metrics: StoreMetrics,
     shard_threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Keys whose state recovery replayed from the log (see [`Store::take_replayed`]).
+    replayed: Mutex<Vec<HintKey>>,
     sync_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -208,10 +210,30 @@ impl Store {
                 }
             }
         }
-        let replayed = update_log::replay(&db, &log, &epochs, &type_of, &is_dropped)?;
+        let (replayed, replayed_keys) =
+            update_log::replay(&db, &log, &epochs, &type_of, &is_dropped)?;
         if replayed > 0 {
-            tracing::info!(replayed, "replayed the update log");
+            tracing::info!(
+                replayed,
+                keys = replayed_keys.len(),
+                "replayed the update log"
+            );
         }
+        let names: HashMap<u32, String> = catalog
+            .list()
+            .iter()
+            .map(|view| (view.id, view.name.clone()))
+            .collect();
+        let replayed_keys: Vec<HintKey> = replayed_keys
+            .into_iter()
+            .filter_map(|(view_id, epoch, key)| {
+                Some(HintKey {
+                    view: names.get(&view_id)?.clone(),
+                    epoch,
+                    key,
+                })
+            })
+            .collect();
         let clock = Clock::default();
         let hints = Hints::open(&db, clock.tick())?;
         let metrics = StoreMetrics::new();
@@ -255,8 +277,24 @@ impl Store {
                 metrics,
                 shard_threads: Mutex::new(shard_threads),
                 sync_thread: Mutex::new(Some(sync_thread)),
+                replayed: Mutex::new(replayed_keys),
             }),
         })
+    }
+
+    /// The keys recovery replayed from the update log, once: their state may include
+    /// updates this node applied but never shipped to the other replicas (it crashed, or
+    /// its journal failed, between applying and replicating; the client was not told
+    /// they succeeded, yet they are durable here). The coordinator hints them to their
+    /// other owners so the replicas converge without waiting for a read.
+    pub fn take_replayed(&self) -> Vec<HintKey> {
+        std::mem::take(
+            &mut *self
+                .inner
+                .replayed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
     }
 
     /// Whether a journal sync failed (a full disk, an I/O error): from then on every
