@@ -169,18 +169,22 @@ pub fn open(db: &Database) -> Result<Keyspace> {
     Ok(db.keyspace(LOG_KEYSPACE, KeyspaceCreateOptions::default)?)
 }
 
+/// What a replay did: the number of updates replayed, and the (view id, epoch, key) of
+/// every state it rewrote.
+pub type Replayed = (usize, Vec<(u32, Epoch, Key)>);
+
 /// Replays every record left in the log onto the checkpointed states, writes the results
-/// and empties the log, atomically; returns the number of updates replayed. Runs at open,
-/// before any shard starts. `type_of(view_id, op)` is the type a key the log creates
-/// gets: its view's (a `gcounter` view's key created by `incr` is a gcounter, not the
-/// op's natural `counter`), as the owner shard chose when it applied the op.
+/// and empties the log, atomically; returns what it replayed ([`Replayed`]). Runs at
+/// open, before any shard starts. `type_of(view_id, op)` is the type a key the log
+/// creates gets: its view's (a `gcounter` view's key created by `incr` is a gcounter, not
+/// the op's natural `counter`), as the owner shard chose when it applied the op.
 pub fn replay(
     db: &Database,
     log: &Keyspace,
     epochs: &EpochKeyspaces,
     type_of: &dyn Fn(u32, &Op) -> ValueType,
     dropped: &dyn Fn(u32, Epoch) -> bool,
-) -> Result<(usize, Vec<(u32, Epoch, Key)>)> {
+) -> Result<Replayed> {
     let mut states: HashMap<(u32, Epoch, Key), Option<Value>> = HashMap::new();
     let mut record_keys = Vec::new();
     let mut replayed = 0;
