@@ -44,6 +44,11 @@ pub(crate) struct Membership {
     /// Bound on one internode request.
     rpc_timeout: Duration,
     metrics: ClusterMetrics,
+    /// Largest peer clock offset accepted (µs).
+    max_clock_offset_us: i64,
+    /// This node's clock skew when it is the odd one out (µs), `UNKNOWN_OFFSET` when not:
+    /// recomputed at each pong and each peer going down, read by every write.
+    own_skew_us: AtomicI64,
 }
 
 impl Membership {
@@ -54,6 +59,7 @@ impl Membership {
         me_addr: SocketAddr,
         hello: &Hello,
         rpc_timeout: Duration,
+        max_clock_offset: Duration,
         metrics: ClusterMetrics,
         transport: Arc<dyn Transport>,
     ) -> Membership {
@@ -80,6 +86,8 @@ impl Membership {
             me,
             rpc_timeout,
             metrics,
+            max_clock_offset_us: max_clock_offset.as_micros().min(i64::MAX as u128) as i64,
+            own_skew_us: AtomicI64::new(UNKNOWN_OFFSET),
         }
     }
 
@@ -131,8 +139,9 @@ impl Membership {
     }
 
     /// Records `member`'s clock offset (its clock minus ours, µs), warning when it crosses
-    /// `bound_us` either way.
-    pub fn note_clock_offset(&self, member: usize, offset_us: i64, bound_us: i64) {
+    /// the bound either way.
+    pub fn note_clock_offset(&self, member: usize, offset_us: i64) {
+        let bound_us = self.max_clock_offset_us;
         let m = &self.members[member];
         let before = m.clock_offset_us.swap(offset_us, Ordering::AcqRel);
         let was_off = before != UNKNOWN_OFFSET && before.unsigned_abs() > bound_us.unsigned_abs();
@@ -146,6 +155,7 @@ impl Membership {
             .clock_offset
             .get_or_create(&ClusterMetrics::target(&m.name))
             .set(offset_us as f64 / 1e6);
+        self.refresh_own_skew();
     }
 
     /// `member`'s clock offset (its clock minus ours, µs), once known.
@@ -154,10 +164,23 @@ impl Membership {
         (offset != UNKNOWN_OFFSET).then_some(offset)
     }
 
-    /// If this node's clock is the odd one out: the median offset of the live peers
-    /// when more than half of them (at least two) are off by more than `bound_us`.
-    /// With a single peer nobody can tell whose clock is wrong, so nobody is blamed.
-    pub fn own_clock_skew_us(&self, bound_us: i64) -> Option<i64> {
+    /// If this node's clock is the odd one out, by how much (µs): see
+    /// [`Membership::refresh_own_skew`]. One atomic load: every write asks.
+    pub fn own_clock_skew_us(&self) -> Option<i64> {
+        let skew = self.own_skew_us.load(Ordering::Acquire);
+        (skew != UNKNOWN_OFFSET).then_some(skew)
+    }
+
+    /// Recomputes whether this node's clock is the odd one out: the median offset of the
+    /// live peers when more than half of them (at least two) are off by more than the
+    /// bound. With a single peer nobody can tell whose clock is wrong, so nobody is blamed.
+    fn refresh_own_skew(&self) {
+        let skew = self.compute_own_skew().unwrap_or(UNKNOWN_OFFSET);
+        self.own_skew_us.store(skew, Ordering::Release);
+    }
+
+    fn compute_own_skew(&self) -> Option<i64> {
+        let bound_us = self.max_clock_offset_us;
         let mut offsets: Vec<i64> = self
             .peers_up()
             .filter_map(|(i, _)| self.clock_offset_us(i))
@@ -195,6 +218,7 @@ impl Membership {
             && m.up.swap(false, Ordering::AcqRel)
         {
             tracing::warn!(peer = %m.name, %error, "peer down");
+            self.refresh_own_skew();
             self.metrics
                 .peer_up
                 .get_or_create(&ClusterMetrics::target(&m.name))

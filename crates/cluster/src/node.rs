@@ -155,7 +155,7 @@ impl ClusterNode {
     /// wrongly and place updates in the wrong epochs.
     pub(crate) fn refuse_if_clock_skewed(&self) -> Result<(), ClusterError> {
         let bound = self.config.max_clock_offset;
-        match self.members.own_clock_skew_us(bound.as_micros() as i64) {
+        match self.members.own_clock_skew_us() {
             Some(offset_us) => Err(ClusterError::Request(speedlayer_api::Error::ClockSkew {
                 offset_ms: offset_us / 1000,
                 bound_ms: bound.as_millis() as u64,

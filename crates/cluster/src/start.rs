@@ -72,6 +72,7 @@ impl Cluster {
             me_addr,
             &hello,
             config.rpc_timeout,
+            config.max_clock_offset,
             metrics.clone(),
             config.transport.clone(),
         );
@@ -190,9 +191,8 @@ async fn failure_detector(inner: Arc<ClusterNode>, mut stop: watch::Receiver<boo
                         let received = wall_clock_us();
                         let midpoint = sent / 2 + received / 2;
                         let offset = clock_us as i64 - midpoint as i64;
-                        let bound = inner.config.max_clock_offset.as_micros() as i64;
-                        inner.members.note_clock_offset(member, offset, bound);
                         inner.members.mark_up(member);
+                        inner.members.note_clock_offset(member, offset);
                         if catalog != digest {
                             catalog_sync::pull(&inner, member).await;
                         }
