@@ -50,6 +50,8 @@ pub struct NodeConfig {
     pub max_body_bytes: usize,
     /// Most Redis-protocol connections at once (Redis' `maxclients`).
     pub max_clients: usize,
+    /// How long a Redis-protocol request may take to arrive once begun.
+    pub request_timeout: Duration,
     /// Storage tuning.
     pub shards: Option<usize>,
     /// Memtable size of each epoch keyspace (storage tuning; fjall's 64 MiB when `None`).
@@ -82,6 +84,7 @@ impl NodeConfig {
             requirepass: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_clients: speedlayer_server::resp::DEFAULT_MAX_CLIENTS,
+            request_timeout: speedlayer_server::resp::DEFAULT_REQUEST_TIMEOUT,
             shards: None,
             epoch_memtable_bytes: None,
             cluster: ClusterConfig::single(SocketAddr::from(([127, 0, 0, 1], 7782))),
@@ -209,6 +212,7 @@ impl Node {
         let resp_addr = resp_listener.local_addr()?;
         let mut resp_shared = RespShared::new(ingest.clone(), config.requirepass.clone(), metrics);
         resp_shared.max_clients = config.max_clients;
+        resp_shared.request_timeout = config.request_timeout;
         let resp_shared = Arc::new(resp_shared);
         let resp_task = tokio::spawn(resp::serve(resp_listener, resp_shared, stop.subscribe()));
         let app = http::router(state, config.max_body_bytes);

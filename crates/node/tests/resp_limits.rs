@@ -1,6 +1,8 @@
 //! Redis-protocol connection limits: past `max_clients` open connections a new client
 //! gets Redis's own `-ERR max number of clients reached` and is closed (counted in INFO
-//! `rejected_connections`); once a client leaves, a new one is served.
+//! `rejected_connections`); once a client leaves, a new one is served. A client that
+//! stalls in the middle of a request (slow-loris) is answered an error and closed after
+//! the request timeout; an idle client is kept, as Redis keeps it.
 
 // A test: a panic here is a failing test, not a crashed node.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -75,4 +77,32 @@ async fn past_max_clients_a_client_gets_redis_reply_and_later_ones_are_served() 
         info.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     assert!(info.contains("rejected_connections:1\r\n"), "{info}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stalled_mid_request_is_closed_and_an_idle_one_is_kept() {
+    let node = TestNode::start_with(|c| c.request_timeout = Duration::from_secs(1)).await;
+    let addr = node.resp_addr();
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"*2\r\n$4\r\nECHO\r\n$5\r\nhel")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf))
+        .await
+        .expect("the stalled client was not answered within 5 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("-ERR request incomplete"), "{answer}");
+    let n = tokio::time::timeout(Duration::from_secs(2), stalled.read(&mut buf))
+        .await
+        .expect("the stalled client was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    eprintln!("stalled client closed after {:?}", started.elapsed());
+    // The idle one (nothing sent for as long) is still served.
+    assert_eq!(ping(&mut idle).await, "+PONG\r\n");
 }

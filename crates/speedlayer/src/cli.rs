@@ -95,6 +95,11 @@ pub struct ServeArgs {
     /// `-ERR max number of clients reached` [default: 10000].
     #[arg(long)]
     pub max_clients: Option<usize>,
+    /// Seconds a Redis-protocol request may take to arrive once its first byte has; a
+    /// client that stalls mid-request is answered an error and closed (idle clients are
+    /// kept) [default: 30].
+    #[arg(long)]
+    pub request_timeout_secs: Option<u64>,
     /// Partitions of the ring, fixed at cluster creation; the same on every node
     /// [default: 256].
     #[arg(long)]

@@ -29,6 +29,7 @@ struct FileConfig {
     shards: Option<usize>,
     max_body_bytes: Option<usize>,
     max_clients: Option<usize>,
+    request_timeout_secs: Option<u64>,
     partitions: Option<u32>,
     consistency: Option<Consistency>,
     quorum: Option<QuorumMode>,
@@ -78,6 +79,9 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
     node.shards = args.shards.or(file.shards);
     if let Some(max) = args.max_clients.or(file.max_clients) {
         node.max_clients = max;
+    }
+    if let Some(secs) = args.request_timeout_secs.or(file.request_timeout_secs) {
+        node.request_timeout = Duration::from_secs(secs.max(1));
     }
     if let Some(max) = args.max_body_bytes.or(file.max_body_bytes) {
         node.max_body_bytes = max;

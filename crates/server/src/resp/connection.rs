@@ -28,6 +28,9 @@ pub async fn run(
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     let mut requests = Vec::new();
+    // When the bytes of a request not yet complete started arriving (slow-loris bound).
+    let mut partial_since: Option<tokio::time::Instant> = None;
+    let request_timeout = session.shared.request_timeout;
     loop {
         let mut protocol_error = None;
         while requests.len() < MAX_PIPELINE {
@@ -40,7 +43,8 @@ pub async fn run(
                 }
             }
         }
-        if !requests.is_empty() {
+        let progressed = !requests.is_empty();
+        if progressed {
             session
                 .run_pipeline(std::mem::take(&mut requests), &mut output)
                 .await;
@@ -63,11 +67,35 @@ pub async fn run(
             // A failed AUTH: the client waits before its next requests are read.
             tokio::time::sleep(penalty).await;
         }
+        // An idle client (nothing pending) may wait forever, as with Redis' default
+        // `timeout 0`; a request begun must be complete within `request_timeout` (the
+        // clock restarts whenever a request completes, so a busy pipelining client whose
+        // buffer always ends mid-request is never cut).
+        partial_since = match (input.is_empty(), partial_since) {
+            (true, _) => None,
+            (false, Some(since)) if !progressed => Some(since),
+            (false, _) => Some(tokio::time::Instant::now()),
+        };
+        let deadline = partial_since.map(|since| since + request_timeout);
         // Room for a full read; reclaims consumed space when it can.
         input.reserve(16 * 1024);
         let read = tokio::select! {
             read = socket.read_buf(&mut input) => read?,
             _ = stopping(&mut stop) => return Ok(()),
+            _ = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                Reply::error(format!(
+                    "ERR request incomplete after {} s; closing the connection",
+                    request_timeout.as_secs()
+                ))
+                .encode(session.protocol(), &mut output);
+                socket.write_all(&output).await?;
+                return Ok(());
+            }
         };
         if read == 0 {
             return Ok(());

@@ -65,7 +65,13 @@ pub struct RespShared {
     /// Most connections at once (Redis' `maxclients`); a further client gets Redis's
     /// `-ERR max number of clients reached` and is closed.
     pub max_clients: usize,
+    /// How long a request may take to arrive once its first byte has (slow clients
+    /// holding a connection with a half-sent command are closed); idle clients stay.
+    pub request_timeout: std::time::Duration,
 }
+
+/// Default of [`RespShared::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Default of [`RespShared::max_clients`], Redis's.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
@@ -100,6 +106,7 @@ impl RespShared {
             command_counters,
             next_client_id: AtomicU64::new(1),
             max_clients: DEFAULT_MAX_CLIENTS,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
