@@ -16,6 +16,7 @@ pub mod consistency;
 pub mod coordinator;
 pub mod error;
 pub mod queue;
+pub mod secret;
 pub mod update;
 pub mod view;
 
@@ -27,6 +28,7 @@ pub use consistency::{Consistency, QuorumMode, WriteOptions};
 pub use coordinator::{BatchImport, Coordinator, RangeQuery, UpdateResults};
 pub use error::{Error, Result};
 pub use queue::{EventLog, QueuedRecord, QueuedView};
+pub use secret::secret_matches;
 pub use update::{validate, ApplyKind, Update, MAX_TS_US};
 pub use view::{
     validate_view_name, Declared, MappingSpec, View, ViewSpec, ViewType, DEFAULT_EPOCH_SECS,

@@ -57,7 +57,7 @@ impl Admission {
                 hello.version
             ));
         }
-        if !constant_time_eq(hello.secret.as_bytes(), self.secret.as_bytes()) {
+        if !speedlayer_api::secret_matches(hello.secret.as_bytes(), self.secret.as_bytes()) {
             return Some("wrong cluster secret".into());
         }
         if hello.partitions != self.partitions || hello.replicas != self.replicas {
@@ -68,14 +68,6 @@ impl Admission {
         }
         None
     }
-}
-
-/// Compares secrets without leaking where they differ through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves requests: implemented by the cluster node.

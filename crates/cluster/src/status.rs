@@ -17,7 +17,7 @@ impl Cluster {
             replicas: inner.ring.replicas(),
             consistency: inner.config.defaults.consistency.to_string(),
             quorum: inner.config.defaults.quorum.to_string(),
-            clock_skewed: inner.refuse_if_clock_skewed().is_err(),
+            clock_skewed: inner.members.own_clock_skew_us().is_some(),
             nodes: inner
                 .members
                 .iter()

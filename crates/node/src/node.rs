@@ -198,6 +198,9 @@ impl Node {
             )?),
             None => None,
         };
+        // One throttle of failed passwords for both doors, per source address.
+        let auth_throttle = Arc::new(speedlayer_server::auth::AuthThrottle::default());
+        auth_throttle.register(&mut registry);
         let metrics = NodeMetrics::new(registry);
         let state = AppState {
             coordinator: coordinator.clone(),
@@ -205,6 +208,7 @@ impl Node {
             max_body_bytes: config.max_body_bytes,
             metrics: metrics.clone(),
             requirepass: config.requirepass.as_deref().map(Arc::from),
+            auth_throttle: auth_throttle.clone(),
         };
         let listener = bind(config.http).await?;
         let http_addr = listener.local_addr()?;
@@ -213,6 +217,7 @@ impl Node {
         let mut resp_shared = RespShared::new(ingest.clone(), config.requirepass.clone(), metrics);
         resp_shared.max_clients = config.max_clients;
         resp_shared.request_timeout = config.request_timeout;
+        resp_shared.auth_throttle = auth_throttle;
         let resp_shared = Arc::new(resp_shared);
         let resp_task = tokio::spawn(resp::serve(resp_listener, resp_shared, stop.subscribe()));
         let app = http::router(state, config.max_body_bytes);

@@ -1,5 +1,5 @@
-//! Password checks shared by the HTTP and Redis doors: constant-time comparison, and a
-//! throttle on failed attempts per source address.
+//! A throttle on failed password attempts per source address, shared by the HTTP and
+//! Redis doors (the comparison itself is [`speedlayer_api::secret_matches`]).
 //!
 //! Each failed attempt from an address past the first [`FREE_FAILURES`] makes that
 //! address wait before its answer, doubling from [`BASE_DELAY`] up to [`MAX_DELAY`]; a
@@ -12,6 +12,10 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
 /// Failures from one address that cost nothing (typos).
 pub const FREE_FAILURES: u32 = 3;
 /// Delay after the first failure that costs.
@@ -23,25 +27,33 @@ pub const MAX_TRACKED: usize = 10_000;
 /// A failure is forgotten after this long without another.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 
-/// Whether `given` is the password, without leaking through timing where they differ:
-/// the time depends only on the expected password's length.
-pub fn password_matches(given: &[u8], expected: &[u8]) -> bool {
-    let mut diff = u8::from(given.len() != expected.len());
-    for (i, e) in expected.iter().enumerate() {
-        diff |= given.get(i).copied().unwrap_or(0) ^ e;
-    }
-    diff == 0
-}
-
-/// Failed attempts per source address.
+/// Failed attempts per source address, and their count per door.
 #[derive(Debug, Default)]
 pub struct AuthThrottle {
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    counted: Family<Vec<(String, String)>, Counter>,
 }
 
 impl AuthThrottle {
-    /// Records a failed attempt from `from`; returns how long its answer must wait.
-    pub fn failed(&self, from: IpAddr) -> Duration {
+    /// Registers `speedlayer_auth_failures_total{door}` in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "speedlayer_auth_failures",
+            "Failed password attempts (RESP AUTH, HTTP bearer tokens), by door",
+            self.counted.clone(),
+        );
+    }
+
+    /// Records a failed attempt at `door` (`http`, `resp`) from `from` (when known);
+    /// returns how long its answer must wait.
+    pub fn failed(&self, door: &str, from: Option<IpAddr>) -> Duration {
+        self.counted
+            .get_or_create(&vec![("door".to_string(), door.to_string())])
+            .inc();
+        from.map_or(Duration::ZERO, |ip| self.failed_from(ip))
+    }
+
+    fn failed_from(&self, from: IpAddr) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if failures.len() >= MAX_TRACKED && !failures.contains_key(&from) {
             failures.retain(|_, (_, at)| at.elapsed() < FORGET_AFTER);
@@ -82,22 +94,18 @@ mod tests {
     fn failures_cost_more_and_more_and_a_success_clears_them() {
         let throttle = AuthThrottle::default();
         let ip: IpAddr = [10, 0, 0, 1].into();
-        let waits: Vec<Duration> = (0..10).map(|_| throttle.failed(ip)).collect();
+        let waits: Vec<Duration> = (0..10).map(|_| throttle.failed("test", Some(ip))).collect();
         assert_eq!(waits[..3], [Duration::ZERO; 3]);
         assert_eq!(waits[3], BASE_DELAY);
         assert_eq!(waits[4], BASE_DELAY * 2);
         assert_eq!(waits[9], MAX_DELAY);
         let other: IpAddr = [10, 0, 0, 2].into();
-        assert_eq!(throttle.failed(other), Duration::ZERO, "per address");
+        assert_eq!(
+            throttle.failed("test", Some(other)),
+            Duration::ZERO,
+            "per address"
+        );
         throttle.succeeded(ip);
-        assert_eq!(throttle.failed(ip), Duration::ZERO);
-    }
-
-    #[test]
-    fn passwords_compare_whole() {
-        assert!(password_matches(b"s3cret", b"s3cret"));
-        assert!(!password_matches(b"s3cre", b"s3cret"));
-        assert!(!password_matches(b"s3cret!", b"s3cret"));
-        assert!(!password_matches(b"", b"s3cret"));
+        assert_eq!(throttle.failed("test", Some(ip)), Duration::ZERO);
     }
 }

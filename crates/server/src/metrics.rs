@@ -69,23 +69,6 @@ pub struct NodeMetrics {
     /// Each view's current batch boundary (Unix seconds; 0 before the first import),
     /// refreshed at every scrape: `time() - boundary` is how far behind the batch layer is.
     pub batch_boundary: Family<ViewLabels, Gauge>,
-    /// Failed password attempts (RESP `AUTH`, HTTP bearer tokens), by door.
-    pub auth_failures: Family<Vec<(String, String)>, Counter>,
-    /// The throttle those failures feed (per source address).
-    pub auth_throttle: crate::auth::AuthThrottle,
-}
-
-impl NodeMetrics {
-    /// Counts a failed password attempt at `door` (`http` or `resp`) from `from` and
-    /// returns how long its answer must wait ([`crate::auth`]).
-    pub fn auth_failed(&self, door: &str, from: Option<std::net::IpAddr>) -> std::time::Duration {
-        self.auth_failures
-            .get_or_create(&vec![("door".to_string(), door.to_string())])
-            .inc();
-        from.map_or(std::time::Duration::ZERO, |ip| {
-            self.auth_throttle.failed(ip)
-        })
-    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -128,12 +111,6 @@ impl NodeMetrics {
             "HTTP request latency",
             http_latency.clone(),
         );
-        let auth_failures = Family::<Vec<(String, String)>, Counter>::default();
-        registry.register(
-            "speedlayer_auth_failures",
-            "Failed password attempts (RESP AUTH, HTTP bearer tokens), by door",
-            auth_failures.clone(),
-        );
         registry.register(
             "speedlayer_epoch_keys",
             "Approximate number of keys per live epoch",
@@ -147,8 +124,6 @@ impl NodeMetrics {
             epoch_keys,
             resp_commands,
             batch_boundary,
-            auth_failures,
-            auth_throttle: crate::auth::AuthThrottle::default(),
         })
     }
 

@@ -30,7 +30,7 @@ pub enum StoreError {
     /// The journal could not be made durable earlier; the node refuses writes rather than
     /// acknowledge data it may not hold (fsync failures are not retried: see PostgreSQL's
     /// fsyncgate).
-    #[error("storage is failed after a journal sync error (disk full or I/O error); the node restarts itself once its data directory accepts writes again")]
+    #[error("{}", speedlayer_api::Error::StorageFailed)]
     Failed,
     /// The store is shutting down.
     #[error("storage is shutting down")]

@@ -329,24 +329,14 @@ impl Worker {
         let ok = self
             .attempt(op_id, 1, node, proto, consistency, quorum, &op)
             .await;
-        if ok {
-            if let Op::Add { key, member } = &op {
-                self.acked_adds.push((key.clone(), member.clone()));
-            }
-            return;
-        }
-        if !retriable(&op, proto) {
+        if ok || !retriable(&op, proto) {
             return;
         }
         let other = self.other_node(node);
         let ok = self
             .attempt(op_id, 2, other, Proto::Http, consistency, quorum, &op)
             .await;
-        if ok {
-            if let Op::Add { key, member } = &op {
-                self.acked_adds.push((key.clone(), member.clone()));
-            }
-        } else {
+        if !ok {
             self.pending.push(Pending {
                 op_id,
                 op,
@@ -372,11 +362,7 @@ impl Worker {
                     &p.op,
                 )
                 .await;
-            if ok {
-                if let Op::Add { key, member } = &p.op {
-                    self.acked_adds.push((key.clone(), member.clone()));
-                }
-            } else {
+            if !ok {
                 left.push(p);
             }
         }
@@ -424,6 +410,10 @@ impl Worker {
         };
         let (client, t) = (self.name.clone(), now_us());
         let ok = matches!(outcome, Outcome::Ok);
+        if let (true, Op::Add { key, member }) = (ok, op) {
+            // An acknowledged add: a member a later remove may name.
+            self.acked_adds.push((key.clone(), member.clone()));
+        }
         self.shared.record(match outcome {
             Outcome::Ok => Record::Ok {
                 t,

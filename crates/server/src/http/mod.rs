@@ -37,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<NodeMetrics>,
     /// Bearer token required on every route but `/health`, when set.
     pub requirepass: Option<Arc<str>>,
+    /// Failed tokens per source address (shared with the Redis door).
+    pub auth_throttle: Arc<crate::auth::AuthThrottle>,
 }
 
 /// Builds the router. `max_body_bytes` bounds every request body (413 past it).
@@ -142,13 +144,13 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         let ok =
-            given.is_some_and(|g| crate::auth::password_matches(g.as_bytes(), pass.as_bytes()));
+            given.is_some_and(|g| speedlayer_api::secret_matches(g.as_bytes(), pass.as_bytes()));
         if !ok {
             let from = request
                 .extensions()
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                 .map(|c| c.0.ip());
-            let wait = state.metrics.auth_failed("http", from);
+            let wait = state.auth_throttle.failed("http", from);
             tokio::time::sleep(wait).await;
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,

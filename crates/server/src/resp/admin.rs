@@ -141,15 +141,15 @@ fn auth(session: &mut Session, user: Option<&Bytes>, password: &Bytes) -> Reply 
         return wrong();
     }
     let user_ok = user.is_none_or(|u| &u[..] == b"default");
-    if user_ok && crate::auth::password_matches(password, expected.as_bytes()) {
+    if user_ok && speedlayer_api::secret_matches(password, expected.as_bytes()) {
         session.authenticated = true;
         if let Some(peer) = session.peer {
-            session.shared.metrics.auth_throttle.succeeded(peer);
+            session.shared.auth_throttle.succeeded(peer);
         }
         Reply::ok()
     } else {
         session.auth_failed = true;
-        session.penalty = session.shared.metrics.auth_failed("resp", session.peer);
+        session.penalty = session.shared.auth_throttle.failed("resp", session.peer);
         wrong()
     }
 }

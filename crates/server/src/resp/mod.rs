@@ -68,6 +68,8 @@ pub struct RespShared {
     /// How long a request may take to arrive once its first byte has (slow clients
     /// holding a connection with a half-sent command are closed); idle clients stay.
     pub request_timeout: std::time::Duration,
+    /// Failed `AUTH`s per source address (shared with the HTTP door).
+    pub auth_throttle: Arc<crate::auth::AuthThrottle>,
 }
 
 /// Default of [`RespShared::request_timeout`].
@@ -107,6 +109,7 @@ impl RespShared {
             next_client_id: AtomicU64::new(1),
             max_clients: DEFAULT_MAX_CLIENTS,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            auth_throttle: Arc::default(),
         }
     }
 }

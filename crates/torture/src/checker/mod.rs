@@ -284,16 +284,8 @@ pub fn check(records: &[Record]) -> Report {
                 client,
                 op_id,
                 attempt,
-            } => {
-                if let Some(a) = ops
-                    .get_mut(&(client.clone(), *op_id))
-                    .and_then(|l| l.attempts.get_mut(attempt))
-                {
-                    a.acked = true;
-                    a.ended = Some(*t);
-                }
             }
-            Record::Fail {
+            | Record::Fail {
                 t,
                 client,
                 op_id,
@@ -310,6 +302,7 @@ pub fn check(records: &[Record]) -> Report {
                     .get_mut(&(client.clone(), *op_id))
                     .and_then(|l| l.attempts.get_mut(attempt))
                 {
+                    a.acked = matches!(r, Record::Ok { .. });
                     a.ended = Some(*t);
                 }
             }

@@ -37,14 +37,10 @@ impl Cluster {
             .map_err(|e| harness(format!("controller history: {e}")))
     }
 
-    fn record_fault(&mut self, step: &Step) -> Result<(), RunError> {
+    /// Records the fault state after `step` (a [`Step`], or a part of one), as it is.
+    fn record_fault(&mut self, step: impl std::fmt::Display) -> Result<(), RunError> {
         let alive = self.alive();
         self.record_state(&step.to_string(), alive)
-    }
-
-    fn record_state_named(&mut self, step: &str) -> Result<(), RunError> {
-        let alive = self.alive();
-        self.record_state(step, alive)
     }
 
     /// Records the fault state `step` leaves: the current links and `alive`. A step that
@@ -195,9 +191,9 @@ impl Cluster {
                 for n in 0..self.nodes.len() {
                     let skew = self.nodes[n].skew();
                     self.nodes[n].kill();
-                    self.record_state_named(&format!("{step}: {}", Step::Kill(n)))?;
+                    self.record_fault(format!("{step}: {}", Step::Kill(n)))?;
                     self.nodes[n].restart(skew)?;
-                    self.record_state_named(&format!("{step}: {}", Step::Restart(n)))?;
+                    self.record_fault(format!("{step}: {}", Step::Restart(n)))?;
                     self.wait_up(n, wait_up).await?;
                 }
                 return Ok(());
