@@ -1,8 +1,11 @@
 //! The ring: a fixed number of partitions, each with an ordered list of the nodes that
 //! own it.
 //!
-//! A key's partition is `xxh3(partition key) mod partitions`: a fixed-seed hash, so every
-//! node (and every version) places a key alike. Each partition orders the members by
+//! A key's partition is the contiguous range of the placement hash space
+//! ([`speedlayer_core::placement_hash`], a fixed-seed xxh3 of the partition key) it falls
+//! in: the space is cut into `partitions` equal ranges, so every node (and every
+//! version) places a key alike, and one partition's keys are one hash range, which is
+//! what anti-entropy compares and (later) what a ring change streams. Each partition orders the members by
 //! rendezvous hashing (`xxh3(partition ‖ member)`, highest first): the first N are its
 //! **preference list**, the rest, in order, its **fallbacks** for sloppy quorums. Every
 //! node computes the same ring from the same member set (the cluster addresses), with no
@@ -65,7 +68,24 @@ impl Ring {
 
     /// The partition of a partition key.
     pub fn partition_of(&self, partition_key: &[u8]) -> u32 {
-        (xxh3_64(partition_key) % self.orders.len() as u64) as u32
+        self.partition_of_hash(speedlayer_core::placement_hash(partition_key))
+    }
+
+    /// The partition a placement hash falls in: `hash × partitions / 2^64`, so partition
+    /// `p` holds the hashes of [`Ring::hash_range`]`(p)`.
+    pub fn partition_of_hash(&self, hash: u64) -> u32 {
+        ((u128::from(hash) * self.orders.len() as u128) >> 64) as u32
+    }
+
+    /// The placement hashes of `partition`, first and last included.
+    pub fn hash_range(&self, partition: u32) -> (u64, u64) {
+        let n = self.orders.len() as u128;
+        let p = u128::from(partition) % n;
+        // The smallest h with h × n ≥ p × 2^64, for p and p + 1.
+        let start = |p: u128| (p << 64).div_ceil(n);
+        let first = start(p) as u64;
+        let last = (start(p + 1) - 1) as u64;
+        (first, last)
     }
 
     /// The preference list of `partition`: its N owners, first choice first.
@@ -140,6 +160,28 @@ mod tests {
         }
         for count in firsts {
             assert!((32..=96).contains(&count), "first choices {firsts:?}");
+        }
+    }
+
+    #[test]
+    fn hash_ranges_tile_the_hash_space_and_agree_with_partition_of() {
+        for partitions in [1, 3, 7, 256, 65_536] {
+            let ring = Ring::new(members(3), partitions, 3);
+            let mut next = 0u128;
+            for p in 0..partitions {
+                let (first, last) = ring.hash_range(p);
+                assert_eq!(u128::from(first), next, "partition {p} of {partitions}");
+                assert!(first <= last);
+                for h in [first, last, first / 2 + last / 2] {
+                    assert_eq!(ring.partition_of_hash(h), p, "{h} of {partitions}");
+                }
+                next = u128::from(last) + 1;
+            }
+            assert_eq!(
+                next,
+                1u128 << 64,
+                "{partitions} partitions cover every hash"
+            );
         }
     }
 

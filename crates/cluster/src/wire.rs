@@ -18,7 +18,7 @@ use speedlayer_store::Update;
 /// Largest frame accepted (a batch of states or a range answer).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Bumped on incompatible changes; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// First frame of a connection: who dials, and the proof it belongs to the cluster.
 #[derive(Clone, Debug, Serialize, Deserialize)]

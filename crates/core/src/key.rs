@@ -93,6 +93,11 @@ impl Key {
         })
     }
 
+    /// [`placement_hash`] of this key's partition.
+    pub fn placement(&self) -> u64 {
+        placement_hash(&self.partition)
+    }
+
     /// `u16` big-endian length ‖ partition: the prefix every encoded key of
     /// that partition starts with, for prefix scans.
     pub fn partition_prefix(partition: &[u8]) -> Vec<u8> {
@@ -103,6 +108,14 @@ impl Key {
         out.extend_from_slice(partition.get(..len).unwrap_or(partition));
         out
     }
+}
+
+/// Where a key lives in the cluster: `xxh3(partition key)`, a fixed-seed hash, so every
+/// node and every version places a key alike. The ring cuts this hash space into
+/// contiguous ranges (its partitions), and storage keeps each key's anti-entropy hash
+/// under this value, so one partition's hashes are one contiguous scan.
+pub fn placement_hash(partition_key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(partition_key)
 }
 
 /// Lets hash maps keyed by [`Key`] look up by reference and clone only on insert.

@@ -35,7 +35,7 @@ pub use counter::{Counter, MAX_WRITERS_PER_KEY, WRITER_WINDOW};
 pub use epoch::{Epoch, EpochError};
 pub use extremum::Extremum;
 pub use hll::{Hll, HLL_PRECISION};
-pub use key::{Key, KeyError, MAX_KEY_PART_LEN};
+pub use key::{placement_hash, Key, KeyError, MAX_KEY_PART_LEN};
 pub use op::{ApplyCtx, Op, OpError, Outcome, UpdateId};
 pub use orset::{Dot, OrSet};
 pub use reading::Reading;

@@ -20,6 +20,8 @@ const VIEW_PREFIX: &str = "view:";
 /// Key prefix of a view's dropped epochs (`dropped:{view}` → JSON list of epoch indexes).
 const DROPPED_PREFIX: &str = "dropped:";
 const NODE_ID_KEY: &str = "node_id";
+/// Prefix of the markers of one-time steps ([`Catalog::done`]).
+const DONE_PREFIX: &str = "done/";
 
 /// The persistent, in-memory-cached set of views of one node.
 pub struct Catalog {
@@ -173,6 +175,19 @@ impl Catalog {
             .unwrap_or_else(|p| p.into_inner())
             .insert(view.to_owned(), Arc::new(set));
         Ok(new)
+    }
+
+    /// Whether the one-time step `name` (e.g. a format upgrade) has been done here.
+    pub fn done(&self, name: &str) -> Result<bool> {
+        Ok(self.keyspace.get(format!("{DONE_PREFIX}{name}"))?.is_some())
+    }
+
+    /// Records durably that the one-time step `name` is done.
+    pub fn mark_done(&self, name: &str) -> Result<()> {
+        self.keyspace
+            .insert(format!("{DONE_PREFIX}{name}"), [1u8])?;
+        self.db.persist(PersistMode::SyncData)?;
+        Ok(())
     }
 
     /// This node's id, created on first start and kept across restarts so anonymous

@@ -18,6 +18,7 @@
 pub mod batch;
 pub mod catalog;
 pub mod clock;
+pub mod digest;
 pub mod epochs;
 pub mod error;
 pub mod event_queue;
@@ -34,6 +35,7 @@ pub use error::{Result, StoreError};
 pub use hints::{Hint, HintKey, Hints};
 pub use metrics::StoreMetrics;
 pub use store::{
-    validate, ApplyKind, EpochInfo, ImportCheck, RangeRow, RangeRows, RangeStates, Retired, Store,
-    StoreConfig, Update, Written, DEFAULT_BATCH_GRACE, DEFAULT_MAX_FUTURE_TS, MAX_TS_US,
+    validate, ApplyKind, EpochDigest, EpochInfo, ImportCheck, MergedLive, RangeDigests, RangeRow,
+    RangeRows, RangeStates, Retired, Store, StoreConfig, Update, Written, DEFAULT_BATCH_GRACE,
+    DEFAULT_MAX_FUTURE_TS, MAX_TS_US,
 };

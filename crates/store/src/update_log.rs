@@ -250,10 +250,7 @@ pub fn replay(
     let mut batch = db.batch();
     for ((view_id, epoch, key), value) in &states {
         let keyspace = epochs.get_or_create(*view_id, *epoch)?;
-        match value {
-            Some(value) => batch.insert(&keyspace, key.encode(), value.encode()),
-            None => batch.remove(&keyspace, key.encode()),
-        }
+        crate::digest::write_state(&mut batch, &keyspace, key, value.as_ref());
     }
     for record_key in record_keys {
         batch.remove(log, record_key);

@@ -24,6 +24,7 @@ use speedlayer_core::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::digest::{write_state, DigestCache};
 use crate::epochs::EpochKeyspaces;
 use crate::error::{Result, StoreError};
 use crate::group_commit::{GroupCommit, PendingAcks};
@@ -107,6 +108,8 @@ pub(crate) struct Shard {
     pub metrics: StoreMetrics,
     /// Cached states past this count are shed (after a checkpoint).
     pub cache_limit: usize,
+    /// Range digests, invalidated by what each checkpoint writes.
+    pub digests: Arc<DigestCache>,
 }
 
 /// A reply held back until the journal sync.
@@ -325,6 +328,7 @@ impl ShardLoop {
             return Ok(());
         }
         let mut batch = self.shard.db.batch();
+        let mut changed = Vec::with_capacity(self.pending.dirty.len());
         for (epoch_key, key) in &self.pending.dirty {
             let Some(epoch_cache) = self.cache.epochs.get_mut(epoch_key) else {
                 continue;
@@ -334,18 +338,21 @@ impl ShardLoop {
             };
             if cached.dirty {
                 cached.dirty = false;
-                match &cached.value {
-                    Some(value) => {
-                        batch.insert(&epoch_cache.keyspace, key.encode(), value.encode())
-                    }
-                    None => batch.remove(&epoch_cache.keyspace, key.encode()),
-                }
+                write_state(
+                    &mut batch,
+                    &epoch_cache.keyspace,
+                    key,
+                    cached.value.as_ref(),
+                );
+                changed.push((epoch_key.0, epoch_key.1, key.placement()));
             }
         }
         for round in self.pending.first_round..self.next_round {
             batch.remove(&self.shard.log, record_key(self.shard.index, round));
         }
         batch.commit()?;
+        // After the commit: a digest computed in between is refused by the cache.
+        self.shard.digests.invalidate(changed);
         self.shard.metrics.checkpoints.inc();
         self.pending.dirty.clear();
         self.pending.first_round = self.next_round;

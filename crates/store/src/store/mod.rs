@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batch::BatchTables;
 use crate::catalog::{Catalog, Declared, View, ViewSpec, ViewType};
 use crate::clock::Clock;
+use crate::digest::DigestCache;
 use crate::epochs::EpochKeyspaces;
 use crate::error::{Result, StoreError};
 use crate::event_queue::EventQueue;
@@ -26,6 +27,8 @@ use crate::metrics::StoreMetrics;
 use crate::shard::{Shard, ShardMsg};
 use crate::update_log;
 
+mod anti_entropy;
+pub use anti_entropy::{EpochDigest, MergedLive, RangeDigests};
 mod import;
 mod range;
 mod read;
@@ -119,6 +122,8 @@ struct Inner {
     failed: Arc<AtomicBool>,
     hints: Hints,
     batches: BatchTables,
+    /// Range digests for anti-entropy ([`crate::digest`]).
+    digests: Arc<DigestCache>,
     /// Reads hold it shared from choosing their boundary to their last part; retiring
     /// (dropping epochs and batch tables) holds it exclusively, so no read loses a part
     /// it was promised.
@@ -156,6 +161,29 @@ impl Drop for Inner {
             let _ = thread.join();
         }
     }
+}
+
+/// Writes the digest entries of states written before digests existed (once per data
+/// directory): without them anti-entropy would not see those keys.
+fn backfill_digests(db: &Database, catalog: &Catalog, epochs: &EpochKeyspaces) -> Result<()> {
+    const STEP: &str = "digest_entries";
+    if catalog.done(STEP)? {
+        return Ok(());
+    }
+    let mut written = 0;
+    for view in catalog.list().iter() {
+        for (_, keyspace) in epochs.of_view(view.id) {
+            written += crate::digest::backfill(db, &keyspace)?;
+        }
+    }
+    db.persist(fjall::PersistMode::SyncData)?;
+    if written > 0 {
+        tracing::info!(
+            keys = written,
+            "wrote the anti-entropy digest entries of existing states"
+        );
+    }
+    catalog.mark_done(STEP)
 }
 
 /// A node's durable, sharded store of views. Cheap to clone (shared handle).
@@ -234,6 +262,8 @@ impl Store {
                 })
             })
             .collect();
+        backfill_digests(&db, &catalog, &epochs)?;
+        let digests = Arc::new(DigestCache::default());
         let clock = Clock::default();
         let hints = Hints::open(&db, clock.tick())?;
         let metrics = StoreMetrics::new();
@@ -253,6 +283,7 @@ impl Store {
                 commit: commit.clone(),
                 metrics: metrics.clone(),
                 cache_limit: config.cache_entries_per_shard,
+                digests: digests.clone(),
             };
             shard_threads.push(shard.spawn(rx)?);
             shards.push(tx);
@@ -267,6 +298,7 @@ impl Store {
                 failed: commit.failed_flag(),
                 hints,
                 batches,
+                digests,
                 retire_gate: tokio::sync::RwLock::new(()),
                 batch_grace: config.batch_grace,
                 max_future_ts: config.max_future_ts,

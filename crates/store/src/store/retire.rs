@@ -120,6 +120,7 @@ impl Store {
         let Some(keyspace) = self.inner.epochs.unlist(view.id, epoch) else {
             return Ok(false);
         };
+        self.inner.digests.forget(view.id, epoch);
         // Every owner shard must let go of the handle before the keyspace is deleted, so
         // no write lands in it afterwards.
         self.broadcast(|done| ShardMsg::ForgetEpoch {
