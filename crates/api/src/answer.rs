@@ -155,6 +155,31 @@ pub struct ClusterStatus {
     pub nodes: Vec<NodeStatus>,
     /// Every partition's preference list.
     pub ring: Vec<PartitionStatus>,
+    /// What anti-entropy has done on this node.
+    pub anti_entropy: AntiEntropyStatus,
+}
+
+/// Anti-entropy on one node: how often it runs and what its rounds found.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AntiEntropyStatus {
+    /// Seconds between rounds; `None` when anti-entropy is off.
+    pub interval_secs: Option<u64>,
+    /// Rounds completed since the node started.
+    pub rounds: u64,
+    /// Seconds since the last round ended; `None` before the first.
+    pub last_round_age_secs: Option<u64>,
+    /// How long the last round took, ms.
+    pub last_round_ms: u64,
+    /// Ranges (per partition, peer, view and epoch) that differed in the last round.
+    pub differing_last_round: u64,
+    /// Comparisons that failed in the last round (peer unreachable; retried).
+    pub failed_last_round: u64,
+    /// Key states pulled from peers since start.
+    pub keys_pulled: u64,
+    /// Key states pushed to peers since start.
+    pub keys_pushed: u64,
+    /// Bytes of states moved since start.
+    pub bytes: u64,
 }
 
 /// Counters of one node's storage since it started.

@@ -13,6 +13,12 @@ pub enum ClusterError {
     /// ([`speedlayer_api::Error::Import`]).
     #[error(transparent)]
     Request(#[from] speedlayer_api::Error),
+    /// A peer failed to answer, or answered what it should not have.
+    #[error(transparent)]
+    Peer(#[from] crate::peer::RpcError),
+    /// A peer's message did not decode.
+    #[error("malformed message from a peer: {0}")]
+    Malformed(#[from] crate::wire::WireError),
     /// The cluster listener could not start.
     #[error("cluster listener on {addr}: {source}")]
     Bind {
@@ -29,7 +35,7 @@ impl ClusterError {
         match self {
             ClusterError::Store(e) => e.is_client_error(),
             ClusterError::Request(e) => e.is_client_error(),
-            ClusterError::Bind { .. } => false,
+            ClusterError::Peer(_) | ClusterError::Malformed(_) | ClusterError::Bind { .. } => false,
         }
     }
 }
@@ -41,7 +47,10 @@ impl From<ClusterError> for speedlayer_api::Error {
         match e {
             ClusterError::Store(e) => e.into(),
             ClusterError::Request(e) => e,
-            e @ ClusterError::Bind { .. } => speedlayer_api::Error::Internal(e.to_string()),
+            e
+            @ (ClusterError::Peer(_) | ClusterError::Malformed(_) | ClusterError::Bind { .. }) => {
+                speedlayer_api::Error::Internal(e.to_string())
+            }
         }
     }
 }

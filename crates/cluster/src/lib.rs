@@ -21,6 +21,7 @@
 //! detector, started by `start`), so gossip can replace it; pings carry a catalog digest
 //! so declarations, drops and batch publications reach every node ([`catalog_sync`]).
 
+pub mod anti_entropy;
 pub mod catalog_sync;
 pub(crate) mod catch_up;
 pub mod coordinator;

@@ -30,6 +30,22 @@ pub struct ClusterMetrics {
     pub catalog_learned: Counter,
     /// Catalog entries a peer declared differently (left as this node has them).
     pub catalog_conflicts: Counter,
+    /// Anti-entropy rounds completed.
+    pub anti_entropy_rounds: Counter,
+    /// Key states anti-entropy pulled from peers and merged here.
+    pub anti_entropy_pulled: Counter,
+    /// Key states anti-entropy pushed to peers and merged there.
+    pub anti_entropy_pushed: Counter,
+    /// Bytes of states anti-entropy moved.
+    pub anti_entropy_bytes: Counter,
+    /// (partition, peer, view, epoch) digests that differed in the last round.
+    pub anti_entropy_differing: Gauge,
+    /// Comparisons that failed in the last round.
+    pub anti_entropy_failed: Gauge,
+    /// How long the last round took, seconds.
+    pub anti_entropy_round_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// When the last round ended, Unix seconds (0: none yet).
+    pub anti_entropy_last_round: Gauge,
 }
 
 impl ClusterMetrics {
@@ -66,10 +82,67 @@ impl ClusterMetrics {
             self.catalog_learned.clone(),
         );
         registry.register(
+            "speedlayer_anti_entropy_rounds",
+            "Anti-entropy rounds completed",
+            self.anti_entropy_rounds.clone(),
+        );
+        registry.register(
+            "speedlayer_anti_entropy_keys_pulled",
+            "Key states anti-entropy pulled from peers and merged here",
+            self.anti_entropy_pulled.clone(),
+        );
+        registry.register(
+            "speedlayer_anti_entropy_keys_pushed",
+            "Key states anti-entropy pushed to peers and merged there",
+            self.anti_entropy_pushed.clone(),
+        );
+        registry.register(
+            "speedlayer_anti_entropy_bytes",
+            "Bytes of key states anti-entropy moved",
+            self.anti_entropy_bytes.clone(),
+        );
+        registry.register(
+            "speedlayer_anti_entropy_differing_ranges",
+            "Partition ranges (per peer, view and epoch) that differed in the last round",
+            self.anti_entropy_differing.clone(),
+        );
+        registry.register(
+            "speedlayer_anti_entropy_failed_comparisons",
+            "Partition comparisons that failed in the last round (retried next round)",
+            self.anti_entropy_failed.clone(),
+        );
+        registry.register(
+            "speedlayer_anti_entropy_round_seconds",
+            "Duration of the last anti-entropy round",
+            self.anti_entropy_round_seconds.clone(),
+        );
+        registry.register(
+            "speedlayer_anti_entropy_last_round_timestamp_seconds",
+            "When the last anti-entropy round ended (Unix time)",
+            self.anti_entropy_last_round.clone(),
+        );
+        registry.register(
             "speedlayer_catalog_conflicts",
             "View declarations a peer holds differently",
             self.catalog_conflicts.clone(),
         );
+    }
+
+    /// Records a finished anti-entropy round.
+    pub fn note_anti_entropy_round(
+        &self,
+        stats: &crate::anti_entropy::RoundStats,
+        took: std::time::Duration,
+    ) {
+        self.anti_entropy_rounds.inc();
+        self.anti_entropy_pulled.inc_by(stats.pulled);
+        self.anti_entropy_pushed.inc_by(stats.pushed);
+        self.anti_entropy_bytes.inc_by(stats.bytes);
+        self.anti_entropy_differing.set(stats.differing as i64);
+        self.anti_entropy_failed.set(stats.failed as i64);
+        self.anti_entropy_round_seconds.set(took.as_secs_f64());
+        let now = speedlayer_store::clock::wall_clock_us() / 1_000_000;
+        self.anti_entropy_last_round.set(now as i64);
     }
 
     /// The label for `target`.

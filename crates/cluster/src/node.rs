@@ -46,6 +46,8 @@ pub struct ClusterConfig {
     /// more from most of its peers refuses to coordinate writes (its stamps would order
     /// them wrongly and place them in the wrong epochs) until it is back within it.
     pub max_clock_offset: Duration,
+    /// How replicas compare and repair their data in the background.
+    pub anti_entropy: crate::anti_entropy::AntiEntropyConfig,
 }
 
 impl ClusterConfig {
@@ -62,6 +64,7 @@ impl ClusterConfig {
             rpc_timeout: Duration::from_secs(2),
             transport: Arc::new(Tcp),
             max_clock_offset: DEFAULT_MAX_CLOCK_OFFSET,
+            anti_entropy: Default::default(),
         }
     }
 

@@ -46,11 +46,6 @@ impl Handler for ClusterNode {
 impl ClusterNode {
     async fn serve(&self, request: &Request) -> Result<Response, ClusterError> {
         let store = &self.store;
-        let bad = |e: wire::WireError| {
-            ClusterError::Store(StoreError::Request(
-                speedlayer_api::Error::InvalidDeclaration(e.to_string()),
-            ))
-        };
         Ok(match request {
             Request::Ping { .. } => Response::Pong {
                 catalog: catalog_sync::digest(store),
@@ -65,8 +60,7 @@ impl ClusterNode {
                     .iter()
                     .cloned()
                     .map(wire::WireUpdate::into_update)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(bad)?;
+                    .collect::<Result<Vec<_>, _>>()?;
                 let written = store.apply_replicating(view, updates, *kind).await?;
                 Response::Applied(
                     written
@@ -87,13 +81,12 @@ impl ClusterNode {
                 let states = states
                     .iter()
                     .map(WireState::decode)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(bad)?;
+                    .collect::<Result<Vec<_>, _>>()?;
                 self.merge_here(view, states, hint_for.as_deref()).await?;
                 Response::Merged
             }
             Request::States { view, keys, at } => {
-                let keys = decode_keys(keys).map_err(bad)?;
+                let keys = decode_keys(keys)?;
                 match store.states(view, keys, Some(BatchBoundary(*at))).await {
                     Ok((_, states)) => Response::States {
                         rows: states.iter().map(wire::encode_row).collect(),
@@ -184,6 +177,9 @@ impl ClusterNode {
                 Response::Dropped(store.drop_epochs(view, &epochs).await?)
             }
             Request::DroppedEpochs => Response::DroppedEpochs(store.dropped_epochs()),
+            Request::AntiEntropy(request) => {
+                Response::AntiEntropy(crate::anti_entropy::serve(store, request).await?)
+            }
             Request::Boundaries => Response::Boundaries(
                 store
                     .published_boundaries()

@@ -18,7 +18,7 @@ use crate::node::{Cluster, ClusterConfig, ClusterNode};
 use crate::peer::RpcError;
 use crate::ring::Ring;
 use crate::wire::{Hello, Request, Response, PROTOCOL_VERSION};
-use crate::{catalog_sync, handoff};
+use crate::{anti_entropy, catalog_sync, handoff};
 
 /// How often each peer is pinged.
 const PING_INTERVAL: Duration = Duration::from_millis(500);
@@ -104,6 +104,7 @@ impl Cluster {
             catch_up_catalog(&cluster.inner).await;
             hint_replayed(&cluster.inner).await?;
             tokio::spawn(failure_detector(cluster.inner.clone(), stop.clone()));
+            tokio::spawn(anti_entropy::run(cluster.inner.clone(), stop.clone()));
             tokio::spawn(handoff::run(cluster.inner.clone(), stop));
         } else {
             // One node: nobody to hint.

@@ -1,7 +1,7 @@
 //! What `GET /v1/cluster` and `speedlayer ctl status` show: members, their health as
 //! this node sees it, hints held for each, and the ring.
 
-use speedlayer_api::{ClusterStatus, NodeStatus, PartitionStatus};
+use speedlayer_api::{AntiEntropyStatus, ClusterStatus, NodeStatus, PartitionStatus};
 
 use crate::node::Cluster;
 
@@ -48,6 +48,24 @@ impl Cluster {
                         .collect(),
                 })
                 .collect(),
+            anti_entropy: self.anti_entropy_status(),
+        }
+    }
+
+    fn anti_entropy_status(&self) -> AntiEntropyStatus {
+        let m = &self.inner.metrics;
+        let last = m.anti_entropy_last_round.get();
+        let now = (speedlayer_store::clock::wall_clock_us() / 1_000_000) as i64;
+        AntiEntropyStatus {
+            interval_secs: self.inner.config.anti_entropy.interval.map(|i| i.as_secs()),
+            rounds: m.anti_entropy_rounds.get(),
+            last_round_age_secs: (last > 0).then(|| now.saturating_sub(last).max(0) as u64),
+            last_round_ms: (m.anti_entropy_round_seconds.get() * 1000.0) as u64,
+            differing_last_round: m.anti_entropy_differing.get().max(0) as u64,
+            failed_last_round: m.anti_entropy_failed.get().max(0) as u64,
+            keys_pulled: m.anti_entropy_pulled.get(),
+            keys_pushed: m.anti_entropy_pushed.get(),
+            bytes: m.anti_entropy_bytes.get(),
         }
     }
 

@@ -185,6 +185,85 @@ pub enum Request {
         /// Most rows.
         limit: u32,
     },
+    /// A step of anti-entropy ([`crate::anti_entropy`]).
+    AntiEntropy(AntiEntropyRequest),
+}
+
+/// What one replica of a partition asks another while comparing them. Ranges are
+/// placement hashes, first and last included.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AntiEntropyRequest {
+    /// The digests of a range in every live (view, epoch).
+    Digests {
+        /// First placement hash.
+        first: u64,
+        /// Last placement hash.
+        last: u64,
+    },
+    /// The leaf digests of a range in one (view, epoch).
+    Leaves {
+        /// View name.
+        view: String,
+        /// Epoch index.
+        epoch: u64,
+        /// First placement hash.
+        first: u64,
+        /// Last placement hash.
+        last: u64,
+    },
+    /// The (key, state hash) entries of a range in one (view, epoch).
+    Entries {
+        /// View name.
+        view: String,
+        /// Epoch index.
+        epoch: u64,
+        /// First placement hash.
+        first: u64,
+        /// Last placement hash.
+        last: u64,
+    },
+    /// The current states of keys in one (view, epoch).
+    States {
+        /// View name.
+        view: String,
+        /// Epoch index.
+        epoch: u64,
+        /// Keys, [`Key::encode`] form.
+        keys: Vec<Vec<u8>>,
+    },
+    /// States to merge where their epoch is live on the receiver.
+    Repair {
+        /// View name.
+        view: String,
+        /// The states.
+        states: Vec<WireState>,
+    },
+}
+
+/// The answers to [`AntiEntropyRequest`]s, in the same order of variants.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AntiEntropyResponse {
+    /// Digests: `(view, epoch, keys, root)` of every non-empty live (view, epoch), and
+    /// `(view, first live epoch)` of every view the answering node knows.
+    Digests {
+        /// Non-empty digests.
+        epochs: Vec<(String, u64, u64, [u8; 16])>,
+        /// First live epoch per view.
+        floors: Vec<(String, u64)>,
+    },
+    /// Leaf digests.
+    Leaves(Vec<[u8; 16]>),
+    /// `(key, state hash)` entries, key in [`Key::encode`] form.
+    Entries(Vec<(Vec<u8>, [u8; 16])>),
+    /// States of the keys that have one.
+    States(Vec<WireState>),
+    /// How many pushed states were merged, and how many left out (epoch not live).
+    Repaired {
+        /// Merged.
+        merged: u64,
+        /// Left out.
+        skipped: u64,
+    },
 }
 
 /// One step of a batch import, as the coordinator drives it on every node.
@@ -295,6 +374,8 @@ pub enum Response {
     DroppedEpochs(Vec<(String, Vec<u64>)>),
     /// Answer to `Catalog`: (name, spec JSON).
     Catalog(Vec<(String, String)>),
+    /// Answer to `AntiEntropy`.
+    AntiEntropy(AntiEntropyResponse),
     /// Answer to `Declare`.
     Declared,
     /// The request failed on the responder.

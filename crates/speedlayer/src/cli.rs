@@ -121,6 +121,15 @@ pub struct ServeArgs {
     /// within it (pings measure the offsets; see `/v1/cluster`) [default: 500].
     #[arg(long)]
     pub max_clock_offset_ms: Option<u64>,
+    /// Seconds between anti-entropy rounds, in which the replicas of each partition
+    /// compare Merkle digests of their data and exchange what differs; 0 turns it off
+    /// [default: 30].
+    #[arg(long)]
+    pub anti_entropy_interval_secs: Option<u64>,
+    /// MiB of key states anti-entropy may move per second, to keep foreground latency
+    /// [default: 32].
+    #[arg(long)]
+    pub anti_entropy_mib_per_sec: Option<u64>,
     /// How far ahead of the node's clock an update's event time (`ts`) may be, in
     /// seconds; later ones are refused with a 400 / `ERR` [default: 86400].
     #[arg(long)]

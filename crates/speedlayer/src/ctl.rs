@@ -83,6 +83,24 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     node["hints_pending"]
                 );
             }
+            let ae = &cluster["anti_entropy"];
+            match ae["interval_secs"].as_u64() {
+                None => println!("  anti-entropy: off"),
+                Some(every) => println!(
+                    "  anti-entropy: every {every} s; {} round(s), last {} ({} ms, {} range(s) differed, {} failed); {} key(s) pulled, {} pushed, {} bytes",
+                    ae["rounds"],
+                    match ae["last_round_age_secs"].as_u64() {
+                        Some(age) => format!("{age} s ago"),
+                        None => "not yet".into(),
+                    },
+                    ae["last_round_ms"],
+                    ae["differing_last_round"],
+                    ae["failed_last_round"],
+                    ae["keys_pulled"],
+                    ae["keys_pushed"],
+                    ae["bytes"],
+                ),
+            }
             if cluster["clock_skewed"].as_bool() == Some(true) {
                 println!("  THIS NODE'S CLOCK is off from its peers': it coordinates no writes until fixed");
             }

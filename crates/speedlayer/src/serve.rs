@@ -35,6 +35,8 @@ struct FileConfig {
     quorum: Option<QuorumMode>,
     hinted_handoff: Option<bool>,
     max_clock_offset_ms: Option<u64>,
+    anti_entropy_interval_secs: Option<u64>,
+    anti_entropy_mib_per_sec: Option<u64>,
     max_future_ts_secs: Option<u64>,
     queue_limit: Option<u64>,
     batch_grace: Option<u64>,
@@ -136,6 +138,21 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         .unwrap_or(true);
     if let Some(ms) = args.max_clock_offset_ms.or(file.max_clock_offset_ms) {
         cluster_config.max_clock_offset = Duration::from_millis(ms);
+    }
+    if let Some(secs) = args
+        .anti_entropy_interval_secs
+        .or(file.anti_entropy_interval_secs)
+    {
+        cluster_config.anti_entropy.interval = (secs > 0).then(|| Duration::from_secs(secs));
+    }
+    if let Some(mib) = args
+        .anti_entropy_mib_per_sec
+        .or(file.anti_entropy_mib_per_sec)
+    {
+        if mib == 0 {
+            bail!("--anti-entropy-mib-per-sec must be at least 1 (turn anti-entropy off with --anti-entropy-interval-secs 0)");
+        }
+        cluster_config.anti_entropy.bytes_per_sec = mib.saturating_mul(1024 * 1024);
     }
     node.cluster = cluster_config;
     if let Some(secs) = args.max_future_ts_secs.or(file.max_future_ts_secs) {

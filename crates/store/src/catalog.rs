@@ -20,6 +20,7 @@ const VIEW_PREFIX: &str = "view:";
 /// Key prefix of a view's dropped epochs (`dropped:{view}` → JSON list of epoch indexes).
 const DROPPED_PREFIX: &str = "dropped:";
 const NODE_ID_KEY: &str = "node_id";
+const INCARNATION_KEY: &str = "incarnation";
 /// Prefix of the markers of one-time steps ([`Catalog::done`]).
 const DONE_PREFIX: &str = "done/";
 
@@ -188,6 +189,25 @@ impl Catalog {
             .insert(format!("{DONE_PREFIX}{name}"), [1u8])?;
         self.db.persist(PersistMode::SyncData)?;
         Ok(())
+    }
+
+    /// This data directory's incarnation: random, created with the directory and never
+    /// reused. A node restarted on an empty directory (a lost disk, a replacement machine)
+    /// keeps its configured id but gets a new incarnation, so the slots it counts
+    /// anonymous increments in start afresh instead of re-counting from zero in a slot
+    /// its peers still hold higher values of (which a join would silently ignore).
+    pub fn incarnation(&self) -> Result<String> {
+        if let Some(stored) = self.keyspace.get(INCARNATION_KEY)? {
+            return Ok(String::from_utf8_lossy(&stored).into_owned());
+        }
+        let id = generated_node_id()
+            .trim_start_matches('n')
+            .get(8..)
+            .unwrap_or_default()
+            .to_owned();
+        self.keyspace.insert(INCARNATION_KEY, id.as_bytes())?;
+        self.db.persist(PersistMode::SyncData)?;
+        Ok(id)
     }
 
     /// This node's id, created on first start and kept across restarts so anonymous

@@ -103,6 +103,8 @@ pub(crate) struct Shard {
     pub db: Database,
     pub epochs: Arc<EpochKeyspaces>,
     pub log: Keyspace,
+    /// The name of this replica's CRDT slots: node id `#` data-directory incarnation
+    /// (`Catalog::incarnation`).
     pub node_id: String,
     pub commit: GroupCommit,
     pub metrics: StoreMetrics,

@@ -206,6 +206,8 @@ impl Store {
             .open()?;
         let catalog = Catalog::open(&db)?;
         let node_id = catalog.node_id(config.node_id.as_deref())?;
+        // The name this replica's CRDT slots carry (see `Catalog::incarnation`).
+        let replica = format!("{node_id}#{}", catalog.incarnation()?);
         let epochs = Arc::new(EpochKeyspaces::open(&db, config.epoch_memtable_bytes)?);
         let batches = BatchTables::open(&db)?;
         let log = update_log::open(&db)?;
@@ -279,7 +281,7 @@ impl Store {
                 log: log.clone(),
                 db: db.clone(),
                 epochs: epochs.clone(),
-                node_id: node_id.clone(),
+                node_id: replica.clone(),
                 commit: commit.clone(),
                 metrics: metrics.clone(),
                 cache_limit: config.cache_entries_per_shard,
