@@ -36,7 +36,8 @@ pub struct ClusterConfig {
     pub secret: Option<String>,
     /// Consistency of requests that do not choose one (RESP, HTTP without a parameter).
     pub defaults: WriteOptions,
-    /// Deliver hints when their owner is back (off only to test read repair).
+    /// Deliver hints when their owner is back (off only to test read repair and
+    /// anti-entropy).
     pub hinted_handoff: bool,
     /// Bound on one internode request.
     pub rpc_timeout: Duration,

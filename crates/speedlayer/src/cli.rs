@@ -113,7 +113,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub quorum: Option<QuorumMode>,
     /// Deliver hints to their owners when they are back [default: on]. `off` keeps
-    /// them (only to test read repair).
+    /// them (only to test read repair and anti-entropy).
     #[arg(long)]
     pub hinted_handoff: Option<Switch>,
     /// Largest clock offset from its peers a node accepts, in ms: a node whose clock is

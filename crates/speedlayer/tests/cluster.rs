@@ -660,12 +660,18 @@ async fn retries_through_another_coordinator_count_once() {
     assert_reads(&cluster, &[0, 1, 2], "hits", &expected, "quorum").await;
 }
 
-/// 3 nodes without hinted handoff; node 3 misses writes while SIGKILLed and comes back
-/// stale; a read at `all` through node 1 answers the total and repairs node 3's replica.
+/// 3 nodes without hinted handoff or anti-entropy; node 3 misses writes while SIGKILLed
+/// and comes back stale; a read at `all` through node 1 answers the total and repairs
+/// node 3's replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_at_all_repairs_a_replica_that_missed_writes() {
-    let mut cluster =
-        Cluster::start_ready(ClusterOptions::new(3).args(&["--hinted-handoff", "off"])).await;
+    let options = ClusterOptions::new(3).args(&[
+        "--hinted-handoff",
+        "off",
+        "--anti-entropy-interval-secs",
+        "0",
+    ]);
+    let mut cluster = Cluster::start_ready(options).await;
     cluster.declare("hits", "counter").await;
     let ts = epoch_safe_ts();
     let stale = 2;

@@ -146,8 +146,8 @@ fn anonymous_retries_are_caught_double_counting() {
 
 #[test]
 fn a_cluster_without_hinted_handoff_is_caught_not_converging() {
-    // Broken on purpose: hints kept, never delivered, so a node that was down misses what
-    // was written meanwhile until something reads it at quorum.
+    // Broken on purpose: hints kept, never delivered, and no anti-entropy, so a node that
+    // was down misses what was written meanwhile until something reads it at quorum.
     let (code, out) = torture(
         "no-hinted-handoff",
         &[
@@ -159,6 +159,8 @@ fn a_cluster_without_hinted_handoff_is_caught_not_converging() {
             "5",
             "--serve-arg=--hinted-handoff",
             "--serve-arg=off",
+            "--serve-arg=--anti-entropy-interval-secs",
+            "--serve-arg=0",
         ],
     );
     assert_eq!(code, 1, "the checker did not fail:\n{out}");
