@@ -112,8 +112,12 @@ pub struct NodeStatus {
     pub addr: String,
     /// Node id (from its handshake; `null` until it answered once).
     pub node_id: Option<String>,
-    /// `up` or `down`, per this node's failure detector.
+    /// Its place in the cluster as gossip says (`joining`, `up`, `leaving`, `left`,
+    /// `removed`), except that a member this node's failure detector cannot reach shows
+    /// `down` (a node with no record yet, e.g. a seed not reached: `unknown`).
     pub state: &'static str,
+    /// Whether it owns data now (a member of the ring).
+    pub owns_data: bool,
     /// True for the node answering.
     #[serde(rename = "self")]
     pub is_self: bool,
@@ -155,6 +159,12 @@ pub struct ClusterStatus {
     pub nodes: Vec<NodeStatus>,
     /// Every partition's preference list.
     pub ring: Vec<PartitionStatus>,
+    /// Identifies the ring (the members owning data), hex: equal on every node that
+    /// sees the same ring.
+    pub ring_version: String,
+    /// Partition comparisons a join or leave of this node still has to make (0 when
+    /// none is under way).
+    pub moving_partitions: i64,
     /// What anti-entropy has done on this node.
     pub anti_entropy: AntiEntropyStatus,
 }

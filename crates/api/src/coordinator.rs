@@ -108,6 +108,14 @@ pub trait Coordinator: Send + Sync {
     /// Membership, health and ring as this node sees them.
     fn status(&self) -> ClusterStatus;
 
+    /// Decommissions this node: it hands its partitions to their next owners, then
+    /// leaves the ring. Returns once the move has begun ([`ClusterStatus`] shows it).
+    async fn leave(&self) -> Result<(), Error>;
+
+    /// Takes the dead node at cluster address `addr` out of the ring; its partitions are
+    /// rebuilt from the surviving replicas. Refused for a node that is up.
+    async fn remove_node(&self, addr: &str) -> Result<(), Error>;
+
     /// Applies `updates` to `view` at `options`. With [`ApplyKind::Report`] results carry
     /// Redis effects; with [`ApplyKind::Aggregate`] owners pre-aggregate per key. On
     /// [`Error::Unavailable`] some updates may have been applied on fewer than W nodes:

@@ -142,6 +142,13 @@ pub enum Error {
         /// The bound, in ms.
         bound_ms: u64,
     },
+    /// A membership change names a node this one has never heard of.
+    #[error("no member {0} is known to this node")]
+    UnknownMember(String),
+    /// A membership change that does not apply now (e.g. leaving a node that is not
+    /// up, removing one that is).
+    #[error("{0}")]
+    Membership(String),
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -169,6 +176,8 @@ impl Error {
                 | Error::UntypedBatch(_)
                 | Error::BatchRow(_)
                 | Error::Unsupported(_)
+                | Error::UnknownMember(_)
+                | Error::Membership(_)
         )
     }
 }

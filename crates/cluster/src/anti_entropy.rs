@@ -92,9 +92,14 @@ pub(crate) async fn run(inner: Arc<ClusterNode>, mut stop: watch::Receiver<bool>
     };
     let mut next = tokio::time::Instant::now() + FIRST_ROUND_DELAY;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
+        let woken = tokio::select! {
+            _ = tokio::time::sleep_until(next) => false,
+            // A new owner must be filled now, not at the next round.
+            _ = inner.ring_changed.notified() => true,
             _ = stop.wait_for(|s| *s) => return,
+        };
+        if woken {
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         next = tokio::time::Instant::now() + interval;
         let started = Instant::now();
@@ -125,18 +130,19 @@ pub(crate) async fn round(inner: &ClusterNode, stop: &watch::Receiver<bool>) -> 
         return stats;
     }
     let me = inner.members.me();
-    let my_name = inner.members.name(me).to_owned();
+    let my_name = inner.members.name(me);
     let mut pacer = Pacer::new(inner.config.anti_entropy.bytes_per_sec);
-    for partition in 0..inner.ring.partitions() {
+    let ring = inner.ring();
+    for partition in 0..ring.partitions() {
         if *stop.borrow() {
             break;
         }
-        let owners = inner.ring.preference_list(partition);
+        let owners = ring.preference_list(partition);
         if !owners.contains(&me) {
             continue;
         }
         for &peer in owners {
-            if peer == me || inner.members.name(peer) < my_name.as_str() {
+            if peer == me || inner.members.name(peer) < my_name {
                 continue;
             }
             if !inner.members.is_up(peer) {
@@ -156,14 +162,14 @@ pub(crate) async fn round(inner: &ClusterNode, stop: &watch::Receiver<bool>) -> 
 }
 
 /// Keeps the states moved under a rate: sleeps once the bytes sent run ahead of it.
-struct Pacer {
+pub(crate) struct Pacer {
     bytes_per_sec: u64,
     started: Instant,
     bytes: u64,
 }
 
 impl Pacer {
-    fn new(bytes_per_sec: u64) -> Pacer {
+    pub(crate) fn new(bytes_per_sec: u64) -> Pacer {
         Pacer {
             bytes_per_sec: bytes_per_sec.max(1),
             started: Instant::now(),
@@ -193,7 +199,7 @@ async fn ask(
     {
         Response::AntiEntropy(answer) => Ok(answer),
         other => Err(RpcError::Protocol {
-            peer: inner.members.name(peer).to_owned(),
+            peer: inner.members.name(peer).to_string(),
             reason: format!("answered anti-entropy with {other:?}"),
         }
         .into()),
@@ -202,20 +208,20 @@ async fn ask(
 
 fn unexpected(inner: &ClusterNode, peer: usize, answer: &AntiEntropyResponse) -> ClusterError {
     RpcError::Protocol {
-        peer: inner.members.name(peer).to_owned(),
+        peer: inner.members.name(peer).to_string(),
         reason: format!("unexpected anti-entropy answer {answer:?}"),
     }
     .into()
 }
 
 /// Compares `partition` with `peer` and exchanges what differs.
-async fn compare(
+pub(crate) async fn compare(
     inner: &ClusterNode,
     partition: u32,
     peer: usize,
     pacer: &mut Pacer,
 ) -> Result<RoundStats, ClusterError> {
-    let (first, last) = inner.ring.hash_range(partition);
+    let (first, last) = inner.ring().hash_range(partition);
     let mine = inner.store.range_digests(first, last).await?;
     let (theirs, their_floors) =
         match ask(inner, peer, AntiEntropyRequest::Digests { first, last }).await? {

@@ -61,18 +61,26 @@ async fn copy_and_publish(
 ) -> Result<u64, ClusterError> {
     let store = &inner.store;
     store.stage_begin(view, boundary, import).await?;
-    let mine: HashSet<u32> = (0..inner.ring.partitions())
-        .filter(|&p| inner.ring.preference_list(p).contains(&inner.members.me()))
+    // Partitions this node owns, or is taking over.
+    let (ring, next) = (inner.ring(), inner.next_ring());
+    let me = inner.members.me();
+    let mine: HashSet<u32> = (0..ring.partitions())
+        .filter(|&p| ring.preference_list(p).contains(&me) || next.preference_list(p).contains(&me))
         .collect();
     let mut covered: HashSet<u32> = HashSet::new();
     let mut rows = 0;
-    let peers: Vec<usize> = inner.members.peers_up().map(|(m, _)| m).collect();
+    let peers: Vec<usize> = inner
+        .members
+        .peers_up(&inner.data_members())
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
     for member in peers {
         if let Some(copied) = copy_from(inner, member, view, boundary, import, &mine).await? {
             rows += copied;
             covered.extend(
                 mine.iter()
-                    .filter(|&&p| inner.ring.preference_list(p).contains(&member)),
+                    .filter(|&&p| ring.preference_list(p).contains(&member)),
             );
         }
         if covered.len() == mine.len() {
@@ -81,7 +89,7 @@ async fn copy_and_publish(
     }
     if covered.len() < mine.len() {
         return Err(ClusterError::Request(speedlayer_api::Error::Import {
-            node: inner.members.name(inner.members.me()).to_owned(),
+            node: inner.members.name(inner.members.me()).to_string(),
             reason: format!(
                 "{} of this node's partitions have no reachable owner holding the import",
                 mine.len() - covered.len()
@@ -122,7 +130,7 @@ async fn copy_from(
         for (key, value) in &page {
             let key: Key = wire::key(key)
                 .map_err(|e| StoreError::Request(speedlayer_api::Error::BatchRow(e.to_string())))?;
-            if mine.contains(&inner.ring.partition_of(&key.partition)) {
+            if mine.contains(&inner.ring().partition_of(&key.partition)) {
                 rows.push((key, BatchValue::decode(value).map_err(StoreError::from)?));
             }
         }

@@ -81,6 +81,14 @@ impl Coordinator for Cluster {
         Cluster::status(self)
     }
 
+    async fn leave(&self) -> Result<(), Error> {
+        Ok(Cluster::leave(self).await?)
+    }
+
+    async fn remove_node(&self, addr: &str) -> Result<(), Error> {
+        Ok(Cluster::remove_node(self, addr).await?)
+    }
+
     async fn apply(
         &self,
         view: &str,

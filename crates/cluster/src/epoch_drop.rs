@@ -30,7 +30,12 @@ impl Cluster {
             view: view.to_owned(),
             epochs: vec![epoch.0],
         };
-        let peers: Vec<usize> = inner.members.peers_up().map(|(member, _)| member).collect();
+        let peers: Vec<usize> = inner
+            .members
+            .peers_up(&inner.data_members())
+            .into_iter()
+            .map(|(member, _)| member)
+            .collect();
         let calls = peers.iter().map(|&member| {
             let request = &request;
             async move { (member, inner.members.call(member, request).await) }

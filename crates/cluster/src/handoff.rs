@@ -35,7 +35,7 @@ pub(crate) async fn run(inner: Arc<ClusterNode>, mut stop: watch::Receiver<bool>
             _ = stop.wait_for(|s| *s) => return,
         }
         for member in 0..inner.members.len() {
-            let name = inner.members.name(member).to_owned();
+            let name = inner.members.name(member).to_string();
             let pending = inner.store.hints().pending_for(&name);
             inner
                 .metrics

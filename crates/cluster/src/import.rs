@@ -57,14 +57,17 @@ impl Cluster {
         let check = self.inner.store.check_import(view, covers_until)?;
         let id = import_id(&self.inner.store);
         let inner = &self.inner;
-        let participants: Vec<usize> = (0..inner.members.len())
+        let participants: Vec<usize> = inner
+            .data_members()
+            .into_iter()
             .filter(|&m| inner.members.is_up(m))
             .collect();
         // Every partition needs a quorum of its owners among the participants.
-        let n = inner.ring.replicas();
+        let ring = inner.ring();
+        let n = ring.replicas();
         let w = speedlayer_api::Consistency::Quorum.required(n);
-        for partition in 0..inner.ring.partitions() {
-            let owners = inner.ring.preference_list(partition);
+        for partition in 0..ring.partitions() {
+            let owners = ring.preference_list(partition);
             let staged: Vec<usize> = owners
                 .iter()
                 .copied()
@@ -112,11 +115,18 @@ impl Import {
         } else {
             // Which rows each participating owner takes; each row encoded once for the
             // wire, whatever the number of remote owners.
+            // Owners now and owners taking the partition over alike.
             let mut per_member: Vec<Vec<usize>> = vec![Vec::new(); inner.members.len()];
+            let (ring, next) = (inner.ring(), inner.next_ring());
             for (index, (key, _)) in rows.iter().enumerate() {
-                let partition = inner.ring.partition_of(&key.partition);
-                for &owner in inner.ring.preference_list(partition) {
-                    if self.participants.contains(&owner) {
+                let partition = ring.partition_of(&key.partition);
+                let owners = ring.preference_list(partition);
+                let pending = next.preference_list(partition);
+                for &owner in owners
+                    .iter()
+                    .chain(pending.iter().filter(|m| !owners.contains(m)))
+                {
+                    if self.participants.contains(&owner) && owner < per_member.len() {
                         per_member[owner].push(index);
                     }
                 }
@@ -174,14 +184,17 @@ impl Import {
             }
         }
         tracing::info!(view = %self.view, boundary = self.boundary.0, rows = self.rows, "batch import published");
-        let catching_up = inner
-            .members
-            .names((0..inner.members.len()).filter(|m| !participants.contains(m)));
+        let catching_up = inner.members.names(
+            inner
+                .data_members()
+                .into_iter()
+                .filter(|m| !participants.contains(m)),
+        );
         Ok(ImportReport {
             boundary: self.boundary,
             rows: self.rows,
             published_on,
-            nodes: inner.members.len(),
+            nodes: inner.data_members().len(),
             catching_up,
         })
     }
@@ -238,11 +251,11 @@ impl Import {
         match inner.members.call(member, &request).await {
             Ok(Response::Imported) => Ok(()),
             Ok(other) => Err(ClusterError::Request(speedlayer_api::Error::Import {
-                node: inner.members.name(member).to_owned(),
+                node: inner.members.name(member).to_string(),
                 reason: format!("unexpected answer {other:?}"),
             })),
             Err(e) => Err(ClusterError::Request(speedlayer_api::Error::Import {
-                node: inner.members.name(member).to_owned(),
+                node: inner.members.name(member).to_string(),
                 reason: e.to_string(),
             })),
         }

@@ -46,24 +46,34 @@ pub struct Admission {
     pub partitions: u32,
     /// Replication factor every peer must share.
     pub replicas: u32,
+    /// Where refusals are counted.
+    pub metrics: crate::metrics::ClusterMetrics,
 }
 
 impl Admission {
-    /// Why `hello` is refused, if it is.
-    fn refusal(&self, hello: &Hello) -> Option<String> {
+    /// Why `hello` is refused, if it is: (metric label, reason).
+    fn refusal(&self, hello: &Hello) -> Option<(&'static str, String)> {
         if hello.version != PROTOCOL_VERSION {
-            return Some(format!(
-                "protocol version {} (this node speaks {PROTOCOL_VERSION})",
-                hello.version
+            return Some((
+                "version",
+                format!(
+                    "protocol version {} (this node speaks {PROTOCOL_VERSION})",
+                    hello.version
+                ),
             ));
         }
         if !speedlayer_api::secret_matches(hello.secret.as_bytes(), self.secret.as_bytes()) {
-            return Some("wrong cluster secret".into());
+            return Some(("secret", "wrong cluster secret".into()));
         }
         if hello.partitions != self.partitions || hello.replicas != self.replicas {
-            return Some(format!(
-                "ring shape {} partitions × {} replicas differs from this node's {} × {}",
-                hello.partitions, hello.replicas, self.partitions, self.replicas
+            return Some((
+                "ring_shape",
+                format!(
+                    "ring shape {} partitions × {} replicas differs from this node's {} × {}: \
+                     it cannot join this cluster (start it with the cluster's --partitions \
+                     and --replicas)",
+                    hello.partitions, hello.replicas, self.partitions, self.replicas
+                ),
             ));
         }
         None
@@ -147,8 +157,13 @@ async fn connection<H: Handler>(
             return;
         }
     };
-    if let Some(reason) = admission.refusal(&hello) {
+    if let Some((kind, reason)) = admission.refusal(&hello) {
         tracing::warn!(%from, peer = %hello.addr, node = %hello.node_id, %reason, "internode connection refused");
+        admission
+            .metrics
+            .refused
+            .get_or_create(&crate::metrics::ReasonLabel { reason: kind })
+            .inc();
         if let Ok(bytes) = wire::to_bytes(&HelloReply::Refused { reason }) {
             let _ = framed.send(Bytes::from(bytes)).await;
         }

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::metrics::ClusterMetrics;
@@ -24,10 +24,10 @@ const UNKNOWN_OFFSET: i64 = i64::MIN;
 /// connection marks it down at once.
 const FAILURES_TO_DOWN: u32 = 2;
 
-/// A ring member as this node sees it.
+/// A member as this node sees it.
 pub(crate) struct Member {
     /// Cluster address (ring name).
-    pub name: String,
+    pub name: Arc<str>,
     /// `None` for this node.
     pub peer: Option<Arc<Peer>>,
     up: AtomicBool,
@@ -36,11 +36,18 @@ pub(crate) struct Member {
     clock_offset_us: AtomicI64,
 }
 
-/// Every member of the ring, by index (the ring's member order), and their health.
-/// Invariant: exactly one member is this node (`me`), and it is always up.
+/// Every node this one has heard of, by index, and their health.
+///
+/// Invariants: the table only grows, so an index names the same node for the life of
+/// the process (rings and requests hold indexes across membership changes); index 0 is
+/// this node, and it is always up. Which members own data is the ring's business
+/// ([`crate::gossip`] builds it from the members' states), not this table's.
 pub(crate) struct Membership {
-    members: Vec<Member>,
+    members: RwLock<Vec<Arc<Member>>>,
     me: usize,
+    /// How a new member is dialled.
+    hello: Hello,
+    transport: Arc<dyn Transport>,
     /// Bound on one internode request.
     rpc_timeout: Duration,
     metrics: ClusterMetrics,
@@ -52,38 +59,27 @@ pub(crate) struct Membership {
 }
 
 impl Membership {
-    /// The members named `names` (cluster addresses, in ring order); the one named
-    /// `me_addr` is this node, the others are dialled with `hello`.
+    /// A table holding only this node (named `me_addr`); peers are dialled with `hello`.
     pub fn new(
-        names: &[String],
         me_addr: SocketAddr,
-        hello: &Hello,
+        hello: Hello,
         rpc_timeout: Duration,
         max_clock_offset: Duration,
         metrics: ClusterMetrics,
         transport: Arc<dyn Transport>,
     ) -> Membership {
-        let me_name = me_addr.to_string();
-        let members: Vec<Member> = names
-            .iter()
-            .map(|name| {
-                let peer = (*name != me_name).then(|| {
-                    let addr = name.parse().unwrap_or(me_addr);
-                    Arc::new(Peer::new(addr, hello.clone(), transport.clone()))
-                });
-                Member {
-                    name: name.clone(),
-                    up: AtomicBool::new(peer.is_none()),
-                    peer,
-                    failures: AtomicU32::new(0),
-                    clock_offset_us: AtomicI64::new(UNKNOWN_OFFSET),
-                }
-            })
-            .collect();
-        let me = members.iter().position(|m| m.peer.is_none()).unwrap_or(0);
+        let me = Arc::new(Member {
+            name: me_addr.to_string().into(),
+            peer: None,
+            up: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
+            clock_offset_us: AtomicI64::new(UNKNOWN_OFFSET),
+        });
         Membership {
-            members,
-            me,
+            members: RwLock::new(vec![me]),
+            me: 0,
+            hello,
+            transport,
             rpc_timeout,
             metrics,
             max_clock_offset_us: max_clock_offset.as_micros().min(i64::MAX as u128) as i64,
@@ -91,9 +87,42 @@ impl Membership {
         }
     }
 
-    /// Members, this node included.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Member>>> {
+        self.members.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn member(&self, member: usize) -> Arc<Member> {
+        self.read()[member].clone()
+    }
+
+    /// The index of the node at cluster address `addr`, added (and dialled lazily, with
+    /// the cluster secret) if it is new. `None` when `addr` is not an address.
+    pub fn add(&self, addr: &str) -> Option<usize> {
+        if let Some(known) = self.member_named(addr) {
+            return Some(known);
+        }
+        let parsed: SocketAddr = addr.parse().ok()?;
+        let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = members.iter().position(|m| &*m.name == addr) {
+            return Some(known);
+        }
+        members.push(Arc::new(Member {
+            name: addr.into(),
+            peer: Some(Arc::new(Peer::new(
+                parsed,
+                self.hello.clone(),
+                self.transport.clone(),
+            ))),
+            up: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            clock_offset_us: AtomicI64::new(UNKNOWN_OFFSET),
+        }));
+        Some(members.len() - 1)
+    }
+
+    /// Nodes known, this one included.
     pub fn len(&self) -> usize {
-        self.members.len()
+        self.read().len()
     }
 
     /// This node's index.
@@ -101,48 +130,53 @@ impl Membership {
         self.me
     }
 
-    /// Every member with its index.
-    pub fn iter(&self) -> impl Iterator<Item = (usize, &Member)> {
-        self.members.iter().enumerate()
+    /// Every known node with its index.
+    pub fn iter(&self) -> Vec<(usize, Arc<Member>)> {
+        self.read().iter().cloned().enumerate().collect()
     }
 
     /// True when the failure detector considers `member` up (this node always is).
     pub fn is_up(&self, member: usize) -> bool {
-        self.members[member].up.load(Ordering::Acquire)
+        self.read()[member].up.load(Ordering::Acquire)
     }
 
     /// The cluster address of `member`.
-    pub fn name(&self, member: usize) -> &str {
-        &self.members[member].name
+    pub fn name(&self, member: usize) -> Arc<str> {
+        self.read()[member].name.clone()
     }
 
     /// The cluster addresses of `members`.
     pub fn names(&self, members: impl IntoIterator<Item = usize>) -> Vec<String> {
+        let table = self.read();
         members
             .into_iter()
-            .map(|m| self.members[m].name.clone())
+            .map(|m| table[m].name.to_string())
             .collect()
     }
 
-    /// Peers the failure detector considers up.
-    pub fn peers_up(&self) -> impl Iterator<Item = (usize, &Arc<Peer>)> {
-        self.members
+    /// Peers the failure detector considers up, among `among`.
+    pub fn peers_up(&self, among: &[usize]) -> Vec<(usize, Arc<Peer>)> {
+        let table = self.read();
+        among
             .iter()
-            .enumerate()
-            .filter(|(i, _)| self.is_up(*i))
-            .filter_map(|(i, m)| m.peer.as_ref().map(|p| (i, p)))
+            .filter_map(|&i| {
+                let m = &table[i];
+                let peer = m.peer.as_ref()?;
+                m.up.load(Ordering::Acquire).then(|| (i, peer.clone()))
+            })
+            .collect()
     }
 
     /// The index of the member named `name`.
     pub fn member_named(&self, name: &str) -> Option<usize> {
-        self.members.iter().position(|m| m.name == name)
+        self.read().iter().position(|m| &*m.name == name)
     }
 
     /// Records `member`'s clock offset (its clock minus ours, µs), warning when it crosses
     /// the bound either way.
     pub fn note_clock_offset(&self, member: usize, offset_us: i64) {
         let bound_us = self.max_clock_offset_us;
-        let m = &self.members[member];
+        let m = self.member(member);
         let before = m.clock_offset_us.swap(offset_us, Ordering::AcqRel);
         let was_off = before != UNKNOWN_OFFSET && before.unsigned_abs() > bound_us.unsigned_abs();
         let is_off = offset_us.unsigned_abs() > bound_us.unsigned_abs();
@@ -160,7 +194,7 @@ impl Membership {
 
     /// `member`'s clock offset (its clock minus ours, µs), once known.
     pub fn clock_offset_us(&self, member: usize) -> Option<i64> {
-        let offset = self.members[member].clock_offset_us.load(Ordering::Acquire);
+        let offset = self.read()[member].clock_offset_us.load(Ordering::Acquire);
         (offset != UNKNOWN_OFFSET).then_some(offset)
     }
 
@@ -182,8 +216,11 @@ impl Membership {
     fn compute_own_skew(&self) -> Option<i64> {
         let bound_us = self.max_clock_offset_us;
         let mut offsets: Vec<i64> = self
-            .peers_up()
-            .filter_map(|(i, _)| self.clock_offset_us(i))
+            .read()
+            .iter()
+            .filter(|m| m.peer.is_some() && m.up.load(Ordering::Acquire))
+            .map(|m| m.clock_offset_us.load(Ordering::Acquire))
+            .filter(|&o| o != UNKNOWN_OFFSET)
             .collect();
         let off = offsets
             .iter()
@@ -198,7 +235,7 @@ impl Membership {
 
     /// Notes an answer from `member`: it is up.
     pub fn mark_up(&self, member: usize) {
-        let m = &self.members[member];
+        let m = self.member(member);
         m.failures.store(0, Ordering::Release);
         if !m.up.swap(true, Ordering::AcqRel) {
             tracing::info!(peer = %m.name, "peer up");
@@ -212,7 +249,7 @@ impl Membership {
     /// Notes a failed call to `member`; marks it down when it is certainly gone or has
     /// failed repeatedly.
     pub fn note_failure(&self, member: usize, error: &RpcError) {
-        let m = &self.members[member];
+        let m = self.member(member);
         let failures = m.failures.fetch_add(1, Ordering::AcqRel) + 1;
         if (error.is_unreachable() || failures >= FAILURES_TO_DOWN)
             && m.up.swap(false, Ordering::AcqRel)
@@ -228,9 +265,9 @@ impl Membership {
 
     /// Calls `member` (a peer), noting the outcome for the failure detector.
     pub async fn call(&self, member: usize, request: &Request) -> Result<Response, RpcError> {
-        let Some(peer) = &self.members[member].peer else {
+        let Some(peer) = self.member(member).peer.clone() else {
             return Err(RpcError::Protocol {
-                peer: self.name(member).to_owned(),
+                peer: self.name(member).to_string(),
                 reason: "a node does not call itself".into(),
             });
         };

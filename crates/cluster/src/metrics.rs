@@ -13,8 +13,15 @@ pub struct TargetLabel {
     pub target: String,
 }
 
+/// Label of refused internode connections: why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `secret`, `ring_shape` or `version`.
+    pub reason: &'static str,
+}
+
 /// What the cluster layer counts.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ClusterMetrics {
     /// Hints this node holds, per owner they are for.
     pub hints_pending: Family<TargetLabel, Gauge>,
@@ -30,6 +37,12 @@ pub struct ClusterMetrics {
     pub catalog_learned: Counter,
     /// Catalog entries a peer declared differently (left as this node has them).
     pub catalog_conflicts: Counter,
+    /// Internode connections refused, by reason.
+    pub refused: Family<ReasonLabel, Counter>,
+    /// Times the ring (the members owning data) changed.
+    pub ring_changes: Counter,
+    /// (partition, peer) comparisons a join or leave still has to make.
+    pub transition_remaining: Gauge,
     /// Anti-entropy rounds completed.
     pub anti_entropy_rounds: Counter,
     /// Key states anti-entropy pulled from peers and merged here.
@@ -80,6 +93,21 @@ impl ClusterMetrics {
             "speedlayer_catalog_learned",
             "View declarations learned from peers",
             self.catalog_learned.clone(),
+        );
+        registry.register(
+            "speedlayer_cluster_connections_refused",
+            "Internode connections refused at the handshake, by reason (secret, ring_shape, version)",
+            self.refused.clone(),
+        );
+        registry.register(
+            "speedlayer_transition_comparisons_remaining",
+            "Partition comparisons a join or leave of this node still has to make",
+            self.transition_remaining.clone(),
+        );
+        registry.register(
+            "speedlayer_ring_changes",
+            "Times the ring (the members owning data) changed",
+            self.ring_changes.clone(),
         );
         registry.register(
             "speedlayer_anti_entropy_rounds",

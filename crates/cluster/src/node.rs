@@ -49,6 +49,9 @@ pub struct ClusterConfig {
     pub max_clock_offset: Duration,
     /// How replicas compare and repair their data in the background.
     pub anti_entropy: crate::anti_entropy::AntiEntropyConfig,
+    /// Bind the cluster port even with no seeds, so other nodes can join this one later
+    /// (`speedlayer serve` sets it when `--cluster` is given).
+    pub always_listen: bool,
 }
 
 impl ClusterConfig {
@@ -66,12 +69,27 @@ impl ClusterConfig {
             transport: Arc::new(Tcp),
             max_clock_offset: DEFAULT_MAX_CLOCK_OFFSET,
             anti_entropy: Default::default(),
+            always_listen: false,
         }
     }
 
     /// True when other nodes are configured.
     pub fn has_peers(&self) -> bool {
         self.seeds.iter().any(|s| *s != self.listen)
+    }
+
+    /// True when this node takes part in a cluster: it has seeds, or waits for others
+    /// to join it.
+    pub fn listens(&self) -> bool {
+        self.always_listen || self.has_peers()
+    }
+
+    /// True when this node founds the cluster rather than joining one with data: it has
+    /// no seeds, or is one of them (every founding node may list all of them, itself
+    /// included). A founding node owns its partitions from the start; a joining one
+    /// takes them over from their owners first.
+    pub fn founds(&self) -> bool {
+        !self.has_peers() || self.seeds.contains(&self.listen)
     }
 }
 
@@ -80,10 +98,20 @@ impl ClusterConfig {
 pub(crate) struct ClusterNode {
     /// This node's replica storage.
     pub store: Store,
-    /// Partitions and their preference lists.
-    pub ring: Ring,
-    /// The ring's members and their health.
+    /// Who owns each partition now ([`crate::gossip`]); swapped whole on a change, so a
+    /// request works on one snapshot ([`ClusterNode::ring`]).
+    pub ring: std::sync::RwLock<Arc<Ring>>,
+    /// The ring once the nodes joining or leaving have moved: writes also reach its new
+    /// owners.
+    pub next_ring: std::sync::RwLock<Arc<Ring>>,
+    /// Every node this one has heard of, and their health.
     pub members: Membership,
+    /// Every node's record (state, version), as gossip spreads them.
+    pub records: std::sync::Mutex<crate::gossip::Records>,
+    /// Woken whenever the records change.
+    pub ring_changed: tokio::sync::Notify,
+    /// Turns true when the node stops (for tasks started later, e.g. a leave).
+    pub stop: tokio::sync::watch::Receiver<bool>,
     /// How this node takes part.
     pub config: ClusterConfig,
     /// The cluster layer's metrics.
@@ -110,7 +138,7 @@ impl Cluster {
         self.inner.config.defaults
     }
 
-    /// True when this node is the whole cluster.
+    /// True when this node is the whole cluster and knows of no other node.
     pub fn is_single(&self) -> bool {
         self.inner.members.len() == 1
     }
@@ -139,7 +167,8 @@ impl Cluster {
                 name: name.to_owned(),
                 spec,
             };
-            let calls = self.inner.members.peers_up().map(|(_, peer)| {
+            let peers = self.inner.members.peers_up(&self.inner.data_members());
+            let calls = peers.iter().map(|(_, peer)| {
                 let request = &request;
                 async move {
                     if let Err(e) = peer.call(request, PING_TIMEOUT).await {
@@ -154,6 +183,42 @@ impl Cluster {
 }
 
 impl ClusterNode {
+    /// The ring now: one snapshot, so the preference lists of a request agree.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The ring after the pending joins and leaves.
+    pub fn next_ring(&self) -> Arc<Ring> {
+        self.next_ring
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The owners of `partition` in the next ring that do not own it now: writes reach
+    /// them too while they take it over.
+    pub fn pending_owners(&self, partition: u32, owners: &[usize]) -> Vec<usize> {
+        self.next_ring()
+            .preference_list(partition)
+            .iter()
+            .copied()
+            .filter(|m| !owners.contains(m))
+            .collect()
+    }
+
+    /// Every node that holds or will hold data (the members of both rings), this one
+    /// included: who must hear of declarations, drops and imports.
+    pub fn data_members(&self) -> Vec<usize> {
+        let mut all: Vec<usize> = (0..self.members.len())
+            .filter(|&m| {
+                m == self.members.me() || self.ring().contains(m) || self.next_ring().contains(m)
+            })
+            .collect();
+        all.dedup();
+        all
+    }
+
     /// Refuses to coordinate a write while this node's clock is the odd one out
     /// ([`Membership::own_clock_skew_us`]): its arrival stamps would order registers
     /// wrongly and place updates in the wrong epochs.

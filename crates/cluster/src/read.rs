@@ -159,9 +159,9 @@ impl Cluster {
     ) -> Result<Vec<RowParts>, ReadAtError> {
         let inner = &self.inner;
         let count = keys.len();
-        let groups = inner.ring.group(keys, |k| &k.partition);
+        let groups = inner.ring().group(keys, |k| &k.partition);
         let reads = groups.into_iter().map(|(partition, items)| {
-            let owners = inner.ring.preference_list(partition).to_vec();
+            let owners = inner.ring().preference_list(partition).to_vec();
             let inner = self.inner.clone();
             let view = view.to_owned();
             async move {
@@ -215,9 +215,9 @@ impl Cluster {
         at: BatchBoundary,
     ) -> Result<RangeStates, ReadAtError> {
         let inner = &self.inner;
-        let owners = inner
-            .ring
-            .preference_list(inner.ring.partition_of(&query.partition))
+        let ring = inner.ring();
+        let owners = ring
+            .preference_list(ring.partition_of(&query.partition))
             .to_vec();
         let n = owners.len();
         let r = consistency.required(n);

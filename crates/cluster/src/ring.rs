@@ -16,44 +16,72 @@ use xxhash_rust::xxh3::xxh3_64;
 /// Default number of partitions (fixed at cluster creation: every node must use the same).
 pub const DEFAULT_PARTITIONS: u32 = 256;
 
-/// The ring of one cluster. Members are identified by their cluster address.
+/// The ring of one cluster at one moment: who owns each partition. Members are
+/// identified by their cluster address; preference lists hold their indexes in the
+/// node's member table ([`crate::membership`]), which stay valid across ring changes.
 #[derive(Clone, Debug)]
 pub struct Ring {
+    /// Sorted names of the members that own data.
     members: Vec<String>,
     replicas: usize,
-    /// Per partition, every member index in preference order.
+    /// Per partition, every member (as a member-table index) in preference order.
     orders: Vec<Vec<usize>>,
+    version: u64,
 }
 
 impl Ring {
     /// The ring of `members` (deduplicated and sorted, so every node agrees) with
     /// `partitions` partitions and `replicas` owners per partition (capped at the member
-    /// count).
+    /// count); a member's index is its position in the sorted list.
     pub fn new(mut members: Vec<String>, partitions: u32, replicas: usize) -> Ring {
         members.sort();
         members.dedup();
+        let indexed = members
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (m, i))
+            .collect();
+        Ring::of(indexed, partitions, replicas)
+    }
+
+    /// The ring of `members`, each given with its member-table index.
+    pub fn of(mut members: Vec<(String, usize)>, partitions: u32, replicas: usize) -> Ring {
+        members.sort();
+        members.dedup_by(|a, b| a.0 == b.0);
         let partitions = partitions.max(1);
         let orders = (0..partitions)
             .map(|p| {
                 let mut order: Vec<usize> = (0..members.len()).collect();
                 order.sort_by_key(|&m| {
                     let mut bytes = p.to_be_bytes().to_vec();
-                    bytes.extend_from_slice(members[m].as_bytes());
+                    bytes.extend_from_slice(members[m].0.as_bytes());
                     std::cmp::Reverse(xxh3_64(&bytes))
                 });
-                order
+                order.into_iter().map(|m| members[m].1).collect()
             })
             .collect();
+        let names: Vec<String> = members.into_iter().map(|(name, _)| name).collect();
         Ring {
-            replicas: replicas.clamp(1, members.len().max(1)),
-            members,
+            replicas: replicas.clamp(1, names.len().max(1)),
+            version: xxh3_64(names.join(",").as_bytes()),
+            members: names,
             orders,
         }
     }
 
-    /// The members, sorted (a member's index is its position here).
+    /// The members that own data, sorted by name.
     pub fn members(&self) -> &[String] {
         &self.members
+    }
+
+    /// Identifies the member set: equal on every node that sees the same owners.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// True when `member` (a member-table index) owns data in this ring.
+    pub fn contains(&self, member: usize) -> bool {
+        self.orders.first().is_some_and(|o| o.contains(&member))
     }
 
     /// Number of partitions.

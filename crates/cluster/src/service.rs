@@ -50,7 +50,12 @@ impl ClusterNode {
             Request::Ping { .. } => Response::Pong {
                 catalog: catalog_sync::digest(store),
                 clock_us: speedlayer_store::clock::wall_clock_us(),
+                members: self.members_digest(),
             },
+            Request::Members(theirs) => {
+                self.learn_records(theirs.clone()).await;
+                Response::Members(self.records().into_values().collect())
+            }
             Request::Apply {
                 view,
                 updates,

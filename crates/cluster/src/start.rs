@@ -1,6 +1,7 @@
-//! Joining the cluster: binding the internode listener, building the ring and its
-//! members from the seed list, and starting what runs in the background (the request
-//! listener, the failure detector with its catalog gossip, hinted handoff).
+//! Joining the cluster: binding the internode listener, taking this node's place among
+//! the members (founding, joining, or back as it was), meeting the seeds, and starting
+//! what runs in the background (the request listener, the failure detector with its
+//! member and catalog gossip, hinted handoff, anti-entropy, a join's takeover).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use speedlayer_store::Store;
 use tokio::sync::watch;
 
 use crate::error::ClusterError;
+use crate::gossip::MemberState;
 use crate::listener::{self, Admission};
 use crate::membership::{Membership, PING_TIMEOUT};
 use crate::metrics::ClusterMetrics;
@@ -18,15 +20,17 @@ use crate::node::{Cluster, ClusterConfig, ClusterNode};
 use crate::peer::RpcError;
 use crate::ring::Ring;
 use crate::wire::{Hello, Request, Response, PROTOCOL_VERSION};
-use crate::{anti_entropy, catalog_sync, handoff};
+use crate::{anti_entropy, catalog_sync, handoff, transition};
 
 /// How often each peer is pinged.
 const PING_INTERVAL: Duration = Duration::from_millis(500);
 
 impl Cluster {
     /// Joins the cluster `config` describes with `store` as this node's storage: binds
-    /// the internode listener (only when peers are configured) and starts the failure
-    /// detector and hinted handoff. Runs until `stop` turns true.
+    /// the internode listener (when the node takes part in a cluster), learns the
+    /// members from its stored records and its seeds, and starts the failure detector
+    /// with its gossip, hinted handoff, anti-entropy and (for a node joining a cluster
+    /// with data) the takeover of its partitions. Runs until `stop` turns true.
     pub async fn start(
         store: Store,
         config: ClusterConfig,
@@ -35,7 +39,7 @@ impl Cluster {
     ) -> Result<Cluster, ClusterError> {
         let metrics = ClusterMetrics::default();
         metrics.register(registry);
-        let listener = if config.has_peers() {
+        let listener = if config.listens() {
             Some(
                 config
                     .transport
@@ -56,21 +60,18 @@ impl Cluster {
             })?,
             None => config.listen,
         };
-        let mut names: Vec<String> = config.seeds.iter().map(|s| s.to_string()).collect();
-        names.push(me_addr.to_string());
-        let ring = Ring::new(names, config.partitions, config.replicas);
+        let replicas = config.replicas.max(1) as u32;
         let hello = Hello {
             version: PROTOCOL_VERSION,
             secret: config.secret.clone().unwrap_or_default(),
             node_id: store.node_id().to_owned(),
             addr: me_addr.to_string(),
-            partitions: ring.partitions(),
-            replicas: ring.replicas() as u32,
+            partitions: config.partitions,
+            replicas,
         };
         let members = Membership::new(
-            ring.members(),
             me_addr,
-            &hello,
+            hello,
             config.rpc_timeout,
             config.max_clock_offset,
             metrics.clone(),
@@ -79,39 +80,107 @@ impl Cluster {
         let admission = Arc::new(Admission {
             secret: config.secret.clone().unwrap_or_default(),
             node_id: store.node_id().to_owned(),
-            partitions: ring.partitions(),
-            replicas: ring.replicas() as u32,
+            partitions: config.partitions,
+            replicas,
+            metrics: metrics.clone(),
         });
+        let empty = || {
+            std::sync::RwLock::new(Arc::new(Ring::of(
+                Vec::new(),
+                config.partitions,
+                config.replicas,
+            )))
+        };
         let cluster = Cluster {
             inner: Arc::new(ClusterNode {
                 store,
-                ring,
+                ring: empty(),
+                next_ring: empty(),
                 members,
+                records: Default::default(),
+                ring_changed: Default::default(),
+                stop: stop.clone(),
                 config,
                 metrics,
                 catching_up: Default::default(),
                 known_boundaries: Default::default(),
             }),
         };
-        if let Some(listener) = listener {
-            tracing::info!(addr = %me_addr, members = cluster.inner.members.len(), replicas = cluster.inner.ring.replicas(), "cluster listening");
-            tokio::spawn(listener::serve(
-                listener,
-                admission,
-                cluster.inner.clone(),
-                stop.clone(),
-            ));
-            catch_up_catalog(&cluster.inner).await;
-            hint_replayed(&cluster.inner).await?;
-            tokio::spawn(failure_detector(cluster.inner.clone(), stop.clone()));
-            tokio::spawn(anti_entropy::run(cluster.inner.clone(), stop.clone()));
-            tokio::spawn(handoff::run(cluster.inner.clone(), stop));
-        } else {
+        let inner = &cluster.inner;
+        let joining = take_own_place(inner).await;
+        let Some(listener) = listener else {
             // One node: nobody to hint.
-            drop(cluster.inner.store.take_replayed());
+            drop(inner.store.take_replayed());
+            return Ok(cluster);
+        };
+        for seed in &inner.config.seeds {
+            inner.members.add(&seed.to_string());
         }
+        tracing::info!(addr = %me_addr, known = inner.members.len(), replicas = inner.config.replicas, "cluster listening");
+        tokio::spawn(listener::serve(
+            listener,
+            admission,
+            inner.clone(),
+            stop.clone(),
+        ));
+        meet_seeds(inner).await;
+        catch_up_catalog(inner).await;
+        hint_replayed(inner).await?;
+        tokio::spawn(failure_detector(inner.clone(), stop.clone()));
+        tokio::spawn(anti_entropy::run(inner.clone(), stop.clone()));
+        if joining {
+            tokio::spawn(transition::join(inner.clone(), stop.clone()));
+        }
+        tokio::spawn(handoff::run(inner.clone(), stop));
         Ok(cluster)
     }
+}
+
+/// Sets this node's own record from what it kept and how it was started; true when it
+/// must take over its partitions before owning them (it joins a cluster with data).
+async fn take_own_place(inner: &Arc<ClusterNode>) -> bool {
+    let kept = inner.load_records();
+    inner.learn_records(kept.into_values().collect()).await;
+    let me = inner.members.name(inner.members.me()).to_string();
+    let node_id = inner.store.node_id().to_owned();
+    let own = inner.own_record();
+    match own.map(|r| r.state) {
+        // Still a member: as it was (a join interrupted by a restart resumes).
+        Some(state @ (MemberState::Up | MemberState::Leaving)) => {
+            inner.rebuild_rings(&inner.records());
+            let _ = state;
+            false
+        }
+        Some(MemberState::Joining) => true,
+        // New, or back after leaving or being removed.
+        _ if inner.config.founds() => {
+            inner.set_state(&me, Some(&node_id), MemberState::Up).await;
+            false
+        }
+        _ => {
+            inner
+                .set_state(&me, Some(&node_id), MemberState::Joining)
+                .await;
+            true
+        }
+    }
+}
+
+/// Exchanges member records with the seeds before serving, so the node starts with the
+/// cluster's view of its members (not only its own). Unreachable seeds are passed over;
+/// the failure detector keeps trying them.
+async fn meet_seeds(inner: &Arc<ClusterNode>) {
+    let seeds: Vec<usize> = inner
+        .config
+        .seeds
+        .iter()
+        .filter(|s| **s != inner.config.listen)
+        .filter_map(|s| inner.members.member_named(&s.to_string()))
+        .collect();
+    let exchanges = seeds.iter().map(|&seed| async move {
+        let _ = tokio::time::timeout(PING_TIMEOUT, inner.exchange_records(seed)).await;
+    });
+    futures_util::future::join_all(exchanges).await;
 }
 
 /// Before the node serves: takes what the catalog of the first peer that answers has and
@@ -123,6 +192,7 @@ async fn catch_up_catalog(inner: &Arc<ClusterNode>) {
     let peers: Vec<usize> = inner
         .members
         .iter()
+        .into_iter()
         .filter(|(_, m)| m.peer.is_some())
         .map(|(i, _)| i)
         .collect();
@@ -147,18 +217,21 @@ async fn hint_replayed(inner: &Arc<ClusterNode>) -> Result<(), ClusterError> {
         return Ok(());
     }
     let me = inner.members.me();
+    let ring = inner.ring();
     let mut by_owner: std::collections::BTreeMap<usize, Vec<speedlayer_store::HintKey>> =
         Default::default();
     for hint in &replayed {
-        let partition = inner.ring.partition_of(&hint.key.partition);
-        for &owner in inner.ring.preference_list(partition) {
+        let partition = ring.partition_of(&hint.key.partition);
+        for &owner in ring.preference_list(partition) {
             if owner != me {
                 by_owner.entry(owner).or_default().push(hint.clone());
             }
         }
     }
     for (owner, hints) in by_owner {
-        inner.record_hints(inner.members.name(owner), hints).await?;
+        inner
+            .record_hints(&inner.members.name(owner), hints)
+            .await?;
     }
     tracing::info!(
         keys = replayed.len(),
@@ -178,22 +251,36 @@ async fn failure_detector(inner: Arc<ClusterNode>, mut stop: watch::Receiver<boo
             _ = stop.wait_for(|s| *s) => return,
         }
         let digest = catalog_sync::digest(&inner.store);
+        let records = inner.records();
+        let members_digest = crate::gossip::digest(&records);
         for (member, m) in inner.members.iter() {
             let Some(peer) = m.peer.clone() else { continue };
+            // Nodes that left (or were removed) are no longer pinged.
+            if records.get(&*m.name).is_some_and(|r| !r.state.is_member()) {
+                continue;
+            }
             let inner = inner.clone();
             tokio::spawn(async move {
                 let sent = wall_clock_us();
-                match peer
-                    .call(&Request::Ping { catalog: digest }, PING_TIMEOUT)
-                    .await
-                {
-                    Ok(Response::Pong { catalog, clock_us }) => {
+                let ping = Request::Ping {
+                    catalog: digest,
+                    members: members_digest,
+                };
+                match peer.call(&ping, PING_TIMEOUT).await {
+                    Ok(Response::Pong {
+                        catalog,
+                        clock_us,
+                        members,
+                    }) => {
                         // NTP-style: the peer read its clock about halfway through.
                         let received = wall_clock_us();
                         let midpoint = sent / 2 + received / 2;
                         let offset = clock_us as i64 - midpoint as i64;
                         inner.members.mark_up(member);
                         inner.members.note_clock_offset(member, offset);
+                        if members != members_digest {
+                            inner.exchange_records(member).await;
+                        }
                         if catalog != digest {
                             catalog_sync::pull(&inner, member).await;
                         }

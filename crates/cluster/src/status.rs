@@ -10,44 +10,57 @@ impl Cluster {
     pub fn status(&self) -> ClusterStatus {
         let inner = &self.inner;
         let hints = inner.store.hints();
+        let ring = inner.ring();
+        let records = inner.records();
+        let me = inner.members.me();
         ClusterStatus {
             node_id: inner.store.node_id().to_owned(),
-            addr: inner.members.name(inner.members.me()).to_owned(),
-            partitions: inner.ring.partitions(),
-            replicas: inner.ring.replicas(),
+            addr: inner.members.name(me).to_string(),
+            partitions: ring.partitions(),
+            replicas: inner.config.replicas,
             consistency: inner.config.defaults.consistency.to_string(),
             quorum: inner.config.defaults.quorum.to_string(),
             clock_skewed: inner.members.own_clock_skew_us().is_some(),
             nodes: inner
                 .members
                 .iter()
-                .map(|(i, m)| NodeStatus {
-                    addr: m.name.clone(),
-                    node_id: match &m.peer {
-                        Some(peer) => peer.node_id(),
-                        None => Some(inner.store.node_id().to_owned()),
-                    },
-                    state: if inner.members.is_up(i) { "up" } else { "down" },
-                    is_self: i == inner.members.me(),
-                    hints_pending: hints.pending_for(&m.name),
-                    clock_offset_ms: if i == inner.members.me() {
-                        Some(0)
-                    } else {
-                        inner.members.clock_offset_us(i).map(|o| o / 1000)
-                    },
+                .into_iter()
+                .map(|(i, m)| {
+                    let record = records.get(&*m.name);
+                    let state = match record.map(|r| r.state) {
+                        Some(s) if s.is_member() && !inner.members.is_up(i) => "down",
+                        Some(s) => s.as_str(),
+                        None if inner.members.is_up(i) => "unknown",
+                        None => "down",
+                    };
+                    NodeStatus {
+                        addr: m.name.to_string(),
+                        node_id: match (&m.peer, record) {
+                            (None, _) => Some(inner.store.node_id().to_owned()),
+                            (Some(peer), _) if peer.node_id().is_some() => peer.node_id(),
+                            (_, Some(r)) if !r.node_id.is_empty() => Some(r.node_id.clone()),
+                            _ => None,
+                        },
+                        state,
+                        owns_data: ring.contains(i),
+                        is_self: i == me,
+                        hints_pending: hints.pending_for(&m.name),
+                        clock_offset_ms: if i == me {
+                            Some(0)
+                        } else {
+                            inner.members.clock_offset_us(i).map(|o| o / 1000)
+                        },
+                    }
                 })
                 .collect(),
-            ring: (0..inner.ring.partitions())
+            ring: (0..ring.partitions())
                 .map(|p| PartitionStatus {
                     partition: p,
-                    nodes: inner
-                        .ring
-                        .preference_list(p)
-                        .iter()
-                        .map(|&m| inner.members.name(m).to_owned())
-                        .collect(),
+                    nodes: inner.members.names(ring.preference_list(p).iter().copied()),
                 })
                 .collect(),
+            ring_version: format!("{:016x}", ring.version()),
+            moving_partitions: inner.metrics.transition_remaining.get(),
             anti_entropy: self.anti_entropy_status(),
         }
     }
@@ -71,7 +84,7 @@ impl Cluster {
 
     /// The preference list (cluster addresses) of a partition key: the nodes that own it.
     pub fn owners(&self, partition_key: &[u8]) -> Vec<String> {
-        let ring = &self.inner.ring;
+        let ring = self.inner.ring();
         self.inner.members.names(
             ring.preference_list(ring.partition_of(partition_key))
                 .iter()

@@ -18,7 +18,7 @@ use speedlayer_store::Update;
 /// Largest frame accepted (a batch of states or a range answer).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Bumped on incompatible changes; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// First frame of a connection: who dials, and the proof it belongs to the cluster.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -99,7 +99,11 @@ pub enum Request {
     Ping {
         /// [`crate::catalog_sync::digest`] of the sender's catalog.
         catalog: u64,
+        /// [`crate::gossip::digest`] of the sender's member records.
+        members: u64,
     },
+    /// The sender's member records; answered with the receiver's ([`crate::gossip`]).
+    Members(Vec<crate::gossip::MemberRecord>),
     /// Apply updates as the coordinating replica and return their deltas.
     Apply {
         /// View name.
@@ -333,7 +337,11 @@ pub enum Response {
         /// The responder's wall clock when it answered (µs since 1970): the pinger
         /// estimates the offset between their clocks from it.
         clock_us: u64,
+        /// [`crate::gossip::digest`] of the answering node's member records.
+        members: u64,
     },
+    /// Answer to `Members`: the receiver's records.
+    Members(Vec<crate::gossip::MemberRecord>),
     /// Answer to `Apply`, per update in order.
     Applied(Vec<WireWritten>),
     /// Answer to `Merge`: durable on the responder.

@@ -50,7 +50,7 @@ impl Cluster {
             validate(&spec, update).map_err(StoreError::from)?;
         }
         let count = updates.len();
-        let groups = inner.ring.group(updates, |u| &u.key.partition);
+        let groups = inner.ring().group(updates, |u| &u.key.partition);
         let writes = groups
             .into_iter()
             .map(|(partition, items)| inner.write_group(view, partition, items, options, kind));
@@ -157,7 +157,8 @@ impl ClusterNode {
         options: WriteOptions,
         kind: ApplyKind,
     ) -> Result<Vec<(usize, Result<Applied, OpError>)>, ClusterError> {
-        let owners = self.ring.preference_list(partition);
+        let ring = self.ring();
+        let owners = ring.preference_list(partition);
         let n = owners.len();
         let w = options.consistency.required(n);
         let sloppy = options.quorum == QuorumMode::Sloppy;
@@ -206,16 +207,26 @@ impl ClusterNode {
             return Ok(results);
         }
 
-        // 2. The other live owners.
+        // 2. The other live owners, and the nodes taking the partition over (they do
+        // not count towards W; one that misses the write gets a hint).
         let mut acked = vec![applier];
         let others: Vec<usize> = live.iter().copied().filter(|&m| m != applier).collect();
+        let pending: Vec<usize> = self
+            .pending_owners(partition, owners)
+            .into_iter()
+            .filter(|&m| m != applier)
+            .collect();
         let shared = &deltas;
         let merges = others
             .iter()
+            .chain(&pending)
             .map(|&m| async move { (m, self.merge_on(m, view, shared, None).await) });
+        let mut pending_missed = Vec::new();
         for (member, ok) in futures_util::future::join_all(merges).await {
-            if ok {
-                acked.push(member);
+            match (ok, pending.contains(&member)) {
+                (true, false) => acked.push(member),
+                (false, true) => pending_missed.push(member),
+                _ => {}
             }
         }
         let missing: Vec<usize> = owners
@@ -223,13 +234,21 @@ impl ClusterNode {
             .copied()
             .filter(|m| !acked.contains(m))
             .collect();
+        if !pending_missed.is_empty() {
+            if !acked.contains(&self.members.me()) {
+                self.merge_here(view, deltas.local.clone(), None).await?;
+            }
+            for &member in &pending_missed {
+                self.record_hints(&self.members.name(member), deltas.hint_keys(view))
+                    .await?;
+            }
+        }
 
         // 3. Sloppy quorum: fallbacks stand in for missing owners.
         let mut covered = Vec::new();
         if sloppy && acked.len() < w {
             let mut tried = Vec::new();
-            let fallbacks: Vec<usize> = self
-                .ring
+            let fallbacks: Vec<usize> = ring
                 .fallbacks(partition)
                 .iter()
                 .copied()
@@ -248,7 +267,7 @@ impl ClusterNode {
                     }
                     tried.push(fallback);
                     if self
-                        .merge_on(fallback, view, &deltas, Some(self.members.name(owner)))
+                        .merge_on(fallback, view, &deltas, Some(&self.members.name(owner)))
                         .await
                     {
                         acked.push(fallback);
@@ -271,7 +290,7 @@ impl ClusterNode {
                 self.merge_here(view, deltas.local.clone(), None).await?;
             }
             for &owner in &uncovered {
-                self.record_hints(self.members.name(owner), deltas.hint_keys(view))
+                self.record_hints(&self.members.name(owner), deltas.hint_keys(view))
                     .await?;
             }
         }

@@ -65,14 +65,19 @@ pub struct ServeArgs {
     /// Redis-protocol listen address [default: 127.0.0.1:7781].
     #[arg(long)]
     pub resp: Option<SocketAddr>,
-    /// Internode listen address [default: 127.0.0.1:7782].
+    /// Internode listen address, also this node's name in the ring. Given explicitly,
+    /// the node listens for peers even without --seeds, so others can join it later
+    /// [default: 127.0.0.1:7782].
     #[arg(long)]
     pub cluster: Option<SocketAddr>,
     /// Node id [default: generated once and kept in the data directory].
     #[arg(long)]
     pub node_id: Option<String>,
-    /// Cluster addresses of every node of the cluster, comma-separated: the same list on
-    /// every node (this node's own address may be in it). Membership is this static list.
+    /// Cluster addresses of live members to join through, comma-separated; the node
+    /// learns every other member from them by gossip. A node that lists its own address
+    /// (or has no seeds) founds the cluster and owns its partitions at once (start every
+    /// founding node with the same list); one that does not joins a running cluster and
+    /// copies its partitions from their owners before it owns them.
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<SocketAddr>>,
     /// Replication factor [default: 3].
@@ -220,6 +225,15 @@ pub enum CtlCommand {
     /// Node health, cluster membership (state, partitions owned, hints held), views and
     /// their live epochs.
     Status,
+    /// Decommission the node: it hands its partitions to the next owners, then leaves
+    /// the ring (follow it with `ctl status`; stop the process once it shows `left`).
+    Leave,
+    /// Take a dead node out of the ring (its cluster address, as `ctl status` lists it);
+    /// its partitions are rebuilt from the surviving replicas.
+    Remove {
+        /// Cluster address of the dead node.
+        node: String,
+    },
 }
 
 /// `import` flags.

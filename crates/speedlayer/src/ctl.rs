@@ -27,7 +27,33 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             Ok::<_, anyhow::Error>(body)
         }
     };
+    let send = |method: reqwest::Method, path: String| {
+        let mut request = client.request(method, format!("{base}{path}"));
+        if let Some(pass) = &args.requirepass {
+            request = request.bearer_auth(pass);
+        }
+        async move {
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {path} on the node"))?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.context("reading the answer")?;
+            if !status.is_success() {
+                anyhow::bail!("{}", body["detail"].as_str().unwrap_or(&body.to_string()));
+            }
+            Ok::<_, anyhow::Error>(body)
+        }
+    };
     match args.command {
+        CtlCommand::Leave => {
+            send(reqwest::Method::POST, "/v1/cluster/leave".into()).await?;
+            println!("leaving: the node hands its partitions over, then shows `left` in `speedlayer ctl status`; stop it then");
+        }
+        CtlCommand::Remove { node } => {
+            send(reqwest::Method::DELETE, format!("/v1/cluster/nodes/{node}")).await?;
+            println!("removed {node}: its partitions are rebuilt on their new owners from the other replicas");
+        }
         CtlCommand::Status => {
             let health = get("/health".into()).await?;
             println!(

@@ -109,6 +109,8 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         );
     }
     let mut cluster_config = ClusterConfig::single(cluster);
+    // An explicit cluster address: others may join this node later.
+    cluster_config.always_listen = args.cluster.or(file.cluster).is_some();
     cluster_config.seeds = seeds;
     cluster_config.secret = cluster_secret;
     if let Some(replicas) = args.replicas.or(file.replicas) {

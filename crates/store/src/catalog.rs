@@ -21,6 +21,8 @@ const VIEW_PREFIX: &str = "view:";
 const DROPPED_PREFIX: &str = "dropped:";
 const NODE_ID_KEY: &str = "node_id";
 const INCARNATION_KEY: &str = "incarnation";
+/// Prefix of the cluster layer's metadata ([`Catalog::meta`]).
+const META_PREFIX: &str = "meta/";
 /// Prefix of the markers of one-time steps ([`Catalog::done`]).
 const DONE_PREFIX: &str = "done/";
 
@@ -176,6 +178,22 @@ impl Catalog {
             .unwrap_or_else(|p| p.into_inner())
             .insert(view.to_owned(), Arc::new(set));
         Ok(new)
+    }
+
+    /// The cluster layer's metadata stored under `name` (e.g. the member records).
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .keyspace
+            .get(format!("{META_PREFIX}{name}"))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Stores the cluster layer's metadata `name`, durably.
+    pub fn set_meta(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.keyspace
+            .insert(format!("{META_PREFIX}{name}"), bytes)?;
+        self.db.persist(PersistMode::SyncData)?;
+        Ok(())
     }
 
     /// Whether the one-time step `name` (e.g. a format upgrade) has been done here.

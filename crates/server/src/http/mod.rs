@@ -60,6 +60,8 @@ pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
             post(batch::import).get(batch::status),
         )
         .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/leave", post(leave))
+        .route("/v1/cluster/nodes/{addr}", delete(remove_node))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -98,6 +100,30 @@ async fn health(State(state): State<AppState>) -> Response {
 /// `GET /v1/cluster`: members, their state as this node sees them, hints, and the ring.
 async fn cluster(State(state): State<AppState>) -> Response {
     axum::Json(state.coordinator.status()).into_response()
+}
+
+/// `POST /v1/cluster/leave`: this node hands its partitions over and leaves the ring
+/// (202: the move has begun; `GET /v1/cluster` shows it).
+async fn leave(State(state): State<AppState>) -> Response {
+    match state.coordinator.leave().await {
+        Ok(()) => (
+            axum::http::StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({"leaving": true})),
+        )
+            .into_response(),
+        Err(e) => error::ApiError::from(e).into_response(),
+    }
+}
+
+/// `DELETE /v1/cluster/nodes/{addr}`: takes a dead node out of the ring.
+async fn remove_node(
+    State(state): State<AppState>,
+    axum::extract::Path(addr): axum::extract::Path<String>,
+) -> Response {
+    match state.coordinator.remove_node(&addr).await {
+        Ok(()) => axum::Json(serde_json::json!({"removed": addr})).into_response(),
+        Err(e) => error::ApiError::from(e).into_response(),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

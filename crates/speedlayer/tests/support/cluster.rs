@@ -460,6 +460,33 @@ impl Cluster {
         })
     }
 
+    /// Starts one more node that joins the cluster through `seeds` (its own address not
+    /// among them, so it joins rather than founds), with the cluster's secret, replicas
+    /// and extra arguments; returns its index.
+    pub fn spawn_joiner(&mut self, seeds: Vec<String>) -> usize {
+        let ports = free_port_set(3);
+        let index = self.nodes.len();
+        let node_id = format!("n{}", index + 1);
+        let first = &self.nodes[0].config;
+        let config = NodeConfig {
+            data_dir: self.dir.path().join(format!("{node_id}-data")),
+            log: self.dir.path().join(format!("{node_id}.log")),
+            node_id,
+            http_port: ports[0],
+            resp_port: ports[1],
+            cluster_port: ports[2],
+            seeds,
+            replicas: first.replicas,
+            secret: first.secret.clone(),
+            extra_args: first.extra_args.clone(),
+            host: "127.0.0.1".to_string(),
+            netns: None,
+            env: Vec::new(),
+        };
+        self.nodes.push(Node::spawn(config));
+        index
+    }
+
     /// Every node's cluster address, in node order.
     pub fn seeds(&self) -> Vec<String> {
         self.nodes.iter().map(Node::cluster_addr).collect()

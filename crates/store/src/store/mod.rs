@@ -316,6 +316,17 @@ impl Store {
         })
     }
 
+    /// Metadata the cluster layer keeps with this node's data (its member records), so
+    /// it survives restarts and goes with a wiped data directory.
+    pub fn cluster_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.catalog.meta(name)
+    }
+
+    /// Stores [`Store::cluster_meta`] `name`, durably.
+    pub fn set_cluster_meta(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.inner.catalog.set_meta(name, bytes)
+    }
+
     /// The keys recovery replayed from the update log, once: their state may include
     /// updates this node applied but never shipped to the other replicas (it crashed, or
     /// its journal failed, between applying and replicating; the client was not told

@@ -1,0 +1,226 @@
+//! A node joining or leaving while the cluster serves.
+//!
+//! The node that moves drives its own move, and flips its own record when it is done
+//! ([`crate::gossip`]), which switches the ring on every node:
+//! - **join**: the node announces itself `joining`; every coordinator that learns it
+//!   sends it the writes of the partitions it will own (the next ring's new owners),
+//!   while reads still go to the current owners. After [`SETTLE`] (every node has heard
+//!   of it by then, and writes begun before have finished), it compares each of those
+//!   partitions with their current owners through anti-entropy, which copies everything
+//!   it lacks, then turns `up`.
+//! - **leave** (`speedlayer ctl leave`): the node turns `leaving` (it still owns its
+//!   partitions, and the next ring's new owners receive new writes), compares each
+//!   partition it owns with the owners that gain it, then turns `left` and owns nothing.
+//! - **remove** (`speedlayer ctl remove NODE`, for a dead node): its record turns
+//!   `removed`; the partitions it owned get a new owner at once, which anti-entropy
+//!   fills from the surviving replicas (a round starts as soon as the ring changes).
+//!
+//! Acknowledged writes are never lost: until the switch they are on the current owners
+//! (and reads ask them); the node taking a partition over copies it from them after it
+//! already receives every new write.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::anti_entropy::{compare, Pacer};
+use crate::error::ClusterError;
+use crate::gossip::MemberState;
+use crate::node::{Cluster, ClusterNode};
+
+/// Wait between announcing a join (or leave) and copying: longer than gossip needs to
+/// reach every node (a few ping intervals) plus one internode request timeout.
+pub const SETTLE: Duration = Duration::from_secs(3);
+
+/// Takes over this node's partitions, then turns it `up`.
+pub(crate) async fn join(inner: Arc<ClusterNode>, mut stop: watch::Receiver<bool>) {
+    // Someone must own data first: the seeds tell who.
+    while inner.ring().members().is_empty() {
+        tokio::select! {
+            _ = inner.ring_changed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+    tracing::info!(owners = ?inner.ring().members(), "joining: waiting for every node to hear of it");
+    tokio::select! {
+        _ = tokio::time::sleep(SETTLE) => {}
+        _ = stop.wait_for(|s| *s) => return,
+    }
+    let me = inner.members.me();
+    let next = inner.next_ring();
+    let gained: Vec<u32> = (0..next.partitions())
+        .filter(|&p| next.preference_list(p).contains(&me))
+        .collect();
+    let from_owners = |p: u32| {
+        inner
+            .ring()
+            .preference_list(p)
+            .iter()
+            .copied()
+            .filter(|&m| m != me)
+            .collect::<Vec<usize>>()
+    };
+    if move_partitions(&inner, &stop, "joining", &gained, from_owners).await {
+        let name = inner.members.name(me).to_string();
+        inner.set_state(&name, None, MemberState::Up).await;
+        tracing::info!(
+            partitions = gained.len(),
+            "joined: this node owns its partitions"
+        );
+    }
+}
+
+/// Hands this node's partitions to their next owners, then turns it `left`.
+pub(crate) async fn leave(inner: Arc<ClusterNode>, mut stop: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(SETTLE) => {}
+        _ = stop.wait_for(|s| *s) => return,
+    }
+    let me = inner.members.me();
+    let ring = inner.ring();
+    let held: Vec<u32> = (0..ring.partitions())
+        .filter(|&p| ring.preference_list(p).contains(&me))
+        .collect();
+    let to_gainers = |p: u32| inner.pending_owners(p, inner.ring().preference_list(p));
+    if move_partitions(&inner, &stop, "leaving", &held, to_gainers).await {
+        let name = inner.members.name(me).to_string();
+        inner.set_state(&name, None, MemberState::Left).await;
+        tracing::info!(
+            partitions = held.len(),
+            "left: this node owns nothing now and may be stopped"
+        );
+    }
+}
+
+/// Compares every partition of `partitions` with every peer `peers_of` names (anti-
+/// entropy copies what differs both ways), retrying failures until each pair is done.
+/// True when done; false when stopped first.
+async fn move_partitions(
+    inner: &ClusterNode,
+    stop: &watch::Receiver<bool>,
+    what: &str,
+    partitions: &[u32],
+    peers_of: impl Fn(u32) -> Vec<usize>,
+) -> bool {
+    let mut pending: Vec<(u32, usize)> = partitions
+        .iter()
+        .flat_map(|&p| peers_of(p).into_iter().map(move |q| (p, q)))
+        .collect();
+    let total = pending.len();
+    let started = Instant::now();
+    let mut pacer = Pacer::new(inner.config.anti_entropy.bytes_per_sec);
+    let mut last_report = Instant::now();
+    let (mut keys, mut bytes) = (0u64, 0u64);
+    while !pending.is_empty() {
+        if *stop.borrow() {
+            return false;
+        }
+        let mut failed = Vec::new();
+        for (partition, peer) in std::mem::take(&mut pending) {
+            if !inner.members.is_up(peer) {
+                failed.push((partition, peer));
+                continue;
+            }
+            match compare(inner, partition, peer, &mut pacer).await {
+                Ok(stats) => {
+                    keys += stats.pulled + stats.pushed;
+                    bytes += stats.bytes;
+                }
+                Err(e) => {
+                    tracing::debug!(partition, peer = %inner.members.name(peer), error = %e, "{what}: comparison failed; retried");
+                    failed.push((partition, peer));
+                }
+            }
+            inner
+                .metrics
+                .transition_remaining
+                .set((failed.len() + pending.len()) as i64);
+            if last_report.elapsed() > Duration::from_secs(5) {
+                last_report = Instant::now();
+                tracing::info!(
+                    done = total - failed.len() - pending.len(),
+                    of = total,
+                    keys,
+                    bytes,
+                    "{what}: moving partitions"
+                );
+            }
+        }
+        if !failed.is_empty() {
+            // A peer down: try again shortly (its partitions wait for it).
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        pending = failed;
+    }
+    inner.metrics.transition_remaining.set(0);
+    tracing::info!(
+        pairs = total,
+        keys,
+        bytes,
+        took_ms = started.elapsed().as_millis() as u64,
+        "{what}: every partition compared"
+    );
+    true
+}
+
+impl Cluster {
+    /// Decommissions this node: it turns `leaving`, hands its partitions to their next
+    /// owners, then turns `left`. Returns once the move has begun.
+    pub async fn leave(&self) -> Result<(), ClusterError> {
+        let inner = &self.inner;
+        let me = inner.members.name(inner.members.me()).to_string();
+        match inner.own_record().map(|r| r.state) {
+            Some(MemberState::Up) => {}
+            Some(MemberState::Leaving) => return Ok(()),
+            other => {
+                return Err(ClusterError::Request(speedlayer_api::Error::Membership(
+                    format!(
+                        "this node is {}: only a node that is up can leave",
+                        other.map_or("not a member", MemberState::as_str)
+                    ),
+                )))
+            }
+        }
+        let others = inner.ring().members().iter().filter(|m| **m != me).count();
+        if others == 0 {
+            return Err(ClusterError::Request(speedlayer_api::Error::Membership(
+                "this node is the only one owning data: nobody could take its partitions".into(),
+            )));
+        }
+        inner.set_state(&me, None, MemberState::Leaving).await;
+        tokio::spawn(leave(inner.clone(), inner.stop.clone()));
+        Ok(())
+    }
+
+    /// Takes a dead node (cluster address `addr`) out of the ring; its partitions are
+    /// rebuilt on their new owners from the surviving replicas. Refused for a node the
+    /// failure detector sees up (it should `leave` instead) and for this node.
+    pub async fn remove_node(&self, addr: &str) -> Result<(), ClusterError> {
+        let inner = &self.inner;
+        let Some(record) = inner.records().get(addr).cloned() else {
+            return Err(ClusterError::Request(speedlayer_api::Error::UnknownMember(
+                addr.to_owned(),
+            )));
+        };
+        let member = inner.members.member_named(addr);
+        if member == Some(inner.members.me()) {
+            return Err(ClusterError::Request(speedlayer_api::Error::Membership(
+                "a node cannot remove itself: use `speedlayer ctl leave`".into(),
+            )));
+        }
+        if member.is_some_and(|m| inner.members.is_up(m)) {
+            return Err(ClusterError::Request(speedlayer_api::Error::Membership(format!(
+                "{addr} is up: a live node leaves with `speedlayer ctl leave` on it, which hands its data over"
+            ))));
+        }
+        if record.state == MemberState::Removed {
+            return Ok(());
+        }
+        inner
+            .set_state(addr, Some(&record.node_id), MemberState::Removed)
+            .await;
+        Ok(())
+    }
+}
