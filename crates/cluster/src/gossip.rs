@@ -167,6 +167,10 @@ impl ClusterNode {
                     records.insert(record.addr.clone(), record);
                 }
             }
+            if !changes.is_empty() {
+                // Under the lock: rings are always built from the latest records.
+                self.rebuild_rings(&records);
+            }
         }
         if changes.is_empty() {
             return false;
@@ -196,12 +200,16 @@ impl ClusterNode {
             };
             tracing::info!(node = %addr, state = state.as_str(), "member state set");
             records.insert(addr.to_owned(), record);
+            self.rebuild_rings(&records);
         }
         self.records_changed().await;
     }
 
-    /// After a change: keep the records, rebuild the rings, wake what waits on them.
+    /// After a change (the rings are rebuilt already): wake what waits on them, keep the
+    /// records. One keeper at a time, each keeping the latest records.
     async fn records_changed(&self) {
+        self.ring_changed.notify_waiters();
+        let _one_at_a_time = self.keeping_records.lock().await;
         let records = self.records();
         let list: Vec<&MemberRecord> = records.values().collect();
         match serde_json::to_vec(&list) {
@@ -217,8 +225,6 @@ impl ClusterNode {
             }
             Err(e) => tracing::warn!(error = %e, "encoding the member records failed"),
         }
-        self.rebuild_rings(&records);
-        self.ring_changed.notify_waiters();
     }
 
     /// Builds the ring and the next ring from `records` (and adds every member to the

@@ -110,6 +110,8 @@ pub(crate) struct ClusterNode {
     pub records: std::sync::Mutex<crate::gossip::Records>,
     /// Woken whenever the records change.
     pub ring_changed: tokio::sync::Notify,
+    /// Held while the records are written to the store.
+    pub keeping_records: tokio::sync::Mutex<()>,
     /// Turns true when the node stops (for tasks started later, e.g. a leave).
     pub stop: tokio::sync::watch::Receiver<bool>,
     /// How this node takes part.

@@ -99,6 +99,7 @@ impl Cluster {
                 members,
                 records: Default::default(),
                 ring_changed: Default::default(),
+                keeping_records: Default::default(),
                 stop: stop.clone(),
                 config,
                 metrics,
@@ -107,7 +108,7 @@ impl Cluster {
             }),
         };
         let inner = &cluster.inner;
-        let joining = take_own_place(inner).await;
+        let moving = take_own_place(inner).await;
         let Some(listener) = listener else {
             // One node: nobody to hint.
             drop(inner.store.take_replayed());
@@ -128,17 +129,31 @@ impl Cluster {
         hint_replayed(inner).await?;
         tokio::spawn(failure_detector(inner.clone(), stop.clone()));
         tokio::spawn(anti_entropy::run(inner.clone(), stop.clone()));
-        if joining {
-            tokio::spawn(transition::join(inner.clone(), stop.clone()));
+        match moving {
+            Some(Move::Join) => {
+                tokio::spawn(transition::join(inner.clone(), stop.clone()));
+            }
+            Some(Move::Leave) => {
+                tokio::spawn(transition::leave(inner.clone(), stop.clone()));
+            }
+            None => {}
         }
         tokio::spawn(handoff::run(inner.clone(), stop));
         Ok(cluster)
     }
 }
 
-/// Sets this node's own record from what it kept and how it was started; true when it
-/// must take over its partitions before owning them (it joins a cluster with data).
-async fn take_own_place(inner: &Arc<ClusterNode>) -> bool {
+/// A move of this node under way at start.
+enum Move {
+    /// It joins: takes over its partitions, then owns them.
+    Join,
+    /// It was leaving when it stopped: hands its partitions over, then leaves.
+    Leave,
+}
+
+/// Sets this node's own record from what it kept and how it was started: a node new to
+/// a cluster with data joins it; one that was moving goes on.
+async fn take_own_place(inner: &Arc<ClusterNode>) -> Option<Move> {
     let kept = inner.load_records();
     inner.learn_records(kept.into_values().collect()).await;
     let me = inner.members.name(inner.members.me()).to_string();
@@ -146,22 +161,19 @@ async fn take_own_place(inner: &Arc<ClusterNode>) -> bool {
     let own = inner.own_record();
     match own.map(|r| r.state) {
         // Still a member: as it was (a join interrupted by a restart resumes).
-        Some(state @ (MemberState::Up | MemberState::Leaving)) => {
-            inner.rebuild_rings(&inner.records());
-            let _ = state;
-            false
-        }
-        Some(MemberState::Joining) => true,
+        Some(MemberState::Up) => None,
+        Some(MemberState::Leaving) => Some(Move::Leave),
+        Some(MemberState::Joining) => Some(Move::Join),
         // New, or back after leaving or being removed.
         _ if inner.config.founds() => {
             inner.set_state(&me, Some(&node_id), MemberState::Up).await;
-            false
+            None
         }
         _ => {
             inner
                 .set_state(&me, Some(&node_id), MemberState::Joining)
                 .await;
-            true
+            Some(Move::Join)
         }
     }
 }

@@ -72,26 +72,60 @@ pub(crate) async fn join(inner: Arc<ClusterNode>, mut stop: watch::Receiver<bool
     }
 }
 
-/// Hands this node's partitions to their next owners, then turns it `left`.
+/// Hands this node's partitions to their next owners, then turns it `left`. The next
+/// owners depend on every other node's state too (two nodes may leave at once), so the
+/// gainers are worked out again after each pass until a pass finds none not yet done.
 pub(crate) async fn leave(inner: Arc<ClusterNode>, mut stop: watch::Receiver<bool>) {
     tokio::select! {
         _ = tokio::time::sleep(SETTLE) => {}
         _ = stop.wait_for(|s| *s) => return,
     }
     let me = inner.members.me();
-    let ring = inner.ring();
-    let held: Vec<u32> = (0..ring.partitions())
-        .filter(|&p| ring.preference_list(p).contains(&me))
-        .collect();
-    let to_gainers = |p: u32| inner.pending_owners(p, inner.ring().preference_list(p));
-    if move_partitions(&inner, &stop, "leaving", &held, to_gainers).await {
-        let name = inner.members.name(me).to_string();
-        inner.set_state(&name, None, MemberState::Left).await;
-        tracing::info!(
-            partitions = held.len(),
-            "left: this node owns nothing now and may be stopped"
-        );
+    let mut done: std::collections::HashSet<(u32, usize)> = Default::default();
+    loop {
+        let ring = inner.ring();
+        let held: Vec<u32> = (0..ring.partitions())
+            .filter(|&p| ring.preference_list(p).contains(&me))
+            .collect();
+        let to_gainers = |p: u32| {
+            inner
+                .pending_owners(p, ring.preference_list(p))
+                .into_iter()
+                .filter(|&q| q != me && !done.contains(&(p, q)))
+                .collect::<Vec<usize>>()
+        };
+        let pairs: Vec<(u32, usize)> = held
+            .iter()
+            .flat_map(|&p| to_gainers(p).into_iter().map(move |q| (p, q)))
+            .collect();
+        if pairs.is_empty() {
+            break;
+        }
+        let partitions: Vec<u32> = {
+            let mut ps: Vec<u32> = pairs.iter().map(|(p, _)| *p).collect();
+            ps.dedup();
+            ps
+        };
+        let todo = pairs.clone();
+        let of = |p: u32| {
+            todo.iter()
+                .filter(|(q_p, _)| *q_p == p)
+                .map(|(_, q)| *q)
+                .collect::<Vec<usize>>()
+        };
+        if !move_partitions(&inner, &stop, "leaving", &partitions, of).await {
+            return;
+        }
+        done.extend(pairs);
+        // Let a concurrent change (another node leaving) reach this node first.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    let name = inner.members.name(me).to_string();
+    inner.set_state(&name, None, MemberState::Left).await;
+    tracing::info!(
+        handed_over = done.len(),
+        "left: this node owns nothing now and may be stopped"
+    );
 }
 
 /// Compares every partition of `partitions` with every peer `peers_of` names (anti-

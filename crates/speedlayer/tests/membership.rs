@@ -123,3 +123,211 @@ async fn nodes_that_know_one_seed_form_one_cluster_and_share_declarations() {
         }
     }
 }
+
+/// Acknowledged increments per key, and failures by kind.
+#[derive(Default)]
+struct Tally {
+    acked: BTreeMap<String, i64>,
+    failures: BTreeMap<String, u64>,
+}
+
+/// A client: increments with ids at quorum through the nodes of `bases` in turn,
+/// retrying each one (same id) through the next node until it is acknowledged.
+async fn client(
+    id: usize,
+    http: reqwest::Client,
+    bases: Arc<std::sync::RwLock<Vec<String>>>,
+    running: Arc<AtomicBool>,
+    tally: Arc<std::sync::Mutex<Tally>>,
+) {
+    let ts = epoch_safe_ts();
+    let mut seq = 0u64;
+    let mut turn = id;
+    while running.load(Ordering::Acquire) {
+        let key = format!("k{}", (seq as usize * 7 + id) % 24);
+        let body = json!({"key": key, "op": "incr", "by": 1, "ts": ts,
+                          "id": {"writer": format!("c{id}"), "seq": seq}});
+        loop {
+            let base = {
+                let bases = bases.read().unwrap();
+                turn += 1;
+                bases[turn % bases.len()].clone()
+            };
+            let url = format!("{base}/v1/views/hits/update");
+            let sent = http
+                .post(&url)
+                .query(&[("consistency", "quorum")])
+                .json(&body)
+                .send()
+                .await;
+            let kind = match sent {
+                Ok(r) if r.status().is_success() => {
+                    *tally.lock().unwrap().acked.entry(key.clone()).or_default() += 1;
+                    break;
+                }
+                Ok(r) => format!("{}", r.status().as_u16()),
+                Err(e) if e.is_connect() => "connect".to_string(),
+                Err(e) if e.is_timeout() => "timeout".to_string(),
+                Err(e) => format!("other: {e}"),
+            };
+            *tally.lock().unwrap().failures.entry(kind).or_default() += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        seq += 1;
+    }
+}
+
+async fn wait_state(
+    cluster: &Cluster,
+    observers: &[usize],
+    target: usize,
+    state: &str,
+    within: Duration,
+) {
+    let started = Instant::now();
+    let addr = cluster.addr(target);
+    loop {
+        let mut unmet = Vec::new();
+        for &o in observers {
+            let info = cluster.cluster_info(o).await;
+            let seen = info.as_ref().ok().and_then(|info| {
+                info["nodes"]
+                    .as_array()?
+                    .iter()
+                    .find(|n| n["addr"] == addr)
+                    .and_then(|n| n["state"].as_str().map(str::to_owned))
+            });
+            if seen.as_deref() != Some(state) {
+                unmet.push(format!("node {o} sees {addr} as {seen:?}"));
+            }
+        }
+        if unmet.is_empty() {
+            return;
+        }
+        assert!(started.elapsed() < within, "after {within:?}: {unmet:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_grows_to_five_and_shrinks_to_three_while_clients_write() {
+    // Anti-entropy off: the joins and leaves must move the data themselves.
+    let options = ClusterOptions::new(3).args(&["--anti-entropy-interval-secs", "0"]);
+    let mut cluster = Cluster::start_ready(options).await;
+    cluster.declare("hits", "counter").await;
+    let bases = Arc::new(std::sync::RwLock::new(cluster.bases()));
+    let running = Arc::new(AtomicBool::new(true));
+    let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
+    let clients: Vec<_> = (0..8)
+        .map(|id| {
+            tokio::spawn(client(
+                id,
+                cluster.client.clone(),
+                bases.clone(),
+                running.clone(),
+                tally.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Grow: two nodes join through one seed.
+    let grow = Instant::now();
+    let d = cluster.spawn_joiner(vec![cluster.addr(0)]);
+    let e = cluster.spawn_joiner(vec![cluster.addr(0)]);
+    let all: Vec<usize> = (0..5).collect();
+    for joiner in [d, e] {
+        wait_state(&cluster, &all, joiner, "up", Duration::from_secs(60)).await;
+    }
+    eprintln!("grew 3 -> 5 in {:?}", grow.elapsed());
+    bases
+        .write()
+        .unwrap()
+        .extend([cluster.base(d), cluster.base(e)]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Shrink: two founding nodes leave.
+    let shrink = Instant::now();
+    for leaver in [0, 1] {
+        let url = format!("{}/v1/cluster/leave", cluster.base(leaver));
+        let response = cluster.client.post(&url).send().await.unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            202,
+            "{:?}",
+            response.text().await
+        );
+    }
+    for leaver in [0, 1] {
+        wait_state(&cluster, &all, leaver, "left", Duration::from_secs(60)).await;
+    }
+    eprintln!("shrank 5 -> 3 in {:?}", shrink.elapsed());
+    *bases.write().unwrap() = vec![cluster.base(2), cluster.base(d), cluster.base(e)];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    running.store(false, Ordering::Release);
+    for c in clients {
+        c.await.unwrap();
+    }
+    cluster.kill(0);
+    cluster.kill(1);
+
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
+    let writes: i64 = tally.acked.values().sum();
+    eprintln!(
+        "{writes} increments acknowledged; failed attempts (retried): {:?}",
+        tally.failures
+    );
+    assert!(writes > 100, "only {writes} writes");
+    for kind in tally.failures.keys() {
+        assert!(
+            kind == "503" || kind == "connect",
+            "a failure of an undocumented kind: {kind} ({:?})",
+            tally.failures
+        );
+    }
+    // Every remaining node owns every partition (3 nodes, 3 replicas): each one's own
+    // copy agrees with the total (checked before any read at `all` could repair it).
+    let remaining = [2, d, e];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for &i in &remaining {
+        for (key, want) in &tally.acked {
+            loop {
+                let got = read_counter(&cluster.client, &cluster.base(i), "hits", key, "local")
+                    .await
+                    .unwrap_or(-1);
+                if got == *want {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{key} local on node {i}: {got} of {want}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    for &i in &remaining {
+        let info: Value = cluster.cluster_info(i).await.unwrap();
+        for partition in info["ring"].as_array().unwrap() {
+            let owners: Vec<&str> = partition["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap())
+                .collect();
+            assert_eq!(owners.len(), 3, "node {i}: {partition}");
+            for owner in owners {
+                assert!(
+                    remaining.iter().any(|&r| cluster.addr(r) == owner),
+                    "node {i}: partition owned by {owner}, which left"
+                );
+            }
+        }
+        for (key, want) in &tally.acked {
+            let got = read_counter(&cluster.client, &cluster.base(i), "hits", key, "all")
+                .await
+                .unwrap();
+            assert_eq!(got, *want, "{key} at all through node {i}");
+        }
+    }
+}

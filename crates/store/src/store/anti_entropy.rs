@@ -14,6 +14,12 @@ use crate::digest::{self, Hash16, RangeDigest};
 use crate::error::{Result, StoreError};
 use crate::shard::ShardMsg;
 
+/// How old the newest update a digest may leave out is: digests describe checkpointed
+/// states, so [`Store::range_digests`] checkpoints when the last checkpoint is older.
+/// Updates newer than this reach a node taking a partition over by the coordinators'
+/// writes to it, not by the comparison.
+pub const DIGEST_STALENESS: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One (view, epoch)'s digest of a placement-hash range.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EpochDigest {
@@ -55,9 +61,12 @@ impl Store {
     }
 
     /// Digests of placement hashes `first..=last` in every live epoch of every view (see
-    /// the module docs). Cached per range until a checkpoint changes it, so comparing an
-    /// unchanged range costs one map lookup per (view, epoch).
+    /// the module docs), covering every update acknowledged more than
+    /// [`DIGEST_STALENESS`] ago (it checkpoints first when needed). Cached per range until
+    /// a checkpoint changes it, so comparing an unchanged range costs one map lookup per
+    /// (view, epoch).
     pub async fn range_digests(&self, first: u64, last: u64) -> Result<RangeDigests> {
+        self.checkpoint_within(DIGEST_STALENESS).await?;
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = RangeDigests::default();

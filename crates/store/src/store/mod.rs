@@ -124,6 +124,8 @@ struct Inner {
     batches: BatchTables,
     /// Range digests for anti-entropy ([`crate::digest`]).
     digests: Arc<DigestCache>,
+    /// When the last explicit checkpoint began ([`Store::checkpoint_within`]).
+    last_checkpoint: Mutex<Option<std::time::Instant>>,
     /// Reads hold it shared from choosing their boundary to their last part; retiring
     /// (dropping epochs and batch tables) holds it exclusively, so no read loses a part
     /// it was promised.
@@ -301,6 +303,7 @@ impl Store {
                 hints,
                 batches,
                 digests,
+                last_checkpoint: Mutex::new(None),
                 retire_gate: tokio::sync::RwLock::new(()),
                 batch_grace: config.batch_grace,
                 max_future_ts: config.max_future_ts,
@@ -462,7 +465,28 @@ impl Store {
     /// Makes every owner shard write its pending states to the epoch keyspaces, so scans
     /// of those keyspaces see every acknowledged update.
     pub async fn checkpoint(&self) -> Result<()> {
-        self.broadcast(|done| ShardMsg::Checkpoint { done }).await
+        let started = std::time::Instant::now();
+        self.broadcast(|done| ShardMsg::Checkpoint { done }).await?;
+        *self
+            .inner
+            .last_checkpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(started);
+        Ok(())
+    }
+
+    /// [`Store::checkpoint`] unless one began less than `max_age` ago: what every update
+    /// acknowledged more than `max_age` ago is then in the epoch keyspaces.
+    pub async fn checkpoint_within(&self, max_age: Duration) -> Result<()> {
+        let last = *self
+            .inner
+            .last_checkpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < max_age) {
+            return Ok(());
+        }
+        self.checkpoint().await
     }
 
     /// Sends every shard the message `message` makes and waits until all have done it.
