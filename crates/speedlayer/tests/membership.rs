@@ -331,3 +331,133 @@ async fn the_cluster_grows_to_five_and_shrinks_to_three_while_clients_write() {
         }
     }
 }
+
+async fn metric(cluster: &Cluster, i: usize, line_start: &str) -> f64 {
+    let text = cluster.metrics_text(i).await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_removed_has_its_partitions_rebuilt_and_a_live_one_cannot_be() {
+    let mut cluster = Cluster::start_ready(ClusterOptions::new(4)).await;
+    cluster.declare("hits", "counter").await;
+    let ts = epoch_safe_ts();
+    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+    for i in 0..200u64 {
+        let key = format!("k{}", i % 40);
+        let body = json!({"key": key, "op": "incr", "by": 1, "ts": ts,
+                          "id": {"writer": "w", "seq": i}});
+        cluster
+            .update_ok((i % 4) as usize, "hits", &body, support::cluster::QUORUM)
+            .await;
+        *totals.entry(key).or_default() += 1;
+    }
+    // A live node cannot be removed; an unknown one is not found.
+    let bases = cluster.bases();
+    let client = cluster.client.clone();
+    let remove = |via: usize, addr: String| {
+        let url = format!("{}/v1/cluster/nodes/{addr}", bases[via]);
+        let client = client.clone();
+        async move { client.delete(&url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(remove(0, cluster.addr(3)).await, 409);
+    assert_eq!(remove(0, "127.0.0.1:1".into()).await, 404);
+
+    cluster.kill(3);
+    cluster
+        .wait_for_states(&[0, 1, 2], &[3], "down", Duration::from_secs(10))
+        .await;
+    let removed = Instant::now();
+    assert_eq!(remove(0, cluster.addr(3)).await, 200);
+    wait_state(&cluster, &[0, 1, 2], 3, "removed", Duration::from_secs(10)).await;
+    // Three nodes, three replicas: each now owns every partition and must hold every key.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0..3 {
+        for (key, want) in &totals {
+            loop {
+                let got = read_counter(&cluster.client, &cluster.base(i), "hits", key, "local")
+                    .await
+                    .unwrap_or(-1);
+                if got == *want {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{key} local on node {i}: {got} of {want}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let info = cluster.cluster_info(i).await.unwrap();
+        for partition in info["ring"].as_array().unwrap() {
+            let owners = partition["nodes"].as_array().unwrap();
+            assert_eq!(owners.len(), 3, "{partition}");
+            assert!(!owners.contains(&json!(cluster.addr(3))), "{partition}");
+        }
+    }
+    eprintln!(
+        "after the removal every remaining node held every key within {:?}",
+        removed.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_without_the_secret_or_with_another_ring_shape_cannot_join() {
+    let mut cluster = Cluster::start_ready(ClusterOptions::new(1)).await;
+    let a = cluster.addr(0);
+    let intruder = cluster.spawn_joiner_with(vec![a.clone()], |config| {
+        config.secret = "not-the-cluster-secret".into();
+    });
+    let wrong_shape = cluster.spawn_joiner_with(vec![a.clone()], |config| {
+        config.extra_args = vec!["--partitions".into(), "64".into()];
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let secret = metric(
+            &cluster,
+            0,
+            "speedlayer_cluster_connections_refused_total{reason=\"secret\"}",
+        )
+        .await;
+        let shape = metric(
+            &cluster,
+            0,
+            "speedlayer_cluster_connections_refused_total{reason=\"ring_shape\"}",
+        )
+        .await;
+        if secret >= 1.0 && shape >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "refusals counted: secret {secret}, ring shape {shape}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let info = cluster.cluster_info(0).await.unwrap();
+    let listed: Vec<&str> = info["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["addr"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec![a.as_str()], "the seed lists only itself");
+    for i in [intruder, wrong_shape] {
+        let info = cluster.cluster_info(i).await.unwrap();
+        let me = cluster.addr(i);
+        let own = info["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["addr"] == me.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(
+            own["state"], "joining",
+            "node {i} never owns anything: {own}"
+        );
+    }
+}

@@ -464,11 +464,20 @@ impl Cluster {
     /// among them, so it joins rather than founds), with the cluster's secret, replicas
     /// and extra arguments; returns its index.
     pub fn spawn_joiner(&mut self, seeds: Vec<String>) -> usize {
+        self.spawn_joiner_with(seeds, |_| {})
+    }
+
+    /// [`Cluster::spawn_joiner`] with its configuration changed by `change` first.
+    pub fn spawn_joiner_with(
+        &mut self,
+        seeds: Vec<String>,
+        change: impl FnOnce(&mut NodeConfig),
+    ) -> usize {
         let ports = free_port_set(3);
         let index = self.nodes.len();
         let node_id = format!("n{}", index + 1);
         let first = &self.nodes[0].config;
-        let config = NodeConfig {
+        let mut config = NodeConfig {
             data_dir: self.dir.path().join(format!("{node_id}-data")),
             log: self.dir.path().join(format!("{node_id}.log")),
             node_id,
@@ -483,6 +492,7 @@ impl Cluster {
             netns: None,
             env: Vec::new(),
         };
+        change(&mut config);
         self.nodes.push(Node::spawn(config));
         index
     }
