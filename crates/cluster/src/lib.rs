@@ -17,9 +17,11 @@
 //! cluster-wide records nothing can undo ([`epoch_drop`]). Nodes talk over TCP with
 //! length-prefixed postcard frames after a handshake that checks the cluster secret
 //! ([`wire`], [`peer`], [`listener`]) and are served by [`service`]. Who the members are
-//! and which are up is `membership`'s business alone (a static seed list and a ping
-//! detector, started by `start`), so gossip can replace it; pings carry a catalog digest
-//! so declarations, drops and batch publications reach every node ([`catalog_sync`]).
+//! and what state each is in is gossiped on the failure detector's pings ([`gossip`]);
+//! the ring is built from it, a node joining or leaving moves its partitions before the
+//! ring switches ([`transition`]), and replicas compare Merkle digests to repair what
+//! hints and reads missed ([`anti_entropy`]). Pings also carry a catalog digest so
+//! declarations, drops and batch publications reach every node ([`catalog_sync`]).
 
 pub mod anti_entropy;
 pub mod catalog_sync;

@@ -1,9 +1,6 @@
-//! Membership and health: which nodes form the ring, how to reach each, and which are up
-//! as this node's failure detector sees them.
-//!
-//! The narrow interface the rest of the cluster uses (`is_up`, `peers_up`, `call`, names)
-//! is all that depends on how members are found and judged: today a static seed list and
-//! a ping detector (`crate::start`), later gossip.
+//! The member table and health: every node this one has heard of, how to reach each,
+//! and which are up as this node's failure detector (pings, `crate::start`) sees them.
+//! Which of them own data is decided by their gossiped records ([`crate::gossip`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
