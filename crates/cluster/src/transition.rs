@@ -11,6 +11,8 @@
 //! - **leave** (`speedlayer ctl leave`): the node turns `leaving` (it still owns its
 //!   partitions, and the next ring's new owners receive new writes), compares each
 //!   partition it owns with the owners that gain it, then turns `left` and owns nothing.
+//!   Leaves run one at a time, lowest address first: a partition of a node that turns
+//!   `left` can fall to another node still `leaving`, which must hand it on as well.
 //! - **remove** (`speedlayer ctl remove NODE`, for a dead node): its record turns
 //!   `removed`; the partitions it owned get a new owner at once, which anti-entropy
 //!   fills from the surviving replicas (a round starts as soon as the ring changes).
@@ -81,6 +83,27 @@ pub(crate) async fn leave(inner: Arc<ClusterNode>, mut stop: watch::Receiver<boo
         _ = stop.wait_for(|s| *s) => return,
     }
     let me = inner.members.me();
+    // One leave at a time, lowest address first: when a leaver turns `left`, its
+    // partitions can fall to another node still `leaving`, which must then hand them on
+    // too, so it may only begin once the earlier one is done.
+    let my_name = inner.members.name(me).to_string();
+    loop {
+        let earlier: Vec<String> = inner
+            .records()
+            .into_values()
+            .filter(|r| r.state == MemberState::Leaving && r.addr < my_name)
+            .map(|r| r.addr)
+            .collect();
+        if earlier.is_empty() {
+            break;
+        }
+        tracing::info!(?earlier, "leaving: waiting for the nodes leaving before this one");
+        tokio::select! {
+            _ = inner.ring_changed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
     let mut done: std::collections::HashSet<(u32, usize)> = Default::default();
     loop {
         let ring = inner.ring();
