@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use speedlayer_core::{Epoch, Key};
 use speedlayer_store::digest::{leaf_range, LEAVES};
 use speedlayer_store::Store;
@@ -35,7 +36,10 @@ use crate::peer::RpcError;
 use crate::wire::{self, AntiEntropyRequest, AntiEntropyResponse, Request, Response, WireState};
 
 /// Keys per states request: keeps each call well under the RPC timeout.
-const KEYS_PER_CALL: usize = 256;
+const KEYS_PER_CALL: usize = 1024;
+/// Partition comparisons in flight at once: each waits on round trips and on the
+/// receiving side's journal sync, so a few at once keep both busy.
+pub(crate) const COMPARISONS_IN_FLIGHT: usize = 4;
 /// Delay before the first round, so the failure detector has seen the peers.
 const FIRST_ROUND_DELAY: Duration = Duration::from_secs(2);
 
@@ -131,41 +135,60 @@ pub(crate) async fn round(inner: &ClusterNode, stop: &watch::Receiver<bool>) -> 
     }
     let me = inner.members.me();
     let my_name = inner.members.name(me);
-    let mut pacer = Pacer::new(inner.config.anti_entropy.bytes_per_sec);
+    let pacer = Pacer::new(inner.config.anti_entropy.bytes_per_sec);
     let ring = inner.ring();
+    let mut pairs = Vec::new();
     for partition in 0..ring.partitions() {
-        if *stop.borrow() {
-            break;
-        }
         let owners = ring.preference_list(partition);
         if !owners.contains(&me) {
             continue;
         }
-        for &peer in owners {
-            if peer == me || inner.members.name(peer) < my_name {
-                continue;
+        for (rank, &peer) in owners.iter().enumerate() {
+            if peer != me && inner.members.name(peer) > my_name && inner.members.is_up(peer) {
+                pairs.push((rank, partition, peer));
             }
-            if !inner.members.is_up(peer) {
-                continue;
+        }
+    }
+    // A partition's comparisons far apart (see `transition::move_partitions`).
+    pairs.sort_unstable();
+    let pairs = pairs
+        .into_iter()
+        .map(|(_, partition, peer)| (partition, peer));
+    let pacer = &pacer;
+    let mut outcomes = futures_util::stream::iter(pairs)
+        .map(|(partition, peer)| async move {
+            if *stop.borrow() {
+                return None;
             }
-            stats.compared += 1;
-            match compare(inner, partition, peer, &mut pacer).await {
-                Ok(found) => stats.add(found),
-                Err(e) => {
-                    stats.failed += 1;
-                    tracing::debug!(partition, peer = %inner.members.name(peer), error = %e, "anti-entropy comparison failed; retried next round");
-                }
+            Some((
+                partition,
+                peer,
+                compare(inner, partition, peer, pacer).await,
+            ))
+        })
+        .buffer_unordered(COMPARISONS_IN_FLIGHT);
+    while let Some(outcome) = outcomes.next().await {
+        let Some((partition, peer, result)) = outcome else {
+            continue;
+        };
+        stats.compared += 1;
+        match result {
+            Ok(found) => stats.add(found),
+            Err(e) => {
+                stats.failed += 1;
+                tracing::debug!(partition, peer = %inner.members.name(peer), error = %e, "anti-entropy comparison failed; retried next round");
             }
         }
     }
     stats
 }
 
-/// Keeps the states moved under a rate: sleeps once the bytes sent run ahead of it.
+/// Keeps the states moved under a rate, shared by the comparisons in flight: a
+/// comparison sleeps once the bytes moved so far run ahead of it.
 pub(crate) struct Pacer {
     bytes_per_sec: u64,
     started: Instant,
-    bytes: u64,
+    bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Pacer {
@@ -173,13 +196,16 @@ impl Pacer {
         Pacer {
             bytes_per_sec: bytes_per_sec.max(1),
             started: Instant::now(),
-            bytes: 0,
+            bytes: Default::default(),
         }
     }
 
-    async fn moved(&mut self, bytes: u64) {
-        self.bytes += bytes;
-        let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
+    async fn moved(&self, bytes: u64) {
+        let total = self
+            .bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed)
+            + bytes;
+        let due = Duration::from_secs_f64(total as f64 / self.bytes_per_sec as f64);
         if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
             tokio::time::sleep(ahead).await;
         }
@@ -192,12 +218,17 @@ async fn ask(
     peer: usize,
     request: AntiEntropyRequest,
 ) -> Result<AntiEntropyResponse, ClusterError> {
-    match inner
-        .members
-        .call(peer, &Request::AntiEntropy(request))
-        .await?
-    {
-        Response::AntiEntropy(answer) => Ok(answer),
+    let request = Request::AntiEntropy(request);
+    let sent = wire::to_bytes(&request).map_or(0, |b| b.len());
+    match inner.members.call(peer, &request).await? {
+        Response::AntiEntropy(answer) => {
+            let received = wire::to_bytes(&answer).map_or(0, |b| b.len());
+            inner
+                .metrics
+                .anti_entropy_wire_bytes
+                .inc_by((sent + received) as u64);
+            Ok(answer)
+        }
         other => Err(RpcError::Protocol {
             peer: inner.members.name(peer).to_string(),
             reason: format!("answered anti-entropy with {other:?}"),
@@ -219,7 +250,7 @@ pub(crate) async fn compare(
     inner: &ClusterNode,
     partition: u32,
     peer: usize,
-    pacer: &mut Pacer,
+    pacer: &Pacer,
 ) -> Result<RoundStats, ClusterError> {
     let (first, last) = inner.ring().hash_range(partition);
     let mine = inner.store.range_digests(first, last).await?;
@@ -320,7 +351,7 @@ impl Side<'_> {
         hi: u64,
         mine_exists: bool,
         theirs_exist: bool,
-        pacer: &mut Pacer,
+        pacer: &Pacer,
     ) -> Result<RoundStats, ClusterError> {
         let store = &self.inner.store;
         let mine: HashMap<Vec<u8>, [u8; 16]> = if mine_exists {

@@ -51,6 +51,9 @@ pub struct ClusterMetrics {
     pub anti_entropy_pushed: Counter,
     /// Bytes of states anti-entropy moved.
     pub anti_entropy_bytes: Counter,
+    /// Bytes of every anti-entropy message this node sent or received as the
+    /// comparing side (digests, leaves, entries and states).
+    pub anti_entropy_wire_bytes: Counter,
     /// (partition, peer, view, epoch) digests that differed in the last round.
     pub anti_entropy_differing: Gauge,
     /// Comparisons that failed in the last round.
@@ -128,6 +131,11 @@ impl ClusterMetrics {
             "speedlayer_anti_entropy_bytes",
             "Bytes of key states anti-entropy moved",
             self.anti_entropy_bytes.clone(),
+        );
+        registry.register(
+            "speedlayer_anti_entropy_wire_bytes",
+            "Bytes of the anti-entropy messages this node sent and received as the comparing side",
+            self.anti_entropy_wire_bytes.clone(),
         );
         registry.register(
             "speedlayer_anti_entropy_differing_ranges",

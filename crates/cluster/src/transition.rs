@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::anti_entropy::{compare, Pacer};
+use futures_util::StreamExt;
+
+use crate::anti_entropy::{compare, Pacer, COMPARISONS_IN_FLIGHT};
 use crate::error::ClusterError;
 use crate::gossip::MemberState;
 use crate::node::{Cluster, ClusterNode};
@@ -97,7 +99,10 @@ pub(crate) async fn leave(inner: Arc<ClusterNode>, mut stop: watch::Receiver<boo
         if earlier.is_empty() {
             break;
         }
-        tracing::info!(?earlier, "leaving: waiting for the nodes leaving before this one");
+        tracing::info!(
+            ?earlier,
+            "leaving: waiting for the nodes leaving before this one"
+        );
         tokio::select! {
             _ = inner.ring_changed.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -161,13 +166,24 @@ async fn move_partitions(
     partitions: &[u32],
     peers_of: impl Fn(u32) -> Vec<usize>,
 ) -> bool {
-    let mut pending: Vec<(u32, usize)> = partitions
+    // Every partition with its first peer, then with its second, and so on: the
+    // comparisons of one partition are far apart, so the later ones see digests that
+    // include what the earlier one copied instead of copying it again.
+    let mut ranked: Vec<(usize, u32, usize)> = partitions
         .iter()
-        .flat_map(|&p| peers_of(p).into_iter().map(move |q| (p, q)))
+        .flat_map(|&p| {
+            peers_of(p)
+                .into_iter()
+                .enumerate()
+                .map(move |(rank, q)| (rank, p, q))
+        })
         .collect();
+    ranked.sort_unstable();
+    let mut pending: Vec<(u32, usize)> = ranked.into_iter().map(|(_, p, q)| (p, q)).collect();
     let total = pending.len();
     let started = Instant::now();
-    let mut pacer = Pacer::new(inner.config.anti_entropy.bytes_per_sec);
+    let pacer = Pacer::new(inner.config.anti_entropy.bytes_per_sec);
+    let pacer = &pacer;
     let mut last_report = Instant::now();
     let (mut keys, mut bytes) = (0u64, 0u64);
     while !pending.is_empty() {
@@ -175,29 +191,41 @@ async fn move_partitions(
             return false;
         }
         let mut failed = Vec::new();
-        for (partition, peer) in std::mem::take(&mut pending) {
-            if !inner.members.is_up(peer) {
-                failed.push((partition, peer));
-                continue;
-            }
-            match compare(inner, partition, peer, &mut pacer).await {
-                Ok(stats) => {
+        let round = std::mem::take(&mut pending);
+        let mut left = round.len();
+        let mut outcomes = futures_util::stream::iter(round)
+            .map(|(partition, peer)| async move {
+                if !inner.members.is_up(peer) {
+                    return (partition, peer, None);
+                }
+                (
+                    partition,
+                    peer,
+                    Some(compare(inner, partition, peer, pacer).await),
+                )
+            })
+            .buffer_unordered(COMPARISONS_IN_FLIGHT);
+        while let Some((partition, peer, outcome)) = outcomes.next().await {
+            left -= 1;
+            match outcome {
+                Some(Ok(stats)) => {
                     keys += stats.pulled + stats.pushed;
                     bytes += stats.bytes;
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::debug!(partition, peer = %inner.members.name(peer), error = %e, "{what}: comparison failed; retried");
                     failed.push((partition, peer));
                 }
+                None => failed.push((partition, peer)),
             }
             inner
                 .metrics
                 .transition_remaining
-                .set((failed.len() + pending.len()) as i64);
+                .set((failed.len() + left) as i64);
             if last_report.elapsed() > Duration::from_secs(5) {
                 last_report = Instant::now();
                 tracing::info!(
-                    done = total - failed.len() - pending.len(),
+                    done = total - failed.len() - left,
                     of = total,
                     keys,
                     bytes,

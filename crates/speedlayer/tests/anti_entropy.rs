@@ -84,8 +84,13 @@ async fn a_replica_that_missed_writes_converges_through_anti_entropy_alone() {
     let pulled = metric(&cluster, 2, "speedlayer_anti_entropy_keys_pulled_total").await;
     let pushed = metric(&cluster, 0, "speedlayer_anti_entropy_keys_pushed_total").await
         + metric(&cluster, 1, "speedlayer_anti_entropy_keys_pushed_total").await;
+    let mut wire = 0.0;
+    for i in 0..3 {
+        wire += metric(&cluster, i, "speedlayer_anti_entropy_wire_bytes_total").await;
+    }
     eprintln!(
-        "the restarted replica converged {took:?} after every node was up ({pulled} pulled, {pushed} pushed by its peers)"
+        "the restarted replica converged {took:?} after every node was up ({pulled} pulled, {pushed} pushed by its peers; {wire} bytes of anti-entropy messages, {:.0} per differing key)",
+        wire / KEYS as f64
     );
     assert!(
         pulled + pushed >= KEYS as f64,

@@ -174,3 +174,61 @@ async fn a_dropped_epoch_is_neither_compared_nor_brought_back() {
         .iter()
         .all(|e| e.epoch != epoch_a.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epochs_before_the_batch_boundary_are_neither_compared_nor_merged() {
+    use speedlayer_core::BatchBoundary;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(dir_a.path()), open(dir_b.path()));
+    for store in [&a, &b] {
+        store
+            .declare_view("hits", ViewSpec::new(ValueType::Counter))
+            .unwrap();
+    }
+    incr(&a, 0..20, HOUR_A).await;
+    incr(&a, 0..20, HOUR_B).await;
+    // `b` publishes a batch view covering HOUR_A: that epoch is the batch view's there.
+    let boundary = BatchBoundary((HOUR_A + 3600) as u64);
+    b.stage_begin("hits", boundary, 1).await.unwrap();
+    b.stage_finish("hits", boundary, 1).await.unwrap();
+    assert!(b.publish("hits", boundary, 1).await.unwrap());
+    let floors = digests(&b).await.floors;
+    assert_eq!(
+        floors,
+        vec![("hits".to_string(), Epoch(HOUR_B as u64 / 3600))]
+    );
+    let epoch_a = Epoch(HOUR_A as u64 / 3600);
+    for epoch in digests(&a).await.epochs {
+        let keys = a
+            .range_entries("hits", epoch.epoch, 0, u64::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let states = a
+            .epoch_states("hits", epoch.epoch, keys)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (epoch.epoch, k, v))
+            .collect();
+        let merged = b.merge_live("hits", states).await.unwrap();
+        let expected = if epoch.epoch == epoch_a {
+            (0, 20)
+        } else {
+            (20, 0)
+        };
+        assert_eq!(
+            (merged.merged, merged.skipped),
+            expected,
+            "{:?}",
+            epoch.epoch
+        );
+    }
+    assert!(b
+        .epochs("hits")
+        .unwrap()
+        .iter()
+        .all(|e| e.epoch != epoch_a.0));
+}
