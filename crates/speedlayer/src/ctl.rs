@@ -9,24 +9,6 @@ use crate::cli::{CtlArgs, CtlCommand};
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let base = crate::batch::base_url(&args.node);
     let client = reqwest::Client::new();
-    let get = |path: String| {
-        let mut request = client.get(format!("{base}{path}"));
-        if let Some(pass) = &args.requirepass {
-            request = request.bearer_auth(pass);
-        }
-        async move {
-            let response = request
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {path} on the node"))?;
-            let status = response.status();
-            let body: serde_json::Value = response.json().await.context("reading the answer")?;
-            if !status.is_success() {
-                anyhow::bail!("{path}: {status}: {body}");
-            }
-            Ok::<_, anyhow::Error>(body)
-        }
-    };
     let send = |method: reqwest::Method, path: String| {
         let mut request = client.request(method, format!("{base}{path}"));
         if let Some(pass) = &args.requirepass {
@@ -40,11 +22,15 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let status = response.status();
             let body: serde_json::Value = response.json().await.context("reading the answer")?;
             if !status.is_success() {
-                anyhow::bail!("{}", body["detail"].as_str().unwrap_or(&body.to_string()));
+                let detail = body["detail"]
+                    .as_str()
+                    .map_or(body.to_string(), str::to_owned);
+                anyhow::bail!("{path}: {status}: {detail}");
             }
             Ok::<_, anyhow::Error>(body)
         }
     };
+    let get = |path: String| send(reqwest::Method::GET, path);
     match args.command {
         CtlCommand::Leave => {
             send(reqwest::Method::POST, "/v1/cluster/leave".into()).await?;

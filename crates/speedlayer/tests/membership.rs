@@ -124,6 +124,33 @@ async fn nodes_that_know_one_seed_form_one_cluster_and_share_declarations() {
     }
 }
 
+/// Waits until every node of `nodes` holds `totals` in its own copy (consistency=local).
+async fn wait_local(
+    cluster: &Cluster,
+    nodes: &[usize],
+    totals: &BTreeMap<String, i64>,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    for &i in nodes {
+        for (key, want) in totals {
+            loop {
+                let got = read_counter(&cluster.client, &cluster.base(i), "hits", key, "local")
+                    .await
+                    .unwrap_or(-1);
+                if got == *want {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{key} local on node {i}: {got} of {want}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Acknowledged increments per key, and failures by kind.
 #[derive(Default)]
 struct Tally {
@@ -288,24 +315,7 @@ async fn the_cluster_grows_to_five_and_shrinks_to_three_while_clients_write() {
     // Every remaining node owns every partition (3 nodes, 3 replicas): each one's own
     // copy agrees with the total (checked before any read at `all` could repair it).
     let remaining = [2, d, e];
-    let deadline = Instant::now() + Duration::from_secs(15);
-    for &i in &remaining {
-        for (key, want) in &tally.acked {
-            loop {
-                let got = read_counter(&cluster.client, &cluster.base(i), "hits", key, "local")
-                    .await
-                    .unwrap_or(-1);
-                if got == *want {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{key} local on node {i}: {got} of {want}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    wait_local(&cluster, &remaining, &tally.acked, Duration::from_secs(15)).await;
     for &i in &remaining {
         let info: Value = cluster.cluster_info(i).await.unwrap();
         for partition in info["ring"].as_array().unwrap() {
@@ -373,23 +383,8 @@ async fn a_dead_node_removed_has_its_partitions_rebuilt_and_a_live_one_cannot_be
     assert_eq!(remove(0, cluster.addr(3)).await, 200);
     wait_state(&cluster, &[0, 1, 2], 3, "removed", Duration::from_secs(10)).await;
     // Three nodes, three replicas: each now owns every partition and must hold every key.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    wait_local(&cluster, &[0, 1, 2], &totals, Duration::from_secs(30)).await;
     for i in 0..3 {
-        for (key, want) in &totals {
-            loop {
-                let got = read_counter(&cluster.client, &cluster.base(i), "hits", key, "local")
-                    .await
-                    .unwrap_or(-1);
-                if got == *want {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{key} local on node {i}: {got} of {want}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
         let info = cluster.cluster_info(i).await.unwrap();
         for partition in info["ring"].as_array().unwrap() {
             let owners = partition["nodes"].as_array().unwrap();

@@ -40,26 +40,45 @@ async fn digests(store: &Store) -> RangeDigests {
     store.range_digests(0, u64::MAX).await.unwrap()
 }
 
+/// Every state `store` holds in one epoch of `view`, as anti-entropy lists and reads them.
+async fn all_states(
+    store: &Store,
+    view: &str,
+    epoch: Epoch,
+) -> Vec<(Epoch, Key, speedlayer_core::Value)> {
+    let keys = store
+        .range_entries(view, epoch, 0, u64::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    store
+        .epoch_states(view, epoch, keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (epoch, k, v))
+        .collect()
+}
+
 /// Copies every state `from` holds into `to`, as anti-entropy would.
 async fn copy_all(from: &Store, to: &Store) {
     for epoch in digests(from).await.epochs {
-        let keys = from
-            .range_entries(&epoch.view, epoch.epoch, 0, u64::MAX)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        let states = from
-            .epoch_states(&epoch.view, epoch.epoch, keys)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (epoch.epoch, k, v))
-            .collect();
+        let states = all_states(from, &epoch.view, epoch.epoch).await;
         let merged = to.merge_live(&epoch.view, states).await.unwrap();
         assert_eq!(merged.skipped, 0);
     }
+}
+
+/// A store in a fresh directory with the counter view `hits` declared.
+fn replica() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .declare_view("hits", ViewSpec::new(ValueType::Counter))
+        .unwrap();
+    (dir, store)
 }
 
 const HOUR_A: i64 = 472_222 * 3600;
@@ -67,13 +86,7 @@ const HOUR_B: i64 = HOUR_A + 3600;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digests_agree_exactly_when_the_states_do_and_narrow_a_difference_to_its_key() {
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (open(dir_a.path()), open(dir_b.path()));
-    for store in [&a, &b] {
-        store
-            .declare_view("hits", ViewSpec::new(ValueType::Counter))
-            .unwrap();
-    }
+    let ((dir_a, a), (_dir_b, b)) = (replica(), replica());
     incr(&a, 0..300, HOUR_A).await;
     incr(&a, 0..50, HOUR_B).await;
     let before = digests(&a).await;
@@ -130,13 +143,7 @@ async fn digests_agree_exactly_when_the_states_do_and_narrow_a_difference_to_its
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_epoch_is_neither_compared_nor_brought_back() {
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (open(dir_a.path()), open(dir_b.path()));
-    for store in [&a, &b] {
-        store
-            .declare_view("hits", ViewSpec::new(ValueType::Counter))
-            .unwrap();
-    }
+    let ((_dir_a, a), (_dir_b, b)) = (replica(), replica());
     incr(&a, 0..20, HOUR_A).await;
     incr(&a, 0..20, HOUR_B).await;
     let epoch_a = Epoch(HOUR_A as u64 / 3600);
@@ -144,20 +151,7 @@ async fn a_dropped_epoch_is_neither_compared_nor_brought_back() {
     let listed = digests(&a).await;
     assert_eq!(listed.epochs.len(), 2);
     for epoch in listed.epochs {
-        let keys = a
-            .range_entries("hits", epoch.epoch, 0, u64::MAX)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        let states = a
-            .epoch_states("hits", epoch.epoch, keys)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (epoch.epoch, k, v))
-            .collect();
+        let states = all_states(&a, "hits", epoch.epoch).await;
         let merged = b.merge_live("hits", states).await.unwrap();
         if epoch.epoch == epoch_a {
             assert_eq!((merged.merged, merged.skipped), (0, 20));
@@ -178,13 +172,7 @@ async fn a_dropped_epoch_is_neither_compared_nor_brought_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn epochs_before_the_batch_boundary_are_neither_compared_nor_merged() {
     use speedlayer_core::BatchBoundary;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (open(dir_a.path()), open(dir_b.path()));
-    for store in [&a, &b] {
-        store
-            .declare_view("hits", ViewSpec::new(ValueType::Counter))
-            .unwrap();
-    }
+    let ((_dir_a, a), (_dir_b, b)) = (replica(), replica());
     incr(&a, 0..20, HOUR_A).await;
     incr(&a, 0..20, HOUR_B).await;
     // `b` publishes a batch view covering HOUR_A: that epoch is the batch view's there.
@@ -199,20 +187,7 @@ async fn epochs_before_the_batch_boundary_are_neither_compared_nor_merged() {
     );
     let epoch_a = Epoch(HOUR_A as u64 / 3600);
     for epoch in digests(&a).await.epochs {
-        let keys = a
-            .range_entries("hits", epoch.epoch, 0, u64::MAX)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        let states = a
-            .epoch_states("hits", epoch.epoch, keys)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (epoch.epoch, k, v))
-            .collect();
+        let states = all_states(&a, "hits", epoch.epoch).await;
         let merged = b.merge_live("hits", states).await.unwrap();
         let expected = if epoch.epoch == epoch_a {
             (0, 20)
