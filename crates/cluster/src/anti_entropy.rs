@@ -3,7 +3,7 @@
 //! the keys and no hint reaches it (hints lost with a disk, handoff turned off, a node
 //! restarted with an empty data directory).
 //!
-//! How: every [`AntiEntropyConfig::interval`], a node checkpoints (so its digests cover
+//! How: every [`crate::node::AntiEntropyConfig::interval`], a node checkpoints (so its digests cover
 //! what it holds), then for each partition it owns compares with each other owner whose
 //! cluster address sorts after its own (so every pair of replicas is compared once per
 //! round, by the first of the two). A comparison narrows a difference down in three
@@ -18,7 +18,7 @@
 //! one dropped cluster-wide (the store leaves those out of its digests, and
 //! [`speedlayer_store::Store::merge_live`] refuses them on the receiving side), so it
 //! cannot bring back what a hand-over retired or a drop removed. States moved are paced
-//! to [`AntiEntropyConfig::bytes_per_sec`] so foreground requests keep their latency.
+//! to [`crate::node::AntiEntropyConfig::bytes_per_sec`] so foreground requests keep their latency.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -31,6 +31,7 @@ use speedlayer_store::Store;
 use tokio::sync::watch;
 
 use crate::error::ClusterError;
+use crate::metrics::ClusterMetrics;
 use crate::node::ClusterNode;
 use crate::peer::RpcError;
 use crate::wire::{self, AntiEntropyRequest, AntiEntropyResponse, Request, Response, WireState};
@@ -42,24 +43,6 @@ const KEYS_PER_CALL: usize = 1024;
 pub(crate) const COMPARISONS_IN_FLIGHT: usize = 4;
 /// Delay before the first round, so the failure detector has seen the peers.
 const FIRST_ROUND_DELAY: Duration = Duration::from_secs(2);
-
-/// How anti-entropy runs.
-#[derive(Clone, Copy, Debug)]
-pub struct AntiEntropyConfig {
-    /// Time between the starts of two rounds; `None` turns anti-entropy off.
-    pub interval: Option<Duration>,
-    /// States moved per second, both directions together, at most.
-    pub bytes_per_sec: u64,
-}
-
-impl Default for AntiEntropyConfig {
-    fn default() -> Self {
-        AntiEntropyConfig {
-            interval: Some(Duration::from_secs(30)),
-            bytes_per_sec: 32 * 1024 * 1024,
-        }
-    }
-}
 
 /// What one round (or one comparison) did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -109,7 +92,7 @@ pub(crate) async fn run(inner: Arc<ClusterNode>, mut stop: watch::Receiver<bool>
         let started = Instant::now();
         let stats = round(&inner, &stop).await;
         let took = started.elapsed();
-        inner.metrics.note_anti_entropy_round(&stats, took);
+        note_round(&inner.metrics, &stats, took);
         if stats.differing > 0 || stats.failed > 0 {
             tracing::info!(
                 compared = stats.compared,
@@ -123,6 +106,19 @@ pub(crate) async fn run(inner: Arc<ClusterNode>, mut stop: watch::Receiver<bool>
             );
         }
     }
+}
+
+/// Records a finished round in the metrics.
+fn note_round(metrics: &ClusterMetrics, stats: &RoundStats, took: Duration) {
+    metrics.anti_entropy_rounds.inc();
+    metrics.anti_entropy_pulled.inc_by(stats.pulled);
+    metrics.anti_entropy_pushed.inc_by(stats.pushed);
+    metrics.anti_entropy_bytes.inc_by(stats.bytes);
+    metrics.anti_entropy_differing.set(stats.differing as i64);
+    metrics.anti_entropy_failed.set(stats.failed as i64);
+    metrics.anti_entropy_round_seconds.set(took.as_secs_f64());
+    let now = speedlayer_store::clock::wall_clock_us() / 1_000_000;
+    metrics.anti_entropy_last_round.set(now as i64);
 }
 
 /// One round over every partition this node owns.

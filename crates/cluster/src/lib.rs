@@ -33,6 +33,7 @@ pub mod gossip;
 pub mod handoff;
 pub mod import;
 pub mod listener;
+pub mod member_record;
 pub(crate) mod membership;
 pub mod metrics;
 pub mod node;

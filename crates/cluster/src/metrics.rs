@@ -164,23 +164,6 @@ impl ClusterMetrics {
         );
     }
 
-    /// Records a finished anti-entropy round.
-    pub fn note_anti_entropy_round(
-        &self,
-        stats: &crate::anti_entropy::RoundStats,
-        took: std::time::Duration,
-    ) {
-        self.anti_entropy_rounds.inc();
-        self.anti_entropy_pulled.inc_by(stats.pulled);
-        self.anti_entropy_pushed.inc_by(stats.pushed);
-        self.anti_entropy_bytes.inc_by(stats.bytes);
-        self.anti_entropy_differing.set(stats.differing as i64);
-        self.anti_entropy_failed.set(stats.failed as i64);
-        self.anti_entropy_round_seconds.set(took.as_secs_f64());
-        let now = speedlayer_store::clock::wall_clock_us() / 1_000_000;
-        self.anti_entropy_last_round.set(now as i64);
-    }
-
     /// The label for `target`.
     pub fn target(target: &str) -> TargetLabel {
         TargetLabel {

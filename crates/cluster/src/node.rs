@@ -48,10 +48,28 @@ pub struct ClusterConfig {
     /// them wrongly and place them in the wrong epochs) until it is back within it.
     pub max_clock_offset: Duration,
     /// How replicas compare and repair their data in the background.
-    pub anti_entropy: crate::anti_entropy::AntiEntropyConfig,
+    pub anti_entropy: AntiEntropyConfig,
     /// Bind the cluster port even with no seeds, so other nodes can join this one later
     /// (`speedlayer serve` sets it when `--cluster` is given).
     pub always_listen: bool,
+}
+
+/// How anti-entropy ([`crate::anti_entropy`]) runs.
+#[derive(Clone, Copy, Debug)]
+pub struct AntiEntropyConfig {
+    /// Time between the starts of two rounds; `None` turns anti-entropy off.
+    pub interval: Option<Duration>,
+    /// States moved per second, both directions together, at most.
+    pub bytes_per_sec: u64,
+}
+
+impl Default for AntiEntropyConfig {
+    fn default() -> Self {
+        AntiEntropyConfig {
+            interval: Some(Duration::from_secs(30)),
+            bytes_per_sec: 32 * 1024 * 1024,
+        }
+    }
 }
 
 impl ClusterConfig {
@@ -107,7 +125,7 @@ pub(crate) struct ClusterNode {
     /// Every node this one has heard of, and their health.
     pub members: Membership,
     /// Every node's record (state, version), as gossip spreads them.
-    pub records: std::sync::Mutex<crate::gossip::Records>,
+    pub records: std::sync::Mutex<crate::member_record::Records>,
     /// Woken whenever the records change.
     pub ring_changed: tokio::sync::Notify,
     /// Held while the records are written to the store.

@@ -99,11 +99,11 @@ pub enum Request {
     Ping {
         /// [`crate::catalog_sync::digest`] of the sender's catalog.
         catalog: u64,
-        /// [`crate::gossip::digest`] of the sender's member records.
+        /// [`crate::member_record::digest`] of the sender's member records.
         members: u64,
     },
     /// The sender's member records; answered with the receiver's ([`crate::gossip`]).
-    Members(Vec<crate::gossip::MemberRecord>),
+    Members(Vec<crate::member_record::MemberRecord>),
     /// Apply updates as the coordinating replica and return their deltas.
     Apply {
         /// View name.
@@ -337,11 +337,11 @@ pub enum Response {
         /// The responder's wall clock when it answered (µs since 1970): the pinger
         /// estimates the offset between their clocks from it.
         clock_us: u64,
-        /// [`crate::gossip::digest`] of the answering node's member records.
+        /// [`crate::member_record::digest`] of the answering node's member records.
         members: u64,
     },
     /// Answer to `Members`: the receiver's records.
-    Members(Vec<crate::gossip::MemberRecord>),
+    Members(Vec<crate::member_record::MemberRecord>),
     /// Answer to `Apply`, per update in order.
     Applied(Vec<WireWritten>),
     /// Answer to `Merge`: durable on the responder.
