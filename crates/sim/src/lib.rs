@@ -13,8 +13,11 @@
 //! clock interleave as the machine does, so a failing seed is replayed by running it
 //! again (often, not always, failing the same way); the history it keeps says what
 //! happened. Crashes are left to the real-process suite (`speedlayer-torture`).
+//!
+//! [`gossip`] measures how fast membership spreads among many such nodes.
 
 pub mod client;
+pub mod gossip;
 pub mod network;
 pub mod run;
 

@@ -117,41 +117,61 @@ pub(crate) fn record(history: &History, r: Record) {
     history.lock().unwrap_or_else(|p| p.into_inner()).push(r);
 }
 
-/// Runs one seed.
-pub async fn simulate(config: &SimConfig) -> Result<SimOutcome, SimError> {
-    let setup = |e: &dyn std::fmt::Display| SimError::Setup(e.to_string());
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
+/// The simulated address of node `i`.
+pub fn sim_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 7782))
+}
+
+/// A scratch directory for the stores, on a tmpfs when there is one.
+pub fn scratch_dir() -> Result<tempfile::TempDir, SimError> {
+    if std::path::Path::new("/dev/shm").is_dir() {
         tempfile::Builder::new()
             .prefix("speedlayer-sim-")
             .tempdir_in("/dev/shm")
     } else {
         tempfile::Builder::new().prefix("speedlayer-sim-").tempdir()
     }
-    .map_err(|e| setup(&e))?;
+    .map_err(|e| SimError::Setup(e.to_string()))
+}
+
+/// Starts simulated node `i`: a real store (two shards) under `base`, a coordinator with
+/// `config` on the simulated network (16 partitions, the simulation's secret).
+pub async fn start_node(
+    base: &std::path::Path,
+    i: usize,
+    net: &Network,
+    mut config: ClusterConfig,
+    stop: watch::Receiver<bool>,
+) -> Result<Cluster, SimError> {
+    let setup = |e: &dyn std::fmt::Display| SimError::Setup(e.to_string());
+    let mut store_config = StoreConfig::new(base.join(format!("n{i}")));
+    store_config.node_id = Some(format!("n{i}"));
+    store_config.shards = 2;
+    let mut registry = Registry::default();
+    let store = tokio::task::block_in_place(|| Store::open(store_config, &mut registry))
+        .map_err(|e| setup(&e))?;
+    config.partitions = 16;
+    config.secret = Some("sim".into());
+    config.transport = net.transport(config.listen);
+    Cluster::start(store, config, &mut registry, stop)
+        .await
+        .map_err(|e| setup(&e))
+}
+
+/// Runs one seed.
+pub async fn simulate(config: &SimConfig) -> Result<SimOutcome, SimError> {
+    let setup = |e: &dyn std::fmt::Display| SimError::Setup(e.to_string());
+    let base = scratch_dir()?;
     let net = Network::new(config.seed, config.max_delay);
-    let addrs: Vec<SocketAddr> = (0..config.nodes)
-        .map(|i| SocketAddr::from(([10, 0, 0, i as u8 + 1], 7782)))
-        .collect();
+    let addrs: Vec<SocketAddr> = (0..config.nodes).map(sim_addr).collect();
     let (stop, stopped) = watch::channel(false);
     let mut nodes: Vec<Cluster> = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
-        let mut store_config = StoreConfig::new(base.path().join(format!("n{i}")));
-        store_config.node_id = Some(format!("n{i}"));
-        store_config.shards = 2;
-        let mut registry = Registry::default();
-        let store = tokio::task::block_in_place(|| Store::open(store_config, &mut registry))
-            .map_err(|e| setup(&e))?;
         let mut cluster_config = ClusterConfig::single(*addr);
         cluster_config.seeds = addrs.clone();
         cluster_config.replicas = config.nodes.min(3);
-        cluster_config.partitions = 16;
-        cluster_config.secret = Some("sim".into());
         cluster_config.rpc_timeout = config.rpc_timeout;
-        cluster_config.transport = net.transport(*addr);
-        let cluster = Cluster::start(store, cluster_config, &mut registry, stopped.clone())
-            .await
-            .map_err(|e| setup(&e))?;
-        nodes.push(cluster);
+        nodes.push(start_node(base.path(), i, &net, cluster_config, stopped.clone()).await?);
     }
     for (view, value_type) in views() {
         let spec = ViewSpec {

@@ -1,0 +1,30 @@
+//! Membership gossip converges among many nodes: every node lists every member `up`
+//! with one ring. CI runs 12 nodes; `SIM_GOSSIP_NODES=50,100 cargo nextest run -p
+//! speedlayer-sim --test gossip --no-capture` measures bigger clusters (documented long
+//! mode).
+
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use speedlayer_sim::gossip::{converge, Start};
+
+fn sizes() -> Vec<usize> {
+    std::env::var("SIM_GOSSIP_NODES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![12])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_agree_on_one_ring_among_founders_and_joiners() {
+    for nodes in sizes() {
+        for start in [Start::Founders, Start::Joiners] {
+            let took = converge(nodes, start, Duration::from_secs(20))
+                .await
+                .unwrap();
+            eprintln!("{nodes} nodes ({start:?}): every node listed every member up with one ring after {took:?}");
+        }
+    }
+}
