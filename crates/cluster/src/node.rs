@@ -230,13 +230,10 @@ impl ClusterNode {
     /// Every node that holds or will hold data (the members of both rings), this one
     /// included: who must hear of declarations, drops and imports.
     pub fn data_members(&self) -> Vec<usize> {
-        let mut all: Vec<usize> = (0..self.members.len())
-            .filter(|&m| {
-                m == self.members.me() || self.ring().contains(m) || self.next_ring().contains(m)
-            })
-            .collect();
-        all.dedup();
-        all
+        let (ring, next) = (self.ring(), self.next_ring());
+        (0..self.members.len())
+            .filter(|&m| m == self.members.me() || ring.contains(m) || next.contains(m))
+            .collect()
     }
 
     /// Refuses to coordinate a write while this node's clock is the odd one out

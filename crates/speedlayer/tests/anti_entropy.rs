@@ -14,7 +14,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::cluster::{epoch_safe_ts, read_counter, Cluster, ClusterOptions, QUORUM};
+use support::cluster::{epoch_safe_ts, get_json, read_counter, Cluster, ClusterOptions, QUORUM};
 
 const KEYS: u64 = 60;
 const WRITES: u64 = 300;
@@ -176,15 +176,7 @@ async fn anti_entropy_never_brings_back_an_epoch_dropped_cluster_wide() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     for i in 0..3 {
         let url = format!("{}/v1/views/hits/epochs", cluster.base(i));
-        let epochs: serde_json::Value = cluster
-            .client
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let epochs = get_json(&cluster.client, &url).await.unwrap();
         let listed: Vec<i64> = epochs["epochs"]
             .as_array()
             .unwrap()
