@@ -55,14 +55,21 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let cluster = get("/v1/cluster".into()).await?;
             let nodes = cluster["nodes"].as_array().cloned().unwrap_or_default();
             println!(
-                "cluster {}: {} node(s), {} partitions x {} replicas, default consistency {} ({})",
+                "cluster {}: {} node(s), {} partitions x {} replicas, ring {}, default consistency {} ({})",
                 cluster["addr"].as_str().unwrap_or("?"),
                 nodes.len(),
                 cluster["partitions"],
                 cluster["replicas"],
+                cluster["ring_version"].as_str().unwrap_or("?"),
                 cluster["consistency"].as_str().unwrap_or("?"),
                 cluster["quorum"].as_str().unwrap_or("?"),
             );
+            match cluster["moving_partitions"].as_i64() {
+                Some(n) if n > 0 => {
+                    println!("  this node is joining or leaving: {n} partition comparison(s) to go")
+                }
+                _ => {}
+            }
             for node in &nodes {
                 let owned = cluster["ring"]
                     .as_array()
