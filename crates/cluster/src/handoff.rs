@@ -5,7 +5,9 @@
 //! key in that epoch is sent (a state includes every write the hint stands for, and a
 //! merge is idempotent); once the owner acknowledged the merge durably, the hints are
 //! removed, unless re-recorded meanwhile (see [`speedlayer_store::Hints::delivered`]).
-//! A hint whose epoch is gone here (dropped) has nothing left to hand over and is removed.
+//! A hint whose epoch is gone here (dropped) has nothing left to hand over and is removed;
+//! so are the hints for a node that left or was removed (it owns nothing any more: the
+//! other replicas hold what the hints stand for, and anti-entropy spreads it).
 
 use std::collections::BTreeMap;
 
@@ -34,9 +36,14 @@ pub(crate) async fn run(inner: Arc<ClusterNode>, mut stop: watch::Receiver<bool>
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        let records = inner.records();
         for member in 0..inner.members.len() {
             let name = inner.members.name(member).to_string();
             let pending = inner.store.hints().pending_for(&name);
+            if pending > 0 && records.get(&name).is_some_and(|r| !r.state.is_member()) {
+                discard(&inner, &name).await;
+                continue;
+            }
             inner
                 .metrics
                 .hints_pending
@@ -68,6 +75,30 @@ pub(crate) async fn run(inner: Arc<ClusterNode>, mut stop: watch::Receiver<bool>
                 tracing::info!(peer = %name, "every hint delivered");
             }
         }
+    }
+}
+
+/// Drops every hint held for `name`, a node that left or was removed.
+async fn discard(inner: &ClusterNode, name: &str) {
+    let store = inner.store.clone();
+    let target = name.to_owned();
+    let dropped = tokio::task::spawn_blocking(move || {
+        let mut dropped = 0;
+        loop {
+            let hints = store.hints().batch(&target, BATCH)?;
+            if hints.is_empty() {
+                return Ok::<u64, speedlayer_store::StoreError>(dropped);
+            }
+            dropped += store.hints().delivered(&target, &hints)?;
+        }
+    })
+    .await;
+    match dropped {
+        Ok(Ok(n)) => {
+            tracing::info!(peer = %name, hints = n, "dropped the hints for a node that left or was removed")
+        }
+        Ok(Err(e)) => tracing::warn!(peer = %name, error = %e, "dropping hints failed; retried"),
+        Err(_) => {}
     }
 }
 

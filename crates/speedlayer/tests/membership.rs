@@ -379,6 +379,30 @@ async fn a_dead_node_removed_has_its_partitions_rebuilt_and_a_live_one_cannot_be
     cluster
         .wait_for_states(&[0, 1, 2], &[3], "down", Duration::from_secs(10))
         .await;
+    // Written while it is dead: the coordinators hold hints for it.
+    for i in 200..240u64 {
+        let key = format!("k{}", i % 40);
+        let body = json!({"key": key, "op": "incr", "by": 1, "ts": ts,
+                          "id": {"writer": "w", "seq": i}});
+        cluster
+            .update_ok((i % 3) as usize, "hits", &body, support::cluster::QUORUM)
+            .await;
+        *totals.entry(key).or_default() += 1;
+    }
+    let hinted: u64 = {
+        let mut n = 0;
+        for i in 0..3 {
+            n += cluster
+                .hints_by_target(i)
+                .await
+                .unwrap()
+                .get(&cluster.addr(3))
+                .copied()
+                .unwrap_or(0);
+        }
+        n
+    };
+    assert!(hinted > 0, "no hints were kept for the dead node");
     let removed = Instant::now();
     assert_eq!(remove(0, cluster.addr(3)).await, 200);
     wait_state(&cluster, &[0, 1, 2], 3, "removed", Duration::from_secs(10)).await;
@@ -396,6 +420,21 @@ async fn a_dead_node_removed_has_its_partitions_rebuilt_and_a_live_one_cannot_be
         "after the removal every remaining node held every key within {:?}",
         removed.elapsed()
     );
+    // The hints for it can never be delivered: dropped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0..3 {
+        loop {
+            let held = cluster.hints_by_target(i).await.unwrap();
+            if held.get(&cluster.addr(3)).copied().unwrap_or(0) == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} still holds hints for the removed node: {held:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
