@@ -3,13 +3,14 @@
 //! the keys and no hint reaches it (hints lost with a disk, handoff turned off, a node
 //! restarted with an empty data directory).
 //!
-//! How: every [`crate::node::AntiEntropyConfig::interval`], a node checkpoints (so its digests cover
-//! what it holds), then for each partition it owns compares with each other owner whose
-//! cluster address sorts after its own (so every pair of replicas is compared once per
-//! round, by the first of the two). A comparison narrows a difference down in three
-//! steps, each a small request: the range's root digest per live (view, epoch)
-//! ([`speedlayer_store::Store::range_digests`], cached until a checkpoint changes the
-//! range, so an unchanged partition costs one round trip), then its [`LEAVES`] leaf
+//! How: every [`crate::node::AntiEntropyConfig::interval`], for each partition it owns, a
+//! node compares with each other owner whose cluster address sorts after its own (so
+//! every pair of replicas is compared once per round, by the first of the two). A
+//! comparison narrows a difference down in three steps, each a small request: the
+//! range's root digest per live (view, epoch) ([`speedlayer_store::Store::range_digests`],
+//! which checkpoints first when its last checkpoint is over a second old, and caches a
+//! digest until a checkpoint changes the range, so an unchanged partition costs one
+//! round trip), then its [`LEAVES`] leaf
 //! digests, then the (key, state hash) entries of the differing leaves. The keys whose
 //! hashes differ are pulled (merged here) and pushed (merged there); merges are joins,
 //! so both replicas end with the join of the two, and re-sending a state changes nothing.
@@ -18,14 +19,15 @@
 //! one dropped cluster-wide (the store leaves those out of its digests, and
 //! [`speedlayer_store::Store::merge_live`] refuses them on the receiving side), so it
 //! cannot bring back what a hand-over retired or a drop removed. States moved are paced
-//! to [`crate::node::AntiEntropyConfig::bytes_per_sec`] so foreground requests keep their latency.
+//! to [`crate::node::AntiEntropyConfig::bytes_per_sec`] so foreground requests keep
+//! their latency.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use speedlayer_core::{Epoch, Key};
+use speedlayer_core::Epoch;
 use speedlayer_store::digest::{leaf_range, LEAVES};
 use speedlayer_store::Store;
 use tokio::sync::watch;
@@ -108,6 +110,29 @@ pub(crate) async fn run(inner: Arc<ClusterNode>, mut stop: watch::Receiver<bool>
     }
 }
 
+/// The (partition, peer) pairs to compare: each of `partitions` with each peer of
+/// `peers_of` that `keep` accepts, every partition with its first peer, then with its
+/// second, and so on. A partition's comparisons thus run far apart, so the later ones
+/// see digests that include what the earlier one copied instead of copying it again.
+pub(crate) fn ranked_pairs(
+    partitions: &[u32],
+    peers_of: impl Fn(u32) -> Vec<usize>,
+    keep: impl Fn(usize) -> bool,
+) -> Vec<(u32, usize)> {
+    let mut ranked: Vec<(usize, u32, usize)> = partitions
+        .iter()
+        .flat_map(|&p| {
+            peers_of(p)
+                .into_iter()
+                .filter(|&q| keep(q))
+                .enumerate()
+                .map(move |(rank, q)| (rank, p, q))
+        })
+        .collect();
+    ranked.sort_unstable();
+    ranked.into_iter().map(|(_, p, q)| (p, q)).collect()
+}
+
 /// Records a finished round in the metrics.
 fn note_round(metrics: &ClusterMetrics, stats: &RoundStats, took: Duration) {
     metrics.anti_entropy_rounds.inc();
@@ -124,32 +149,18 @@ fn note_round(metrics: &ClusterMetrics, stats: &RoundStats, took: Duration) {
 /// One round over every partition this node owns.
 pub(crate) async fn round(inner: &ClusterNode, stop: &watch::Receiver<bool>) -> RoundStats {
     let mut stats = RoundStats::default();
-    if let Err(e) = inner.store.checkpoint().await {
-        tracing::warn!(error = %e, "anti-entropy skipped a round: checkpoint failed");
-        stats.failed += 1;
-        return stats;
-    }
     let me = inner.members.me();
     let my_name = inner.members.name(me);
     let pacer = Pacer::new(inner.config.anti_entropy.bytes_per_sec);
     let ring = inner.ring();
-    let mut pairs = Vec::new();
-    for partition in 0..ring.partitions() {
-        let owners = ring.preference_list(partition);
-        if !owners.contains(&me) {
-            continue;
-        }
-        for (rank, &peer) in owners.iter().enumerate() {
-            if peer != me && inner.members.name(peer) > my_name && inner.members.is_up(peer) {
-                pairs.push((rank, partition, peer));
-            }
-        }
-    }
-    // A partition's comparisons far apart (see `transition::move_partitions`).
-    pairs.sort_unstable();
-    let pairs = pairs
-        .into_iter()
-        .map(|(_, partition, peer)| (partition, peer));
+    let owned: Vec<u32> = (0..ring.partitions())
+        .filter(|&p| ring.preference_list(p).contains(&me))
+        .collect();
+    let pairs = ranked_pairs(
+        &owned,
+        |p| ring.preference_list(p).to_vec(),
+        |peer| peer != me && inner.members.name(peer) > my_name && inner.members.is_up(peer),
+    );
     let pacer = &pacer;
     let mut outcomes = futures_util::stream::iter(pairs)
         .map(|(partition, peer)| async move {
@@ -214,17 +225,13 @@ async fn ask(
     peer: usize,
     request: AntiEntropyRequest,
 ) -> Result<AntiEntropyResponse, ClusterError> {
-    let request = Request::AntiEntropy(request);
-    let sent = wire::to_bytes(&request).map_or(0, |b| b.len());
-    match inner.members.call(peer, &request).await? {
-        Response::AntiEntropy(answer) => {
-            let received = wire::to_bytes(&answer).map_or(0, |b| b.len());
-            inner
-                .metrics
-                .anti_entropy_wire_bytes
-                .inc_by((sent + received) as u64);
-            Ok(answer)
-        }
+    let (response, bytes) = inner
+        .members
+        .call_sized(peer, &Request::AntiEntropy(request))
+        .await?;
+    inner.metrics.anti_entropy_wire_bytes.inc_by(bytes);
+    match response {
+        Response::AntiEntropy(answer) => Ok(answer),
         other => Err(RpcError::Protocol {
             peer: inner.members.name(peer).to_string(),
             reason: format!("answered anti-entropy with {other:?}"),
@@ -422,11 +429,7 @@ impl Side<'_> {
 
     /// Sends this node's states of `keys` to the peer to merge; (merged, bytes).
     async fn push(&self, keys: &[Vec<u8>]) -> Result<(u64, u64), ClusterError> {
-        let keys = keys
-            .iter()
-            .map(|k| Key::decode(k))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(speedlayer_store::StoreError::from)?;
+        let keys = wire::keys(keys)?;
         let states: Vec<WireState> = self
             .inner
             .store
@@ -495,10 +498,7 @@ pub(crate) async fn serve(
                 .collect(),
         ),
         AntiEntropyRequest::States { view, epoch, keys } => {
-            let keys = keys
-                .iter()
-                .map(|k| wire::key(k))
-                .collect::<Result<Vec<_>, _>>()?;
+            let keys = wire::keys(keys)?;
             let epoch = Epoch(*epoch);
             AntiEntropyResponse::States(
                 store

@@ -41,7 +41,11 @@ impl ClusterNode {
     /// This node's own record.
     pub(crate) fn own_record(&self) -> Option<MemberRecord> {
         let me = self.members.name(self.members.me());
-        self.records().get(&*me).cloned()
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&*me)
+            .cloned()
     }
 
     /// Digest of the records, as pings carry it.

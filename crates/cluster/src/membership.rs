@@ -262,20 +262,29 @@ impl Membership {
 
     /// Calls `member` (a peer), noting the outcome for the failure detector.
     pub async fn call(&self, member: usize, request: &Request) -> Result<Response, RpcError> {
+        Ok(self.call_sized(member, request).await?.0)
+    }
+
+    /// [`Membership::call`], also returning the bytes of both frames.
+    pub async fn call_sized(
+        &self,
+        member: usize,
+        request: &Request,
+    ) -> Result<(Response, u64), RpcError> {
         let Some(peer) = self.member(member).peer.clone() else {
             return Err(RpcError::Protocol {
                 peer: self.name(member).to_string(),
                 reason: "a node does not call itself".into(),
             });
         };
-        match peer.call(request, self.rpc_timeout).await {
-            Ok(Response::Failed(reason)) => Err(RpcError::Protocol {
+        match peer.call_sized(request, self.rpc_timeout).await {
+            Ok((Response::Failed(reason), _)) => Err(RpcError::Protocol {
                 peer: peer.name().to_owned(),
                 reason,
             }),
-            Ok(response) => {
+            Ok(answer) => {
                 self.mark_up(member);
-                Ok(response)
+                Ok(answer)
             }
             Err(e) => {
                 self.note_failure(member, &e);

@@ -216,11 +216,16 @@ impl ClusterNode {
             .clone()
     }
 
-    /// The owners of `partition` in the next ring that do not own it now: writes reach
-    /// them too while they take it over.
-    pub fn pending_owners(&self, partition: u32, owners: &[usize]) -> Vec<usize> {
-        self.next_ring()
-            .preference_list(partition)
+    /// The owners of `partition` in the next ring that do not own it in `ring` (the
+    /// caller's snapshot of the ring now): writes reach them too while they take it over.
+    pub fn pending_owners(&self, ring: &Ring, partition: u32) -> Vec<usize> {
+        let next = self.next_ring();
+        if next.version() == ring.version() {
+            // No node joining or leaving (every write asks): nobody to add.
+            return Vec::new();
+        }
+        let owners = ring.preference_list(partition);
+        next.preference_list(partition)
             .iter()
             .copied()
             .filter(|m| !owners.contains(m))

@@ -70,7 +70,8 @@ impl RpcError {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+/// Waiters by request id, each handed its answer and the answer's frame length.
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<(Response, usize)>>>>;
 
 struct Connection {
     frames: mpsc::Sender<Bytes>,
@@ -136,6 +137,16 @@ impl Peer {
     /// Sends `request` and waits at most `timeout` for the answer (dialling first if no
     /// connection is open).
     pub async fn call(&self, request: &Request, timeout: Duration) -> Result<Response, RpcError> {
+        Ok(self.call_sized(request, timeout).await?.0)
+    }
+
+    /// [`Peer::call`], also returning the bytes of both frames (request and answer), for
+    /// what meters its traffic.
+    pub async fn call_sized(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<(Response, u64), RpcError> {
         let work = async {
             let _permit = self
                 .in_flight
@@ -156,12 +167,13 @@ impl Peer {
                 pending: &connection.pending,
                 id,
             };
+            let sent = bytes.len();
             if connection.frames.send(Bytes::from(bytes)).await.is_err() {
                 return Err(self.unreachable("connection closed"));
             }
             let answer = rx.await.map_err(|_| self.unreachable("connection closed"));
             drop(guard);
-            answer
+            answer.map(|(response, received)| (response, (sent + received) as u64))
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(result) => result,
@@ -250,7 +262,7 @@ impl Peer {
                                 .unwrap_or_else(|p| p.into_inner())
                                 .remove(&envelope.id);
                             if let Some(waiter) = waiter {
-                                let _ = waiter.send(envelope.body);
+                                let _ = waiter.send((envelope.body, frame.len()));
                             }
                         }
                         Err(e) => {

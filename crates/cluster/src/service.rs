@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use speedlayer_core::{BatchBoundary, Epoch, Key};
+use speedlayer_core::{BatchBoundary, Epoch};
 use speedlayer_store::StoreError;
 
 use crate::catalog_sync;
@@ -91,7 +91,7 @@ impl ClusterNode {
                 Response::Merged
             }
             Request::States { view, keys, at } => {
-                let keys = decode_keys(keys)?;
+                let keys = wire::keys(keys)?;
                 match store.states(view, keys, Some(BatchBoundary(*at))).await {
                     Ok((_, states)) => Response::States {
                         rows: states.iter().map(wire::encode_row).collect(),
@@ -194,8 +194,4 @@ impl ClusterNode {
             ),
         })
     }
-}
-
-fn decode_keys(keys: &[Vec<u8>]) -> Result<Vec<Key>, wire::WireError> {
-    keys.iter().map(|k| wire::key(k)).collect()
 }

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use futures_util::StreamExt;
 
-use crate::anti_entropy::{compare, Pacer, COMPARISONS_IN_FLIGHT};
+use crate::anti_entropy::{compare, ranked_pairs, Pacer, COMPARISONS_IN_FLIGHT};
 use crate::error::ClusterError;
 use crate::gossip::MemberState;
 use crate::node::{Cluster, ClusterNode};
@@ -53,20 +53,12 @@ pub(crate) async fn join(inner: Arc<ClusterNode>, mut stop: watch::Receiver<bool
         _ = stop.wait_for(|s| *s) => return,
     }
     let me = inner.members.me();
-    let next = inner.next_ring();
+    let (ring, next) = (inner.ring(), inner.next_ring());
     let gained: Vec<u32> = (0..next.partitions())
         .filter(|&p| next.preference_list(p).contains(&me))
         .collect();
-    let from_owners = |p: u32| {
-        inner
-            .ring()
-            .preference_list(p)
-            .iter()
-            .copied()
-            .filter(|&m| m != me)
-            .collect::<Vec<usize>>()
-    };
-    if move_partitions(&inner, &stop, "joining", &gained, from_owners).await {
+    let pairs = ranked_pairs(&gained, |p| ring.preference_list(p).to_vec(), |q| q != me);
+    if move_partitions(&inner, &stop, "joining", pairs).await {
         let name = inner.members.name(me).to_string();
         inner.set_state(&name, None, MemberState::Up).await;
         tracing::info!(
@@ -115,33 +107,15 @@ pub(crate) async fn leave(inner: Arc<ClusterNode>, mut stop: watch::Receiver<boo
         let held: Vec<u32> = (0..ring.partitions())
             .filter(|&p| ring.preference_list(p).contains(&me))
             .collect();
-        let to_gainers = |p: u32| {
-            inner
-                .pending_owners(p, ring.preference_list(p))
-                .into_iter()
-                .filter(|&q| q != me && !done.contains(&(p, q)))
-                .collect::<Vec<usize>>()
-        };
-        let pairs: Vec<(u32, usize)> = held
-            .iter()
-            .flat_map(|&p| to_gainers(p).into_iter().map(move |q| (p, q)))
+        let gainers = |p: u32| inner.pending_owners(&ring, p);
+        let pairs: Vec<(u32, usize)> = ranked_pairs(&held, gainers, |q| q != me)
+            .into_iter()
+            .filter(|pair| !done.contains(pair))
             .collect();
         if pairs.is_empty() {
             break;
         }
-        let partitions: Vec<u32> = {
-            let mut ps: Vec<u32> = pairs.iter().map(|(p, _)| *p).collect();
-            ps.dedup();
-            ps
-        };
-        let todo = pairs.clone();
-        let of = |p: u32| {
-            todo.iter()
-                .filter(|(q_p, _)| *q_p == p)
-                .map(|(_, q)| *q)
-                .collect::<Vec<usize>>()
-        };
-        if !move_partitions(&inner, &stop, "leaving", &partitions, of).await {
+        if !move_partitions(&inner, &stop, "leaving", pairs.clone()).await {
             return;
         }
         done.extend(pairs);
@@ -156,30 +130,15 @@ pub(crate) async fn leave(inner: Arc<ClusterNode>, mut stop: watch::Receiver<boo
     );
 }
 
-/// Compares every partition of `partitions` with every peer `peers_of` names (anti-
-/// entropy copies what differs both ways), retrying failures until each pair is done.
-/// True when done; false when stopped first.
+/// Compares every (partition, peer) pair of `pending` (anti-entropy copies what differs
+/// both ways), retrying failures until each pair is done. True when done; false when
+/// stopped first.
 async fn move_partitions(
     inner: &ClusterNode,
     stop: &watch::Receiver<bool>,
     what: &str,
-    partitions: &[u32],
-    peers_of: impl Fn(u32) -> Vec<usize>,
+    mut pending: Vec<(u32, usize)>,
 ) -> bool {
-    // Every partition with its first peer, then with its second, and so on: the
-    // comparisons of one partition are far apart, so the later ones see digests that
-    // include what the earlier one copied instead of copying it again.
-    let mut ranked: Vec<(usize, u32, usize)> = partitions
-        .iter()
-        .flat_map(|&p| {
-            peers_of(p)
-                .into_iter()
-                .enumerate()
-                .map(move |(rank, q)| (rank, p, q))
-        })
-        .collect();
-    ranked.sort_unstable();
-    let mut pending: Vec<(u32, usize)> = ranked.into_iter().map(|(_, p, q)| (p, q)).collect();
     let total = pending.len();
     let started = Instant::now();
     let pacer = Pacer::new(inner.config.anti_entropy.bytes_per_sec);

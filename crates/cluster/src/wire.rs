@@ -419,6 +419,11 @@ pub fn key(bytes: &[u8]) -> Result<Key, WireError> {
     Key::decode(bytes).map_err(|e| WireError::Key(e.to_string()))
 }
 
+/// Keys from their [`Key::encode`] forms, validating each.
+pub fn keys(encoded: &[Vec<u8>]) -> Result<Vec<Key>, WireError> {
+    encoded.iter().map(|k| key(k)).collect()
+}
+
 impl WireUpdate {
     /// The wire form of `update`.
     pub fn from_update(update: &Update) -> WireUpdate {

@@ -212,7 +212,7 @@ impl ClusterNode {
         let mut acked = vec![applier];
         let others: Vec<usize> = live.iter().copied().filter(|&m| m != applier).collect();
         let pending: Vec<usize> = self
-            .pending_owners(partition, owners)
+            .pending_owners(&ring, partition)
             .into_iter()
             .filter(|&m| m != applier)
             .collect();

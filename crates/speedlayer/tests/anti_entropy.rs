@@ -59,13 +59,6 @@ async fn wait_local(cluster: &Cluster, i: usize, totals: &[i64], within: Duratio
     }
 }
 
-async fn metric(cluster: &Cluster, i: usize, name: &str) -> f64 {
-    let text = cluster.metrics_text(i).await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_missed_writes_converges_through_anti_entropy_alone() {
     let options = ClusterOptions::new(3).args(&[
@@ -81,12 +74,24 @@ async fn a_replica_that_missed_writes_converges_through_anti_entropy_alone() {
     cluster.restart(2);
     cluster.wait_all_up(Duration::from_secs(20)).await;
     let took = wait_local(&cluster, 2, &totals, Duration::from_secs(30)).await;
-    let pulled = metric(&cluster, 2, "speedlayer_anti_entropy_keys_pulled_total").await;
-    let pushed = metric(&cluster, 0, "speedlayer_anti_entropy_keys_pushed_total").await
-        + metric(&cluster, 1, "speedlayer_anti_entropy_keys_pushed_total").await;
+    let pulled = cluster
+        .metric(2, "speedlayer_anti_entropy_keys_pulled_total")
+        .await
+        .unwrap_or(0.0);
+    let pushed = cluster
+        .metric(0, "speedlayer_anti_entropy_keys_pushed_total")
+        .await
+        .unwrap_or(0.0)
+        + cluster
+            .metric(1, "speedlayer_anti_entropy_keys_pushed_total")
+            .await
+            .unwrap_or(0.0);
     let mut wire = 0.0;
     for i in 0..3 {
-        wire += metric(&cluster, i, "speedlayer_anti_entropy_wire_bytes_total").await;
+        wire += cluster
+            .metric(i, "speedlayer_anti_entropy_wire_bytes_total")
+            .await
+            .unwrap_or(0.0);
     }
     eprintln!(
         "the restarted replica converged {took:?} after every node was up ({pulled} pulled, {pushed} pushed by its peers; {wire} bytes of anti-entropy messages, {:.0} per differing key)",
@@ -186,6 +191,9 @@ async fn anti_entropy_never_brings_back_an_epoch_dropped_cluster_wide() {
         assert!(!listed.contains(&old_epoch), "node {i} lists {listed:?}");
         wait_local(&cluster, i, &current, Duration::from_secs(5)).await;
     }
-    let rounds = metric(&cluster, 2, "speedlayer_anti_entropy_rounds_total").await;
+    let rounds = cluster
+        .metric(2, "speedlayer_anti_entropy_rounds_total")
+        .await
+        .unwrap_or(0.0);
     assert!(rounds >= 2.0, "{rounds} anti-entropy rounds ran");
 }

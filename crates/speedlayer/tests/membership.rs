@@ -342,13 +342,6 @@ async fn the_cluster_grows_to_five_and_shrinks_to_three_while_clients_write() {
     }
 }
 
-async fn metric(cluster: &Cluster, i: usize, line_start: &str) -> f64 {
-    let text = cluster.metrics_text(i).await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_node_removed_has_its_partitions_rebuilt_and_a_live_one_cannot_be() {
     let mut cluster = Cluster::start_ready(ClusterOptions::new(4)).await;
@@ -449,18 +442,20 @@ async fn a_process_without_the_secret_or_with_another_ring_shape_cannot_join() {
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let secret = metric(
-            &cluster,
-            0,
-            "speedlayer_cluster_connections_refused_total{reason=\"secret\"}",
-        )
-        .await;
-        let shape = metric(
-            &cluster,
-            0,
-            "speedlayer_cluster_connections_refused_total{reason=\"ring_shape\"}",
-        )
-        .await;
+        let secret = cluster
+            .metric(
+                0,
+                "speedlayer_cluster_connections_refused_total{reason=\"secret\"}",
+            )
+            .await
+            .unwrap_or(0.0);
+        let shape = cluster
+            .metric(
+                0,
+                "speedlayer_cluster_connections_refused_total{reason=\"ring_shape\"}",
+            )
+            .await
+            .unwrap_or(0.0);
         if secret >= 1.0 && shape >= 1.0 {
             break;
         }
