@@ -121,6 +121,8 @@ impl ClusterNode {
                 version: held.map_or(now, |h| now.max(h.version + 1)),
             };
             tracing::info!(node = %addr, state = state.as_str(), "member state set");
+            self.swim
+                .give(crate::swim::SwimInput::Record(record.clone()));
             records.insert(addr.to_owned(), record);
             self.rebuild_rings(&records);
         }

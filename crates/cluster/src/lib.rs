@@ -43,6 +43,7 @@ pub mod ring;
 pub mod service;
 pub(crate) mod start;
 pub(crate) mod status;
+pub(crate) mod swim;
 pub mod transition;
 pub mod transport;
 pub mod wire;

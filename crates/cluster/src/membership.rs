@@ -248,16 +248,28 @@ impl Membership {
     pub fn note_failure(&self, member: usize, error: &RpcError) {
         let m = self.member(member);
         let failures = m.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if (error.is_unreachable() || failures >= FAILURES_TO_DOWN)
-            && m.up.swap(false, Ordering::AcqRel)
-        {
-            tracing::warn!(peer = %m.name, %error, "peer down");
+        if error.is_unreachable() || failures >= FAILURES_TO_DOWN {
+            self.mark_down(member, &error.to_string());
+        }
+    }
+
+    /// Marks `member` down (gossip declared it down, or calls to it fail), saying why.
+    /// The node itself is never marked down.
+    pub fn mark_down(&self, member: usize, why: &str) {
+        let m = self.member(member);
+        if m.peer.is_some() && m.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(peer = %m.name, error = why, "peer down");
             self.refresh_own_skew();
             self.metrics
                 .peer_up
                 .get_or_create(&ClusterMetrics::target(&m.name))
                 .set(0);
         }
+    }
+
+    /// How to reach `member`; `None` for this node.
+    pub fn peer(&self, member: usize) -> Option<Arc<Peer>> {
+        self.member(member).peer.clone()
     }
 
     /// Calls `member` (a peer), noting the outcome for the failure detector.

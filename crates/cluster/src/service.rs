@@ -56,6 +56,11 @@ impl ClusterNode {
                 self.learn_records(theirs.clone()).await;
                 Response::Members(self.records().into_values().collect())
             }
+            Request::Gossip(datagram) => {
+                self.swim
+                    .give(crate::swim::SwimInput::Datagram(datagram.clone()));
+                Response::GossipReceived
+            }
             Request::Apply {
                 view,
                 updates,

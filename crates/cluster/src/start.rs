@@ -19,11 +19,16 @@ use crate::metrics::ClusterMetrics;
 use crate::node::{Cluster, ClusterConfig, ClusterNode};
 use crate::peer::RpcError;
 use crate::ring::Ring;
+use crate::swim::{self, SwimInbox};
 use crate::wire::{Hello, Request, Response, PROTOCOL_VERSION};
 use crate::{anti_entropy, catalog_sync, handoff, transition};
 
-/// How often each peer is pinged.
+/// How often pings go out.
 const PING_INTERVAL: Duration = Duration::from_millis(500);
+/// Peers pinged per interval besides those marked down: in a cluster of up to this many
+/// peers, every peer every interval; in a larger one, in turn (SWIM, [`crate::swim`],
+/// watches every member at a cost that does not grow with the cluster).
+const PING_FANOUT: usize = 4;
 
 impl Cluster {
     /// Joins the cluster `config` describes with `store` as this node's storage: binds
@@ -91,8 +96,10 @@ impl Cluster {
                 config.replicas,
             )))
         };
+        let (swim, swim_inputs) = SwimInbox::new();
         let cluster = Cluster {
             inner: Arc::new(ClusterNode {
+                swim,
                 store,
                 ring: empty(),
                 next_ring: empty(),
@@ -122,6 +129,20 @@ impl Cluster {
             listener,
             admission,
             inner.clone(),
+            stop.clone(),
+        ));
+        let mut announce_to = inner.config.seeds.clone();
+        announce_to.extend(
+            inner
+                .records()
+                .values()
+                .filter(|r| r.state.is_member())
+                .filter_map(|r| r.addr.parse::<std::net::SocketAddr>().ok()),
+        );
+        tokio::spawn(swim::run(
+            inner.clone(),
+            swim_inputs,
+            announce_to,
             stop.clone(),
         ));
         meet_seeds(inner).await;
@@ -252,11 +273,14 @@ async fn hint_replayed(inner: &Arc<ClusterNode>) -> Result<(), ClusterError> {
     Ok(())
 }
 
-/// Pings every peer every [`PING_INTERVAL`]; answers mark it up, failures down. A pong
-/// whose catalog digest differs from ours starts a catalog pull from that peer.
+/// Every [`PING_INTERVAL`], pings the peers marked down (an answer brings one back at
+/// once) and [`PING_FANOUT`] of the others in turn: answers mark a peer up, failures
+/// down; the pongs measure clock offsets, and a pong whose catalog or member digest
+/// differs from ours starts a catalog pull or a record exchange with that peer.
 async fn failure_detector(inner: Arc<ClusterNode>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(PING_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut turn = 0usize;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -265,12 +289,23 @@ async fn failure_detector(inner: Arc<ClusterNode>, mut stop: watch::Receiver<boo
         let digest = catalog_sync::digest(&inner.store);
         let records = inner.records();
         let members_digest = crate::gossip::digest(&records);
-        for (member, m) in inner.members.iter() {
-            let Some(peer) = m.peer.clone() else { continue };
-            // Nodes that left (or were removed) are no longer pinged.
-            if records.get(&*m.name).is_some_and(|r| !r.state.is_member()) {
-                continue;
-            }
+        // Nodes that left (or were removed) are no longer pinged.
+        let peers: Vec<(usize, Arc<crate::peer::Peer>)> = inner
+            .members
+            .iter()
+            .into_iter()
+            .filter(|(_, m)| records.get(&*m.name).is_none_or(|r| r.state.is_member()))
+            .filter_map(|(member, m)| Some((member, m.peer.clone()?)))
+            .collect();
+        let (down, up): (Vec<_>, Vec<_>) = peers
+            .into_iter()
+            .partition(|(member, _)| !inner.members.is_up(*member));
+        let in_turn = up.len().min(PING_FANOUT);
+        let chosen: Vec<_> = (0..in_turn)
+            .map(|k| up[(turn + k) % up.len()].clone())
+            .collect();
+        turn = turn.wrapping_add(in_turn);
+        for (member, peer) in down.into_iter().chain(chosen) {
             let inner = inner.clone();
             tokio::spawn(async move {
                 let sent = wall_clock_us();

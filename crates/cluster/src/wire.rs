@@ -18,7 +18,7 @@ use speedlayer_store::Update;
 /// Largest frame accepted (a batch of states or a range answer).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Bumped on incompatible changes; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// First frame of a connection: who dials, and the proof it belongs to the cluster.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -104,6 +104,9 @@ pub enum Request {
     },
     /// The sender's member records; answered with the receiver's ([`crate::gossip`]).
     Members(Vec<crate::member_record::MemberRecord>),
+    /// A SWIM datagram ([`crate::swim`]): handed to the receiver's gossip, answered at
+    /// once (SWIM's own messages say what it learnt).
+    Gossip(Vec<u8>),
     /// Apply updates as the coordinating replica and return their deltas.
     Apply {
         /// View name.
@@ -342,6 +345,8 @@ pub enum Response {
     },
     /// Answer to `Members`: the receiver's records.
     Members(Vec<crate::member_record::MemberRecord>),
+    /// Answer to `Gossip`: handed over.
+    GossipReceived,
     /// Answer to `Apply`, per update in order.
     Applied(Vec<WireWritten>),
     /// Answer to `Merge`: durable on the responder.
