@@ -1,7 +1,10 @@
-//! How fast membership gossip converges: many coordinators with real stores on the
-//! in-memory network (no delays, no faults) until every node lists every member `up`
-//! and reports the same ring.
+//! How fast membership gossip converges, and how fast it notices a node cut off and
+//! back: many coordinators with real stores on the in-memory network (no delays) until
+//! every node lists every member `up` and reports the same ring, then one node is cut
+//! off from every other until all the others list it `down`, then healed until all
+//! list it `up` again.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use speedlayer_cluster::{Cluster, ClusterConfig};
@@ -21,9 +24,25 @@ pub enum Start {
     Joiners,
 }
 
-/// Starts `nodes` nodes as `start` says; how long until every node lists every member
-/// `up` with one ring version, counted from the last node's start. Fails after `within`.
-pub async fn converge(nodes: usize, start: Start, within: Duration) -> Result<Duration, SimError> {
+/// What one run measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Convergence {
+    /// From the last node's start until every node listed every member `up` with one
+    /// ring version.
+    pub agreed: Duration,
+    /// From cutting the last node off until every other node listed it `down`.
+    pub cut_off_seen: Duration,
+    /// From healing until every node listed it `up` again.
+    pub healed_seen: Duration,
+}
+
+/// Starts `nodes` nodes as `start` says and measures [`Convergence`]; each step fails
+/// after `within`.
+pub async fn converge(
+    nodes: usize,
+    start: Start,
+    within: Duration,
+) -> Result<Convergence, SimError> {
     let base = scratch_dir()?;
     let net = Network::new(0, Duration::ZERO);
     let addrs: Vec<_> = (0..nodes).map(sim_addr).collect();
@@ -40,36 +59,91 @@ pub async fn converge(nodes: usize, start: Start, within: Duration) -> Result<Du
         config.always_listen = true;
         cluster.push(start_node(base.path(), i, &net, config, stopped.clone()).await?);
     }
-    let started = Instant::now();
-    let outcome = loop {
-        let agreed = {
-            let statuses: Vec<_> = cluster.iter().map(Cluster::status).collect();
-            statuses
+    let outcome = measure(&cluster, &net, &addrs, within).await;
+    let _ = stop.send(true);
+    outcome
+}
+
+async fn measure(
+    cluster: &[Cluster],
+    net: &Network,
+    addrs: &[SocketAddr],
+    within: Duration,
+) -> Result<Convergence, SimError> {
+    let nodes = cluster.len();
+    let all_up = |c: &Cluster| {
+        let s = c.status();
+        s.nodes.len() == nodes && s.nodes.iter().all(|n| n.state == "up")
+    };
+    let agreed = wait_for(cluster, within, "agree on their members", |statuses| {
+        statuses.iter().all(all_up)
+            && statuses
                 .iter()
-                .all(|s| s.nodes.len() == nodes && s.nodes.iter().all(|n| n.state == "up"))
-                && statuses
-                    .iter()
-                    .all(|s| s.ring_version == statuses[0].ring_version)
-        };
-        if agreed {
-            break Ok(started.elapsed());
+                .all(|c| c.status().ring_version == statuses[0].status().ring_version)
+    })
+    .await?;
+    let Some((&cut, others)) = addrs.split_last() else {
+        return Err(SimError::Setup("no nodes".into()));
+    };
+    for &other in others {
+        net.block(cut, other);
+        net.block(other, cut);
+    }
+    let cut_name = cut.to_string();
+    let sees_cut_down = |c: &Cluster| {
+        c.status()
+            .nodes
+            .iter()
+            .any(|n| n.addr == cut_name && n.state == "down")
+    };
+    let others_cluster = &cluster[..nodes - 1];
+    let cut_off_seen = wait_for(others_cluster, within, "see the cut-off node down", |c| {
+        c.iter().all(sees_cut_down)
+    })
+    .await?;
+    net.heal();
+    let healed_seen = wait_for(cluster, within, "see the healed node up", |statuses| {
+        statuses.iter().all(all_up)
+    })
+    .await?;
+    Ok(Convergence {
+        agreed,
+        cut_off_seen,
+        healed_seen,
+    })
+}
+
+/// Polls until `done` holds for the cluster; how long it took, or an error naming
+/// `what` with every node's view after `within`.
+async fn wait_for(
+    cluster: &[Cluster],
+    within: Duration,
+    what: &str,
+    done: impl Fn(&[Cluster]) -> bool,
+) -> Result<Duration, SimError> {
+    let started = Instant::now();
+    loop {
+        if done(cluster) {
+            return Ok(started.elapsed());
         }
         if started.elapsed() > within {
             let seen: Vec<String> = cluster
                 .iter()
                 .map(|c| {
                     let s = c.status();
-                    let states: Vec<&str> = s.nodes.iter().map(|n| n.state).collect();
+                    let mut states = std::collections::BTreeMap::<&str, usize>::new();
+                    for n in &s.nodes {
+                        *states.entry(n.state).or_default() += 1;
+                    }
                     format!("{} ring {}: {states:?}", s.addr, s.ring_version)
                 })
                 .collect();
-            break Err(SimError::Setup(format!(
-                "{nodes} nodes did not agree on their members within {within:?}:\n{}",
+            return Err(SimError::Setup(format!(
+                "{} nodes did not {what} within {within:?}:\n{}",
+                cluster.len(),
                 seen.join("\n")
             )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let _ = stop.send(true);
-    outcome
+    }
 }
