@@ -5,10 +5,10 @@
 //! versions the later state ([`MemberState`]'s order), so merging is commutative,
 //! idempotent and associative and every node that has seen the same records holds the
 //! same table. A node changes its own record (joining → up, up → leaving → left);
-//! an operator changes a dead node's (`removed`). Records travel on the failure
-//! detector's pings: each ping and pong carries a digest of the sender's table, and
-//! a mismatch makes the two exchange tables ([`Request::Members`]), so a change reaches
-//! every node within a few ping intervals. Every message travels on the authenticated
+//! an operator changes a dead node's (`removed`). A change spreads as a SWIM broadcast
+//! ([`crate::swim`]); each ping and pong also carries a digest of the sender's table,
+//! and a mismatch makes the two exchange tables ([`Request::Members`]), which repairs
+//! whatever a lost broadcast missed. Every message travels on the authenticated
 //! cluster connections: a process without the cluster secret can neither join nor
 //! change any record.
 //!

@@ -17,7 +17,8 @@
 //! cluster-wide records nothing can undo ([`epoch_drop`]). Nodes talk over TCP with
 //! length-prefixed postcard frames after a handshake that checks the cluster secret
 //! ([`wire`], [`peer`], [`listener`]) and are served by [`service`]. Who the members are
-//! and what state each is in is gossiped on the failure detector's pings ([`gossip`]);
+//! and what state each is in is gossiped by SWIM ([`swim`], the `foca` crate) and checked
+//! by digests on the pings ([`gossip`]);
 //! the ring is built from it, a node joining or leaving moves its partitions before the
 //! ring switches ([`transition`]), and replicas compare Merkle digests to repair what
 //! hints and reads missed ([`anti_entropy`]). Pings also carry a catalog digest so
