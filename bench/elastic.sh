@@ -13,7 +13,8 @@
 #   join     a fourth node joins through node 1 while the same benchmark runs; reports
 #            the time until every node lists it `up`
 #
-# Settings: KEYS=1000000 CLIENTS=20 REQS=200000 (requests per benchmark run)
+# Settings: KEYS=1000000 CLIENTS=20 REQS=200000 (requests per benchmark run);
+# SERVE_FLAGS adds flags to every `serve` (e.g. "--anti-entropy-mib-per-sec 8")
 # Usage: bench/elastic.sh      (needs redis-tools, python3, curl)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -38,7 +39,7 @@ start() { # index seeds
     local i=$1 seeds=$2
     RUST_LOG=warn,speedlayer_cluster=info NO_COLOR=1 "$BIN" serve --data-dir "$TMP/n$i" \
         --http "127.0.0.1:$(http "$i")" --resp "127.0.0.1:$(resp "$i")" --cluster "$(addr "$i")" \
-        --seeds "$seeds" --replicas 3 --node-id "n$i" --anti-entropy-interval-secs 5 \
+        --seeds "$seeds" --replicas 3 --node-id "n$i" --anti-entropy-interval-secs 5 ${SERVE_FLAGS:-} \
         >>"$TMP/n$i.log" 2>&1 &
     PID[$i]=$!
 }
