@@ -122,7 +122,7 @@ impl ClusterNode {
             };
             tracing::info!(node = %addr, state = state.as_str(), "member state set");
             self.swim
-                .give(crate::swim::SwimInput::Record(record.clone()));
+                .give(crate::swim_inbox::SwimInput::Record(record.clone()));
             records.insert(addr.to_owned(), record);
             self.rebuild_rings(&records);
         }

@@ -45,6 +45,7 @@ pub mod service;
 pub(crate) mod start;
 pub(crate) mod status;
 pub(crate) mod swim;
+pub(crate) mod swim_inbox;
 pub mod transition;
 pub mod transport;
 pub mod wire;

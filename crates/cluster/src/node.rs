@@ -129,7 +129,7 @@ pub(crate) struct ClusterNode {
     /// Woken whenever the records change.
     pub ring_changed: tokio::sync::Notify,
     /// The way into SWIM ([`crate::swim`]): datagrams from peers, this node's record changes.
-    pub swim: crate::swim::SwimInbox,
+    pub swim: crate::swim_inbox::SwimInbox,
     /// Held while the records are written to the store.
     pub keeping_records: tokio::sync::Mutex<()>,
     /// Turns true when the node stops (for tasks started later, e.g. a leave).

@@ -58,7 +58,7 @@ impl ClusterNode {
             }
             Request::Gossip(datagram) => {
                 self.swim
-                    .give(crate::swim::SwimInput::Datagram(datagram.clone()));
+                    .give(crate::swim_inbox::SwimInput::Datagram(datagram.clone()));
                 Response::GossipReceived
             }
             Request::Apply {

@@ -19,7 +19,8 @@ use crate::metrics::ClusterMetrics;
 use crate::node::{Cluster, ClusterConfig, ClusterNode};
 use crate::peer::RpcError;
 use crate::ring::Ring;
-use crate::swim::{self, SwimInbox};
+use crate::swim;
+use crate::swim_inbox::SwimInbox;
 use crate::wire::{Hello, Request, Response, PROTOCOL_VERSION};
 use crate::{anti_entropy, catalog_sync, handoff, transition};
 

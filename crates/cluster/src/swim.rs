@@ -30,16 +30,14 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use speedlayer_store::clock::wall_clock_us;
 use tokio::sync::{mpsc, watch};
+
+use crate::swim_inbox::SwimInput;
 use tokio::time::Instant;
 
 use crate::member_record::{MemberRecord, MemberState};
 use crate::membership::PING_TIMEOUT;
 use crate::node::ClusterNode;
 use crate::wire::Request;
-
-/// Datagrams and record broadcasts waiting for the SWIM task; more are dropped, as a
-/// network drops datagrams (SWIM and the ping digests tolerate loss).
-const INBOX: usize = 4096;
 
 /// A member's identity in SWIM: its cluster address, and a bump that orders the
 /// incarnations of one address (a later start, or a renewal after being declared down,
@@ -68,35 +66,6 @@ impl foca::Identity for SwimId {
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
         self.bump > adversary.bump
-    }
-}
-
-/// What the SWIM task is given.
-pub(crate) enum SwimInput {
-    /// A datagram from a peer ([`Request::Gossip`]).
-    Datagram(Vec<u8>),
-    /// A record this node changed: spread it.
-    Record(MemberRecord),
-}
-
-/// The way into the SWIM task: the listener hands it datagrams, a state change its
-/// record. Cheap to clone; sends never wait.
-#[derive(Clone)]
-pub(crate) struct SwimInbox(mpsc::Sender<SwimInput>);
-
-impl SwimInbox {
-    /// An inbox and the receiver [`run`] takes.
-    pub fn new() -> (SwimInbox, mpsc::Receiver<SwimInput>) {
-        let (tx, rx) = mpsc::channel(INBOX);
-        (SwimInbox(tx), rx)
-    }
-
-    /// Hands `input` over, or drops it when the task is behind or not running (a node
-    /// alone runs none).
-    pub fn give(&self, input: SwimInput) {
-        if self.0.try_send(input).is_err() {
-            tracing::debug!("gossip inbox full or closed: input dropped");
-        }
     }
 }
 
