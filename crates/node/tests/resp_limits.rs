@@ -16,9 +16,11 @@ use tokio::net::TcpStream;
 
 use support::http::TestNode;
 
-/// Sends PING and returns what the node answered (until it closes or 2 s pass).
+/// Sends PING and returns what the node answered (until it closes or 2 s pass; "" when
+/// it closed without a word, or the close reset the connection first).
 async fn ping(stream: &mut TcpStream) -> String {
-    stream.write_all(b"PING\r\n").await.unwrap();
+    // A refused client's write may meet the close: its answer is then what it read.
+    let _ = stream.write_all(b"PING\r\n").await;
     let mut buf = vec![0u8; 256];
     let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
         .await
@@ -54,14 +56,21 @@ async fn past_max_clients_a_client_gets_redis_reply_and_later_ones_are_served() 
         .unwrap_or(0);
     assert_eq!(n, 0);
 
-    // One leaves; the next client is served, and INFO counts the refusal.
+    // One leaves; the next client is served, and INFO counts the refusals (the sixth,
+    // and any attempt made before the server saw the leaver go).
     drop(open.pop());
     let mut served = None;
+    let mut refused = 1;
     for _ in 0..50 {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        if ping(&mut stream).await == "+PONG\r\n" {
-            served = Some(stream);
-            break;
+        match ping(&mut stream).await.as_str() {
+            "+PONG\r\n" => {
+                served = Some(stream);
+                break;
+            }
+            // Refused; "" when the close reset the connection before the reply was read.
+            "-ERR max number of clients reached\r\n" | "" => refused += 1,
+            other => panic!("unexpected answer while the server frees a slot: {other:?}"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -76,7 +85,10 @@ async fn past_max_clients_a_client_gets_redis_reply_and_later_ones_are_served() 
         assert!(n > 0, "closed while reading INFO: {info}");
         info.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    assert!(info.contains("rejected_connections:1\r\n"), "{info}");
+    assert!(
+        info.contains(&format!("rejected_connections:{refused}\r\n")),
+        "{refused} refusals: {info}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
