@@ -1,5 +1,5 @@
 //! Connection and server commands: PING, ECHO, HELLO, AUTH, SELECT, CLIENT, COMMAND,
-//! CONFIG, INFO, QUIT.
+//! CONFIG, INFO, QUIT, and speedlayer's ID and CONSISTENCY ([`super::write_options`]).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -10,6 +10,7 @@ use speedlayer_resp::{Protocol, Reply, Request};
 use super::args::{arity, command_name, integer};
 use super::keys::REDIS_VIEW;
 use super::session::Session;
+use super::write_options;
 
 /// One COMMAND entry: (name, arity, flags, first key, last key, step); arity is Redis's:
 /// positive = exact, negative = at least.
@@ -71,6 +72,8 @@ const COMMANDS: &[CommandSpec] = &[
         0,
     ),
     ("quit", -1, &["fast", "no_auth"], 0, 0, 0),
+    ("id", 3, &["fast"], 0, 0, 0),
+    ("consistency", -1, &["fast"], 0, 0, 0),
 ];
 
 /// True for every command this server implements.
@@ -109,6 +112,8 @@ pub fn execute(session: &mut Session, name: &str, request: &Request) -> Reply {
             Err(reply) => reply,
         },
         "CLIENT" if args.len() >= 2 => client(session, args),
+        "ID" => write_options::id(session, args),
+        "CONSISTENCY" => write_options::consistency(session, args),
         "COMMAND" => command(args),
         "CONFIG" if args.len() >= 2 => config(args),
         "INFO" => Reply::Verbatim {

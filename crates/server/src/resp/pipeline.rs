@@ -13,7 +13,7 @@ use super::args::{command_name, request_error, wrongtype};
 use super::keys::Target;
 use super::session::Session;
 use super::step::{PendingWrite, Render, Step};
-use super::{admin, reads, stream, writes};
+use super::{admin, reads, stream, write_options, writes};
 use crate::metrics::CommandLabels;
 
 /// Pipeline entries (slot, item) that one storage call on `view` serves.
@@ -110,6 +110,17 @@ impl Session {
         if !self.authenticated && !matches!(name, "AUTH" | "HELLO" | "PING" | "QUIT") {
             return Step::Reply(Reply::error("NOAUTH Authentication required."));
         }
+        if let Some(id) = self.next_id.take() {
+            return match writes::plan(self, name, &request) {
+                Some(Step::Write(mut write)) => {
+                    write.update.id = Some(id);
+                    Step::Write(write)
+                }
+                // Refused before anything was applied: the id goes with it.
+                Some(refusal @ Step::Reply(_)) => refusal,
+                _ => Step::Reply(write_options::not_an_id_taker(name)),
+            };
+        }
         if name == "XADD" {
             return Step::Event(match stream::parse(&request.args) {
                 Ok(event) => event,
@@ -134,7 +145,7 @@ impl Session {
             let (slots, keys): (Vec<usize>, Vec<_>) =
                 group.into_iter().map(|(slot, t)| (slot, t.key)).unzip();
             let coordinator = &self.shared.coordinator;
-            let consistency = coordinator.defaults().consistency;
+            let consistency = self.options().consistency;
             match coordinator.get_many(&view.name, keys, consistency).await {
                 Ok(readings) => {
                     for (slot, reading) in slots.into_iter().zip(readings) {
@@ -161,12 +172,7 @@ impl Session {
             }
             let coordinator = &self.shared.coordinator;
             match coordinator
-                .apply(
-                    &view.name,
-                    updates,
-                    coordinator.defaults(),
-                    ApplyKind::Report,
-                )
+                .apply(&view.name, updates, self.options(), ApplyKind::Report)
                 .await
             {
                 Ok(results) => {

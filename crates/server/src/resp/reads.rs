@@ -81,7 +81,7 @@ async fn read(session: &Session, target: &Target) -> Result<Option<Reading>, Rep
         .get_many(
             &target.view.name,
             vec![target.key.clone()],
-            coordinator.defaults().consistency,
+            session.options().consistency,
         )
         .await
         .map_err(|e| request_error(&e))?;
@@ -177,7 +177,7 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
             let mut deleted = 0;
             for (view, keys) in by_view {
                 let existed = coordinator
-                    .delete(&view.name, keys, coordinator.defaults())
+                    .delete(&view.name, keys, session.options())
                     .await
                     .map_err(|e| request_error(&e))?;
                 deleted += existed.iter().filter(|e| **e).count() as i64;
@@ -196,7 +196,7 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
                         to: None,
                         limit: MAX_HASH_FIELDS,
                     },
-                    coordinator.defaults().consistency,
+                    session.options().consistency,
                 )
                 .await
                 .map_err(|e| request_error(&e))?;
@@ -284,7 +284,7 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
                 .apply(
                     &dest.view.name,
                     vec![update],
-                    coordinator.defaults(),
+                    session.options(),
                     ApplyKind::Plain,
                 )
                 .await

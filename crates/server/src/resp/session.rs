@@ -1,4 +1,5 @@
-//! A connection's session state: protocol version, authentication, name.
+//! A connection's session state: protocol version, authentication, name, the producer
+//! id of its next write and its consistency.
 
 use std::sync::Arc;
 
@@ -22,6 +23,10 @@ pub struct Session {
     pub(super) auth_failed: bool,
     /// How long to wait before reading the client's next requests.
     pub(super) penalty: std::time::Duration,
+    /// The producer id `ID` set for the next command ([`super::write_options`]).
+    pub(super) next_id: Option<speedlayer_core::UpdateId>,
+    /// The consistency `CONSISTENCY` set; the node's defaults until then.
+    pub(super) options: Option<speedlayer_api::WriteOptions>,
 }
 
 impl Session {
@@ -38,6 +43,8 @@ impl Session {
             peer,
             auth_failed: false,
             penalty: std::time::Duration::ZERO,
+            next_id: None,
+            options: None,
         }
     }
 

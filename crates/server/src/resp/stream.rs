@@ -143,7 +143,7 @@ pub async fn flush(
             .map(|(slot, p)| ((slot, p.entry_id), p.event))
             .unzip();
         let ingest = &session.shared.ingest;
-        let options = ingest.coordinator().defaults();
+        let options = session.options();
         let reply_of = |e: &IngestError| match e {
             IngestError::Request(e) => request_error(e),
             e @ IngestError::QueueFull { .. } => Reply::error(format!("TRYAGAIN {e}")),
