@@ -284,3 +284,31 @@ fn cli_raw_expected(counters: &BTreeMap<usize, i64>) -> String {
         })
         .collect()
 }
+
+#[test]
+fn redis_cli_retries_with_an_id_count_once() {
+    require_redis_cli();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http_port, resp_port) = free_ports();
+    let mut server = Server::spawn(
+        &dir.path().join("data"),
+        http_port,
+        resp_port,
+        &dir.path().join("serve.log"),
+    );
+    wait_ready(&mut server);
+    let port = server.resp_port;
+    // Commands read from stdin go over one connection: the ID names the INCRBY after it.
+    // Sent twice (a retry after a lost reply), it counts once; the next seq counts.
+    let send = |seq: &str| {
+        let input = format!("ID shop-1 {seq}\nINCRBY sales 5\n");
+        let output = run_cli(port, &[], Some(input.as_bytes()));
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert_eq!(send("1"), "OK\n5\n");
+    assert_eq!(send("1"), "OK\n5\n");
+    assert_eq!(send("2"), "OK\n10\n");
+    assert_eq!(cli(port, &["GET", "sales"]), "10");
+    server.assert_running();
+}
