@@ -146,3 +146,32 @@ async fn consistency_is_set_per_connection() {
     assert_eq!(int(&mut con, &["INCR", "c"]).await, 1);
     assert_eq!(bulk(&mut con, &["GET", "c"]).await.as_deref(), Some("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_with_its_event_time_keeps_a_retry_in_the_same_epoch() {
+    let node = TestNode::start().await;
+    node.declare("hits", "counter").await;
+    let mut con = node.connect(false).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let two_hours_ago = (now - 7200).to_string();
+    for _ in 0..2 {
+        ok(&mut con, &["ID", "w", "1", &two_hours_ago]).await;
+        assert_eq!(int(&mut con, &["INCRBY", "hits:page", "3"]).await, 3);
+    }
+    // The same id without its time lands in the epoch of its arrival, where that
+    // writer's seq 1 is new: counted again (why a declared view's retries carry `ts`).
+    ok(&mut con, &["ID", "w", "1"]).await;
+    assert_eq!(int(&mut con, &["INCRBY", "hits:page", "3"]).await, 6);
+
+    assert_eq!(
+        cmd_err(&mut con, &["ID", "w", "2", "soon"]).await,
+        "ERR the event time must be whole seconds since 1970"
+    );
+    ok(&mut con, &["ID", "w", "2", "999999999999"]).await;
+    let refused = cmd_err(&mut con, &["INCRBY", "hits:page", "3"]).await;
+    assert!(refused.contains("outside"), "{refused}");
+    assert_eq!(int(&mut con, &["INCRBY", "hits:page", "1"]).await, 7);
+}

@@ -72,7 +72,7 @@ const COMMANDS: &[CommandSpec] = &[
         0,
     ),
     ("quit", -1, &["fast", "no_auth"], 0, 0, 0),
-    ("id", 3, &["fast"], 0, 0, 0),
+    ("id", -3, &["fast"], 0, 0, 0),
     ("consistency", -1, &["fast"], 0, 0, 0),
 ];
 

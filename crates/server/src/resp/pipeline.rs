@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use speedlayer_api::{ApplyKind, View};
+use speedlayer_api::{validate, ApplyKind, View};
 use speedlayer_core::{Applied, OpError};
 use speedlayer_resp::{Reply, Request};
 
@@ -110,11 +110,15 @@ impl Session {
         if !self.authenticated && !matches!(name, "AUTH" | "HELLO" | "PING" | "QUIT") {
             return Step::Reply(Reply::error("NOAUTH Authentication required."));
         }
-        if let Some(id) = self.next_id.take() {
+        if let Some(next) = self.next_id.take() {
             return match writes::plan(self, name, &request) {
                 Some(Step::Write(mut write)) => {
-                    write.update.id = Some(id);
-                    Step::Write(write)
+                    write.update.id = Some(next.id);
+                    write.update.ts_us = next.ts_us;
+                    match validate(&write.target.view, &write.update) {
+                        Ok(()) => Step::Write(write),
+                        Err(e) => Step::Reply(request_error(&e)),
+                    }
                 }
                 // Refused before anything was applied: the id goes with it.
                 Some(refusal @ Step::Reply(_)) => refusal,

@@ -24,7 +24,7 @@ pub struct Session {
     /// How long to wait before reading the client's next requests.
     pub(super) penalty: std::time::Duration,
     /// The producer id `ID` set for the next command ([`super::write_options`]).
-    pub(super) next_id: Option<speedlayer_core::UpdateId>,
+    pub(super) next_id: Option<super::write_options::NextId>,
     /// The consistency `CONSISTENCY` set; the node's defaults until then.
     pub(super) options: Option<speedlayer_api::WriteOptions>,
 }

@@ -1,9 +1,12 @@
 //! What a connection's requests carry beyond Redis: a producer id for its next write,
 //! and the consistency of its reads and writes.
 //!
-//! - `ID writer seq` names the write command that follows it (`INCR`, `INCRBY`, `DECR`,
+//! - `ID writer seq [ts]` names the write command that follows it (`INCR`, `INCRBY`, `DECR`,
 //!   `DECRBY`, `HINCRBY`, `SADD`, `SREM`, `PFADD`, `SET`) as update `seq` of producer
-//!   `writer`, exactly as the HTTP API's `"id":{"writer":…,"seq":…}`: a client whose
+//!   `writer`, exactly as the HTTP API's `"id":{"writer":…,"seq":…}` (and `ts`, the
+//!   event time in seconds, as its `"ts"`: give it for keys of declared views, so a retry
+//!   after an epoch boundary lands in the same epoch; the implicit `redis` view has one
+//!   generation and needs none): a client whose
 //!   write failed or timed out retries it with the same id, through this node or any
 //!   other, and it counts once. Without an id a retried `INCR` whose first attempt was
 //!   applied counts twice (Redis's own behaviour). A pending id is taken by the very next
@@ -29,9 +32,10 @@ pub const MAX_WRITER_LEN: usize = speedlayer_events::event::MAX_WRITER_LEN;
 /// The commands an `ID` may name.
 pub const ID_TAKERS: &str = "INCR, INCRBY, DECR, DECRBY, HINCRBY, SADD, SREM, PFADD, SET";
 
-/// `ID writer seq`: the next command's producer id.
+/// `ID writer seq [ts]`: the next command's producer id, and its event time (seconds
+/// since 1970) when given.
 pub fn id(session: &mut Session, args: &[Bytes]) -> Reply {
-    if args.len() != 3 {
+    if !(3..=4).contains(&args.len()) {
         return arity("id");
     }
     let writer = match std::str::from_utf8(&args[1]) {
@@ -48,11 +52,33 @@ pub fn id(session: &mut Session, args: &[Bytes]) -> Reply {
     else {
         return Reply::error("ERR the sequence number must be an integer from 0 to 2^64-1");
     };
-    session.next_id = Some(UpdateId {
-        writer: writer.to_owned(),
-        seq,
+    let ts_us = match args.get(3) {
+        None => None,
+        Some(ts) => match std::str::from_utf8(ts)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .and_then(|secs| secs.checked_mul(1_000_000))
+        {
+            Some(us) => Some(us),
+            None => return Reply::error("ERR the event time must be whole seconds since 1970"),
+        },
+    };
+    session.next_id = Some(NextId {
+        id: UpdateId {
+            writer: writer.to_owned(),
+            seq,
+        },
+        ts_us,
     });
     Reply::ok()
+}
+
+/// What `ID` gave the next write.
+pub struct NextId {
+    /// The producer id.
+    pub id: UpdateId,
+    /// The event time, when given (else the arrival time, as for any write).
+    pub ts_us: Option<i64>,
 }
 
 /// The refusal of a command that followed an `ID` but takes none.
