@@ -472,3 +472,60 @@ async fn hyperloglogs() {
     drop(con);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn type_mset_smismember_unlink_time_and_info_sections() {
+    let node = TestNode::start().await;
+    let mut con = node.connect(false).await;
+
+    ok(&mut con, &["MSET", "a", "1", "b", "2"]).await;
+    assert_eq!(bulk(&mut con, &["GET", "b"]).await.as_deref(), Some("2"));
+    assert!(cmd_err(&mut con, &["MSET", "a", "1", "b"])
+        .await
+        .starts_with("ERR wrong number of arguments"));
+    assert_eq!(int(&mut con, &["INCR", "n"]).await, 1);
+    // MSET over a counter: that pair is refused (WRONGTYPE), the others are written.
+    assert!(cmd_err(&mut con, &["MSET", "c", "3", "n", "4"])
+        .await
+        .starts_with("WRONGTYPE"));
+    assert_eq!(bulk(&mut con, &["GET", "c"]).await.as_deref(), Some("3"));
+    assert_eq!(int(&mut con, &["INCR", "n"]).await, 2);
+
+    assert_eq!(int(&mut con, &["SADD", "s", "x", "y"]).await, 2);
+    assert_eq!(int(&mut con, &["PFADD", "h", "x"]).await, 1);
+    for (key, kind) in [
+        ("a", "string"),
+        ("n", "string"),
+        ("s", "set"),
+        ("h", "string"),
+        ("nope", "none"),
+    ] {
+        assert_eq!(text(&cmd(&mut con, &["TYPE", key]).await), kind, "{key}");
+    }
+    assert_eq!(
+        cmd(&mut con, &["SMISMEMBER", "s", "x", "z", "y"]).await,
+        Value::Array(vec![Value::Int(1), Value::Int(0), Value::Int(1)])
+    );
+    assert_eq!(
+        cmd(&mut con, &["SMISMEMBER", "nope", "x"]).await,
+        Value::Array(vec![Value::Int(0)])
+    );
+    assert_eq!(int(&mut con, &["UNLINK", "a", "b", "nope"]).await, 2);
+    assert_eq!(bulk(&mut con, &["GET", "a"]).await, None);
+
+    let Value::Array(time) = cmd(&mut con, &["TIME"]).await else {
+        panic!("TIME is an array")
+    };
+    let secs: u64 = text(&time[0]).parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(secs.abs_diff(now) <= 2, "{secs} vs {now}");
+    assert!(text(&time[1]).parse::<u32>().unwrap() < 1_000_000);
+
+    let info = text(&cmd(&mut con, &["INFO", "server", "cluster"]).await);
+    assert!(info.contains("arch_bits:64"), "{info}");
+    assert!(info.contains("cluster_enabled:0"), "{info}");
+    assert!(!info.contains("# Stats"), "{info}");
+}

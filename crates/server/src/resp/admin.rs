@@ -73,6 +73,12 @@ const COMMANDS: &[CommandSpec] = &[
     ),
     ("quit", -1, &["fast", "no_auth"], 0, 0, 0),
     ("id", -3, &["fast"], 0, 0, 0),
+    ("dbsize", 1, &["readonly", "fast"], 0, 0, 0),
+    ("time", 1, &["loading", "stale", "fast"], 0, 0, 0),
+    ("type", 2, &["readonly", "fast"], 1, 1, 1),
+    ("unlink", -2, &["write", "fast"], 1, -1, 1),
+    ("mset", -3, &["write", "denyoom"], 1, -1, 2),
+    ("smismember", -3, &["readonly", "fast"], 1, 1, 1),
     ("consistency", -1, &["fast"], 0, 0, 0),
 ];
 
@@ -112,13 +118,23 @@ pub fn execute(session: &mut Session, name: &str, request: &Request) -> Reply {
             Err(reply) => reply,
         },
         "CLIENT" if args.len() >= 2 => client(session, args),
+        "DBSIZE" if args.len() == 1 => Reply::Integer(redis_keys(session) as i64),
+        "TIME" if args.len() == 1 => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            Reply::Array(vec![
+                Reply::Bulk(Bytes::from(now.as_secs().to_string())),
+                Reply::Bulk(Bytes::from(now.subsec_micros().to_string())),
+            ])
+        }
         "ID" => write_options::id(session, args),
         "CONSISTENCY" => write_options::consistency(session, args),
         "COMMAND" => command(args),
         "CONFIG" if args.len() >= 2 => config(args),
         "INFO" => Reply::Verbatim {
             format: *b"txt",
-            text: Bytes::from(info(session, args.get(1))),
+            text: Bytes::from(info(session, &args[1..])),
         },
         _ if is_known(name) => arity(name),
         _ => {
@@ -313,24 +329,42 @@ fn config(args: &[Bytes]) -> Reply {
     }
 }
 
-fn info(session: &Session, section: Option<&Bytes>) -> String {
+/// Keys of the implicit `redis` view on this node, from the LSM's approximate counts
+/// (DBSIZE, INFO keyspace).
+fn redis_keys(session: &Session) -> u64 {
+    session
+        .shared
+        .coordinator
+        .epochs(REDIS_VIEW)
+        .map(|epochs| epochs.iter().map(|e| e.approx_keys).sum())
+        .unwrap_or(0)
+}
+
+/// INFO with the sections asked for (all of them when none is).
+fn info(session: &Session, sections: &[Bytes]) -> String {
     let shared = &session.shared;
-    let wanted = section.map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
+    let wanted: Vec<String> = sections
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+        .collect();
     let show = |name: &str| {
-        wanted
-            .as_deref()
-            .is_none_or(|w| w == name || w == "all" || w == "default" || w == "everything")
+        wanted.is_empty()
+            || wanted
+                .iter()
+                .any(|w| w == name || w == "all" || w == "default" || w == "everything")
     };
     let mut out = String::new();
     if show("server") {
         let _ = write!(
             out,
-            "# Server\r\nredis_version:7.2.0\r\nspeedlayer_version:{}\r\nredis_mode:standalone\r\nos:{}\r\nprocess_id:{}\r\nnode_id:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            "# Server\r\nredis_version:7.2.0\r\nspeedlayer_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:{}\r\nprocess_id:{}\r\nnode_id:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
+            usize::BITS,
             std::process::id(),
             shared.coordinator.node_id(),
-            shared.started.elapsed().as_secs()
+            shared.started.elapsed().as_secs(),
+            shared.started.elapsed().as_secs() / 86_400,
         );
     }
     if show("clients") {
@@ -338,6 +372,13 @@ fn info(session: &Session, section: Option<&Bytes>) -> String {
             out,
             "# Clients\r\nconnected_clients:{}\r\n\r\n",
             shared.stats.connected.load(Ordering::Relaxed)
+        );
+    }
+    if show("persistence") {
+        // Writes are durable before the reply (journal sync): nothing like RDB or AOF
+        // runs in the background, and a node serves once it has recovered.
+        out.push_str(
+            "# Persistence\r\nloading:0\r\naof_enabled:0\r\nrdb_bgsave_in_progress:0\r\n\r\n",
         );
     }
     if show("stats") {
@@ -353,12 +394,16 @@ fn info(session: &Session, section: Option<&Bytes>) -> String {
             stats.updates_duplicate,
         );
     }
+    if show("replication") {
+        // Every node takes writes (leaderless replication): each is a master to clients.
+        out.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    }
+    if show("cluster") {
+        // Not Redis Cluster: clients see one node that routes to the owners itself.
+        out.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+    }
     if show("keyspace") {
-        let keys: u64 = shared
-            .coordinator
-            .epochs(REDIS_VIEW)
-            .map(|epochs| epochs.iter().map(|e| e.approx_keys).sum())
-            .unwrap_or(0);
+        let keys = redis_keys(session);
         let _ = write!(out, "# Keyspace\r\ndb0:keys={keys},expires=0,avg_ttl=0\r\n");
     }
     out

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use speedlayer_api::{ApplyKind, RangeQuery, Update, View};
+use speedlayer_api::{validate, ApplyKind, RangeQuery, Update, View};
 use speedlayer_core::{Hll, Key, Op, OpError, Reading, Value, ValueType};
 use speedlayer_resp::{Reply, Request};
 
@@ -23,6 +23,10 @@ pub fn handles(name: &str) -> bool {
             | "MGET"
             | "EXISTS"
             | "DEL"
+            | "UNLINK"
+            | "TYPE"
+            | "MSET"
+            | "SMISMEMBER"
             | "HGET"
             | "HGETALL"
             | "SMEMBERS"
@@ -164,7 +168,53 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
                 .map_err(|e| request_error(&e))?;
             Ok(Reply::ok())
         }
-        "DEL" => {
+        "TYPE" => {
+            check(args.len() == 2, name)?;
+            let t = target(session, &args[1], None)?;
+            // Redis's names: counters, registers, extrema and HLLs are strings there.
+            Ok(Reply::Simple(
+                match read(session, &t).await? {
+                    None => "none",
+                    Some(Reading::State(Value::Set(_))) => "set",
+                    Some(_) => "string",
+                }
+                .into(),
+            ))
+        }
+        "MSET" => {
+            check(args.len() >= 3 && args.len() % 2 == 1, name)?;
+            // Pairs are checked before any is written (a declared view's type); in the
+            // implicit view a key's type is known only where it is applied, so a pair
+            // of another type answers WRONGTYPE while the others are written.
+            let mut by_view: Vec<(Arc<View>, Vec<Update>)> = Vec::new();
+            for pair in args[1..].chunks(2) {
+                let t = target(session, &pair[0], None)?;
+                let update = Update {
+                    key: t.key,
+                    op: Op::Set(pair[1].to_vec()),
+                    ts_us: None,
+                    id: None,
+                };
+                validate(&t.view, &update).map_err(|_| wrongtype())?;
+                match by_view.iter_mut().find(|(v, _)| Arc::ptr_eq(v, &t.view)) {
+                    Some((_, updates)) => updates.push(update),
+                    None => by_view.push((t.view, vec![update])),
+                }
+            }
+            for (view, updates) in by_view {
+                let results = coordinator
+                    .apply(&view.name, updates, session.options(), ApplyKind::Plain)
+                    .await
+                    .map_err(|e| request_error(&e))?;
+                match results.into_iter().find(Result::is_err) {
+                    Some(Err(OpError::WrongOp { .. })) => return Err(wrongtype()),
+                    Some(Err(e)) => return Err(Reply::error(format!("ERR {e}"))),
+                    _ => {}
+                }
+            }
+            Ok(Reply::ok())
+        }
+        "DEL" | "UNLINK" => {
             check(args.len() >= 2, name)?;
             let mut by_view: Vec<(Arc<View>, Vec<Key>)> = Vec::new();
             for key in &args[1..] {
@@ -215,8 +265,15 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
             }
             Ok(Reply::Map(pairs))
         }
-        "SMEMBERS" | "SISMEMBER" | "SCARD" => {
-            check(args.len() == if name == "SISMEMBER" { 3 } else { 2 }, name)?;
+        "SMEMBERS" | "SISMEMBER" | "SMISMEMBER" | "SCARD" => {
+            check(
+                match name {
+                    "SISMEMBER" => args.len() == 3,
+                    "SMISMEMBER" => args.len() >= 3,
+                    _ => args.len() == 2,
+                },
+                name,
+            )?;
             let t = target(session, &args[1], None)?;
             let set = match read(session, &t).await? {
                 None => None,
@@ -231,6 +288,14 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
                         .collect(),
                 ),
                 "SISMEMBER" => Reply::Integer(i64::from(set.is_some_and(|s| s.contains(&args[2])))),
+                "SMISMEMBER" => Reply::Array(
+                    args[2..]
+                        .iter()
+                        .map(|m| {
+                            Reply::Integer(i64::from(set.as_ref().is_some_and(|s| s.contains(m))))
+                        })
+                        .collect(),
+                ),
                 _ => Reply::Integer(set.map_or(0, |s| s.len() as i64)),
             })
         }
