@@ -529,3 +529,68 @@ async fn type_mset_smismember_unlink_time_and_info_sections() {
     assert!(info.contains("cluster_enabled:0"), "{info}");
     assert!(!info.contains("# Stats"), "{info}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_exec_queues_and_runs_together_and_discard_drops() {
+    let node = TestNode::start().await;
+    let mut con = node.connect(false).await;
+    let queued = Value::SimpleString("QUEUED".into());
+
+    ok(&mut con, &["MULTI"]).await;
+    assert_eq!(cmd(&mut con, &["INCR", "t"]).await, queued);
+    assert_eq!(cmd(&mut con, &["SADD", "ts", "a", "b"]).await, queued);
+    assert_eq!(cmd(&mut con, &["GET", "t"]).await, queued);
+    // Nothing ran yet.
+    let mut other = node.connect(false).await;
+    assert_eq!(bulk(&mut other, &["GET", "t"]).await, None);
+    assert_eq!(
+        cmd(&mut con, &["EXEC"]).await,
+        Value::Array(vec![
+            Value::Int(1),
+            Value::Int(2),
+            Value::BulkString(b"1".to_vec())
+        ])
+    );
+
+    // DISCARD drops what was queued.
+    ok(&mut con, &["MULTI"]).await;
+    assert_eq!(cmd(&mut con, &["INCR", "t"]).await, queued);
+    ok(&mut con, &["DISCARD"]).await;
+    assert_eq!(bulk(&mut con, &["GET", "t"]).await.as_deref(), Some("1"));
+
+    // An unknown command while queueing aborts the transaction: nothing runs.
+    ok(&mut con, &["MULTI"]).await;
+    assert_eq!(cmd(&mut con, &["INCR", "t"]).await, queued);
+    assert!(cmd_err(&mut con, &["NOSUCH", "x"])
+        .await
+        .starts_with("ERR unknown command"));
+    assert!(cmd_err(&mut con, &["EXEC"]).await.starts_with("EXECABORT"));
+    assert_eq!(bulk(&mut con, &["GET", "t"]).await.as_deref(), Some("1"));
+
+    // Ids work inside: the same transaction sent twice counts once.
+    for _ in 0..2 {
+        ok(&mut con, &["MULTI"]).await;
+        assert_eq!(cmd(&mut con, &["ID", "tx", "1"]).await, queued);
+        assert_eq!(cmd(&mut con, &["INCRBY", "t", "10"]).await, queued);
+        assert_eq!(
+            cmd(&mut con, &["EXEC"]).await,
+            Value::Array(vec![Value::Okay, Value::Int(11)])
+        );
+    }
+
+    assert_eq!(cmd_err(&mut con, &["EXEC"]).await, "ERR EXEC without MULTI");
+    assert_eq!(
+        cmd_err(&mut con, &["DISCARD"]).await,
+        "ERR DISCARD without MULTI"
+    );
+    assert!(cmd_err(&mut con, &["WATCH", "t"])
+        .await
+        .starts_with("ERR WATCH is not supported"));
+    ok(&mut con, &["UNWATCH"]).await;
+    ok(&mut con, &["MULTI"]).await;
+    assert_eq!(
+        cmd_err(&mut con, &["MULTI"]).await,
+        "ERR MULTI calls can not be nested"
+    );
+    ok(&mut con, &["DISCARD"]).await;
+}

@@ -14,6 +14,7 @@ mod reads;
 mod session;
 mod step;
 mod stream;
+mod transaction;
 mod write_options;
 mod writes;
 

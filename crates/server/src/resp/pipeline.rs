@@ -13,7 +13,7 @@ use super::args::{command_name, request_error, wrongtype};
 use super::keys::Target;
 use super::session::Session;
 use super::step::{PendingWrite, Render, Step};
-use super::{admin, reads, stream, write_options, writes};
+use super::{admin, reads, stream, transaction, write_options, writes};
 use crate::metrics::CommandLabels;
 
 /// Pipeline entries (slot, item) that one storage call on `view` serves.
@@ -36,6 +36,13 @@ fn take_view_group<T>(
 impl Session {
     /// Runs `requests` in order and appends their replies to `out`, in order.
     pub async fn run_pipeline(&mut self, requests: Vec<Request>, out: &mut BytesMut) {
+        for reply in self.execute(requests).await {
+            reply.encode(self.protocol, out);
+        }
+    }
+
+    /// Runs `requests` in order; their replies, in order (none for those after a QUIT).
+    async fn execute(&mut self, requests: Vec<Request>) -> Vec<Reply> {
         let count = requests.len();
         let mut replies: Vec<Option<Reply>> = (0..count).map(|_| None).collect();
         // Runs of writes, and runs of single-key reads, each become one storage call per
@@ -49,7 +56,10 @@ impl Session {
                 break;
             }
             let name = command_name(&request.args[0]);
-            self.count_command(&name);
+            // A command queued by MULTI is counted when EXEC runs it.
+            if self.multi.is_none() || matches!(name.as_str(), "EXEC" | "DISCARD" | "MULTI") {
+                self.count_command(&name);
+            }
             let step = self.plan(&name, request);
             if !matches!(step, Step::Event(_) | Step::Reply(_)) {
                 stream::flush(self, &mut events, &mut replies).await;
@@ -74,14 +84,19 @@ impl Session {
                     self.flush_gets(&mut gets, &mut replies).await;
                     events.push((slot, event));
                 }
+                Step::Exec(queued) => {
+                    self.flush(&mut pending, &mut replies).await;
+                    self.flush_gets(&mut gets, &mut replies).await;
+                    // Queued requests hold no EXEC: this recursion is one level deep.
+                    let answers = Box::pin(self.execute(queued)).await;
+                    replies[slot] = Some(Reply::Array(answers));
+                }
             }
         }
         self.flush(&mut pending, &mut replies).await;
         self.flush_gets(&mut gets, &mut replies).await;
         stream::flush(self, &mut events, &mut replies).await;
-        for reply in replies.into_iter().flatten() {
-            reply.encode(self.protocol, out);
-        }
+        replies.into_iter().flatten().collect()
     }
 
     fn count_command(&self, name: &str) {
@@ -124,6 +139,9 @@ impl Session {
                 Some(refusal @ Step::Reply(_)) => refusal,
                 _ => Step::Reply(write_options::not_an_id_taker(name)),
             };
+        }
+        if let Some(step) = transaction::plan(self, name, &request) {
+            return step;
         }
         if name == "XADD" {
             return Step::Event(match stream::parse(&request.args) {

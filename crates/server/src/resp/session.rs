@@ -27,6 +27,8 @@ pub struct Session {
     pub(super) next_id: Option<super::write_options::NextId>,
     /// The consistency `CONSISTENCY` set; the node's defaults until then.
     pub(super) options: Option<speedlayer_api::WriteOptions>,
+    /// The commands queued since `MULTI` ([`super::transaction`]).
+    pub(super) multi: Option<super::transaction::Transaction>,
 }
 
 impl Session {
@@ -45,6 +47,7 @@ impl Session {
             penalty: std::time::Duration::ZERO,
             next_id: None,
             options: None,
+            multi: None,
         }
     }
 

@@ -19,6 +19,9 @@ pub enum Step {
     Data(Request),
     /// An event (XADD): submitted with its neighbours through the views' mappings.
     Event(PendingEvent),
+    /// `EXEC`: the queued commands, run after everything before them; answered with the
+    /// array of their replies.
+    Exec(Vec<Request>),
 }
 
 /// A validated update waiting for its pipeline's storage call.
