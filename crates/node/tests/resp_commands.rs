@@ -594,3 +594,42 @@ async fn multi_exec_queues_and_runs_together_and_discard_drops() {
     );
     ok(&mut con, &["DISCARD"]).await;
 }
+
+/// docs/redis-compat.md names every command COMMAND lists (in its family table), so the
+/// page cannot fall behind the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_the_server_lists_is_in_the_compatibility_page() {
+    let node = TestNode::start().await;
+    let mut con = node.connect(false).await;
+    let Value::Array(entries) = cmd(&mut con, &["COMMAND"]).await else {
+        panic!("COMMAND is an array")
+    };
+    let count = int(&mut con, &["COMMAND", "COUNT"]).await;
+    assert_eq!(entries.len() as i64, count);
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/redis-compat.md"),
+    )
+    .unwrap();
+    let families = page
+        .split("## Command families")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a 'Command families' section");
+    let mut missing = Vec::new();
+    for entry in &entries {
+        let Value::Array(fields) = entry else {
+            panic!("a COMMAND entry is an array: {entry:?}")
+        };
+        let name = text(&fields[0]).to_ascii_uppercase();
+        // As a command of its own (`NAME`, `NAME …`) or with a subcommand (`NAME SUB`).
+        let named =
+            families.contains(&format!("`{name}`")) || families.contains(&format!("`{name} "));
+        if !named {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/redis-compat.md does not name these commands in its family table: {missing:?}"
+    );
+}
