@@ -15,7 +15,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use redis::Value;
-use support::resp::{bulk, cmd, cmd_err, int, members, ok, set_of, text, try_cmd, TestNode};
+use support::resp::{
+    bulk, cmd, cmd_err, int, members, ok, set_of, text, try_cmd, TestNode, WRONGTYPE,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_and_server_commands() {
@@ -632,4 +634,70 @@ async fn every_command_the_server_lists_is_in_the_compatibility_page() {
         missing.is_empty(),
         "docs/redis-compat.md does not name these commands in its family table: {missing:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_algebra_and_random_members() {
+    let node = TestNode::start().await;
+    let mut con = node.connect(false).await;
+    assert_eq!(int(&mut con, &["SADD", "a", "1", "2", "3"]).await, 3);
+    assert_eq!(int(&mut con, &["SADD", "b", "2", "3", "4"]).await, 3);
+    assert_eq!(
+        members(&mut con, &["SINTER", "a", "b"]).await,
+        set_of(&["2", "3"])
+    );
+    assert_eq!(
+        members(&mut con, &["SUNION", "a", "b", "nope"]).await,
+        set_of(&["1", "2", "3", "4"])
+    );
+    assert_eq!(
+        members(&mut con, &["SDIFF", "a", "b"]).await,
+        set_of(&["1"])
+    );
+    assert_eq!(
+        members(&mut con, &["SINTER", "a", "nope"]).await,
+        set_of(&[])
+    );
+
+    // STORE replaces the destination's members.
+    assert_eq!(int(&mut con, &["SADD", "d", "old"]).await, 1);
+    assert_eq!(int(&mut con, &["SUNIONSTORE", "d", "a", "b"]).await, 4);
+    assert_eq!(
+        members(&mut con, &["SMEMBERS", "d"]).await,
+        set_of(&["1", "2", "3", "4"])
+    );
+    assert_eq!(int(&mut con, &["SINTERSTORE", "d", "a", "b"]).await, 2);
+    assert_eq!(
+        members(&mut con, &["SMEMBERS", "d"]).await,
+        set_of(&["2", "3"])
+    );
+    assert_eq!(int(&mut con, &["SDIFFSTORE", "e", "a", "b"]).await, 1);
+    assert_eq!(members(&mut con, &["SMEMBERS", "e"]).await, set_of(&["1"]));
+    assert_eq!(int(&mut con, &["INCR", "n"]).await, 1);
+    assert_eq!(cmd_err(&mut con, &["SINTER", "a", "n"]).await, WRONGTYPE);
+    assert_eq!(
+        cmd_err(&mut con, &["SUNIONSTORE", "n", "a"]).await,
+        WRONGTYPE
+    );
+
+    let one = text(&cmd(&mut con, &["SRANDMEMBER", "a"]).await);
+    assert!(["1", "2", "3"].contains(&one.as_str()), "{one}");
+    assert_eq!(cmd(&mut con, &["SRANDMEMBER", "nope"]).await, Value::Nil);
+    let Value::Array(two) = cmd(&mut con, &["SRANDMEMBER", "a", "2"]).await else {
+        panic!("an array")
+    };
+    let two: BTreeSet<String> = two.iter().map(text).collect();
+    assert_eq!(two.len(), 2, "distinct: {two:?}");
+    let Value::Array(all) = cmd(&mut con, &["SRANDMEMBER", "a", "10"]).await else {
+        panic!("an array")
+    };
+    assert_eq!(all.len(), 3);
+    let Value::Array(repeats) = cmd(&mut con, &["SRANDMEMBER", "a", "-7"]).await else {
+        panic!("an array")
+    };
+    assert_eq!(repeats.len(), 7);
+    assert!(cmd_err(&mut con, &["SPOP", "a"])
+        .await
+        .starts_with("ERR SPOP is not supported"));
+    assert_eq!(int(&mut con, &["SCARD", "a"]).await, 3);
 }

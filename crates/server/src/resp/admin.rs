@@ -112,6 +112,13 @@ const COMMANDS: &[CommandSpec] = &[
     ("unlink", -2, &["write", "fast"], 1, -1, 1),
     ("mset", -3, &["write", "denyoom"], 1, -1, 2),
     ("smismember", -3, &["readonly", "fast"], 1, 1, 1),
+    ("sinter", -2, &["readonly"], 1, -1, 1),
+    ("sunion", -2, &["readonly"], 1, -1, 1),
+    ("sdiff", -2, &["readonly"], 1, -1, 1),
+    ("sinterstore", -3, &["write", "denyoom"], 1, -1, 1),
+    ("sunionstore", -3, &["write", "denyoom"], 1, -1, 1),
+    ("sdiffstore", -3, &["write", "denyoom"], 1, -1, 1),
+    ("srandmember", -2, &["readonly"], 1, 1, 1),
     ("consistency", -1, &["fast"], 0, 0, 0),
 ];
 

@@ -12,6 +12,7 @@ pub mod keys;
 mod pipeline;
 mod reads;
 mod session;
+mod set_algebra;
 mod step;
 mod stream;
 mod transaction;

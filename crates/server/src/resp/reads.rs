@@ -10,6 +10,7 @@ use speedlayer_resp::{Reply, Request};
 use super::args::{arity, request_error, wrongtype};
 use super::keys::{resolve, Target, REDIS_VIEW};
 use super::session::Session;
+use super::set_algebra;
 use super::step::Step;
 
 /// Most fields HGETALL returns.
@@ -37,7 +38,7 @@ pub fn handles(name: &str) -> bool {
             | "PFADD"
             | "FLUSHDB"
             | "FLUSHALL"
-    )
+    ) || set_algebra::handles(name)
 }
 
 /// A reading as a Redis string: counters and max/min render their integer (as Redis
@@ -75,11 +76,15 @@ pub async fn execute(session: &Session, name: &str, request: Request) -> Reply {
     }
 }
 
-fn target(session: &Session, key: &Bytes, field: Option<&Bytes>) -> Result<Target, Reply> {
+pub(super) fn target(
+    session: &Session,
+    key: &Bytes,
+    field: Option<&Bytes>,
+) -> Result<Target, Reply> {
     resolve(&*session.shared.coordinator, key, field.map(|f| &f[..]))
 }
 
-async fn read(session: &Session, target: &Target) -> Result<Option<Reading>, Reply> {
+pub(super) async fn read(session: &Session, target: &Target) -> Result<Option<Reading>, Reply> {
     let coordinator = &session.shared.coordinator;
     let readings = coordinator
         .get_many(
@@ -362,11 +367,12 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
                 None => Err(Reply::error("ERR no result from storage")),
             }
         }
+        _ if set_algebra::handles(name) => set_algebra::run(session, name, args).await,
         _ => Err(Reply::error(format!("ERR unknown command '{name}'"))),
     }
 }
 
-fn check(ok: bool, name: &str) -> Result<(), Reply> {
+pub(super) fn check(ok: bool, name: &str) -> Result<(), Reply> {
     if ok {
         Ok(())
     } else {
