@@ -701,3 +701,61 @@ async fn set_algebra_and_random_members() {
         .starts_with("ERR SPOP is not supported"));
     assert_eq!(int(&mut con, &["SCARD", "a"]).await, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashes_of_strings_and_counters() {
+    let node = TestNode::start().await;
+    let mut con = node.connect(false).await;
+    assert_eq!(
+        int(&mut con, &["HSET", "user", "name", "ann", "city", "oslo"]).await,
+        2
+    );
+    assert_eq!(
+        int(&mut con, &["HSET", "user", "city", "rome", "zip", "00100"]).await,
+        1
+    );
+    assert_eq!(int(&mut con, &["HINCRBY", "user", "visits", "3"]).await, 3);
+    assert_eq!(
+        bulk(&mut con, &["HGET", "user", "city"]).await.as_deref(),
+        Some("rome")
+    );
+    assert_eq!(int(&mut con, &["HLEN", "user"]).await, 4);
+    assert_eq!(
+        cmd(&mut con, &["HMGET", "user", "name", "nope", "visits"]).await,
+        Value::Array(vec![
+            Value::BulkString(b"ann".to_vec()),
+            Value::Nil,
+            Value::BulkString(b"3".to_vec())
+        ])
+    );
+    let keys: Vec<String> = match cmd(&mut con, &["HKEYS", "user"]).await {
+        Value::Array(keys) => keys.iter().map(text).collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(keys, ["city", "name", "visits", "zip"]);
+    let vals: Vec<String> = match cmd(&mut con, &["HVALS", "user"]).await {
+        Value::Array(vals) => vals.iter().map(text).collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(vals, ["rome", "ann", "3", "00100"]);
+    assert_eq!(int(&mut con, &["HEXISTS", "user", "zip"]).await, 1);
+    assert_eq!(int(&mut con, &["HDEL", "user", "zip", "nope"]).await, 1);
+    assert_eq!(int(&mut con, &["HEXISTS", "user", "zip"]).await, 0);
+    ok(&mut con, &["HMSET", "user", "zip", "1", "name", "bo"]).await;
+    assert_eq!(int(&mut con, &["HLEN", "user"]).await, 4);
+    // A field keeps the type of its first write.
+    assert_eq!(
+        cmd_err(&mut con, &["HSET", "user", "visits", "x"]).await,
+        WRONGTYPE
+    );
+    assert_eq!(
+        cmd_err(&mut con, &["HINCRBY", "user", "name", "1"]).await,
+        WRONGTYPE
+    );
+    assert!(cmd_err(&mut con, &["HSETNX", "user", "f", "v"])
+        .await
+        .starts_with("ERR HSETNX is not supported"));
+    assert!(cmd_err(&mut con, &["HSET", "user", "odd"])
+        .await
+        .starts_with("ERR wrong number of arguments"));
+}

@@ -119,6 +119,14 @@ const COMMANDS: &[CommandSpec] = &[
     ("sunionstore", -3, &["write", "denyoom"], 1, -1, 1),
     ("sdiffstore", -3, &["write", "denyoom"], 1, -1, 1),
     ("srandmember", -2, &["readonly"], 1, 1, 1),
+    ("hset", -4, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("hmset", -4, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("hmget", -3, &["readonly", "fast"], 1, 1, 1),
+    ("hdel", -3, &["write", "fast"], 1, 1, 1),
+    ("hlen", 2, &["readonly", "fast"], 1, 1, 1),
+    ("hkeys", 2, &["readonly"], 1, 1, 1),
+    ("hvals", 2, &["readonly"], 1, 1, 1),
+    ("hexists", 3, &["readonly", "fast"], 1, 1, 1),
     ("consistency", -1, &["fast"], 0, 0, 0),
 ];
 

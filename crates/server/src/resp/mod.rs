@@ -8,7 +8,9 @@
 mod admin;
 mod args;
 mod connection;
+mod hashes;
 pub mod keys;
+mod lookup;
 mod pipeline;
 mod reads;
 mod session;

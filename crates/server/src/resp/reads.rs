@@ -3,18 +3,16 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use speedlayer_api::{validate, ApplyKind, RangeQuery, Update, View};
+use speedlayer_api::{validate, ApplyKind, Update, View};
 use speedlayer_core::{Hll, Key, Op, OpError, Reading, Value, ValueType};
 use speedlayer_resp::{Reply, Request};
 
-use super::args::{arity, request_error, wrongtype};
-use super::keys::{resolve, Target, REDIS_VIEW};
+use super::args::{request_error, wrongtype};
+use super::keys::REDIS_VIEW;
+use super::lookup::{check, read, string_of, target};
 use super::session::Session;
-use super::set_algebra;
 use super::step::Step;
-
-/// Most fields HGETALL returns.
-const MAX_HASH_FIELDS: usize = 100_000;
+use super::{hashes, set_algebra};
 
 /// True for the commands this module executes.
 pub fn handles(name: &str) -> bool {
@@ -29,7 +27,6 @@ pub fn handles(name: &str) -> bool {
             | "MSET"
             | "SMISMEMBER"
             | "HGET"
-            | "HGETALL"
             | "SMEMBERS"
             | "SISMEMBER"
             | "SCARD"
@@ -39,20 +36,7 @@ pub fn handles(name: &str) -> bool {
             | "FLUSHDB"
             | "FLUSHALL"
     ) || set_algebra::handles(name)
-}
-
-/// A reading as a Redis string: counters and max/min render their integer (as Redis
-/// renders an integer-valued string), registers their bytes. Sets and HLLs are not
-/// strings: `Err`.
-fn string_of(reading: &Reading) -> Result<Option<Bytes>, ()> {
-    match reading {
-        Reading::Count { total, .. } => Ok(Some(Bytes::from(total.to_string()))),
-        Reading::State(Value::Register(r)) => Ok(r.get().map(Bytes::copy_from_slice)),
-        Reading::State(Value::Max(e) | Value::Min(e)) => {
-            Ok(e.get().map(|v| Bytes::from(v.to_string())))
-        }
-        Reading::State(_) | Reading::Distinct { .. } => Err(()),
-    }
+        || hashes::handles(name)
 }
 
 /// The plan of a single-key read that can join a group (GET, HGET), or `None`.
@@ -74,27 +58,6 @@ pub async fn execute(session: &Session, name: &str, request: Request) -> Reply {
     match run(session, name, &request.args).await {
         Ok(reply) | Err(reply) => reply,
     }
-}
-
-pub(super) fn target(
-    session: &Session,
-    key: &Bytes,
-    field: Option<&Bytes>,
-) -> Result<Target, Reply> {
-    resolve(&*session.shared.coordinator, key, field.map(|f| &f[..]))
-}
-
-pub(super) async fn read(session: &Session, target: &Target) -> Result<Option<Reading>, Reply> {
-    let coordinator = &session.shared.coordinator;
-    let readings = coordinator
-        .get_many(
-            &target.view.name,
-            vec![target.key.clone()],
-            session.options().consistency,
-        )
-        .await
-        .map_err(|e| request_error(&e))?;
-    Ok(readings.into_iter().next().flatten())
 }
 
 /// A string command's reply to a reading (nil when absent, WRONGTYPE for sets and HLLs).
@@ -239,37 +202,6 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
             }
             Ok(Reply::Integer(deleted))
         }
-        "HGETALL" => {
-            check(args.len() == 2, name)?;
-            let t = target(session, &args[1], Some(&Bytes::new()))?;
-            let rows = coordinator
-                .range(
-                    RangeQuery {
-                        view: t.view.name.clone(),
-                        partition: t.key.partition.clone(),
-                        from: None,
-                        to: None,
-                        limit: MAX_HASH_FIELDS,
-                    },
-                    session.options().consistency,
-                )
-                .await
-                .map_err(|e| request_error(&e))?;
-            let mut pairs = Vec::new();
-            for row in rows.rows {
-                if row.clustering.is_empty() {
-                    continue; // the plain key of the same name, not a field
-                }
-                match string_of(&row.value) {
-                    Ok(Some(value)) => {
-                        pairs.push((Reply::Bulk(Bytes::from(row.clustering)), Reply::Bulk(value)))
-                    }
-                    Ok(None) => {}
-                    Err(()) => return Err(wrongtype()),
-                }
-            }
-            Ok(Reply::Map(pairs))
-        }
         "SMEMBERS" | "SISMEMBER" | "SMISMEMBER" | "SCARD" => {
             check(
                 match name {
@@ -368,14 +300,7 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
             }
         }
         _ if set_algebra::handles(name) => set_algebra::run(session, name, args).await,
+        _ if hashes::handles(name) => hashes::run(session, name, args).await,
         _ => Err(Reply::error(format!("ERR unknown command '{name}'"))),
-    }
-}
-
-pub(super) fn check(ok: bool, name: &str) -> Result<(), Reply> {
-    if ok {
-        Ok(())
-    } else {
-        Err(arity(name))
     }
 }

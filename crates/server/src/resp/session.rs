@@ -24,11 +24,11 @@ pub struct Session {
     /// How long to wait before reading the client's next requests.
     pub(super) penalty: std::time::Duration,
     /// The producer id `ID` set for the next command ([`super::write_options`]).
-    pub(super) next_id: Option<super::write_options::NextId>,
+    pub(super) next_id: Option<NextId>,
     /// The consistency `CONSISTENCY` set; the node's defaults until then.
     pub(super) options: Option<speedlayer_api::WriteOptions>,
     /// The commands queued since `MULTI` ([`super::transaction`]).
-    pub(super) multi: Option<super::transaction::Transaction>,
+    pub(super) multi: Option<Transaction>,
 }
 
 impl Session {
@@ -65,5 +65,31 @@ impl Session {
     /// True once the client sent QUIT.
     pub fn quit(&self) -> bool {
         self.quit
+    }
+}
+
+/// What `ID` gave the next write.
+pub struct NextId {
+    /// The producer id.
+    pub id: speedlayer_core::UpdateId,
+    /// The event time, when given (else the arrival time, as for any write).
+    pub ts_us: Option<i64>,
+}
+
+/// The commands queued since `MULTI`.
+#[derive(Default)]
+pub struct Transaction {
+    /// The commands, in the order sent.
+    pub(super) queued: Vec<speedlayer_resp::Request>,
+    /// A command could not be queued: `EXEC` aborts.
+    pub(super) failed: bool,
+}
+
+impl Session {
+    /// How this connection's reads and writes are carried out: as set with
+    /// `CONSISTENCY`, else the node's defaults.
+    pub fn options(&self) -> speedlayer_api::WriteOptions {
+        self.options
+            .unwrap_or_else(|| self.shared.coordinator.defaults())
     }
 }

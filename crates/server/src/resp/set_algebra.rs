@@ -16,7 +16,7 @@ use speedlayer_core::{Op, OpError, Reading, Value};
 use speedlayer_resp::Reply;
 
 use super::args::{integer, request_error, wrongtype};
-use super::reads::{check, read, target};
+use super::lookup::{check, read, target};
 use super::session::Session;
 
 /// True for the commands this module executes.

@@ -15,16 +15,8 @@
 use speedlayer_resp::{Reply, Request};
 
 use super::admin;
-use super::session::Session;
+use super::session::{Session, Transaction};
 use super::step::Step;
-
-/// The commands queued since `MULTI`.
-#[derive(Default)]
-pub struct Transaction {
-    queued: Vec<Request>,
-    /// A command could not be queued: `EXEC` aborts.
-    failed: bool,
-}
 
 /// What a command does to the connection's transaction: a step (answered or run now),
 /// or `None` when it is not a transaction command and none is open (plan it as usual).

@@ -17,14 +17,14 @@
 //!   (sloppy); `CONSISTENCY` alone answers the current setting. The node's defaults
 //!   (`--consistency`, `--quorum`) apply until it is set.
 
-use speedlayer_api::{Consistency, QuorumMode, WriteOptions};
+use speedlayer_api::{Consistency, QuorumMode};
 use speedlayer_core::UpdateId;
 use speedlayer_resp::Reply;
 
 use bytes::Bytes;
 
 use super::args::arity;
-use super::session::Session;
+use super::session::{NextId, Session};
 
 /// Longest producer name accepted (as for events and the HTTP API).
 pub const MAX_WRITER_LEN: usize = speedlayer_events::event::MAX_WRITER_LEN;
@@ -73,14 +73,6 @@ pub fn id(session: &mut Session, args: &[Bytes]) -> Reply {
     Reply::ok()
 }
 
-/// What `ID` gave the next write.
-pub struct NextId {
-    /// The producer id.
-    pub id: UpdateId,
-    /// The event time, when given (else the arrival time, as for any write).
-    pub ts_us: Option<i64>,
-}
-
 /// The refusal of a command that followed an `ID` but takes none.
 pub fn not_an_id_taker(name: &str) -> Reply {
     Reply::error(format!(
@@ -115,13 +107,4 @@ pub fn consistency(session: &mut Session, args: &[Bytes]) -> Reply {
     }
     session.options = Some(options);
     Reply::ok()
-}
-
-impl Session {
-    /// How this connection's reads and writes are carried out: as set with
-    /// `CONSISTENCY`, else the node's defaults.
-    pub fn options(&self) -> WriteOptions {
-        self.options
-            .unwrap_or_else(|| self.shared.coordinator.defaults())
-    }
 }

@@ -1,0 +1,57 @@
+//! Looking one key up for a command: its target (view and key), its reading at the
+//! connection's consistency, the reading as a Redis string, and the arity check every
+//! data command makes. Shared by the read, hash and set-algebra commands.
+
+use bytes::Bytes;
+use speedlayer_core::{Reading, Value};
+use speedlayer_resp::Reply;
+
+use super::args::{arity, request_error};
+use super::keys::{resolve, Target};
+use super::session::Session;
+
+/// A reading as a Redis string: counters and max/min render their integer (as Redis
+/// renders an integer-valued string), registers their bytes. Sets and HLLs are not
+/// strings: `Err`.
+pub(super) fn string_of(reading: &Reading) -> Result<Option<Bytes>, ()> {
+    match reading {
+        Reading::Count { total, .. } => Ok(Some(Bytes::from(total.to_string()))),
+        Reading::State(Value::Register(r)) => Ok(r.get().map(Bytes::copy_from_slice)),
+        Reading::State(Value::Max(e) | Value::Min(e)) => {
+            Ok(e.get().map(|v| Bytes::from(v.to_string())))
+        }
+        Reading::State(_) | Reading::Distinct { .. } => Err(()),
+    }
+}
+
+/// Where `key` (and `field`, for a hash) lives.
+pub(super) fn target(
+    session: &Session,
+    key: &Bytes,
+    field: Option<&Bytes>,
+) -> Result<Target, Reply> {
+    resolve(&*session.shared.coordinator, key, field.map(|f| &f[..]))
+}
+
+/// The reading of `target` at the connection's consistency (`None` when absent).
+pub(super) async fn read(session: &Session, target: &Target) -> Result<Option<Reading>, Reply> {
+    let coordinator = &session.shared.coordinator;
+    let readings = coordinator
+        .get_many(
+            &target.view.name,
+            vec![target.key.clone()],
+            session.options().consistency,
+        )
+        .await
+        .map_err(|e| request_error(&e))?;
+    Ok(readings.into_iter().next().flatten())
+}
+
+/// `Err(arity)` unless `ok`.
+pub(super) fn check(ok: bool, name: &str) -> Result<(), Reply> {
+    if ok {
+        Ok(())
+    } else {
+        Err(arity(name))
+    }
+}
