@@ -759,3 +759,29 @@ async fn hashes_of_strings_and_counters() {
         .await
         .starts_with("ERR wrong number of arguments"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_refused_on_purpose_say_why() {
+    let node = TestNode::start().await;
+    let mut con = node.connect(false).await;
+    assert_eq!(int(&mut con, &["INCR", "k"]).await, 1);
+    for (args, why) in [
+        (&["EXPIRE", "k", "10"][..], "not a per-key TTL"),
+        (&["TTL", "k"][..], "not a per-key TTL"),
+        (&["SETEX", "k", "10", "v"][..], "not a per-key TTL"),
+        (&["SETNX", "k", "v"][..], "cannot be atomic"),
+        (&["GETSET", "k", "v"][..], "cannot be atomic"),
+        (&["INCRBYFLOAT", "k", "1.5"][..], "64-bit integers"),
+        (&["WAIT", "1", "0"][..], "nothing left to wait for"),
+        (&["SHUTDOWN"][..], "SIGTERM"),
+    ] {
+        let refused = cmd_err(&mut con, args).await;
+        assert!(
+            refused.starts_with(&format!("ERR {} is not supported: ", args[0]))
+                && refused.contains(why),
+            "{args:?}: {refused}"
+        );
+    }
+    // Nothing changed, and the node is still serving.
+    assert_eq!(int(&mut con, &["INCR", "k"]).await, 2);
+}

@@ -130,6 +130,52 @@ const COMMANDS: &[CommandSpec] = &[
     ("consistency", -1, &["fast"], 0, 0, 0),
 ];
 
+/// Why a Redis command is refused on purpose (docs/redis-compat.md has the same list).
+const REFUSED: &[(&str, &str)] = &[
+    ("EXPIRE", TTL_REASON),
+    ("PEXPIRE", TTL_REASON),
+    ("EXPIREAT", TTL_REASON),
+    ("PEXPIREAT", TTL_REASON),
+    ("EXPIRETIME", TTL_REASON),
+    ("PEXPIRETIME", TTL_REASON),
+    ("TTL", TTL_REASON),
+    ("PTTL", TTL_REASON),
+    ("PERSIST", TTL_REASON),
+    ("SETEX", TTL_REASON),
+    ("PSETEX", TTL_REASON),
+    ("GETEX", TTL_REASON),
+    ("SETNX", ATOMIC_REASON),
+    ("MSETNX", ATOMIC_REASON),
+    ("GETSET", ATOMIC_REASON),
+    ("GETDEL", ATOMIC_REASON),
+    ("INCRBYFLOAT", "counters are 64-bit integers"),
+    ("HINCRBYFLOAT", "counters are 64-bit integers"),
+    (
+        "WAIT",
+        "a write is answered once it reached the connection's consistency (see CONSISTENCY): there is nothing left to wait for",
+    ),
+    (
+        "SHUTDOWN",
+        "stop a node with SIGTERM (or its service manager): clients cannot stop it",
+    ),
+];
+
+/// Why keys have no per-key TTL.
+const TTL_REASON: &str =
+    "keys expire with their epoch (the view's epoch_secs and retention), not a per-key TTL";
+
+/// Why read-then-write and conditional commands are refused.
+const ATOMIC_REASON: &str =
+    "a conditional or read-then-write step cannot be atomic across leaderless replicas";
+
+/// The reason `name` is refused, when it is.
+fn refusal(name: &str) -> Option<&'static str> {
+    REFUSED
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, why)| *why)
+}
+
 /// True for every command this server implements.
 pub fn is_known(name: &str) -> bool {
     COMMANDS.iter().any(|(n, ..)| n.eq_ignore_ascii_case(name))
@@ -185,6 +231,10 @@ pub fn execute(session: &mut Session, name: &str, request: &Request) -> Reply {
             text: Bytes::from(info(session, &args[1..])),
         },
         _ if is_known(name) => arity(name),
+        _ if refusal(name).is_some() => Reply::error(format!(
+            "ERR {name} is not supported: {}",
+            refusal(name).unwrap_or_default()
+        )),
         _ => {
             let mut message = format!(
                 "ERR unknown command '{}', with args beginning with:",
