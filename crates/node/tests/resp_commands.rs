@@ -785,3 +785,54 @@ async fn commands_refused_on_purpose_say_why() {
     // Nothing changed, and the node is still serving.
     assert_eq!(int(&mut con, &["INCR", "k"]).await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_list_and_info_describe_every_open_connection() {
+    let node = TestNode::start().await;
+    let mut con = node.connect(false).await;
+    let mut other = node.connect(false).await;
+    ok(&mut con, &["CLIENT", "SETNAME", "loader"]).await;
+    ok(&mut con, &["CLIENT", "SETINFO", "LIB-NAME", "my-lib"]).await;
+    ok(&mut con, &["CLIENT", "SETINFO", "LIB-VER", "1.2"]).await;
+    let my_id = int(&mut con, &["CLIENT", "ID"]).await;
+    let other_id = int(&mut other, &["CLIENT", "ID"]).await;
+
+    let info = text(&cmd(&mut con, &["CLIENT", "INFO"]).await);
+    for field in [
+        &format!("id={my_id} ")[..],
+        "name=loader ",
+        "lib-name=my-lib ",
+        "lib-ver=1.2",
+        "db=0 ",
+        "cmd=client",
+    ] {
+        assert!(info.contains(field), "{field} in {info}");
+    }
+    let list = text(&cmd(&mut other, &["CLIENT", "LIST"]).await);
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(list.contains("name=loader "), "{list}");
+    let only = text(&cmd(&mut other, &["CLIENT", "LIST", "ID", &other_id.to_string()]).await);
+    assert_eq!(only.lines().count(), 1, "{only}");
+    assert!(only.starts_with(&format!("id={other_id} ")), "{only}");
+    assert_eq!(
+        text(&cmd(&mut other, &["CLIENT", "LIST", "TYPE", "pubsub"]).await),
+        ""
+    );
+    assert!(cmd_err(&mut other, &["CLIENT", "LIST", "TYPE", "bogus"])
+        .await
+        .starts_with("ERR Unknown client type"));
+
+    // A closed connection leaves the list.
+    drop(con);
+    let mut listed = 2;
+    for _ in 0..100 {
+        listed = text(&cmd(&mut other, &["CLIENT", "LIST"]).await)
+            .lines()
+            .count();
+        if listed == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(listed, 1);
+}

@@ -337,25 +337,88 @@ fn client(session: &mut Session, args: &[Bytes]) -> Reply {
         }
         "GETNAME" if args.len() == 2 => session.name.clone().map_or(Reply::Null, Reply::Bulk),
         "ID" if args.len() == 2 => Reply::Integer(session.id as i64),
-        "SETINFO" if args.len() == 4 => Reply::ok(),
-        "INFO" if args.len() == 2 => Reply::Bulk(Bytes::from(format!(
-            "id={} name={} resp={}\n",
-            session.id,
-            session
-                .name
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default(),
-            if session.protocol == Protocol::Resp3 {
-                3
-            } else {
-                2
+        "SETINFO" if args.len() == 4 => {
+            if args[3].iter().any(|b| *b == b' ' || *b == b'\n') {
+                return Reply::error(
+                    "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.",
+                );
             }
-        ))),
+            let value = String::from_utf8_lossy(&args[3]).into_owned();
+            match command_name(&args[2]).as_str() {
+                "LIB-NAME" => session.lib.0 = value,
+                "LIB-VER" => session.lib.1 = value,
+                other => {
+                    return Reply::error(format!(
+                        "ERR Unrecognized option '{}'",
+                        other.to_ascii_lowercase()
+                    ))
+                }
+            }
+            Reply::ok()
+        }
+        "INFO" if args.len() == 2 => {
+            session.publish();
+            Reply::Verbatim {
+                format: *b"txt",
+                text: Bytes::from(session.shared.clients.line(session.id)),
+            }
+        }
+        "LIST" => client_list(session, &args[2..]),
         other => Reply::error(format!(
             "ERR unknown subcommand or wrong number of arguments for 'CLIENT|{}'",
             other.to_ascii_lowercase()
         )),
+    }
+}
+
+/// `CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id …]`: every client is a
+/// normal one (no replicas, no pub/sub here).
+fn client_list(session: &Session, args: &[Bytes]) -> Reply {
+    let mut ids: Option<Vec<u64>> = None;
+    let mut normal = true;
+    let mut i = 0;
+    while i < args.len() {
+        match command_name(&args[i]).as_str() {
+            "TYPE" if i + 1 < args.len() => {
+                match command_name(&args[i + 1]).as_str() {
+                    "NORMAL" => {}
+                    "MASTER" | "REPLICA" | "SLAVE" | "PUBSUB" => normal = false,
+                    other => {
+                        return Reply::error(format!(
+                            "ERR Unknown client type '{}'",
+                            other.to_ascii_lowercase()
+                        ))
+                    }
+                }
+                i += 2;
+            }
+            "ID" if i + 1 < args.len() => {
+                let mut wanted = Vec::new();
+                i += 1;
+                while i < args.len() {
+                    match std::str::from_utf8(&args[i])
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                    {
+                        Some(id) => wanted.push(id),
+                        None => return Reply::error("ERR Invalid client ID"),
+                    }
+                    i += 1;
+                }
+                ids = Some(wanted);
+            }
+            _ => return Reply::error("ERR syntax error"),
+        }
+    }
+    session.publish();
+    let text = if normal {
+        session.shared.clients.lines(ids.as_deref())
+    } else {
+        String::new()
+    };
+    Reply::Verbatim {
+        format: *b"txt",
+        text: Bytes::from(text),
     }
 }
 

@@ -23,8 +23,13 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let limits = shared.limits;
-    let peer = socket.peer_addr().ok().map(|a| a.ip());
-    let mut session = Session::new(shared, id, peer);
+    let mut session = Session::new(
+        shared.clone(),
+        id,
+        socket.peer_addr().ok(),
+        socket.local_addr().ok(),
+    );
+    let _listed = Listed(shared, id);
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     let mut requests = Vec::new();
@@ -100,5 +105,14 @@ pub async fn run(
         if read == 0 {
             return Ok(());
         }
+    }
+}
+
+/// Keeps a client in `CLIENT LIST` while its connection lives.
+struct Listed(Arc<RespShared>, u64);
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.0.clients.close(self.1);
     }
 }

@@ -7,6 +7,7 @@
 
 mod admin;
 mod args;
+mod clients;
 mod connection;
 mod hashes;
 pub mod keys;
@@ -75,6 +76,8 @@ pub struct RespShared {
     pub request_timeout: std::time::Duration,
     /// Failed `AUTH`s per source address (shared with the HTTP door).
     pub auth_throttle: Arc<crate::auth::AuthThrottle>,
+    /// Every open connection, for `CLIENT LIST`.
+    pub clients: clients::ClientRegistry,
 }
 
 /// Default of [`RespShared::request_timeout`].
@@ -115,6 +118,7 @@ impl RespShared {
             max_clients: DEFAULT_MAX_CLIENTS,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             auth_throttle: Arc::default(),
+            clients: clients::ClientRegistry::default(),
         }
     }
 }

@@ -36,9 +36,13 @@ fn take_view_group<T>(
 impl Session {
     /// Runs `requests` in order and appends their replies to `out`, in order.
     pub async fn run_pipeline(&mut self, requests: Vec<Request>, out: &mut BytesMut) {
+        if let Some(last) = requests.last() {
+            self.last_command = String::from_utf8_lossy(&last.args[0]).to_ascii_lowercase();
+        }
         for reply in self.execute(requests).await {
             reply.encode(self.protocol, out);
         }
+        self.publish();
     }
 
     /// Runs `requests` in order; their replies, in order (none for those after a QUIT).

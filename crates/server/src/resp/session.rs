@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use speedlayer_resp::Protocol;
 
+use super::clients::ClientCard;
 use super::RespShared;
 
 /// One connection's state.
@@ -18,6 +19,14 @@ pub struct Session {
     pub(super) quit: bool,
     /// The client's address (for the failed-`AUTH` throttle).
     pub(super) peer: Option<std::net::IpAddr>,
+    /// The client's and the node's ends of the connection (`CLIENT LIST`).
+    pub(super) addrs: (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>),
+    /// `CLIENT SETINFO LIB-NAME` and `LIB-VER`.
+    pub(super) lib: (String, String),
+    /// When the connection was accepted.
+    pub(super) connected: std::time::Instant,
+    /// The last command run, lower case (`CLIENT LIST`'s `cmd`).
+    pub(super) last_command: String,
     /// An `AUTH` failed in the pipeline being run: later ones in it are refused unchecked
     /// (one guess per round trip, however long the pipeline).
     pub(super) auth_failed: bool,
@@ -32,23 +41,64 @@ pub struct Session {
 }
 
 impl Session {
-    /// A fresh session; authenticated from the start when no password is configured.
-    pub fn new(shared: Arc<RespShared>, id: u64, peer: Option<std::net::IpAddr>) -> Self {
+    /// A fresh session on the connection from `addr` to `laddr`, listed for `CLIENT
+    /// LIST`; authenticated from the start when no password is configured.
+    pub fn new(
+        shared: Arc<RespShared>,
+        id: u64,
+        addr: Option<std::net::SocketAddr>,
+        laddr: Option<std::net::SocketAddr>,
+    ) -> Self {
         let authenticated = shared.requirepass.is_none();
-        Session {
+        let session = Session {
+            addrs: (addr, laddr),
+            lib: Default::default(),
+            connected: std::time::Instant::now(),
+            last_command: String::new(),
             shared,
             id,
             protocol: Protocol::Resp2,
             authenticated,
             name: None,
             quit: false,
-            peer,
+            peer: addr.map(|a| a.ip()),
             auth_failed: false,
             penalty: std::time::Duration::ZERO,
             next_id: None,
             options: None,
             multi: None,
-        }
+        };
+        session.publish();
+        session
+    }
+
+    /// Updates this client's card in the registry `CLIENT LIST` reads.
+    pub fn publish(&self) {
+        let text = |b: &Option<Bytes>| {
+            b.as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned()
+        };
+        self.shared.clients.publish(
+            self.id,
+            ClientCard {
+                addr: self.addrs.0,
+                laddr: self.addrs.1,
+                name: text(&self.name),
+                lib_name: self.lib.0.clone(),
+                lib_ver: self.lib.1.clone(),
+                connected: self.connected,
+                active: std::time::Instant::now(),
+                last_command: self.last_command.clone(),
+                resp: if self.protocol == Protocol::Resp3 {
+                    3
+                } else {
+                    2
+                },
+                multi: self.multi.as_ref().map_or(-1, |t| t.queued.len() as i64),
+            },
+        );
     }
 
     /// The wait a failed `AUTH` in the last pipeline earned (zero otherwise); resets it.
