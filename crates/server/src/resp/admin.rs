@@ -308,6 +308,7 @@ fn hello(session: &mut Session, args: &[Bytes]) -> Reply {
         return Reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     session.protocol = protocol;
+    session.publish();
     let proto = match protocol {
         Protocol::Resp2 => 2,
         Protocol::Resp3 => 3,
@@ -333,6 +334,7 @@ fn client(session: &mut Session, args: &[Bytes]) -> Reply {
                 );
             }
             session.name = Some(args[2].clone());
+            session.publish();
             Reply::ok()
         }
         "GETNAME" if args.len() == 2 => session.name.clone().map_or(Reply::Null, Reply::Bulk),
@@ -354,6 +356,7 @@ fn client(session: &mut Session, args: &[Bytes]) -> Reply {
                     ))
                 }
             }
+            session.publish();
             Reply::ok()
         }
         "INFO" if args.len() == 2 => {
@@ -373,7 +376,7 @@ fn client(session: &mut Session, args: &[Bytes]) -> Reply {
 
 /// `CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id …]`: every client is a
 /// normal one (no replicas, no pub/sub here).
-fn client_list(session: &Session, args: &[Bytes]) -> Reply {
+fn client_list(session: &mut Session, args: &[Bytes]) -> Reply {
     let mut ids: Option<Vec<u64>> = None;
     let mut normal = true;
     let mut i = 0;

@@ -37,12 +37,17 @@ impl Session {
     /// Runs `requests` in order and appends their replies to `out`, in order.
     pub async fn run_pipeline(&mut self, requests: Vec<Request>, out: &mut BytesMut) {
         if let Some(last) = requests.last() {
-            self.last_command = String::from_utf8_lossy(&last.args[0]).to_ascii_lowercase();
+            self.last_command = last.args[0].clone();
         }
         for reply in self.execute(requests).await {
             reply.encode(self.protocol, out);
         }
-        self.publish();
+        // CLIENT LIST's idle and cmd are whole seconds: a card a second old is current
+        // enough, and busy clients do not contend on the registry for it. Commands that
+        // change a card's other fields publish it themselves.
+        if self.published.elapsed() >= std::time::Duration::from_secs(1) {
+            self.publish();
+        }
     }
 
     /// Runs `requests` in order; their replies, in order (none for those after a QUIT).

@@ -25,8 +25,10 @@ pub struct Session {
     pub(super) lib: (String, String),
     /// When the connection was accepted.
     pub(super) connected: std::time::Instant,
-    /// The last command run, lower case (`CLIENT LIST`'s `cmd`).
-    pub(super) last_command: String,
+    /// The last command run (`CLIENT LIST`'s `cmd`).
+    pub(super) last_command: Bytes,
+    /// When this client's card was last published.
+    pub(super) published: std::time::Instant,
     /// An `AUTH` failed in the pipeline being run: later ones in it are refused unchecked
     /// (one guess per round trip, however long the pipeline).
     pub(super) auth_failed: bool,
@@ -50,11 +52,12 @@ impl Session {
         laddr: Option<std::net::SocketAddr>,
     ) -> Self {
         let authenticated = shared.requirepass.is_none();
-        let session = Session {
+        let mut session = Session {
             addrs: (addr, laddr),
             lib: Default::default(),
             connected: std::time::Instant::now(),
-            last_command: String::new(),
+            last_command: Bytes::new(),
+            published: std::time::Instant::now(),
             shared,
             id,
             protocol: Protocol::Resp2,
@@ -73,7 +76,8 @@ impl Session {
     }
 
     /// Updates this client's card in the registry `CLIENT LIST` reads.
-    pub fn publish(&self) {
+    pub fn publish(&mut self) {
+        self.published = std::time::Instant::now();
         let text = |b: &Option<Bytes>| {
             b.as_deref()
                 .map(String::from_utf8_lossy)
@@ -90,7 +94,7 @@ impl Session {
                 lib_ver: self.lib.1.clone(),
                 connected: self.connected,
                 active: std::time::Instant::now(),
-                last_command: self.last_command.clone(),
+                last_command: String::from_utf8_lossy(&self.last_command).to_ascii_lowercase(),
                 resp: if self.protocol == Protocol::Resp3 {
                     3
                 } else {
