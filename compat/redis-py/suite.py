@@ -9,7 +9,7 @@ list (a regression, or a new gap to document) or when a listed test passes (the 
 stale: remove the row). Prints passed/failed/skipped per family.
 
 Usage: suite.py --tests DIR --url redis://127.0.0.1:PORT [--python PYTHON]
-                [--doc docs/redis-compat.md] [--print-rows]
+                [--doc docs/redis-compat.md] [--print-rows] [--protocol 3]
   DIR is the `tests` folder of redis-py's sdist (compat/redis-py/setup.sh fetches it);
   PYTHON has pytest and redis-py (default: the venv setup.sh makes).
   --print-rows prints a table row for every failing test (to start or refresh the doc).
@@ -79,14 +79,16 @@ def main():
     ap.add_argument("--python", default=None)
     ap.add_argument("--doc", default=os.path.join(os.path.dirname(__file__), "..", "..", "docs", "redis-compat.md"))
     ap.add_argument("--print-rows", action="store_true")
+    ap.add_argument("--protocol", default=None, help="3 runs the tests over RESP3 (HELLO 3)")
     args = ap.parse_args()
     tests = os.path.abspath(args.tests)
     python = os.path.abspath(args.python or os.path.join(tests, "..", "..", "venv", "bin", "python"))
     root = os.path.dirname(tests)
+    protocol = [f"--protocol={args.protocol}"] if args.protocol else []
 
     collected = subprocess.run(
         [python, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-         f"--redis-url={args.url}"] + [os.path.join("tests", s) for s in SOURCES],
+         f"--redis-url={args.url}"] + protocol + [os.path.join("tests", s) for s in SOURCES],
         cwd=root, capture_output=True, text=True)
     ids = [l.strip() for l in collected.stdout.splitlines() if "::" in l]
     claimed = [i for i in ids if family_of(i)]
@@ -98,7 +100,7 @@ def main():
         junit = os.path.join(tmp, "junit.xml")
         subprocess.run(
             [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--redis-url={args.url}",
-             f"--junitxml={junit}", "-o", "junit_family=xunit1"] + claimed,
+             f"--junitxml={junit}", "-o", "junit_family=xunit1"] + protocol + claimed,
             cwd=root, capture_output=True, text=True)
         tree = ET.parse(junit)
 
