@@ -181,7 +181,7 @@ impl WriterSlot {
 /// Shared by `counter` and `gcounter`; the grow-only check lives in
 /// [`Value::apply`](crate::Value::apply). The state is canonical: equal states
 /// are `==` and encode to equal bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Counter {
     /// Node id → sums of anonymous updates coordinated by that node. Never holds
     /// an all-zero side.
@@ -193,7 +193,20 @@ pub struct Counter {
     /// beyond that, so a delete removes what it saw and an update it did not see still
     /// counts (observed-remove). Never holds an all-zero side.
     removed: BTreeMap<Slot, Side>,
+    /// The exact (unclamped) total while it is known: an increment checks the `i64`
+    /// range against it in O(1) instead of summing every slot and window. Filled by
+    /// the first increment, kept by the increments after it, dropped by every other
+    /// change (merge, delete). Not part of the state: equality and encoding ignore it.
+    cached_total: Option<i128>,
 }
+
+impl PartialEq for Counter {
+    fn eq(&self, other: &Counter) -> bool {
+        self.nodes == other.nodes && self.writers == other.writers && self.removed == other.removed
+    }
+}
+
+impl Eq for Counter {}
 
 /// A slot of a counter, as a delete records it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -208,11 +221,17 @@ impl Counter {
     /// The counter's value: the sum of all slots, computed without overflow and
     /// saturated to the `i64` range.
     pub fn total(&self) -> i64 {
-        let all = self
-            .live_slots()
-            .fold(0i128, |acc, side| acc.saturating_add(side.net()));
         // The clamp makes the narrowing cast exact.
-        all.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+        self.exact_total()
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
+
+    /// The sum of all slots, unclamped.
+    fn exact_total(&self) -> i128 {
+        self.cached_total.unwrap_or_else(|| {
+            self.live_slots()
+                .fold(0i128, |acc, side| acc.saturating_add(side.net()))
+        })
     }
 
     /// True when some slot holds an update no delete observed: the key exists (a
@@ -253,6 +272,7 @@ impl Counter {
     /// as removed. Updates counted later, here or on a replica that had not seen this
     /// state, still count. Returns whether the key existed.
     pub fn delete(&mut self) -> bool {
+        self.cached_total = None;
         let existed = self.exists();
         let seen: Vec<(Slot, Side)> = self
             .nodes
@@ -283,9 +303,26 @@ impl Counter {
     ///
     /// With `ctx.id` the update counts in the writer's slot and is deduplicated
     /// (`by == 0` still records the seq); without, it counts in `ctx.node`'s
-    /// slot and is always [`Outcome::Applied`]. Fails only with
-    /// [`OpError::TooManyWriters`], leaving the counter unchanged.
+    /// slot and is always [`Outcome::Applied`]. Fails with [`OpError::Overflow`] when the
+    /// total would leave the `i64` range, and with [`OpError::TooManyWriters`], leaving
+    /// the counter unchanged either way.
     pub fn incr(&mut self, by: i64, ctx: &ApplyCtx<'_>) -> Result<Outcome, OpError> {
+        let before = self.exact_total();
+        let after = before + i128::from(by);
+        if !(i128::from(i64::MIN)..=i128::from(i64::MAX)).contains(&after) {
+            return Err(OpError::Overflow);
+        }
+        let outcome = self.count(by, ctx)?;
+        self.cached_total = Some(if outcome == Outcome::Applied {
+            after
+        } else {
+            before
+        });
+        Ok(outcome)
+    }
+
+    /// [`Counter::incr`] without the range check.
+    fn count(&mut self, by: i64, ctx: &ApplyCtx<'_>) -> Result<Outcome, OpError> {
         let Some(id) = ctx.id else {
             if by != 0 {
                 match self.nodes.get_mut(ctx.node) {
@@ -341,6 +378,7 @@ impl Counter {
     /// Lattice join: per-node side-wise max, per-writer slot join, and what deletes
     /// observed joined per slot.
     pub fn merge(&mut self, other: &Counter) {
+        self.cached_total = None;
         for (slot, side) in &other.removed {
             self.removed.entry(slot.clone()).or_default().join(side);
         }
@@ -523,6 +561,60 @@ mod tests {
     use super::*;
     use crate::op::UpdateId;
 
+    #[test]
+    fn an_increment_past_the_i64_range_is_refused_and_changes_nothing() {
+        let anon_ctx = ApplyCtx {
+            node: "n1",
+            id: None,
+            ts_us: 0,
+            unique: 0,
+        };
+        let mut c = Counter::default();
+        assert_eq!(c.incr(i64::MAX, &anon_ctx), Ok(Outcome::Applied));
+        let before = c.clone();
+        assert_eq!(c.incr(1, &anon_ctx), Err(OpError::Overflow));
+        assert_eq!(c, before);
+        assert_eq!(c.total(), i64::MAX);
+        // Downwards too, through a writer slot.
+        assert_eq!(c.incr(i64::MIN, &anon_ctx), Ok(Outcome::Applied));
+        assert_eq!(c.total(), -1);
+        let id = UpdateId {
+            writer: "w".into(),
+            seq: 1,
+        };
+        let with_id = ApplyCtx {
+            id: Some(&id),
+            ..anon_ctx
+        };
+        assert_eq!(c.incr(i64::MIN, &with_id), Err(OpError::Overflow));
+        assert_eq!(c.total(), -1);
+        assert_eq!(c.incr(i64::MIN + 1, &with_id), Ok(Outcome::Applied));
+        assert_eq!(c.total(), i64::MIN);
+        // A duplicate is checked against the total it would leave (unchanged).
+        assert_eq!(c.incr(i64::MIN + 1, &with_id), Err(OpError::Overflow));
+    }
+
+    #[test]
+    fn the_range_check_follows_merges_and_deletes() {
+        let ctx = |node| ApplyCtx {
+            node,
+            id: None,
+            ts_us: 0,
+            unique: 0,
+        };
+        let mut a = Counter::default();
+        assert_eq!(a.incr(i64::MAX - 10, &ctx("n1")), Ok(Outcome::Applied));
+        let mut b = Counter::default();
+        assert_eq!(b.incr(10, &ctx("n2")), Ok(Outcome::Applied));
+        // What a merge brings counts: the total is now i64::MAX.
+        a.merge(&b);
+        assert_eq!(a.incr(1, &ctx("n1")), Err(OpError::Overflow));
+        // A delete removes what it saw: room again.
+        a.delete();
+        assert_eq!(a.incr(5, &ctx("n1")), Ok(Outcome::Applied));
+        assert_eq!(a.total(), 5);
+    }
+
     fn with_id(c: &mut Counter, writer: &str, seq: u64, by: i64) -> Outcome {
         let id = UpdateId {
             writer: writer.to_owned(),
@@ -664,17 +756,35 @@ mod tests {
 
     #[test]
     fn extremes_saturate_instead_of_overflowing() {
+        // Each replica's increments stay in the range; merged, the slots sum past it,
+        // and reads saturate.
         let mut c = Counter::default();
-        anon(&mut c, "n1", i64::MAX);
-        anon(&mut c, "n1", i64::MAX);
-        anon(&mut c, "n2", i64::MAX);
+        for node in ["n1", "n2"] {
+            let mut part = Counter::default();
+            anon(&mut part, node, i64::MAX);
+            c.merge(&part);
+        }
         assert_eq!(c.total(), i64::MAX);
-        anon(&mut c, "n3", i64::MIN);
-        anon(&mut c, "n3", i64::MIN);
-        with_id(&mut c, "w", u64::MAX, i64::MIN);
-        with_id(&mut c, "w", u64::MAX - 1, i64::MIN);
-        // (2^64 - 2) + (2^63 - 1) - (2^64 - 1, saturated) - 2^64 < i64::MIN.
+        for node in ["n3", "n4"] {
+            let mut part = Counter::default();
+            anon(&mut part, node, i64::MIN);
+            c.merge(&part);
+        }
+        for seq in [u64::MAX, u64::MAX - 1] {
+            let mut part = Counter::default();
+            with_id(&mut part, "w", seq, i64::MIN);
+            c.merge(&part);
+        }
+        // 2 (2^63 - 1) - 4 * 2^63 < i64::MIN.
         assert_eq!(c.total(), i64::MIN);
+        // Past the range already: only an increment that brings it back is taken.
+        let ctx = ApplyCtx {
+            node: "n1",
+            id: None,
+            ts_us: 0,
+            unique: 0,
+        };
+        assert_eq!(c.incr(1, &ctx), Err(OpError::Overflow));
         round_trip(&c);
     }
 

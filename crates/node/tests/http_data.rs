@@ -464,3 +464,43 @@ async fn consistency_levels_are_accepted_on_update_get_and_range() {
     }
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_updates_past_the_i64_range_are_refused_not_saturated() {
+    let node = TestNode::start().await;
+    node.declare_ok("c", "counter").await;
+    let incr = |by: i64| json!({ "key": "k", "op": "incr", "by": by, "ts": TS });
+    let value = || async {
+        let (status, answer) = node.get("c", &[("key", "k")]).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer["value"].clone()
+    };
+    node.update_ok("c", incr(i64::MAX)).await;
+    for by in [1, i64::MAX] {
+        let (status, answer) = node.update("c", &incr(by)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert_eq!(answer["applied"], 0, "{answer}");
+        assert_eq!(answer["error"], "updates_refused", "{answer}");
+        assert_eq!(
+            answer["failed"][0]["error"], "increment or decrement would overflow",
+            "{answer}"
+        );
+        assert_eq!(value().await, json!(i64::MAX));
+    }
+    // Downwards: MAX + MIN = -1, then MIN once more would leave the range.
+    node.update_ok("c", incr(i64::MIN)).await;
+    assert_eq!(value().await, json!(-1));
+    let (status, answer) = node
+        .update(
+            "c",
+            &json!({ "key": "k", "op": "decr", "by": i64::MAX, "ts": TS }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(value().await, json!(i64::MIN));
+    let (status, answer) = node
+        .update("c", &json!({ "key": "k", "op": "decr", "by": 1, "ts": TS }))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(value().await, json!(i64::MIN));
+}
