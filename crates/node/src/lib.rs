@@ -7,6 +7,7 @@
 //! in the background (retiring epochs, the queue worker, gossip) is started and stopped
 //! here.
 
+mod http_serve;
 mod node;
 
 pub use node::{Node, NodeConfig, ServerError, DEFAULT_MAX_BODY_BYTES};

@@ -48,9 +48,11 @@ pub struct NodeConfig {
     pub requirepass: Option<String>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
-    /// Most Redis-protocol connections at once (Redis' `maxclients`).
+    /// Most connections at once on each of the HTTP and Redis-protocol ports (Redis'
+    /// `maxclients`).
     pub max_clients: usize,
-    /// How long a Redis-protocol request may take to arrive once begun.
+    /// How long a Redis-protocol request, or an HTTP request's line and headers, may
+    /// take to arrive once begun.
     pub request_timeout: Duration,
     /// Storage tuning.
     pub shards: Option<usize>,
@@ -168,7 +170,7 @@ impl Node {
         }
         let store = tokio::task::block_in_place(|| Store::open(store_config, &mut registry))?;
         store.declare_view(REDIS_VIEW, redis_view_spec())?;
-        let (stop, mut stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(false);
         let cluster = Cluster::start(
             store.clone(),
             config.cluster.clone(),
@@ -221,17 +223,11 @@ impl Node {
         let resp_shared = Arc::new(resp_shared);
         let resp_task = tokio::spawn(resp::serve(resp_listener, resp_shared, stop.subscribe()));
         let app = http::router(state, config.max_body_bytes);
-        let http_task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                // The client's address reaches the handlers (the failed-password throttle).
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
-        });
+        let limits = crate::http_serve::HttpLimits {
+            header_timeout: config.request_timeout,
+            max_connections: config.max_clients,
+        };
+        let http_task = tokio::spawn(crate::http_serve::serve(listener, app, limits, stopped));
         // Last, once the node serves: views from the config file are declared by now.
         let source_task = nats.map(|source| tokio::spawn(source.run(stop.subscribe())));
         let retire_task = tokio::spawn(retire(store.clone(), stop.subscribe()));

@@ -96,13 +96,14 @@ pub struct ServeArgs {
     /// Largest accepted HTTP request body in bytes [default: 16 MiB].
     #[arg(long)]
     pub max_body_bytes: Option<usize>,
-    /// Most Redis-protocol connections at once; a further client gets Redis's
-    /// `-ERR max number of clients reached` [default: 10000].
+    /// Most connections at once on each of the Redis-protocol and HTTP ports; a further
+    /// client gets Redis's `-ERR max number of clients reached`, or HTTP 503
+    /// `too_many_connections` [default: 10000].
     #[arg(long)]
     pub max_clients: Option<usize>,
-    /// Seconds a Redis-protocol request may take to arrive once its first byte has; a
-    /// client that stalls mid-request is answered an error and closed (idle clients are
-    /// kept) [default: 30].
+    /// Seconds a Redis-protocol request, or an HTTP request's line and headers, may take
+    /// to arrive once its first byte has; a client that stalls mid-request is closed
+    /// (idle Redis clients are kept) [default: 30].
     #[arg(long)]
     pub request_timeout_secs: Option<u64>,
     /// Partitions of the ring, fixed at cluster creation; the same on every node
