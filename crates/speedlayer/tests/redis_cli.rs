@@ -289,14 +289,7 @@ fn cli_raw_expected(counters: &BTreeMap<usize, i64>) -> String {
 fn redis_cli_retries_with_an_id_count_once() {
     require_redis_cli();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (http_port, resp_port) = free_ports();
-    let mut server = Server::spawn(
-        &dir.path().join("data"),
-        http_port,
-        resp_port,
-        &dir.path().join("serve.log"),
-    );
-    wait_ready(&mut server);
+    let mut server = Server::start_listening(dir.path());
     let port = server.resp_port;
     // Commands read from stdin go over one connection: the ID names the INCRBY after it.
     // Sent twice (a retry after a lost reply), it counts once; the next seq counts.

@@ -10,11 +10,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{free_ports, Server};
+use support::Server;
 
 /// The script: two sends of one pipeline of ten (ID, INCRBY) pairs, then a read; prints
 /// what each returned, one JSON document.
@@ -62,19 +61,8 @@ fn python_with_redis() -> String {
 fn redis_py_pipelines_with_ids_count_once_when_sent_again() {
     let python = python_with_redis();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (http_port, resp_port) = free_ports();
-    let mut server = Server::spawn(
-        &dir.path().join("data"),
-        http_port,
-        resp_port,
-        &dir.path().join("serve.log"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", resp_port)).is_err() {
-        server.assert_running();
-        assert!(Instant::now() < deadline, "the node never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut server = Server::start_listening(dir.path());
+    let resp_port = server.resp_port;
     let output = Command::new(&python)
         .args(["-c", SCRIPT, &resp_port.to_string()])
         .output()

@@ -14,11 +14,10 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{free_ports, Server};
+use support::Server;
 
 #[test]
 fn redis_py_tests_of_the_claimed_families_pass_or_are_listed_with_their_reason() {
@@ -34,19 +33,8 @@ fn redis_py_tests_of_the_claimed_families_pass_or_are_listed_with_their_reason()
         dir.display()
     );
     let data = tempfile::tempdir().expect("tempdir");
-    let (http_port, resp_port) = free_ports();
-    let mut server = Server::spawn(
-        &data.path().join("data"),
-        http_port,
-        resp_port,
-        &data.path().join("serve.log"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", resp_port)).is_err() {
-        server.assert_running();
-        assert!(Instant::now() < deadline, "the node never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut server = Server::start_listening(data.path());
+    let resp_port = server.resp_port;
     // Over RESP2, then over RESP3 (`HELLO 3`): the same tests pass or fail either way.
     for protocol in ["2", "3"] {
         let output = Command::new("python3")

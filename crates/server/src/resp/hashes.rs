@@ -8,12 +8,12 @@
 //! before the write, so two clients adding one field at once may both count it.
 
 use bytes::Bytes;
-use speedlayer_api::{validate, ApplyKind, RangeQuery, Update};
-use speedlayer_core::{Op, OpError};
+use speedlayer_api::{validate, RangeQuery, Update};
+use speedlayer_core::Op;
 use speedlayer_resp::Reply;
 
 use super::args::{request_error, wrongtype};
-use super::lookup::{check, read, string_of, target};
+use super::lookup::{apply, check, read, string_of, target};
 use super::session::Session;
 
 /// Most fields a hash command reads.
@@ -161,16 +161,12 @@ pub async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply,
             let Some(view) = view else {
                 return Err(Reply::error("ERR no field"));
             };
-            let results = coordinator
-                .apply(&view.name, updates, session.options(), ApplyKind::Plain)
-                .await
-                .map_err(|e| request_error(&e))?;
-            match results.into_iter().find(Result::is_err) {
-                Some(Err(OpError::WrongOp { .. })) => Err(wrongtype()),
-                Some(Err(e)) => Err(Reply::error(format!("ERR {e}"))),
-                _ if name == "HMSET" => Ok(Reply::ok()),
-                _ => Ok(Reply::Integer(new_fields)),
-            }
+            apply(session, &view.name, updates).await?;
+            Ok(if name == "HMSET" {
+                Reply::ok()
+            } else {
+                Reply::Integer(new_fields)
+            })
         }
     }
 }

@@ -1,12 +1,14 @@
-//! Looking one key up for a command: its target (view and key), its reading at the
-//! connection's consistency, the reading as a Redis string, and the arity check every
-//! data command makes. Shared by the read, hash and set-algebra commands.
+//! Looking keys up and writing them for a command: a key's target (view and key), its
+//! reading at the connection's consistency, the reading as a Redis string, updates
+//! applied with the first refusal as the reply, and the arity check every data command
+//! makes. Shared by the read, hash and set-algebra commands.
 
 use bytes::Bytes;
-use speedlayer_core::{Reading, Value};
+use speedlayer_api::{ApplyKind, Update};
+use speedlayer_core::{OpError, Reading, Value};
 use speedlayer_resp::Reply;
 
-use super::args::{arity, request_error};
+use super::args::{arity, request_error, wrongtype};
 use super::keys::{resolve, Target};
 use super::session::Session;
 
@@ -53,5 +55,25 @@ pub(super) fn check(ok: bool, name: &str) -> Result<(), Reply> {
         Ok(())
     } else {
         Err(arity(name))
+    }
+}
+
+/// Applies `updates` to `view` at the connection's consistency; the first refused
+/// update's error as the reply (WRONGTYPE for a key of another type).
+pub(super) async fn apply(
+    session: &Session,
+    view: &str,
+    updates: Vec<Update>,
+) -> Result<(), Reply> {
+    let results = session
+        .shared
+        .coordinator
+        .apply(view, updates, session.options(), ApplyKind::Plain)
+        .await
+        .map_err(|e| request_error(&e))?;
+    match results.into_iter().find_map(Result::err) {
+        Some(OpError::WrongOp { .. }) => Err(wrongtype()),
+        Some(e) => Err(Reply::error(format!("ERR {e}"))),
+        None => Ok(()),
     }
 }

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use speedlayer_api::{validate, ApplyKind, Update, View};
-use speedlayer_core::{Hll, Key, Op, OpError, Reading, Value, ValueType};
+use speedlayer_api::{validate, Update, View};
+use speedlayer_core::{Hll, Key, Op, Reading, Value, ValueType};
 use speedlayer_resp::{Reply, Request};
 
 use super::args::{request_error, wrongtype};
 use super::keys::REDIS_VIEW;
-use super::lookup::{check, read, string_of, target};
+use super::lookup::{apply, check, read, string_of, target};
 use super::session::Session;
 use super::step::Step;
 use super::{hashes, set_algebra};
@@ -170,15 +170,7 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
                 }
             }
             for (view, updates) in by_view {
-                let results = coordinator
-                    .apply(&view.name, updates, session.options(), ApplyKind::Plain)
-                    .await
-                    .map_err(|e| request_error(&e))?;
-                match results.into_iter().find(Result::is_err) {
-                    Some(Err(OpError::WrongOp { .. })) => return Err(wrongtype()),
-                    Some(Err(e)) => return Err(Reply::error(format!("ERR {e}"))),
-                    _ => {}
-                }
+                apply(session, &view.name, updates).await?;
             }
             Ok(Reply::ok())
         }
@@ -282,22 +274,12 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
                 ts_us: None,
                 id: None,
             };
-            let results = coordinator
-                .apply(
-                    &dest.view.name,
-                    vec![update],
-                    session.options(),
-                    ApplyKind::Plain,
-                )
-                .await
-                .map_err(|e| request_error(&e))?;
-            match results.into_iter().next() {
-                Some(Ok(_)) if name == "PFADD" => Ok(Reply::Integer(1)),
-                Some(Ok(_)) => Ok(Reply::ok()),
-                Some(Err(OpError::WrongOp { .. })) => Err(wrongtype()),
-                Some(Err(e)) => Err(Reply::error(format!("ERR {e}"))),
-                None => Err(Reply::error("ERR no result from storage")),
-            }
+            apply(session, &dest.view.name, vec![update]).await?;
+            Ok(if name == "PFADD" {
+                Reply::Integer(1)
+            } else {
+                Reply::ok()
+            })
         }
         _ if set_algebra::handles(name) => set_algebra::run(session, name, args).await,
         _ if hashes::handles(name) => hashes::run(session, name, args).await,

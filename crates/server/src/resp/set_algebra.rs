@@ -11,12 +11,12 @@ use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 
 use bytes::Bytes;
-use speedlayer_api::{ApplyKind, Update};
-use speedlayer_core::{Op, OpError, Reading, Value};
+use speedlayer_api::Update;
+use speedlayer_core::{Op, Reading, Value};
 use speedlayer_resp::Reply;
 
 use super::args::{integer, request_error, wrongtype};
-use super::lookup::{check, read, target};
+use super::lookup::{apply, check, read, target};
 use super::session::Session;
 
 /// True for the commands this module executes.
@@ -110,20 +110,7 @@ async fn store(session: &Session, dest: &Bytes, result: BTreeSet<Vec<u8>>) -> Re
             ts_us: None,
             id: None,
         };
-        let results = coordinator
-            .apply(
-                &t.view.name,
-                vec![update],
-                session.options(),
-                ApplyKind::Plain,
-            )
-            .await
-            .map_err(|e| request_error(&e))?;
-        match results.into_iter().next() {
-            Some(Err(OpError::WrongOp { .. })) => return Err(wrongtype()),
-            Some(Err(e)) => return Err(Reply::error(format!("ERR {e}"))),
-            _ => {}
-        }
+        apply(session, &t.view.name, vec![update]).await?;
     }
     Ok(Reply::Integer(size))
 }

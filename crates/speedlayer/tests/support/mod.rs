@@ -99,6 +99,28 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
+    /// A node on free ports with its data and log in `dir`, once its Redis port accepts
+    /// connections (panics after 60 s, or if it exits).
+    pub fn start_listening(dir: &Path) -> Server {
+        let (http_port, resp_port) = free_ports();
+        let mut server = Server::spawn(
+            &dir.join("data"),
+            http_port,
+            resp_port,
+            &dir.join("serve.log"),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", resp_port)).is_err() {
+            server.assert_running();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "speedlayer serve did not listen on port {resp_port} within 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        server
+    }
+
     /// SIGKILL (what `Child::kill` sends on Unix) and reap.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
