@@ -8,12 +8,11 @@
 //! before the write, so two clients adding one field at once may both count it.
 
 use bytes::Bytes;
-use speedlayer_api::{validate, RangeQuery, Update};
-use speedlayer_core::Op;
+use speedlayer_api::RangeQuery;
 use speedlayer_resp::Reply;
 
 use super::args::{request_error, wrongtype};
-use super::lookup::{apply, check, read, string_of, target};
+use super::lookup::{apply, check, read, set_update, string_of, target};
 use super::session::Session;
 
 /// Most fields a hash command reads.
@@ -148,15 +147,9 @@ pub async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply,
                 if name == "HSET" && read(session, &t).await?.is_none() {
                     new_fields += 1;
                 }
-                let update = Update {
-                    key: t.key,
-                    op: Op::Set(pair[1].to_vec()),
-                    ts_us: None,
-                    id: None,
-                };
-                validate(&t.view, &update).map_err(|_| wrongtype())?;
+                let (target_view, update) = set_update(t, &pair[1])?;
                 updates.push(update);
-                view = Some(t.view);
+                view = Some(target_view);
             }
             let Some(view) = view else {
                 return Err(Reply::error("ERR no field"));

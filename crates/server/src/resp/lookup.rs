@@ -4,8 +4,8 @@
 //! makes. Shared by the read, hash and set-algebra commands.
 
 use bytes::Bytes;
-use speedlayer_api::{ApplyKind, Update};
-use speedlayer_core::{OpError, Reading, Value};
+use speedlayer_api::{validate, ApplyKind, Update, View};
+use speedlayer_core::{Op, OpError, Reading, Value};
 use speedlayer_resp::Reply;
 
 use super::args::{arity, request_error, wrongtype};
@@ -76,4 +76,20 @@ pub(super) async fn apply(
         Some(e) => Err(Reply::error(format!("ERR {e}"))),
         None => Ok(()),
     }
+}
+
+/// The update `SET`-like commands (MSET, HSET) make of `target` and `value`, checked
+/// against the target's view (WRONGTYPE when its type takes no `set`).
+pub(super) fn set_update(
+    target: Target,
+    value: &Bytes,
+) -> Result<(std::sync::Arc<View>, Update), Reply> {
+    let update = Update {
+        key: target.key,
+        op: Op::Set(value.to_vec()),
+        ts_us: None,
+        id: None,
+    };
+    validate(&target.view, &update).map_err(|_| wrongtype())?;
+    Ok((target.view, update))
 }

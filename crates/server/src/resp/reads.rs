@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use speedlayer_api::{validate, Update, View};
+use speedlayer_api::{Update, View};
 use speedlayer_core::{Hll, Key, Op, Reading, Value, ValueType};
 use speedlayer_resp::{Reply, Request};
 
 use super::args::{request_error, wrongtype};
 use super::keys::REDIS_VIEW;
-use super::lookup::{apply, check, read, string_of, target};
+use super::lookup::{apply, check, read, set_update, string_of, target};
 use super::session::Session;
 use super::step::Step;
 use super::{hashes, set_algebra};
@@ -156,17 +156,10 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
             // of another type answers WRONGTYPE while the others are written.
             let mut by_view: Vec<(Arc<View>, Vec<Update>)> = Vec::new();
             for pair in args[1..].chunks(2) {
-                let t = target(session, &pair[0], None)?;
-                let update = Update {
-                    key: t.key,
-                    op: Op::Set(pair[1].to_vec()),
-                    ts_us: None,
-                    id: None,
-                };
-                validate(&t.view, &update).map_err(|_| wrongtype())?;
-                match by_view.iter_mut().find(|(v, _)| Arc::ptr_eq(v, &t.view)) {
+                let (view, update) = set_update(target(session, &pair[0], None)?, &pair[1])?;
+                match by_view.iter_mut().find(|(v, _)| Arc::ptr_eq(v, &view)) {
                     Some((_, updates)) => updates.push(update),
-                    None => by_view.push((t.view, vec![update])),
+                    None => by_view.push((view, vec![update])),
                 }
             }
             for (view, updates) in by_view {
