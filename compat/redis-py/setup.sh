@@ -13,7 +13,12 @@ if [ -x "$DIR/venv/bin/python" ] && [ -d "$DIR/redis-$VERSION/tests" ] \
 fi
 mkdir -p "$DIR"
 cd "$DIR"
-python3 -m venv venv
+if ! python3 -m venv venv 2>/dev/null; then
+    # Debian's python3 makes venvs only with python3-venv.
+    rm -rf venv
+    apt-get install -y -q python3-venv >/dev/null
+    python3 -m venv venv
+fi
 ./venv/bin/pip install -q --disable-pip-version-check pytest "pytest-asyncio<0.24" mock
 ./venv/bin/pip download -q --disable-pip-version-check --no-binary :all: --no-deps "redis==$VERSION"
 tar xzf "redis-$VERSION.tar.gz"
