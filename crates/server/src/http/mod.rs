@@ -1,7 +1,8 @@
-//! The HTTP/JSON front end (`/v1/...`, `/health`, `/metrics`), as the README's "HTTP walk-through" and
+//! The HTTP/JSON front end (`/v1/...`, `/health`, `/metrics`, and the dashboard at `/`), as the README's "HTTP walk-through" and
 //! `docs/architecture.md` describe it.
 
 pub mod batch;
+pub mod dashboard;
 mod data;
 pub mod error;
 pub mod events;
@@ -67,6 +68,7 @@ pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/health", get(health))
+        .merge(dashboard::routes())
         .layer(middleware::from_fn(refuse_encoded))
         .layer(middleware::from_fn_with_state(
             state.clone(),
