@@ -22,7 +22,10 @@ const state = {
   timer: null,
 };
 
-class NeedsLogin extends Error {}
+// An answer the node gave (or could not give): shown in its panel. Any other failure
+// of a panel is a bug of this script and is counted as a script error too.
+class ApiError extends Error {}
+class NeedsLogin extends ApiError {}
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -60,7 +63,12 @@ window.addEventListener("unhandledrejection", (e) =>
 // GET `path` from the node; JSON unless `text`. A 401 asks for the password.
 async function api(path, text) {
   const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
-  const response = await fetch(path, { headers, cache: "no-store" });
+  let response;
+  try {
+    response = await fetch(path, { headers, cache: "no-store" });
+  } catch (e) {
+    throw new ApiError(`${path}: the node is unreachable (${e.message})`);
+  }
   if (response.status === 401) throw new NeedsLogin("a password is required");
   if (!response.ok) {
     let detail = response.statusText;
@@ -68,7 +76,7 @@ async function api(path, text) {
       const body = await response.json();
       detail = body.detail || body.error || detail;
     } catch (_) { /* not JSON */ }
-    const error = new Error(`${path}: ${response.status} ${detail}`);
+    const error = new ApiError(`${path}: ${response.status} ${detail}`);
     error.status = response.status;
     throw error;
   }
@@ -272,8 +280,8 @@ function drawChart(svg, rows, boundary) {
     }
   });
   if (boundary && boundaryX !== null) {
-    parts.push(svgEl("line", { class: "boundary", x1: boundaryX, x2: boundaryX, y1: top - 8, y2: H - bottom + 20 }));
-    parts.push(svgEl("text", { x: boundaryX + 4, y: top - 2 }, `T = ${utc(boundary)}`));
+    parts.push(svgEl("line", { class: "boundary", x1: boundaryX, x2: boundaryX, y1: top - 8, y2: H - bottom + 32 }));
+    parts.push(svgEl("text", { x: boundaryX + 4, y: H - bottom + 30 }, `T = ${utc(boundary)}`));
   }
   svg.replaceChildren(...parts);
 }
@@ -356,6 +364,9 @@ async function refresh() {
   showLogin(false);
   results.forEach((result, i) => {
     const target = panels[i][1];
+    if (result.status === "rejected" && !(result.reason instanceof ApiError)) {
+      reportScriptError(`script error: ${result.reason && result.reason.stack ? result.reason.stack : result.reason}`);
+    }
     if (result.status === "rejected" && target) {
       const message = result.reason && result.reason.message ? result.reason.message : String(result.reason);
       const cell = $(target);

@@ -20,6 +20,10 @@ use speedlayer_node::{Node, NodeConfig};
 
 use crate::cli::DemoArgs;
 
+mod control;
+
+use control::DemoNodes;
+
 const PAGES: [&str; 12] = [
     "/",
     "/pricing",
@@ -76,27 +80,40 @@ fn now_secs() -> u64 {
 /// Runs the demo until Ctrl-C or `--duration`.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
-    let (nodes, cluster_addrs) = start_local_cluster(dir.path(), NODES, |_| {}).await?;
-    let bases: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("http://{}", n.http_addr))
-        .collect();
+    let listener = control::bind().await?;
+    let dashboard = listener.local_addr()?;
+    let configs = local_cluster_configs(dir.path(), NODES, |_| {})?;
+    let nodes = start_nodes(&configs).await?;
+    let cluster_addrs: Vec<SocketAddr> = configs.iter().map(|c| c.cluster.listen).collect();
+    let resp_addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.resp_addr).collect();
+    let demo = Arc::new(DemoNodes::new(nodes, configs));
+    control::serve(listener, demo.clone());
+    let bases = demo.bases.clone();
     let base = bases[0].clone();
     println!(
-        "speedlayer demo: a 3-node cluster (3 replicas, quorum reads and writes; data in {})",
+        "speedlayer demo: open the dashboard at {}",
+        control::dashboard_url(dashboard)
+    );
+    println!(
+        "  a 3-node cluster (3 replicas, quorum reads and writes; data in {}); stop and start nodes from the page",
         dir.path().display()
     );
-    for (i, node) in nodes.iter().enumerate() {
+    for (i, base) in bases.iter().enumerate() {
         println!(
-            "  n{i}: HTTP {}  Redis {}  cluster {}",
-            bases[i], node.resp_addr, cluster_addrs[i]
+            "  n{i}: HTTP {base}  Redis {}  cluster {}",
+            resp_addrs[i], cluster_addrs[i]
         );
     }
-    println!("try: curl '{base}/v1/views/pageviews/range?key=/docs'");
-    println!("     curl '{base}/v1/cluster'");
+    let ctl = if dashboard.port() == 7780 {
+        "speedlayer ctl status".to_owned()
+    } else {
+        format!("speedlayer ctl --node {dashboard} status")
+    };
+    println!("try: {ctl}      (or cargo run --release -- ctl ...; the dashboard's port forwards reads to a running node)");
+    println!("     curl '{base}/v1/views/pageviews/range?key=/docs'");
     println!(
         "     redis-cli -p {} HGETALL pageviews:/docs      (Ctrl-C to stop)\n",
-        nodes[0].resp_addr.port()
+        resp_addrs[0].port()
     );
     let client = reqwest::Client::new();
     for (view, kind) in [
@@ -128,7 +145,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for p in 0..producers {
         tasks.push(tokio::spawn(produce(
             client.clone(),
-            bases[p as usize % NODES].clone(),
+            bases.clone(),
             served.clone(),
             p as usize % NODES,
             args.rate / producers,
@@ -167,7 +184,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             events as f64 / started.elapsed().as_secs_f64().max(0.001),
             per_node.join(", ")
         ));
-        let table = summary(&client, &bases, &nodes[0]).await?;
+        let table = summary(&client, &bases, &demo).await;
         // `println` on the bar prints nothing when stdout is not a terminal.
         bar.suspend(|| println!("{table}"));
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -184,9 +201,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let retried = RETRIED.load(Ordering::Relaxed);
     if retried > 0 {
-        println!("({retried} batch write(s) answered 503 unavailable and were retried)");
+        println!("({retried} batch write(s) answered 503 unavailable or found their node stopped, and were retried with the same ids)");
     }
-    stop_local_cluster(nodes).await?;
+    demo.shutdown().await?;
     drop(dir);
     Ok(())
 }
@@ -258,8 +275,20 @@ pub async fn start_local_cluster(
     n: usize,
     tweak: impl Fn(&mut NodeConfig),
 ) -> anyhow::Result<(Vec<Node>, Vec<SocketAddr>)> {
+    let configs = local_cluster_configs(dir, n, tweak)?;
+    let nodes = start_nodes(&configs).await?;
+    Ok((nodes, configs.iter().map(|c| c.cluster.listen).collect()))
+}
+
+/// The configurations of [`start_local_cluster`]'s nodes (HTTP and Redis on ephemeral
+/// ports, the cluster ports chosen now, since every node must know them all).
+fn local_cluster_configs(
+    dir: &std::path::Path,
+    n: usize,
+    tweak: impl Fn(&mut NodeConfig),
+) -> anyhow::Result<Vec<NodeConfig>> {
     let cluster_addrs = free_addrs(n)?;
-    let mut nodes = Vec::new();
+    let mut configs = Vec::new();
     for (i, addr) in cluster_addrs.iter().enumerate() {
         let mut config = NodeConfig::new(dir.join(format!("n{i}")));
         config.http = "127.0.0.1:0".parse()?;
@@ -270,13 +299,22 @@ pub async fn start_local_cluster(
             config.cluster.seeds = cluster_addrs.clone();
         }
         tweak(&mut config);
-        let node = Node::start(config)
+        configs.push(config);
+    }
+    Ok(configs)
+}
+
+/// Starts a node per configuration; returns once every node sees every other up.
+async fn start_nodes(configs: &[NodeConfig]) -> anyhow::Result<Vec<Node>> {
+    let mut nodes = Vec::new();
+    for (i, config) in configs.iter().enumerate() {
+        let node = Node::start(config.clone())
             .await
             .with_context(|| format!("starting node n{i}"))?;
         nodes.push(node);
     }
     wait_for_peers(&nodes).await?;
-    Ok((nodes, cluster_addrs))
+    Ok(nodes)
 }
 
 /// `n` free loopback addresses (bound, read, released: the nodes must know each other's
@@ -316,11 +354,13 @@ async fn wait_for_peers(nodes: &[Node]) -> anyhow::Result<()> {
     }
 }
 
+/// Sends batches of generated events at `rate` per second, to node `home` and, while
+/// that node is stopped (from the dashboard), to the next running one.
 async fn produce(
     client: reqwest::Client,
-    base: String,
+    bases: Vec<String>,
     served: Arc<Vec<AtomicU64>>,
-    node: usize,
+    home: usize,
     rate: u64,
     seed: u64,
 ) -> anyhow::Result<()> {
@@ -342,20 +382,31 @@ async fn produce(
             uniques.push(json!({ "key": page, "clustering": hour, "op": "pfadd", "members": [visitor], "ts": ts }));
             seen.push(json!({ "key": visitor, "op": "max", "value": ts, "ts": ts }));
         }
+        let mut node = home;
         for (view, body) in [
             ("pageviews", views),
             ("uniques", uniques),
             ("last_seen", seen),
         ] {
-            // A 503 (too few replicas answered in time: peers on an overloaded machine can
-            // miss the 2 s RPC deadline and be marked down for a moment) is retried with
-            // the same body: the ids and the idempotent types make a retry count once.
+            // A 503 (too few replicas answered in time: a stopped peer, or peers on an
+            // overloaded machine missing the 2 s RPC deadline) is retried with the same
+            // body, and a node that does not answer (stopped) is replaced by the next:
+            // the ids and the idempotent types make a retry count once.
             loop {
-                let response = client
-                    .post(format!("{base}/v1/views/{view}/update"))
+                let sent = client
+                    .post(format!("{}/v1/views/{view}/update", bases[node]))
                     .json(&body)
                     .send()
-                    .await?;
+                    .await;
+                let response = match sent {
+                    Ok(response) => response,
+                    Err(_) => {
+                        RETRIED.fetch_add(1, Ordering::Relaxed);
+                        node = (node + 1) % bases.len();
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
                     RETRIED.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -374,11 +425,19 @@ async fn produce(
     }
 }
 
-async fn summary(
-    client: &reqwest::Client,
-    bases: &[String],
-    node: &Node,
-) -> anyhow::Result<String> {
+/// A node's JSON answer to a read, or `{"detail": why}` when the node could not be
+/// asked (stopped) or answered something else than JSON: shown as an error, never as 0.
+async fn read_json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    match request.send().await {
+        Ok(response) => match response.json().await {
+            Ok(answer) => answer,
+            Err(e) => json!({ "detail": format!("unreadable answer: {e}") }),
+        },
+        Err(e) => json!({ "detail": format!("node unreachable: {e}") }),
+    }
+}
+
+async fn summary(client: &reqwest::Client, bases: &[String], demo: &DemoNodes) -> String {
     let hour = hour_bucket(now_secs());
     let since = hour_bucket(now_secs() - HISTORY_HOURS * 3600);
     let mut boundary = 0;
@@ -387,33 +446,32 @@ async fn summary(
         // Each row is read through another coordinator.
         let reader = i % bases.len();
         let base = &bases[reader];
-        let views: serde_json::Value = client
-            .get(format!("{base}/v1/views/pageviews/get"))
-            .query(&[("key", page), ("clustering", hour.as_str())])
-            .send()
-            .await?
-            .json()
-            .await?;
-        let uniques: serde_json::Value = client
-            .get(format!("{base}/v1/views/uniques/get"))
-            .query(&[("key", page), ("clustering", hour.as_str())])
-            .send()
-            .await?
-            .json()
-            .await?;
-        let history: serde_json::Value = client
-            .get(format!("{base}/v1/views/pageviews/range"))
-            .query(&[
-                ("key", page),
-                ("from", since.as_str()),
-                ("to", hour.as_str()),
-            ])
-            .send()
-            .await?
-            .json()
-            .await?;
-        boundary = history["boundary"].as_u64().unwrap_or(0);
-        let owners = node.cluster.owners(page.as_bytes());
+        let views = read_json(
+            client
+                .get(format!("{base}/v1/views/pageviews/get"))
+                .query(&[("key", page), ("clustering", hour.as_str())]),
+        )
+        .await;
+        let uniques = read_json(
+            client
+                .get(format!("{base}/v1/views/uniques/get"))
+                .query(&[("key", page), ("clustering", hour.as_str())]),
+        )
+        .await;
+        let history = read_json(
+            client
+                .get(format!("{base}/v1/views/pageviews/range"))
+                .query(&[
+                    ("key", page),
+                    ("from", since.as_str()),
+                    ("to", hour.as_str()),
+                ]),
+        )
+        .await;
+        if let Some(b) = history["boundary"].as_u64() {
+            boundary = b;
+        }
+        let owners = demo.owners(page.as_bytes()).await;
         rows.push((
             page,
             Cell::of(&views, "value"),
@@ -447,7 +505,7 @@ async fn summary(
             failed.len()
         ));
     }
-    Ok(out)
+    out
 }
 
 /// One number of the live table, or why it could not be read: a failed read is shown
