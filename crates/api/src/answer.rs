@@ -47,7 +47,8 @@ pub struct EpochInfo {
     pub epoch: u64,
     /// First second covered (Unix time).
     pub start_secs: u64,
-    /// Approximate number of keys (from the LSM's table metadata).
+    /// Number of keys that exist in the epoch on this node, exact as of its last
+    /// checkpoint (the name stays from when it was the LSM's estimate: clients read it).
     pub approx_keys: u64,
     /// Bytes on disk.
     pub disk_bytes: u64,

@@ -113,7 +113,7 @@ impl NodeMetrics {
         );
         registry.register(
             "speedlayer_epoch_keys",
-            "Approximate number of keys per live epoch",
+            "Keys that exist per live epoch on this node (exact as of the last checkpoint, which a scrape runs first)",
             epoch_keys.clone(),
         );
         Arc::new(NodeMetrics {

@@ -143,7 +143,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     ),
                 };
                 println!(
-                    "  {name:<24} {:<9} epoch {:>6}s  {} live epoch(s), ~{keys} keys, {boundary}",
+                    "  {name:<24} {:<9} epoch {:>6}s  {} live epoch(s), {keys} keys, {boundary}",
                     view["type"].as_str().unwrap_or("?"),
                     view["epoch_secs"],
                     epochs.len()

@@ -24,6 +24,7 @@ use fjall::{Keyspace, OwnedWriteBatch as WriteBatch};
 use speedlayer_core::{Epoch, Key, Value};
 
 use crate::error::Result;
+use crate::key_count::KeyCounts;
 
 /// Sub-ranges of a range digest: what a differing root is narrowed to before keys are
 /// listed.
@@ -63,14 +64,20 @@ fn entry_key(placement: u64, encoded_key: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Writes `key`'s state (or its removal, for `None`) and its digest entry into `batch`.
-/// The one way states reach an epoch keyspace.
+/// Writes `key`'s state (or its removal, for `None`) and its digest entry into `batch`,
+/// and notes in `counts` whether the key starts or stops counting in `keyspace` of `at`
+/// (`counted`: its stored state existed before this batch, see
+/// [`crate::key_count::counts`]). The one way states reach an epoch keyspace.
 pub(crate) fn write_state(
     batch: &mut WriteBatch,
+    counts: &mut KeyCounts,
+    at: (u32, Epoch),
     keyspace: &Keyspace,
+    counted: bool,
     key: &Key,
     value: Option<&Value>,
 ) {
+    counts.note(at, keyspace, counted, crate::key_count::counts(value));
     let encoded = key.encode();
     let entry = entry_key(key.placement(), &encoded);
     match value {
@@ -197,9 +204,10 @@ pub(crate) fn entries(keyspace: &Keyspace, first: u64, last: u64) -> Result<Vec<
 pub(crate) fn backfill(db: &fjall::Database, keyspace: &Keyspace) -> Result<usize> {
     let mut batch = db.batch();
     let mut written = 0;
-    for guard in
-        keyspace.range::<Vec<u8>, _>((Bound::Unbounded, Bound::Excluded(ENTRY_TAG.to_vec())))
-    {
+    for guard in keyspace.range::<Vec<u8>, _>((
+        Bound::Unbounded,
+        Bound::Excluded(crate::key_count::COUNT_TAG.to_vec()),
+    )) {
         let (encoded, state) = guard.into_inner()?;
         let key = Key::decode(&encoded)?;
         let entry = entry_key(key.placement(), &encoded);

@@ -24,6 +24,7 @@ pub mod error;
 pub mod event_queue;
 pub(crate) mod group_commit;
 pub mod hints;
+pub(crate) mod key_count;
 pub mod metrics;
 pub(crate) mod shard;
 mod store;

@@ -185,7 +185,7 @@ pub fn replay(
     type_of: &dyn Fn(u32, &Op) -> ValueType,
     dropped: &dyn Fn(u32, Epoch) -> bool,
 ) -> Result<Replayed> {
-    let mut states: HashMap<(u32, Epoch, Key), Option<Value>> = HashMap::new();
+    let mut states: HashMap<(u32, Epoch, Key), (bool, Option<Value>)> = HashMap::new();
     let mut record_keys = Vec::new();
     let mut replayed = 0;
     for guard in log.iter() {
@@ -248,10 +248,20 @@ pub fn replay(
         return Ok((0, Vec::new()));
     }
     let mut batch = db.batch();
-    for ((view_id, epoch, key), value) in &states {
+    let mut counts = crate::key_count::KeyCounts::default();
+    for ((view_id, epoch, key), (counted, value)) in &states {
         let keyspace = epochs.get_or_create(*view_id, *epoch)?;
-        crate::digest::write_state(&mut batch, &keyspace, key, value.as_ref());
+        crate::digest::write_state(
+            &mut batch,
+            &mut counts,
+            (*view_id, *epoch),
+            &keyspace,
+            *counted,
+            key,
+            value.as_ref(),
+        );
     }
+    counts.write(&mut batch, crate::key_count::REPLAY_WRITER)?;
     for record_key in record_keys {
         batch.remove(log, record_key);
     }
@@ -260,8 +270,10 @@ pub fn replay(
     Ok((replayed, states.into_keys().collect()))
 }
 
+/// The state being rebuilt for a key, read from its keyspace the first time (with
+/// whether it counted as a key there).
 fn state<'a>(
-    states: &'a mut HashMap<(u32, Epoch, Key), Option<Value>>,
+    states: &'a mut HashMap<(u32, Epoch, Key), (bool, Option<Value>)>,
     epochs: &EpochKeyspaces,
     view_id: u32,
     epoch: Epoch,
@@ -269,14 +281,16 @@ fn state<'a>(
 ) -> Result<&'a mut Option<Value>> {
     use std::collections::hash_map::Entry;
     Ok(match states.entry((view_id, epoch, key)) {
-        Entry::Occupied(o) => o.into_mut(),
+        Entry::Occupied(o) => &mut o.into_mut().1,
         Entry::Vacant(v) => {
             let keyspace = epochs.get_or_create(view_id, epoch)?;
             let stored = match keyspace.get(v.key().2.encode())? {
                 Some(bytes) => Some(Value::decode(&bytes)?),
                 None => None,
             };
-            v.insert(stored)
+            &mut v
+                .insert((crate::key_count::counts(stored.as_ref()), stored))
+                .1
         }
     })
 }

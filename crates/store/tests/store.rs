@@ -486,3 +486,63 @@ async fn a_later_register_write_wins_over_a_stamp_from_a_clock_ahead() {
     let (value, _) = read(open(dir.path())).await;
     assert_eq!(value, "later", "the replay stamps as the first apply did");
 }
+
+/// The keys of each live epoch as `epochs()` reports them.
+fn keys_per_epoch(store: &Store, view: &str) -> Vec<u64> {
+    store
+        .epochs(view)
+        .unwrap()
+        .iter()
+        .map(|e| e.approx_keys)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_counts_are_exact_through_overwrites_deletes_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = ViewSpec::new(ValueType::Counter);
+    spec.epoch_secs = 3600;
+    let (hour_a, hour_b) = (1_732_450_000, 1_732_450_000 + 3600);
+    {
+        let store = open(dir.path());
+        store.declare_view("hits", spec.clone()).unwrap();
+        // 1,000 keys in hour A, 300 in hour B, each written 5 times over several
+        // checkpoints (every version of a key stays in the LSM tree for a while).
+        for round in 0..5 {
+            let mut updates: Vec<Update> = (0..1000)
+                .map(|i| incr(&format!("k{i}"), "", 1, Some(hour_a)))
+                .collect();
+            updates.extend((0..300).map(|i| incr(&format!("k{i}"), "", 1, Some(hour_b))));
+            apply(&store, "hits", updates).await.unwrap();
+            store.checkpoint().await.unwrap();
+            assert_eq!(
+                keys_per_epoch(&store, "hits"),
+                vec![1000, 300],
+                "round {round}"
+            );
+        }
+        // 100 keys of hour A deleted, 10 deleted twice, 5 never written deleted.
+        let deletes = (0..100)
+            .chain(0..10)
+            .map(|i| format!("k{i}"))
+            .chain((0..5).map(|i| format!("absent{i}")))
+            .map(|k| Update {
+                key: key(&k, ""),
+                op: Op::Delete,
+                ts_us: Some(hour_a * 1_000_000),
+                id: None,
+            })
+            .collect();
+        apply(&store, "hits", deletes).await.unwrap();
+        store.checkpoint().await.unwrap();
+        assert_eq!(keys_per_epoch(&store, "hits"), vec![900, 300]);
+        // Deleted keys written again count again; new keys count.
+        let updates = (50..100)
+            .chain(1000..1020)
+            .map(|i| incr(&format!("k{i}"), "", 1, Some(hour_a)))
+            .collect();
+        apply(&store, "hits", updates).await.unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(keys_per_epoch(&store, "hits"), vec![970, 300]);
+}

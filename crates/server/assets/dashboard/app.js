@@ -189,7 +189,7 @@ async function refreshViews() {
   const rows = details.map(({ view, epochs, batch }) => {
     const live = epochs.error ? "?" : String(epochs.epochs.length);
     const keys = epochs.error ? epochs.error
-      : `≈ ${formatNumber(epochs.epochs.reduce((sum, e) => sum + e.approx_keys, 0))}`;
+      : formatNumber(epochs.epochs.reduce((sum, e) => sum + e.approx_keys, 0));
     const boundary = batch.error ? "?" : batch.boundary ? utc(batch.boundary) : "none";
     return el("tr", { "data-view": view.name },
       el("td", {}, view.name), el("td", {}, view.type),

@@ -493,7 +493,7 @@ fn config(args: &[Bytes]) -> Reply {
     }
 }
 
-/// Keys of the implicit `redis` view on this node, from the LSM's approximate counts
+/// Keys of the implicit `redis` view on this node that exist, exact as of the last checkpoint
 /// (DBSIZE, INFO keyspace).
 fn redis_keys(session: &Session) -> u64 {
     session

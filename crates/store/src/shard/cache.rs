@@ -13,10 +13,13 @@ use crate::error::Result;
 
 /// A key's state as its owner knows it. `value: None` is a known-absent key (never
 /// written, or deleted); writing `None` at a checkpoint is a removal. `dirty` marks a
-/// state changed since the last checkpoint: it must not be shed before one.
+/// state changed since the last checkpoint: it must not be shed before one. `counted`
+/// says whether the keyspace holds a state of the key that exists (as of the last
+/// checkpoint), for the exact key counts ([`crate::key_count`]).
 pub(super) struct CachedValue {
     pub value: Option<Value>,
     pub dirty: bool,
+    pub counted: bool,
 }
 
 impl EpochCache {
@@ -55,6 +58,7 @@ fn load<'a>(
             };
             *entries += 1;
             v.insert(CachedValue {
+                counted: crate::key_count::counts(value.as_ref()),
                 value,
                 dirty: false,
             })

@@ -28,6 +28,7 @@ use crate::digest::{write_state, DigestCache};
 use crate::epochs::EpochKeyspaces;
 use crate::error::{Result, StoreError};
 use crate::group_commit::{GroupCommit, PendingAcks};
+use crate::key_count::KeyCounts;
 use crate::metrics::StoreMetrics;
 use crate::update_log::{encode_update, record_key, start_record, LoggedUpdate};
 use cache::Cache;
@@ -330,6 +331,7 @@ impl ShardLoop {
             return Ok(());
         }
         let mut batch = self.shard.db.batch();
+        let mut counts = KeyCounts::default();
         let mut changed = Vec::with_capacity(self.pending.dirty.len());
         for (epoch_key, key) in &self.pending.dirty {
             let Some(epoch_cache) = self.cache.epochs.get_mut(epoch_key) else {
@@ -342,13 +344,18 @@ impl ShardLoop {
                 cached.dirty = false;
                 write_state(
                     &mut batch,
+                    &mut counts,
+                    *epoch_key,
                     &epoch_cache.keyspace,
+                    cached.counted,
                     key,
                     cached.value.as_ref(),
                 );
+                cached.counted = crate::key_count::counts(cached.value.as_ref());
                 changed.push((epoch_key.0, epoch_key.1, key.placement()));
             }
         }
+        counts.write(&mut batch, self.shard.index)?;
         for round in self.pending.first_round..self.next_round {
             batch.remove(&self.shard.log, record_key(self.shard.index, round));
         }

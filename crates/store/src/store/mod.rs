@@ -165,6 +165,28 @@ impl Drop for Inner {
     }
 }
 
+/// Counts the keys of every epoch keyspace written before key counts existed (once per
+/// data directory; see [`crate::key_count`]).
+fn count_keys(db: &Database, catalog: &Catalog, epochs: &EpochKeyspaces) -> Result<()> {
+    const STEP: &str = "key_counts";
+    if catalog.done(STEP)? {
+        return Ok(());
+    }
+    let mut batch = db.batch();
+    let mut counted = 0;
+    for view in catalog.list().iter() {
+        for (_, keyspace) in epochs.of_view(view.id) {
+            counted += crate::key_count::recount(&mut batch, &keyspace)?;
+        }
+    }
+    batch.commit()?;
+    db.persist(fjall::PersistMode::SyncData)?;
+    if counted > 0 {
+        tracing::info!(keys = counted, "counted the keys of existing epochs");
+    }
+    catalog.mark_done(STEP)
+}
+
 /// Writes the digest entries of states written before digests existed (once per data
 /// directory): without them anti-entropy would not see those keys.
 fn backfill_digests(db: &Database, catalog: &Catalog, epochs: &EpochKeyspaces) -> Result<()> {
@@ -267,6 +289,7 @@ impl Store {
             })
             .collect();
         backfill_digests(&db, &catalog, &epochs)?;
+        count_keys(&db, &catalog, &epochs)?;
         let digests = Arc::new(DigestCache::default());
         let clock = Clock::default();
         let hints = Hints::open(&db, clock.tick())?;

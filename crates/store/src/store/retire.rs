@@ -48,18 +48,19 @@ impl Store {
     /// The live epochs of `view`, oldest first.
     pub fn epochs(&self, view: &str) -> Result<Vec<EpochInfo>> {
         let view = self.view(view)?;
-        Ok(self
-            .inner
+        self.inner
             .epochs
             .of_view(view.id)
             .into_iter()
-            .map(|(epoch, keyspace)| EpochInfo {
-                epoch: epoch.0,
-                start_secs: epoch.start_secs(view.spec.epoch_secs),
-                approx_keys: keyspace.approximate_len() as u64,
-                disk_bytes: keyspace.disk_space(),
+            .map(|(epoch, keyspace)| {
+                Ok(EpochInfo {
+                    epoch: epoch.0,
+                    start_secs: epoch.start_secs(view.spec.epoch_secs),
+                    approx_keys: crate::key_count::count(&keyspace)?,
+                    disk_bytes: keyspace.disk_space(),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Drops `epochs` of `view` for good: records them as dropped (durably, before
