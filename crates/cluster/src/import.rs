@@ -326,12 +326,35 @@ pub(crate) async fn serve_step(
     }
 }
 
-/// A fresh import id: the node id and the clock, hashed (never 0, which names no import).
+/// A fresh import id: the node id and the clock, hashed (never 0, which names no
+/// import), and below 2^53 so that JSON clients that read numbers as doubles
+/// (JavaScript) read it exactly.
 fn import_id(store: &Store) -> u64 {
     let seed = format!(
         "{}:{}",
         store.node_id(),
         speedlayer_store::clock::wall_clock_us()
     );
-    xxhash_rust::xxh3::xxh3_64(seed.as_bytes()).max(1)
+    (xxhash_rust::xxh3::xxh3_64(seed.as_bytes()) & JSON_SAFE_INTEGER).max(1)
+}
+
+/// The largest integer a double holds exactly (2^53 - 1).
+const JSON_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn import_ids_fit_a_javascript_number() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let store = speedlayer_store::Store::open(
+            speedlayer_store::StoreConfig::new(dir.path()),
+            &mut registry,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..1000 {
+            let id = super::import_id(&store);
+            assert!((1..=super::JSON_SAFE_INTEGER).contains(&id), "{id}");
+        }
+    }
 }

@@ -634,6 +634,74 @@ async fn every_command_the_server_lists_is_in_the_compatibility_page() {
         missing.is_empty(),
         "docs/redis-compat.md does not name these commands in its family table: {missing:?}"
     );
+    // COMMAND DOCS documents exactly those commands, each with a summary, a group and a
+    // status that the page's row for the command (the row naming it in its first column)
+    // gives too.
+    let docs = pairs(cmd(&mut con, &["COMMAND", "DOCS"]).await);
+    let mut documented: Vec<String> = docs.iter().map(|(k, _)| text(k)).collect();
+    let mut listed: Vec<String> = entries
+        .iter()
+        .map(|e| match e {
+            Value::Array(fields) => text(&fields[0]),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    documented.sort();
+    listed.sort();
+    assert_eq!(
+        documented, listed,
+        "COMMAND DOCS and COMMAND list other commands"
+    );
+    let rows: Vec<(&str, &str)> = families
+        .lines()
+        .filter_map(|line| {
+            let mut cells = line.split('|').skip(1);
+            Some((cells.next()?, cells.next()?.trim()))
+        })
+        .collect();
+    let mut disagree = Vec::new();
+    for (name, doc) in &docs {
+        let name = text(name).to_ascii_uppercase();
+        let fields = pairs(doc.clone());
+        let field = |wanted: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| text(k) == wanted)
+                .map(|(_, v)| text(v))
+                .unwrap_or_else(|| panic!("{name}'s docs have no {wanted}"))
+        };
+        assert!(!field("summary").is_empty() && !field("group").is_empty());
+        let status = field("speedlayer_status");
+        let row = rows.iter().find(|(family, _)| {
+            family.contains(&format!("`{name}`")) || family.contains(&format!("`{name} "))
+        });
+        match row {
+            Some((_, page_status)) if page_status.contains(status.as_str()) => {}
+            other => disagree.push(format!(
+                "{name}: docs say {status}, the page's row {other:?}"
+            )),
+        }
+    }
+    assert!(
+        disagree.is_empty(),
+        "COMMAND DOCS and docs/redis-compat.md disagree:\n{}",
+        disagree.join("\n")
+    );
+    // Named commands only (unknown names left out).
+    let some = pairs(cmd(&mut con, &["COMMAND", "DOCS", "get", "nosuch"]).await);
+    assert_eq!(some.len(), 1);
+}
+
+/// The pairs of a map reply (a RESP3 map, or RESP2's flat array of keys and values).
+fn pairs(value: Value) -> Vec<(Value, Value)> {
+    match value {
+        Value::Map(pairs) => pairs,
+        Value::Array(flat) => flat
+            .chunks(2)
+            .map(|pair| (pair[0].clone(), pair[1].clone()))
+            .collect(),
+        other => panic!("not a map: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use speedlayer_resp::{Protocol, Reply, Request};
 
 use super::args::{arity, command_name, integer};
+use super::command_docs::{CommandDoc, DOCS};
 use super::keys::REDIS_VIEW;
 use super::session::Session;
 use super::write_options;
@@ -441,7 +442,7 @@ fn command(args: &[Bytes]) -> Reply {
     match args.get(1).map(command_name).as_deref() {
         None => Reply::Array(COMMANDS.iter().map(command_entry).collect()),
         Some("COUNT") => Reply::Integer(COMMANDS.len() as i64),
-        Some("DOCS") => Reply::Map(Vec::new()),
+        Some("DOCS") => command_docs(&args[2..]),
         Some("INFO") => Reply::Array(
             args[2..]
                 .iter()
@@ -458,6 +459,42 @@ fn command(args: &[Bytes]) -> Reply {
             other.to_ascii_lowercase()
         )),
     }
+}
+
+/// `COMMAND DOCS [name ...]`: a map of each command (all when none is named; unknown
+/// names are left out, as Redis does) to its summary, Redis group and status here.
+fn command_docs(names: &[Bytes]) -> Reply {
+    let entry = |(name, group, status, summary): &CommandDoc| {
+        (
+            Reply::Bulk(Bytes::from_static(name.as_bytes())),
+            Reply::Map(vec![
+                (
+                    Reply::Bulk(Bytes::from_static(b"summary")),
+                    Reply::Bulk(Bytes::from_static(summary.as_bytes())),
+                ),
+                (
+                    Reply::Bulk(Bytes::from_static(b"group")),
+                    Reply::Bulk(Bytes::from_static(group.as_bytes())),
+                ),
+                (
+                    Reply::Bulk(Bytes::from_static(b"speedlayer_status")),
+                    Reply::Bulk(Bytes::from_static(status.as_bytes())),
+                ),
+            ]),
+        )
+    };
+    let wanted = |name: &str| {
+        names.is_empty()
+            || names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    };
+    Reply::Map(
+        DOCS.iter()
+            .filter(|(name, ..)| wanted(name))
+            .map(entry)
+            .collect(),
+    )
 }
 
 /// CONFIG GET answers the few parameters clients probe at start (redis-benchmark asks

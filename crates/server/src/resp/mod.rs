@@ -8,6 +8,7 @@
 mod admin;
 mod args;
 mod clients;
+mod command_docs;
 mod connection;
 mod hashes;
 pub mod keys;
