@@ -203,8 +203,8 @@ pub struct DemoArgs {
 /// `ctl` flags.
 #[derive(Debug, Args)]
 pub struct CtlArgs {
-    /// HTTP address of the node.
-    #[arg(long, default_value = "127.0.0.1:7780")]
+    /// HTTP address of the node (or `SPEEDLAYER_NODE`).
+    #[arg(long, env = "SPEEDLAYER_NODE", default_value = "127.0.0.1:7780")]
     pub node: String,
     /// Password, if the node requires one (sent as an HTTP bearer token); `--password`,
     /// as `import` and `batch-export` spell it, works too.
@@ -258,8 +258,8 @@ pub struct ImportArgs {
 /// How a command reaches a node's HTTP API (`import`, and `batch-export --view`).
 #[derive(Debug, Args)]
 pub struct NodeAccess {
-    /// HTTP address of the node.
-    #[arg(long, default_value = "127.0.0.1:7780")]
+    /// HTTP address of the node (or `SPEEDLAYER_NODE`).
+    #[arg(long, env = "SPEEDLAYER_NODE", default_value = "127.0.0.1:7780")]
     pub node: String,
     /// Password, if the node requires one (sent as an HTTP bearer token).
     #[arg(
