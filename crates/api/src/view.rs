@@ -80,11 +80,13 @@ impl<'de> Deserialize<'de> for ViewType {
 ///
 /// Invariant once stored: neither field changes (a redeclaration with other values is a
 /// [`Error::Conflict`]), because stored states and epoch keyspaces depend on both.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ViewSpec {
-    /// CRDT type of the view's values.
+    /// CRDT type of the view's values: `counter`, `gcounter`, `register`, `set`, `hll`,
+    /// `max`, `min`, or `any` (each key takes the type of its first write).
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub value_type: ViewType,
     /// Length of an epoch, the unit of expiry, in seconds.
     #[serde(default = "default_epoch_secs")]
@@ -161,6 +163,7 @@ pub fn validate_view_name(name: &str) -> Result<(), Error> {
 /// `speedlayer_events::Mapping::compile` checks it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct MappingSpec {
     /// Which events feed the view; all when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

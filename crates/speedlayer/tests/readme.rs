@@ -38,7 +38,10 @@ fn blocks(readme: &str, from: &str, to: &str) -> Vec<String> {
             None => {}
         }
     }
-    assert!(open.is_none(), "a code block of section {from:?} is not closed");
+    assert!(
+        open.is_none(),
+        "a code block of section {from:?} is not closed"
+    );
     out
 }
 

@@ -16,7 +16,7 @@ use axum::Json;
 use serde::Deserialize;
 use speedlayer_core::{BatchBoundary, BatchValue, Key};
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::lines::{Line, LineReader, MAX_LINE_BYTES};
 use super::params::query_error;
 use super::AppState;
@@ -28,7 +28,8 @@ pub const CHUNK_ROWS: usize = 8192;
 pub const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Parameters of `POST /v1/views/{view}/batch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ImportParams {
     /// The batch view holds every event before this time (Unix seconds).
@@ -46,6 +47,9 @@ struct Row {
 }
 
 /// `POST /v1/views/{view}/batch?covers_until=T`: imports a batch view and publishes it.
+#[utoipa::path(post, path = "/v1/views/{view}/batch", tag = "batch", params(("view" = String, Path, description = "View name"), ImportParams),
+    request_body(content = String, content_type = "application/x-ndjson", description = "Rows `{\"key\":...,\"clustering\":...,\"value\":...}`, one per line"),
+    responses((status = 200, description = "Staged on every owner and published: the new boundary", body = Object), (status = 409, description = "Boundary not after the current one", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 pub async fn import(
     State(state): State<AppState>,
     Path(view): Path<String>,
@@ -105,6 +109,8 @@ pub async fn import(
 
 /// `GET /v1/views/{view}/batch`: the view's current boundary on this node, older
 /// boundaries still readable, and imports staged here.
+#[utoipa::path(get, path = "/v1/views/{view}/batch", tag = "batch", params(("view" = String, Path, description = "View name")),
+    responses((status = 200, description = "Current boundary, retiring and staged imports", body = Object), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 pub async fn status(
     State(state): State<AppState>,
     Path(view): Path<String>,

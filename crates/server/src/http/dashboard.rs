@@ -8,8 +8,7 @@
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// The page.
 const INDEX_HTML: &str = include_str!("../../assets/dashboard/index.html");
@@ -20,20 +19,32 @@ const STYLE_CSS: &str = include_str!("../../assets/dashboard/style.css");
 
 /// The dashboard's routes (`/`, `/dashboard/app.js`, `/dashboard/style.css`), for any
 /// router state: a node and the demo serve the same assets.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
-        )
-        .route(
-            "/dashboard/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
-            "/dashboard/style.css",
-            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
-        )
+pub fn routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(app_js))
+        .routes(routes!(style_css))
+}
+
+/// `GET /`: the dashboard's page.
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    responses((status = 200, description = "The dashboard (HTML)", body = String, content_type = "text/html")))]
+async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+/// `GET /dashboard/app.js`: the dashboard's script.
+#[utoipa::path(get, path = "/dashboard/app.js", tag = "dashboard",
+    responses((status = 200, description = "The dashboard's script", body = String, content_type = "text/javascript")))]
+async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+/// `GET /dashboard/style.css`: the dashboard's style.
+#[utoipa::path(get, path = "/dashboard/style.css", tag = "dashboard",
+    responses((status = 200, description = "The dashboard's style", body = String, content_type = "text/css")))]
+async fn style_css() -> Response {
+    asset("text/css; charset=utf-8", STYLE_CSS)
 }
 
 /// An embedded asset. The page may only load its own script and style and talk to its

@@ -8,11 +8,11 @@ use axum::Json;
 use speedlayer_api::{ApplyKind, RangeQuery, ViewType, WriteOptions};
 use speedlayer_core::{Key, Outcome, Reading, RowParts};
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::params::{
     query_error, Consistency, DeleteParams, GetParams, QuorumMode, RangeParams, WriteParams,
 };
-use super::update_body::parse_updates;
+use super::update_body::{parse_updates, UpdateBody};
 use super::views::body_error;
 use super::AppState;
 use speedlayer_ingest::Mode;
@@ -28,6 +28,10 @@ pub const MAX_RANGE_LIMIT: usize = 100_000;
 /// update anywhere in the body is a 4xx and nothing is applied. A 422 means the request
 /// was valid but some updates were refused by their key's state (e.g. the writer limit);
 /// the others are applied and durable, and retrying with the same ids is safe.
+#[utoipa::path(post, path = "/v1/views/{view}/update", tag = "data", params(("view" = String, Path, description = "View name"), WriteParams),
+    request_body(content = Vec<UpdateBody>, description = "One update object, or a JSON array of them"),
+    responses((status = 200, description = "Applied, duplicate, stale and late counts", body = Object), (status = 422, description = "Some updates refused (the rest applied)", body = Object),
+        (status = 503, description = "Too few replicas answered: it may have been applied; retry with the same id", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     Path(view): Path<String>,
@@ -107,6 +111,8 @@ fn write_options(
 /// (what the applying owner holds goes, on every replica; updates it had not seen
 /// survive). `{"deleted": true}` when it existed. Rows of max, min and hll views are
 /// refused (400 `unsupported`): drop their epochs instead.
+#[utoipa::path(delete, path = "/v1/views/{view}/keys", tag = "data", params(("view" = String, Path, description = "View name"), DeleteParams),
+    responses((status = 200, description = "Deleted on the replicas (observed-remove)", body = Object), (status = 503, description = "Too few replicas answered", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(view): Path<String>,
@@ -126,6 +132,8 @@ pub async fn delete(
 /// `GET /v1/views/{view}/get?key=..&clustering=..`: the value of one row, `batch ⊕
 /// realtime` at one batch boundary, which the reply names (`boundary`, Unix seconds, 0
 /// before the first import), with each part and whether it is approximate.
+#[utoipa::path(get, path = "/v1/views/{view}/get", tag = "data", params(("view" = String, Path, description = "View name"), GetParams),
+    responses((status = 200, description = "The row: batch(T) ⊕ realtime since T, with T and whether it is approximate", body = Object), (status = 503, description = "Too few replicas answered", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(view): Path<String>,
@@ -157,6 +165,8 @@ pub async fn get(
 
 /// `GET /v1/views/{view}/range?key=..&from=..&to=..&limit=..`: rows of one partition in
 /// clustering order, and their merge.
+#[utoipa::path(get, path = "/v1/views/{view}/range", tag = "data", params(("view" = String, Path, description = "View name"), RangeParams),
+    responses((status = 200, description = "Rows of a clustering range with their total, T and sources", body = Object), (status = 503, description = "Too few replicas answered", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 pub async fn range(
     State(state): State<AppState>,
     Path(view): Path<String>,

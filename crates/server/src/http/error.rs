@@ -91,9 +91,21 @@ impl From<speedlayer_ingest::IngestError> for ApiError {
     }
 }
 
+/// The body of every error answer (4xx and 5xx).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Short machine-readable class, e.g. `unknown_view`.
+    pub error: &'static str,
+    /// Human-readable explanation.
+    pub detail: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.error, "detail": self.detail });
+        let body = ErrorBody {
+            error: self.error,
+            detail: self.detail,
+        };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             // Back-pressure: a well-behaved client waits before retrying.

@@ -25,7 +25,7 @@ use speedlayer_api::WriteOptions;
 use speedlayer_events::Event;
 use speedlayer_ingest::{Mode, Submitted};
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::lines::{Line, LineReader};
 use super::params::{query_error, Consistency, QuorumMode};
 use super::AppState;
@@ -38,14 +38,18 @@ pub use super::lines::MAX_LINE_BYTES;
 const MAX_ERRORS_LISTED: usize = 100;
 
 /// Parameters of `POST /v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventParams {
     /// Requested W (sync mode).
+    #[param(value_type = Option<String>)]
     pub consistency: Option<Consistency>,
     /// Sloppy or strict quorum (sync mode).
+    #[param(value_type = Option<String>)]
     pub quorum: Option<QuorumMode>,
     /// `sync` (default) or `async`.
+    #[param(value_type = Option<String>)]
     pub mode: Option<Mode>,
     /// Apply nothing if any line is malformed.
     #[serde(default)]
@@ -143,6 +147,9 @@ struct Chunk {
 }
 
 /// `POST /v1/events`.
+#[utoipa::path(post, path = "/v1/events", tag = "events", params(EventParams),
+    request_body(content = String, content_type = "application/x-ndjson", description = "Events, one JSON object per line, streamed; each feeds the views whose mapping matches it"),
+    responses((status = 200, description = "Events and derived updates counted, malformed lines listed", body = Object), (status = 429, description = "Event queue full (async): retry later", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 pub async fn post(
     State(state): State<AppState>,
     params: Result<Query<EventParams>, QueryRejection>,

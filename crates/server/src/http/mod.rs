@@ -18,12 +18,12 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
 use axum::Router;
 use speedlayer_api::Coordinator;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::metrics::{NodeMetrics, RequestLabels, RouteLabels};
-use error::ApiError;
+use error::{ApiError, ErrorBody};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -43,32 +43,43 @@ pub struct AppState {
 }
 
 /// Builds the router. `max_body_bytes` bounds every request body (413 past it).
+///
+/// Every route is registered through [`OpenApiRouter::routes`] with its handler's
+/// `#[utoipa::path]` annotation, so the OpenAPI document served at `/v1/openapi.json`
+/// lists exactly the routes there are: a route cannot be added without its description.
 pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
     state.max_body_bytes = max_body_bytes;
-    Router::new()
-        .route("/v1/events", post(events::post))
-        .route("/v1/views", get(views::list))
-        .route("/v1/views/{view}", put(views::declare).get(views::describe))
-        .route("/v1/views/{view}/epochs", get(views::epochs))
-        .route("/v1/views/{view}/epochs/{epoch}", delete(views::drop_epoch))
-        .route("/v1/views/{view}/flush", post(views::flush))
-        .route("/v1/views/{view}/update", post(data::update))
-        .route("/v1/views/{view}/get", get(data::get))
-        .route("/v1/views/{view}/keys", delete(data::delete))
-        .route("/v1/views/{view}/range", get(data::range))
-        .route(
-            "/v1/views/{view}/batch",
-            post(batch::import).get(batch::status),
-        )
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/cluster/leave", post(leave))
-        .route("/v1/cluster/nodes/{addr}", delete(remove_node))
-        .route("/metrics", get(metrics))
+    let (authenticated, mut document) = OpenApiRouter::new()
+        .routes(routes!(events::post))
+        .routes(routes!(views::list))
+        .routes(routes!(views::declare, views::describe))
+        .routes(routes!(views::epochs))
+        .routes(routes!(views::drop_epoch))
+        .routes(routes!(views::flush))
+        .routes(routes!(data::update))
+        .routes(routes!(data::get))
+        .routes(routes!(data::delete))
+        .routes(routes!(data::range))
+        .routes(routes!(batch::import, batch::status))
+        .routes(routes!(cluster))
+        .routes(routes!(leave))
+        .routes(routes!(remove_node))
+        .routes(routes!(metrics))
+        .split_for_parts();
+    // Served without a password: they hold no data.
+    let (public, public_document) = OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+        .merge(dashboard::routes())
+        .split_for_parts();
+    document.merge(public_document);
+    let document = OpenApiDocument::new(document);
+    authenticated
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .route("/health", get(health))
-        .merge(dashboard::routes())
+        .merge(public)
+        .layer(axum::Extension(document))
         .layer(middleware::from_fn(refuse_encoded))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -79,6 +90,42 @@ pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
+/// The OpenAPI document of this API, rendered once when the router is built.
+#[derive(Clone)]
+struct OpenApiDocument(Arc<str>);
+
+impl OpenApiDocument {
+    fn new(mut document: utoipa::openapi::OpenApi) -> Self {
+        document.info.title = "speedlayer HTTP API".into();
+        document.info.version = env!("CARGO_PKG_VERSION").into();
+        document.info.description = Some(
+            "Realtime views (counters, distinct counts, sets, max/min, registers per key and \
+             time bucket) with the batch hand-over. Every route but /health, /v1/openapi.json \
+             and the dashboard takes `Authorization: Bearer <password>` when the node runs \
+             with --requirepass. See the README's HTTP walk-through."
+                .into(),
+        );
+        let json = document
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\": \"rendering the document: {e}\"}}"));
+        OpenApiDocument(json.into())
+    }
+}
+
+/// `GET /v1/openapi.json`: the OpenAPI 3.1 document of this API, generated from the
+/// handlers' annotations and their parameter and body types.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "node",
+    responses((status = 200, description = "This document", body = Object)))]
+async fn openapi_json(axum::Extension(document): axum::Extension<OpenApiDocument>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.0.to_string(),
+    )
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/health", tag = "node",
+    responses((status = 200, description = "Serving; the event queue's length and lag", body = Object), (status = 503, description = "A journal sync failed: writes refused", body = Object)))]
 async fn health(State(state): State<AppState>) -> Response {
     let queue = state.coordinator.event_log();
     let lag = queue.lag_seconds(speedlayer_ingest::ingest::now_us());
@@ -100,12 +147,16 @@ async fn health(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /v1/cluster`: members, their state as this node sees them, hints, and the ring.
+#[utoipa::path(get, path = "/v1/cluster", tag = "cluster",
+    responses((status = 200, description = "Members and their state, the ring and its version, hints, anti-entropy", body = Object), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 async fn cluster(State(state): State<AppState>) -> Response {
     axum::Json(state.coordinator.status()).into_response()
 }
 
 /// `POST /v1/cluster/leave`: this node hands its partitions over and leaves the ring
 /// (202: the move has begun; `GET /v1/cluster` shows it).
+#[utoipa::path(post, path = "/v1/cluster/leave", tag = "cluster",
+    responses((status = 202, description = "This node hands its partitions over, then leaves", body = Object), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 async fn leave(State(state): State<AppState>) -> Response {
     match state.coordinator.leave().await {
         Ok(()) => (
@@ -118,6 +169,8 @@ async fn leave(State(state): State<AppState>) -> Response {
 }
 
 /// `DELETE /v1/cluster/nodes/{addr}`: takes a dead node out of the ring.
+#[utoipa::path(delete, path = "/v1/cluster/nodes/{addr}", tag = "cluster", params(("addr" = String, Path, description = "Cluster address of a dead member")),
+    responses((status = 200, description = "Removed; its partitions are rebuilt from the other replicas", body = Object), (status = 404, description = "No such member", body = ErrorBody), (status = 409, description = "The member is alive", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 async fn remove_node(
     State(state): State<AppState>,
     axum::extract::Path(addr): axum::extract::Path<String>,
@@ -128,6 +181,8 @@ async fn remove_node(
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "node",
+    responses((status = 200, description = "Prometheus / OpenMetrics text", body = String, content_type = "application/openmetrics-text"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 async fn metrics(State(state): State<AppState>) -> Response {
     // Keys per epoch are counted in the epoch keyspaces: checkpoint so they are current.
     if let Err(e) = state.coordinator.checkpoint().await {

@@ -7,20 +7,25 @@ pub use speedlayer_api::{Consistency, QuorumMode};
 use super::error::ApiError;
 
 /// Parameters of `POST /v1/views/{view}/update`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WriteParams {
-    /// Requested W.
+    /// Requested W: `one`, `quorum` (default) or `all`.
+    #[param(value_type = Option<String>)]
     pub consistency: Option<Consistency>,
-    /// Sloppy or strict quorum.
+    /// `sloppy` (default) or `strict` quorum.
+    #[param(value_type = Option<String>)]
     pub quorum: Option<QuorumMode>,
     /// Sync (after the updates are durable at the requested consistency) or async
     /// (after they are durable in this node's queue).
+    #[param(value_type = Option<String>)]
     pub mode: Option<speedlayer_ingest::Mode>,
 }
 
 /// Parameters of `GET /v1/views/{view}/get`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GetParams {
     /// Partition key.
@@ -28,12 +33,14 @@ pub struct GetParams {
     /// Clustering key (empty when absent).
     #[serde(default)]
     pub clustering: String,
-    /// Requested R.
+    /// Requested R: `one`, `quorum` (default) or `all`.
+    #[param(value_type = Option<String>)]
     pub consistency: Option<Consistency>,
 }
 
 /// Parameters of `DELETE /v1/views/{view}/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteParams {
     /// Partition key.
@@ -41,14 +48,17 @@ pub struct DeleteParams {
     /// Clustering key (empty when absent).
     #[serde(default)]
     pub clustering: String,
-    /// Requested W.
+    /// Requested W: `one`, `quorum` (default) or `all`.
+    #[param(value_type = Option<String>)]
     pub consistency: Option<Consistency>,
-    /// Sloppy or strict quorum.
+    /// `sloppy` (default) or `strict` quorum.
+    #[param(value_type = Option<String>)]
     pub quorum: Option<QuorumMode>,
 }
 
 /// Parameters of `GET /v1/views/{view}/range`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RangeParams {
     /// Partition key.
@@ -59,7 +69,8 @@ pub struct RangeParams {
     pub to: Option<String>,
     /// Most rows returned.
     pub limit: Option<usize>,
-    /// Requested R.
+    /// Requested R: `one`, `quorum` (default) or `all`.
+    #[param(value_type = Option<String>)]
     pub consistency: Option<Consistency>,
 }
 

@@ -16,17 +16,29 @@ use speedlayer_core::{Key, Op, UpdateId};
 use super::error::ApiError;
 
 /// One update as sent over HTTP; unknown fields are refused so typos do not pass silently.
-#[derive(Debug, Deserialize)]
+/// A body is one of these or a JSON array of them.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
+    /// Partition key.
     key: String,
+    /// Clustering key (e.g. an hour bucket); empty when absent.
     #[serde(default)]
     clustering: String,
+    /// `incr`, `decr`, `set`, `add`, `remove`, `pfadd`, `max`, `min`, `merge` or
+    /// `delete`, as the view's type allows.
     op: String,
+    /// Amount of `incr`/`decr` (default 1).
     by: Option<i64>,
+    /// Operand of `set`, `max`, `min`, `merge`.
     value: Option<serde_json::Value>,
+    /// Members of `add`, `remove`, `pfadd`.
     members: Option<Vec<String>>,
+    /// Event time in Unix seconds (a number or a numeric string); arrival time when absent.
     ts: Option<serde_json::Value>,
+    /// Producer id `{"writer": "...", "seq": n}`: the update counts once however often
+    /// it is retried, through any node.
+    #[schema(value_type = Option<Object>)]
     id: Option<UpdateId>,
 }
 

@@ -9,7 +9,7 @@ use axum::Json;
 use speedlayer_api::{Declared, View, ViewSpec, ViewType};
 use speedlayer_core::Epoch;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::AppState;
 
 fn view_json(view: &View) -> serde_json::Value {
@@ -35,6 +35,10 @@ pub fn body_error(e: BytesRejection) -> ApiError {
 }
 
 /// `PUT /v1/views/{view}`: declare (201 when new, 200 when identical, 409 when different).
+#[utoipa::path(put, path = "/v1/views/{view}", tag = "views", params(("view" = String, Path, description = "View name")),
+    request_body = ViewSpec,
+    responses((status = 201, description = "Declared", body = Object), (status = 200, description = "Already declared alike", body = Object),
+        (status = 409, description = "Declared otherwise", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 pub async fn declare(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -59,6 +63,8 @@ pub async fn declare(
 }
 
 /// `GET /v1/views`: every view with its type.
+#[utoipa::path(get, path = "/v1/views", tag = "views",
+    responses((status = 200, description = "Every view with its declaration: `{\"views\": [...]}`", body = Object), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
     let views: Vec<_> = state
         .coordinator
@@ -71,6 +77,8 @@ pub async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
 
 /// `GET /v1/views/{view}`: one view's declaration, and its batch boundary (`boundary`,
 /// Unix seconds; 0 before the first import).
+#[utoipa::path(get, path = "/v1/views/{view}", tag = "views", params(("view" = String, Path, description = "View name")),
+    responses((status = 200, description = "The view's declaration", body = Object), (status = 404, description = "Unknown view", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 pub async fn describe(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -83,6 +91,8 @@ pub async fn describe(
 }
 
 /// `GET /v1/views/{view}/epochs`: live epochs with approximate key counts and sizes.
+#[utoipa::path(get, path = "/v1/views/{view}/epochs", tag = "views", params(("view" = String, Path, description = "View name")),
+    responses((status = 200, description = "Live epochs with their start, keys and bytes on this node", body = Object), (status = 404, description = "Unknown view", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 pub async fn epochs(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -96,6 +106,8 @@ pub async fn epochs(
 
 /// `POST /v1/views/{view}/flush`: empty an `any` view (`redis`, the keys Redis clients
 /// write) cluster-wide in O(1), as Redis `FLUSHALL` does.
+#[utoipa::path(post, path = "/v1/views/{view}/flush", tag = "views", params(("view" = String, Path, description = "View name")),
+    responses((status = 200, description = "Every key of the view dropped on every node (O(1))", body = Object), (status = 503, description = "Not every owner reachable", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 pub async fn flush(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -106,6 +118,8 @@ pub async fn flush(
 
 /// `DELETE /v1/views/{view}/epochs/{epoch}`: drop one epoch cluster-wide, for good (O(1)
 /// in its keys): every node deletes it and refuses anything that would bring it back.
+#[utoipa::path(delete, path = "/v1/views/{view}/epochs/{epoch}", tag = "views", params(("view" = String, Path, description = "View name"), ("epoch" = u64, Path, description = "Epoch number")),
+    responses((status = 200, description = "Dropped on every node, for good", body = Object), (status = 503, description = "Not every owner reachable", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Password required (--requirepass)", body = ErrorBody)))]
 pub async fn drop_epoch(
     State(state): State<AppState>,
     Path((name, epoch)): Path<(String, String)>,

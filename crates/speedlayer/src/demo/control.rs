@@ -123,7 +123,8 @@ impl DemoNodes {
 
 /// Serves the demo's port on `listener` until the process ends.
 pub fn serve(listener: tokio::net::TcpListener, nodes: Arc<DemoNodes>) {
-    let app = speedlayer_server::http::dashboard::routes()
+    let (dashboard, _) = speedlayer_server::http::dashboard::routes().split_for_parts();
+    let app = dashboard
         .route("/demo/nodes", get(list))
         .route("/demo/nodes/{index}/{action}", post(act))
         .fallback(forward)
