@@ -201,7 +201,7 @@ pub(crate) async fn run(
         spread(&mut swim, &own);
     }
     loop {
-        drain(&node, &mut runtime, &mut timers);
+        drain(&node, &mut runtime, &mut timers, Leaving::No);
         let members_now = swim.num_members() + 1;
         if members_now != members_known {
             members_known = members_now;
@@ -228,7 +228,7 @@ pub(crate) async fn run(
             }
             _ = stop.wait_for(|s| *s) => {
                 let _ = swim.leave_cluster(&mut runtime);
-                drain(&node, &mut runtime, &mut timers);
+                drain(&node, &mut runtime, &mut timers, Leaving::Yes);
                 return;
             }
         }
@@ -255,9 +255,21 @@ fn spread(swim: &mut Swim, record: &MemberRecord) {
     }
 }
 
+/// Whether this node is leaving (stopping): its own departure is then expected.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leaving {
+    Yes,
+    No,
+}
+
 /// Acts on what foca asked for: sends its datagrams (each on its own task: a slow peer
 /// delays nobody), keeps its timers, and tells the member table what it found.
-fn drain(node: &Arc<ClusterNode>, runtime: &mut AccumulatingRuntime<SwimId>, timers: &mut Timers) {
+fn drain(
+    node: &Arc<ClusterNode>,
+    runtime: &mut AccumulatingRuntime<SwimId>,
+    timers: &mut Timers,
+    leaving: Leaving,
+) {
     while let Some((to, bytes)) = runtime.to_send() {
         let Some(member) = node.members.add(&to.addr.to_string()) else {
             continue;
@@ -297,6 +309,9 @@ fn drain(node: &Arc<ClusterNode>, runtime: &mut AccumulatingRuntime<SwimId>, tim
                 if let Some(member) = node.members.member_named(&id.addr.to_string()) {
                     node.members.mark_down(member, "declared down by gossip");
                 }
+            }
+            OwnedNotification::Defunct if leaving == Leaving::Yes => {
+                tracing::debug!("left the gossip cluster");
             }
             OwnedNotification::Defunct => {
                 tracing::warn!("gossip declared this node down; it rejoins under a new identity");

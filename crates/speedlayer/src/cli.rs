@@ -24,6 +24,10 @@ impl Cli {
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             Command::Serve(_) => "warn,speedlayer=info,speedlayer_node=info,speedlayer_store=info,speedlayer_cluster=info,speedlayer_ingest=info,speedlayer_server=info",
+            // The demo's nodes going down and up (from the dashboard, and one after the
+            // other at its end) are what it shows; their warnings would only scroll the
+            // live table away.
+            Command::Demo(_) => "warn,speedlayer_cluster=error",
             _ => "warn",
         }
     }
