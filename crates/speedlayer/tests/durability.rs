@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 mod support;
 
+use support::cluster::get_json;
 use support::{free_ports, Server, BIN};
 
 /// Concurrent client tasks (each owns its keys).
@@ -484,14 +485,10 @@ async fn demo_runs_and_reports_acknowledged_events() {
 /// `counter`, which the view then refused to read or write).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gcounter_key_replayed_after_sigkill_keeps_its_type() {
-    let dir = tempfile::tempdir().unwrap();
-    let (port, resp_port) = free_ports();
-    let base = format!("http://127.0.0.1:{port}");
-    let data_dir = dir.path().join("data");
-    let log = dir.path().join("node.log");
+    let node = InPlace::new();
+    let base = node.base.clone();
     let client = Client::new();
-    let mut server = Server::spawn(&data_dir, port, resp_port, &log);
-    server.wait_healthy().await;
+    let mut server = node.start().await;
     let declared = client
         .put(format!("{base}/v1/views/hits"))
         .json(&json!({"type": "gcounter"}))
@@ -511,8 +508,7 @@ async fn a_gcounter_key_replayed_after_sigkill_keeps_its_type() {
     }
     // Well before the 10 s checkpoint: the states live only in the update log.
     server.kill();
-    let mut server = Server::spawn(&data_dir, port, resp_port, &log);
-    server.wait_healthy().await;
+    let mut server = node.start().await;
     let read = |client: Client, base: String| async move {
         let response = client
             .get(format!("{base}/v1/views/hits/get?key=k"))
@@ -549,14 +545,10 @@ async fn a_gcounter_key_replayed_after_sigkill_keeps_its_type() {
 /// killed before any checkpoint, 20 deleted after the restart, 10 new ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_counts_are_exact_after_a_replay() {
-    let dir = tempfile::tempdir().unwrap();
-    let (port, resp_port) = free_ports();
-    let base = format!("http://127.0.0.1:{port}");
-    let data_dir = dir.path().join("data");
-    let log = dir.path().join("node.log");
+    let node = InPlace::new();
+    let base = node.base.clone();
     let client = Client::new();
-    let mut server = Server::spawn(&data_dir, port, resp_port, &log);
-    server.wait_healthy().await;
+    let mut server = node.start().await;
     assert!(declare(&client, &base, "hits", "counter")
         .await
         .is_success());
@@ -576,8 +568,7 @@ async fn key_counts_are_exact_after_a_replay() {
     write(0..100).await;
     // Well before the 10 s checkpoint: the states live only in the update log.
     server.kill();
-    let mut server = Server::spawn(&data_dir, port, resp_port, &log);
-    server.wait_healthy().await;
+    let mut server = node.start().await;
     assert!(
         server.log_text().contains("replayed the update log"),
         "the restart did not replay the log (a checkpoint ran first?)"
@@ -585,12 +576,7 @@ async fn key_counts_are_exact_after_a_replay() {
     let keys = |client: Client, base: String| async move {
         // /metrics checkpoints first, so the counts are current.
         client.get(format!("{base}/metrics")).send().await.unwrap();
-        let epochs: Value = client
-            .get(format!("{base}/v1/views/hits/epochs"))
-            .send()
-            .await
-            .unwrap()
-            .json()
+        let epochs = get_json(&client, &format!("{base}/v1/views/hits/epochs"))
             .await
             .unwrap();
         epochs["epochs"]
@@ -617,4 +603,37 @@ async fn key_counts_are_exact_after_a_replay() {
     write(300..310).await;
     assert_eq!(keys(client.clone(), base.clone()).await, 290);
     server.assert_running();
+}
+
+/// A node on fresh ports and a fresh data directory, which a test kills and starts again
+/// in place.
+struct InPlace {
+    dir: tempfile::TempDir,
+    port: u16,
+    resp_port: u16,
+    base: String,
+}
+
+impl InPlace {
+    fn new() -> InPlace {
+        let (port, resp_port) = free_ports();
+        InPlace {
+            dir: tempfile::tempdir().unwrap(),
+            port,
+            resp_port,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Starts the node (again) and waits until it is healthy.
+    async fn start(&self) -> Server {
+        let mut server = Server::spawn(
+            &self.dir.path().join("data"),
+            self.port,
+            self.resp_port,
+            &self.dir.path().join("node.log"),
+        );
+        server.wait_healthy().await;
+        server
+    }
 }
