@@ -12,7 +12,7 @@ use std::process::Command;
 
 mod support;
 
-use support::{free_ports, Server, BIN};
+use support::{Server, BIN};
 
 /// The `sh` code blocks between the `## ` headings `from` (included) and `to` (excluded).
 fn blocks(readme: &str, from: &str, to: &str) -> Vec<String> {
@@ -58,14 +58,9 @@ async fn the_readme_walk_through_runs_as_written() {
         blocks.len()
     );
     let dir = tempfile::tempdir().unwrap();
-    let (http_port, resp_port) = free_ports();
-    let mut server = Server::spawn(
-        &dir.path().join("data"),
-        http_port,
-        resp_port,
-        &dir.path().join("serve.log"),
-    );
+    let mut server = Server::start_listening(dir.path());
     server.wait_healthy().await;
+    let (http_port, resp_port) = (server.http_port, server.resp_port);
 
     // `speedlayer` on the PATH is the binary under test.
     let bin_dir = dir.path().join("bin");
