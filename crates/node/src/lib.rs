@@ -9,5 +9,6 @@
 
 mod http_serve;
 mod node;
+pub mod open_files;
 
 pub use node::{Node, NodeConfig, ServerError, DEFAULT_MAX_BODY_BYTES};

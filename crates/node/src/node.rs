@@ -216,8 +216,9 @@ impl Node {
         let http_addr = listener.local_addr()?;
         let resp_listener = bind(config.resp).await?;
         let resp_addr = resp_listener.local_addr()?;
+        let max_clients = crate::open_files::client_budget(config.max_clients);
         let mut resp_shared = RespShared::new(ingest.clone(), config.requirepass.clone(), metrics);
-        resp_shared.max_clients = config.max_clients;
+        resp_shared.max_clients = max_clients;
         resp_shared.request_timeout = config.request_timeout;
         resp_shared.auth_throttle = auth_throttle;
         let resp_shared = Arc::new(resp_shared);
@@ -225,7 +226,7 @@ impl Node {
         let app = http::router(state, config.max_body_bytes);
         let limits = crate::http_serve::HttpLimits {
             header_timeout: config.request_timeout,
-            max_connections: config.max_clients,
+            max_connections: max_clients,
         };
         let http_task = tokio::spawn(crate::http_serve::serve(listener, app, limits, stopped));
         // Last, once the node serves: views from the config file are declared by now.

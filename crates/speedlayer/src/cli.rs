@@ -102,7 +102,9 @@ pub struct ServeArgs {
     pub max_body_bytes: Option<usize>,
     /// Most connections at once on each of the Redis-protocol and HTTP ports; a further
     /// client gets Redis's `-ERR max number of clients reached`, or HTTP 503
-    /// `too_many_connections` [default: 10000].
+    /// `too_many_connections` [default: 10000]. Lowered, with a warning, when the
+    /// open-file limit (raised to its hard limit at start) cannot hold that many beside
+    /// 512 descriptors kept for storage and peers.
     #[arg(long)]
     pub max_clients: Option<usize>,
     /// Seconds a Redis-protocol request, or an HTTP request's line and headers, may take
