@@ -209,18 +209,9 @@ pub struct DemoArgs {
 /// `ctl` flags.
 #[derive(Debug, Args)]
 pub struct CtlArgs {
-    /// HTTP address of the node (or `SPEEDLAYER_NODE`).
-    #[arg(long, env = "SPEEDLAYER_NODE", default_value = "127.0.0.1:7780")]
-    pub node: String,
-    /// Password, if the node requires one (sent as an HTTP bearer token); `--password`,
-    /// as `import` and `batch-export` spell it, works too.
-    #[arg(
-        long,
-        alias = "password",
-        env = "SPEEDLAYER_REQUIREPASS",
-        hide_env_values = true
-    )]
-    pub requirepass: Option<String>,
+    /// The node to talk to (`--password` and `--requirepass` both work).
+    #[command(flatten)]
+    pub access: NodeAccess,
     /// What to ask.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -261,7 +252,7 @@ pub struct ImportArgs {
     pub file: PathBuf,
 }
 
-/// How a command reaches a node's HTTP API (`import`, and `batch-export --view`).
+/// How a command reaches a node's HTTP API (`ctl`, `import`, and `batch-export --view`).
 #[derive(Debug, Args)]
 pub struct NodeAccess {
     /// HTTP address of the node (or `SPEEDLAYER_NODE`).

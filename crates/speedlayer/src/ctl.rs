@@ -7,11 +7,11 @@ use crate::cli::{CtlArgs, CtlCommand};
 
 /// Runs one `ctl` command and prints its answer.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let base = crate::batch::base_url(&args.node);
+    let base = crate::batch::base_url(&args.access.node);
     let client = reqwest::Client::new();
     let send = |method: reqwest::Method, path: String| {
         let mut request = client.request(method, format!("{base}{path}"));
-        if let Some(pass) = &args.requirepass {
+        if let Some(pass) = &args.access.password {
             request = request.bearer_auth(pass);
         }
         async move {

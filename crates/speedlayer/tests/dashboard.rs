@@ -373,20 +373,30 @@ async fn the_demo_page_stops_and_starts_a_node() {
         .await
         .expect("stop");
     assert_eq!(stopped.status(), StatusCode::OK);
-    let state_of_n2 = |cluster: &Value| {
-        cluster["nodes"]
-            .as_array()
-            .and_then(|nodes| nodes.iter().find(|n| n["addr"] == json!(n2_addr)))
-            .map(|n| n["state"].clone())
+    // Waits (at most 20 s) until the node the demo's port forwards to sees n2 in `wanted`.
+    let wait_n2 = |wanted: &'static str| {
+        let get = &get;
+        let n2_addr = n2_addr.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let cluster = get("/v1/cluster").await;
+                let seen = cluster["nodes"]
+                    .as_array()
+                    .and_then(|nodes| nodes.iter().find(|n| n["addr"] == json!(n2_addr)))
+                    .map(|n| n["state"].clone());
+                if seen == Some(json!(wanted)) {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "n2 not seen {wanted} within 20 s: {seen:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while state_of_n2(&get("/v1/cluster").await) != Some(json!("down")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "n2 not seen down within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_n2("down").await;
     let page = load(&url);
     page.assert_clean();
     assert_eq!(page.member_state(&n2_addr).as_deref(), Some("down"));
@@ -410,14 +420,7 @@ async fn the_demo_page_stops_and_starts_a_node() {
         "{:?}",
         started.text().await
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while state_of_n2(&get("/v1/cluster").await) != Some(json!("up")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "n2 not up again within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_n2("up").await;
     assert!(
         child.try_wait().expect("demo status").is_none(),
         "the demo ended early"

@@ -67,7 +67,8 @@ fn entry_key(placement: u64, encoded_key: &[u8]) -> Vec<u8> {
 /// Writes `key`'s state (or its removal, for `None`) and its digest entry into `batch`,
 /// and notes in `counts` whether the key starts or stops counting in `keyspace` of `at`
 /// (`counted`: its stored state existed before this batch, see
-/// [`crate::key_count::counts`]). The one way states reach an epoch keyspace.
+/// [`crate::key_count::counts`]); returns whether it counts after this batch. The one way
+/// states reach an epoch keyspace.
 pub(crate) fn write_state(
     batch: &mut WriteBatch,
     counts: &mut KeyCounts,
@@ -76,8 +77,9 @@ pub(crate) fn write_state(
     counted: bool,
     key: &Key,
     value: Option<&Value>,
-) {
-    counts.note(at, keyspace, counted, crate::key_count::counts(value));
+) -> bool {
+    let counts_now = crate::key_count::counts(value);
+    counts.note(at, keyspace, counted, counts_now);
     let encoded = key.encode();
     let entry = entry_key(key.placement(), &encoded);
     match value {
@@ -91,6 +93,7 @@ pub(crate) fn write_state(
             batch.remove(keyspace, encoded);
         }
     }
+    counts_now
 }
 
 /// Placement hashes `first..=last` cut into [`LEAVES`] equal parts: the part `hash` is in.
@@ -201,7 +204,7 @@ pub(crate) fn entries(keyspace: &Keyspace, first: u64, last: u64) -> Result<Vec<
 
 /// Writes the missing digest entry of every state in `keyspace` (a keyspace written
 /// before digests existed); returns how many it wrote. Entries already there are kept.
-pub(crate) fn backfill(db: &fjall::Database, keyspace: &Keyspace) -> Result<usize> {
+pub(crate) fn backfill(db: &fjall::Database, keyspace: &Keyspace) -> Result<u64> {
     let mut batch = db.batch();
     let mut written = 0;
     for guard in keyspace.range::<Vec<u8>, _>((

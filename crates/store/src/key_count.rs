@@ -101,9 +101,10 @@ pub(crate) fn counts(value: Option<&Value>) -> bool {
 }
 
 /// Counts the states of `keyspace` by a scan and makes that its count (every other slot
-/// removed), in `batch`: for keyspaces written before counts existed. Only valid while
-/// no shard runs.
-pub(crate) fn recount(batch: &mut WriteBatch, keyspace: &Keyspace) -> Result<u64> {
+/// removed), in one batch; returns the count. For keyspaces written before counts
+/// existed; only valid while no shard runs.
+pub(crate) fn recount(db: &fjall::Database, keyspace: &Keyspace) -> Result<u64> {
+    let mut batch = db.batch();
     let mut states = 0u64;
     for guard in
         keyspace.range::<Vec<u8>, _>((Bound::Unbounded, Bound::Excluded(COUNT_TAG.to_vec())))
@@ -121,6 +122,7 @@ pub(crate) fn recount(batch: &mut WriteBatch, keyspace: &Keyspace) -> Result<u64
         slot_key(BASE_WRITER),
         i64::try_from(states).unwrap_or(i64::MAX).to_be_bytes(),
     );
+    batch.commit()?;
     Ok(states)
 }
 
@@ -154,12 +156,7 @@ mod tests {
         insert(key(3), Value::new(ValueType::Counter).encode());
         insert(slot_key(7).to_vec(), 1000i64.to_be_bytes().to_vec());
         assert_eq!(count(&keyspace).unwrap_or_else(|e| panic!("{e}")), 1000);
-        let mut batch = db.batch();
-        assert_eq!(
-            recount(&mut batch, &keyspace).unwrap_or_else(|e| panic!("{e}")),
-            3
-        );
-        batch.commit().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(recount(&db, &keyspace).unwrap_or_else(|e| panic!("{e}")), 3);
         assert_eq!(count(&keyspace).unwrap_or_else(|e| panic!("{e}")), 3);
     }
 

@@ -146,13 +146,16 @@ async function refreshCluster() {
 
 // ---- demo controls (only under `speedlayer demo`) ------------------------------------
 
+// Asked once on a node: it answers 404 (not the demo) and is not asked again, so
+// ordinary nodes do not log a failed request every refresh.
 async function refreshDemo() {
+  if (state.demoNodes === false) return;
   try {
     const answer = await api("/demo/nodes");
     state.demoNodes = answer.nodes;
   } catch (e) {
     if (e instanceof NeedsLogin) throw e;
-    state.demoNodes = null; // not the demo (404), or the demo is gone
+    state.demoNodes = e.status === 404 ? false : null; // not the demo, or it is gone
   }
 }
 

@@ -342,7 +342,7 @@ impl ShardLoop {
             };
             if cached.dirty {
                 cached.dirty = false;
-                write_state(
+                cached.counted = write_state(
                     &mut batch,
                     &mut counts,
                     *epoch_key,
@@ -351,7 +351,6 @@ impl ShardLoop {
                     key,
                     cached.value.as_ref(),
                 );
-                cached.counted = crate::key_count::counts(cached.value.as_ref());
                 changed.push((epoch_key.0, epoch_key.1, key.placement()));
             }
         }

@@ -165,49 +165,32 @@ impl Drop for Inner {
     }
 }
 
-/// Counts the keys of every epoch keyspace written before key counts existed (once per
-/// data directory; see [`crate::key_count`]).
-fn count_keys(db: &Database, catalog: &Catalog, epochs: &EpochKeyspaces) -> Result<()> {
-    const STEP: &str = "key_counts";
-    if catalog.done(STEP)? {
+/// Runs `step` once per data directory (the catalog remembers it is done) over every
+/// epoch keyspace: upgrades of directories written before a feature existed. `step`
+/// commits its own writes and returns how many keys it touched, which are logged as
+/// `what`.
+fn once_per_data_dir(
+    db: &Database,
+    catalog: &Catalog,
+    epochs: &EpochKeyspaces,
+    name: &str,
+    what: &str,
+    mut step: impl FnMut(&fjall::Keyspace) -> Result<u64>,
+) -> Result<()> {
+    if catalog.done(name)? {
         return Ok(());
     }
-    let mut batch = db.batch();
-    let mut counted = 0;
+    let mut keys = 0;
     for view in catalog.list().iter() {
         for (_, keyspace) in epochs.of_view(view.id) {
-            counted += crate::key_count::recount(&mut batch, &keyspace)?;
-        }
-    }
-    batch.commit()?;
-    db.persist(fjall::PersistMode::SyncData)?;
-    if counted > 0 {
-        tracing::info!(keys = counted, "counted the keys of existing epochs");
-    }
-    catalog.mark_done(STEP)
-}
-
-/// Writes the digest entries of states written before digests existed (once per data
-/// directory): without them anti-entropy would not see those keys.
-fn backfill_digests(db: &Database, catalog: &Catalog, epochs: &EpochKeyspaces) -> Result<()> {
-    const STEP: &str = "digest_entries";
-    if catalog.done(STEP)? {
-        return Ok(());
-    }
-    let mut written = 0;
-    for view in catalog.list().iter() {
-        for (_, keyspace) in epochs.of_view(view.id) {
-            written += crate::digest::backfill(db, &keyspace)?;
+            keys += step(&keyspace)?;
         }
     }
     db.persist(fjall::PersistMode::SyncData)?;
-    if written > 0 {
-        tracing::info!(
-            keys = written,
-            "wrote the anti-entropy digest entries of existing states"
-        );
+    if keys > 0 {
+        tracing::info!(keys, "{what}");
     }
-    catalog.mark_done(STEP)
+    catalog.mark_done(name)
 }
 
 /// A node's durable, sharded store of views. Cheap to clone (shared handle).
@@ -288,8 +271,24 @@ impl Store {
                 })
             })
             .collect();
-        backfill_digests(&db, &catalog, &epochs)?;
-        count_keys(&db, &catalog, &epochs)?;
+        // Without digest entries anti-entropy would not see older states; without a count
+        // their keys would not be counted.
+        once_per_data_dir(
+            &db,
+            &catalog,
+            &epochs,
+            "digest_entries",
+            "wrote the anti-entropy digest entries of existing states",
+            |keyspace| crate::digest::backfill(&db, keyspace),
+        )?;
+        once_per_data_dir(
+            &db,
+            &catalog,
+            &epochs,
+            "key_counts",
+            "counted the keys of existing epochs",
+            |keyspace| crate::key_count::recount(&db, keyspace),
+        )?;
         let digests = Arc::new(DigestCache::default());
         let clock = Clock::default();
         let hints = Hints::open(&db, clock.tick())?;
