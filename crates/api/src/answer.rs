@@ -2,7 +2,7 @@
 //! batch and cluster status. Plain data, rendered by the front ends.
 
 use serde::{Deserialize, Serialize};
-use speedlayer_core::{BatchBoundary, Reading, RowParts};
+use speedlayer_core::{BatchBoundary, Key, Reading, RowParts, ValueType};
 
 /// A read's answer: the batch boundary it used and each key's parts, replicas joined.
 #[derive(Clone, Debug)]
@@ -24,6 +24,15 @@ pub struct RangeRow {
     pub from_batch: bool,
     /// Whether any realtime epoch holds the row.
     pub from_realtime: bool,
+}
+
+/// One page of a key listing ([`crate::Coordinator::scan_keys`]): what `SCAN` answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyListing {
+    /// Keys that exist, in placement-hash order, each with its value type.
+    pub keys: Vec<(Key, ValueType)>,
+    /// Where the next page starts (a placement hash), `0` when the listing is complete.
+    pub cursor: u64,
 }
 
 /// Result of a range read.

@@ -13,7 +13,8 @@ use speedlayer_core::{
 };
 
 use crate::answer::{
-    BatchStatus, ClusterStatus, EpochInfo, ImportReport, KeyAnswers, RangeRows, StorageStats,
+    BatchStatus, ClusterStatus, EpochInfo, ImportReport, KeyAnswers, KeyListing, RangeRows,
+    StorageStats,
 };
 use crate::consistency::{Consistency, WriteOptions};
 use crate::error::Error;
@@ -166,6 +167,13 @@ pub trait Coordinator: Send + Sync {
 
     /// Rows of one partition at `consistency`, combined, at one batch boundary.
     async fn range(&self, query: RangeQuery, consistency: Consistency) -> Result<RangeRows, Error>;
+
+    /// The existing keys of `view` from `cursor` on (a placement hash; `0` starts a
+    /// listing), about `count` of them (never splitting one partition key's rows), in
+    /// placement order: `SCAN`. Every key that exists for the whole of a listing is in
+    /// one of its pages (each partition read from one live owner); keys written or
+    /// deleted meanwhile may or may not be.
+    async fn scan_keys(&self, view: &str, cursor: u64, count: usize) -> Result<KeyListing, Error>;
 
     /// Starts importing a batch view of `view` covering every event before
     /// `covers_until` (Unix seconds) on every node that is up.

@@ -21,8 +21,8 @@ pub mod update;
 pub mod view;
 
 pub use answer::{
-    AntiEntropyStatus, BatchStatus, ClusterStatus, EpochInfo, ImportReport, KeyAnswers, NodeStatus,
-    PartitionStatus, RangeRow, RangeRows, Retiring, Staged, StorageStats,
+    AntiEntropyStatus, BatchStatus, ClusterStatus, EpochInfo, ImportReport, KeyAnswers, KeyListing,
+    NodeStatus, PartitionStatus, RangeRow, RangeRows, Retiring, Staged, StorageStats,
 };
 pub use consistency::{Consistency, QuorumMode, WriteOptions};
 pub use coordinator::{BatchImport, Coordinator, RangeQuery, UpdateResults};

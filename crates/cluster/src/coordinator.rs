@@ -6,8 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use speedlayer_api::{
     ApplyKind, BatchImport, BatchStatus, ClusterStatus, Consistency, Coordinator, Declared,
-    EpochInfo, Error, EventLog, ImportReport, KeyAnswers, RangeQuery, RangeRows, StorageStats,
-    Update, UpdateResults, View, ViewSpec, WriteOptions,
+    EpochInfo, Error, EventLog, ImportReport, KeyAnswers, KeyListing, RangeQuery, RangeRows,
+    StorageStats, Update, UpdateResults, View, ViewSpec, WriteOptions,
 };
 use speedlayer_core::{BatchBoundary, BatchValue, Epoch, Key, ValueType};
 
@@ -119,6 +119,10 @@ impl Coordinator for Cluster {
 
     async fn range(&self, query: RangeQuery, consistency: Consistency) -> Result<RangeRows, Error> {
         Ok(Cluster::range(self, query, consistency).await?)
+    }
+
+    async fn scan_keys(&self, view: &str, cursor: u64, count: usize) -> Result<KeyListing, Error> {
+        Ok(Cluster::scan_keys(self, view, cursor, count).await?)
     }
 
     async fn begin_import(

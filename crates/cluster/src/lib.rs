@@ -41,6 +41,7 @@ pub mod node;
 pub mod peer;
 pub mod read;
 pub mod ring;
+pub mod scan;
 pub mod service;
 pub(crate) mod start;
 pub(crate) mod status;

@@ -144,6 +144,22 @@ impl ClusterNode {
                     Err(e) => return Err(e.into()),
                 }
             }
+            Request::ScanKeys {
+                view,
+                from,
+                to,
+                limit,
+            } => {
+                let page = store.scan_keys(view, *from, *to, *limit as usize).await?;
+                Response::Keys {
+                    keys: page
+                        .keys
+                        .iter()
+                        .map(|(key, value_type)| (key.encode(), *value_type))
+                        .collect(),
+                    reached: page.reached,
+                }
+            }
             Request::Catalog => Response::Catalog(catalog_sync::entries(store)),
             Request::Declare { name, spec } => {
                 catalog_sync::learn(self, name, spec).await?;

@@ -194,6 +194,17 @@ pub enum Request {
     },
     /// A step of anti-entropy ([`crate::anti_entropy`]).
     AntiEntropy(AntiEntropyRequest),
+    /// A page of the existing keys with a placement hash in `from..=to` ([`crate::scan`]).
+    ScanKeys {
+        /// View name.
+        view: String,
+        /// First placement hash.
+        from: u64,
+        /// Last placement hash.
+        to: u64,
+        /// Most placement hashes in the page.
+        limit: u32,
+    },
 }
 
 /// What one replica of a partition asks another while comparing them. Ranges are
@@ -391,6 +402,14 @@ pub enum Response {
     AntiEntropy(AntiEntropyResponse),
     /// Answer to `Declare`.
     Declared,
+    /// Answer to `ScanKeys`: keys in [`Key::encode`] form with their value types, and the
+    /// last placement hash the page covers completely.
+    Keys {
+        /// (encoded key, value type), in placement order.
+        keys: Vec<(Vec<u8>, speedlayer_core::ValueType)>,
+        /// See [`speedlayer_store::KeyPage::reached`].
+        reached: u64,
+    },
     /// The request failed on the responder.
     Failed(String),
 }

@@ -11,11 +11,11 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
 
+use support::redis_cli::{cli, cli_raw, require_redis_cli, run_cli};
 use support::{free_ports, Server};
 
 /// Commands sent through `redis-cli --pipe`.
@@ -53,63 +53,6 @@ fn ping(port: u16) -> bool {
     }
     let mut reply = [0u8; 7];
     stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
-}
-
-/// Fails (does not skip) when redis-cli is not installed.
-fn require_redis_cli() {
-    let found = Command::new("redis-cli")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "redis-cli is not installed (or not on PATH): this test needs the real Redis client. \
-         Install it with `apt-get install -y redis-tools`; .ci/run installs it on CI."
-    );
-}
-
-fn run_cli(port: u16, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning redis-cli");
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin");
-        // redis-cli reads while it writes, so a large input cannot deadlock here as long
-        // as its stdout is drained too: feed it from a thread.
-        let input = input.to_vec();
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&input);
-        });
-    }
-    child.wait_with_output().expect("redis-cli output")
-}
-
-/// Runs `redis-cli -p PORT args...` and returns its stdout, trimmed.
-fn cli(port: u16, args: &[&str]) -> String {
-    cli_raw(port, args).trim_end().to_string()
-}
-
-/// Runs `redis-cli -p PORT args...` and returns its stdout as printed.
-fn cli_raw(port: u16, args: &[&str]) -> String {
-    let output = run_cli(port, args, None);
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "redis-cli {args:?} failed with {}: stdout {stdout:?} stderr {:?}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
 }
 
 /// Appends `args` as one RESP multibulk request.

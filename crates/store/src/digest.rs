@@ -1,14 +1,11 @@
 //! Replica digests: what anti-entropy compares between the replicas of a partition.
 //!
-//! Beside every key's state, its epoch keyspace holds a 16-byte blake3 hash of the state's
-//! canonical bytes ([`speedlayer_core::Value::encode`]: equal states, equal bytes) under
-//! `0xFFFF ‖ placement hash (u64, big-endian) ‖ encoded key`. No stored key starts with
-//! `0xFFFF` (a key's first two bytes are its partition's length, at most
-//! [`speedlayer_core::MAX_KEY_PART_LEN`]), so these entries never mix with states in a
-//! scan, and they sort by placement hash: one ring partition (a contiguous placement-hash
-//! range) is one contiguous scan. [`write_state`] writes both in the same atomic batch
-//! (checkpoints and log replay both call it), so the entries always describe exactly the
-//! checkpointed states; a dropped epoch takes its entries with it.
+//! An epoch keyspace keeps its states in placement order ([`crate::state_key`]), so the
+//! states of one ring partition (a contiguous placement-hash range) are one contiguous
+//! scan. A state's hash is a 16-byte blake3 of its canonical bytes
+//! ([`speedlayer_core::Value::encode`]: equal states, equal bytes), computed as the scan
+//! reads it; nothing beside the states is stored, so a checkpoint writes one entry per key
+//! and the digests always describe exactly the checkpointed states.
 //!
 //! A range's digest cuts the range into [`LEAVES`] equal sub-ranges; a leaf hashes its
 //! (key, state hash) entries in order, the root hashes the leaves. Roots are cached per
@@ -17,7 +14,6 @@
 //! changed range when it is next compared, never a full scan per round.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
 use std::sync::Mutex;
 
 use fjall::{Keyspace, OwnedWriteBatch as WriteBatch};
@@ -32,9 +28,6 @@ pub const LEAVES: usize = 16;
 
 /// A truncated blake3 hash: of a state, a leaf, or a root.
 pub type Hash16 = [u8; 16];
-
-/// First two bytes of every digest entry (no stored key starts with them).
-const ENTRY_TAG: [u8; 2] = [0xFF, 0xFF];
 
 /// A range's digest in one (view, epoch): equal digests mean equal checkpointed states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,47 +44,34 @@ fn truncate(hash: blake3::Hash) -> Hash16 {
     out
 }
 
-/// The state hash a digest entry holds.
+/// The hash of a state's canonical bytes, what a (key, state hash) entry holds.
 pub fn state_hash(encoded_state: &[u8]) -> Hash16 {
     truncate(blake3::hash(encoded_state))
 }
 
-fn entry_key(placement: u64, encoded_key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10 + encoded_key.len());
-    out.extend_from_slice(&ENTRY_TAG);
-    out.extend_from_slice(&placement.to_be_bytes());
-    out.extend_from_slice(encoded_key);
-    out
-}
-
-/// Writes `key`'s state (or its removal, for `None`) and its digest entry into `batch`,
+/// Writes `key`'s state (or its removal, for `None`) into `batch`,
 /// and notes in `counts` whether the key starts or stops counting in `keyspace` of `at`
 /// (`counted`: its stored state existed before this batch, see
 /// [`crate::key_count::counts`]); returns whether it counts after this batch. The one way
-/// states reach an epoch keyspace.
+/// states reach an epoch keyspace. `placement` is `key.placement()`, which the caller
+/// already has.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_state(
     batch: &mut WriteBatch,
     counts: &mut KeyCounts,
     at: (u32, Epoch),
     keyspace: &Keyspace,
     counted: bool,
+    placement: u64,
     key: &Key,
     value: Option<&Value>,
 ) -> bool {
     let counts_now = crate::key_count::counts(value);
     counts.note(at, keyspace, counted, counts_now);
-    let encoded = key.encode();
-    let entry = entry_key(key.placement(), &encoded);
+    let stored = crate::state_key::encode_at(placement, key);
     match value {
-        Some(value) => {
-            let state = value.encode();
-            batch.insert(keyspace, entry, state_hash(&state));
-            batch.insert(keyspace, encoded, state);
-        }
-        None => {
-            batch.remove(keyspace, entry);
-            batch.remove(keyspace, encoded);
-        }
+        Some(value) => batch.insert(keyspace, stored, value.encode()),
+        None => batch.remove(keyspace, stored),
     }
     counts_now
 }
@@ -116,8 +96,8 @@ pub fn leaf_range(first: u64, last: u64, leaf: usize) -> (u64, u64) {
     (lo as u64, (hi - 1) as u64)
 }
 
-/// Calls `entry(placement, encoded key, state hash)` for every digest entry in
-/// `first..=last`, in order.
+/// Calls `entry(placement, encoded key, state hash)` for every state in `first..=last`,
+/// in order.
 fn scan(
     keyspace: &Keyspace,
     first: u64,
@@ -127,22 +107,10 @@ fn scan(
     if first > last {
         return Ok(());
     }
-    let lower = entry_key(first, &[]);
-    let upper = match last.checked_add(1) {
-        Some(next) => Bound::Excluded(entry_key(next, &[])),
-        None => Bound::Unbounded,
-    };
-    for guard in keyspace.range::<Vec<u8>, _>((Bound::Included(lower), upper)) {
-        let (key, value) = guard.into_inner()?;
-        let (Some(placement), Ok(hash)) = (
-            key.get(2..10)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes),
-            <Hash16>::try_from(&value[..]),
-        ) else {
-            continue;
-        };
-        entry(placement, key.get(10..).unwrap_or_default(), hash);
+    for guard in keyspace.range::<Vec<u8>, _>(crate::state_key::placement_range(first, last)) {
+        let (stored, state) = guard.into_inner()?;
+        let (placement, key) = crate::state_key::split(&stored)?;
+        entry(placement, key, state_hash(&state));
     }
     Ok(())
 }
@@ -200,27 +168,6 @@ pub(crate) fn entries(keyspace: &Keyspace, first: u64, last: u64) -> Result<Vec<
         Some(e) => Err(e.into()),
         None => Ok(out),
     }
-}
-
-/// Writes the missing digest entry of every state in `keyspace` (a keyspace written
-/// before digests existed); returns how many it wrote. Entries already there are kept.
-pub(crate) fn backfill(db: &fjall::Database, keyspace: &Keyspace) -> Result<u64> {
-    let mut batch = db.batch();
-    let mut written = 0;
-    for guard in keyspace.range::<Vec<u8>, _>((
-        Bound::Unbounded,
-        Bound::Excluded(crate::key_count::COUNT_TAG.to_vec()),
-    )) {
-        let (encoded, state) = guard.into_inner()?;
-        let key = Key::decode(&encoded)?;
-        let entry = entry_key(key.placement(), &encoded);
-        if keyspace.get(&entry)?.is_none() {
-            batch.insert(keyspace, entry, state_hash(&state));
-            written += 1;
-        }
-    }
-    batch.commit()?;
-    Ok(written)
 }
 
 /// Cached root digests by (view id, epoch), then by range start: `(range end, digest)`.
@@ -338,12 +285,5 @@ mod tests {
             }
             assert_eq!(next, u128::from(last) + 1);
         }
-    }
-
-    #[test]
-    fn no_stored_key_can_look_like_a_digest_entry() {
-        let longest = Key::new(vec![0xFF; speedlayer_core::MAX_KEY_PART_LEN], vec![0xFF; 8])
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(longest.encode().as_slice() < ENTRY_TAG.as_slice());
     }
 }

@@ -3,7 +3,7 @@
 //! `/metrics`, `INFO keyspace` and `ctl status` report; kept on write.
 //!
 //! fjall's `approximate_len` counts every version of every key still in the LSM tree
-//! (each checkpoint of a hot key adds one) plus the digest entries: it was off by 50 to
+//! (each checkpoint of a hot key adds one): it was off by 50 to
 //! 200 times. Instead each writer of an epoch keyspace keeps, in that keyspace, the net
 //! number of keys it created there: `0xFFFE ‖ writer (u16, big-endian) → i64`. A writer
 //! is an owner shard (its index), log replay at open, or the one-time count of a data
@@ -19,12 +19,10 @@
 //! disk" is exact: a shard learns it with the state it loads (or knows the keyspace held
 //! none of its keys), and records it after each checkpoint.
 //!
-//! No stored key starts with `0xFFFE` (a key's first two bytes are its partition's
-//! length, at most [`speedlayer_core::MAX_KEY_PART_LEN`]), and the slots sort before the
-//! digest entries (`0xFFFF ‖ ...`), so neither scan sees them.
+//! No state key starts with `0xFFFE` (they start with [`crate::state_key::STATE_TAG`]), so
+//! the slots and the states never mix in a scan.
 
 use std::collections::HashMap;
-use std::ops::Bound;
 
 use fjall::{Keyspace, OwnedWriteBatch as WriteBatch};
 use speedlayer_core::{Epoch, Value};
@@ -106,9 +104,7 @@ pub(crate) fn counts(value: Option<&Value>) -> bool {
 pub(crate) fn recount(db: &fjall::Database, keyspace: &Keyspace) -> Result<u64> {
     let mut batch = db.batch();
     let mut states = 0u64;
-    for guard in
-        keyspace.range::<Vec<u8>, _>((Bound::Unbounded, Bound::Excluded(COUNT_TAG.to_vec())))
-    {
+    for guard in keyspace.range::<Vec<u8>, _>(crate::state_key::all()) {
         let (_, state) = guard.into_inner()?;
         if Value::decode(&state)?.exists() {
             states += 1;
@@ -128,7 +124,7 @@ pub(crate) fn recount(db: &fjall::Database, keyspace: &Keyspace) -> Result<u64> 
 
 #[cfg(test)]
 mod tests {
-    use super::{count, recount, slot_key, COUNT_TAG};
+    use super::{count, recount, slot_key};
     use fjall::{Database, KeyspaceCreateOptions};
     use speedlayer_core::{Key, Value, ValueType};
 
@@ -142,9 +138,10 @@ mod tests {
             .keyspace("epoch", KeyspaceCreateOptions::default)
             .unwrap_or_else(|e| panic!("{e}"));
         let key = |i: u32| {
-            Key::new(format!("k{i}").into_bytes(), Vec::new())
-                .unwrap_or_else(|e| panic!("{e}"))
-                .encode()
+            crate::state_key::encode(
+                &Key::new(format!("k{i}").into_bytes(), Vec::new())
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
         };
         let insert =
             |k: Vec<u8>, v: Vec<u8>| keyspace.insert(k, v).unwrap_or_else(|e| panic!("{e}"));
@@ -158,12 +155,5 @@ mod tests {
         assert_eq!(count(&keyspace).unwrap_or_else(|e| panic!("{e}")), 1000);
         assert_eq!(recount(&db, &keyspace).unwrap_or_else(|e| panic!("{e}")), 3);
         assert_eq!(count(&keyspace).unwrap_or_else(|e| panic!("{e}")), 3);
-    }
-
-    #[test]
-    fn no_stored_key_can_look_like_a_count_slot() {
-        let longest = Key::new(vec![0xFF; speedlayer_core::MAX_KEY_PART_LEN], vec![0xFF; 8])
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(longest.encode().as_slice() < COUNT_TAG.as_slice());
     }
 }

@@ -27,6 +27,7 @@ pub mod hints;
 pub(crate) mod key_count;
 pub mod metrics;
 pub(crate) mod shard;
+pub(crate) mod state_key;
 mod store;
 pub mod update_log;
 
@@ -36,7 +37,7 @@ pub use error::{Result, StoreError};
 pub use hints::{Hint, HintKey, Hints};
 pub use metrics::StoreMetrics;
 pub use store::{
-    validate, ApplyKind, EpochDigest, EpochInfo, ImportCheck, MergedLive, RangeDigests, RangeRow,
-    RangeRows, RangeStates, Retired, Store, StoreConfig, Update, Written, DEFAULT_BATCH_GRACE,
-    DEFAULT_MAX_FUTURE_TS, MAX_TS_US,
+    validate, ApplyKind, EpochDigest, EpochInfo, ImportCheck, KeyPage, MergedLive, RangeDigests,
+    RangeRow, RangeRows, RangeStates, Retired, Store, StoreConfig, Update, Written,
+    DEFAULT_BATCH_GRACE, DEFAULT_MAX_FUTURE_TS, MAX_TS_US,
 };

@@ -257,6 +257,7 @@ pub fn replay(
             (*view_id, *epoch),
             &keyspace,
             *counted,
+            key.placement(),
             key,
             value.as_ref(),
         );
@@ -284,7 +285,7 @@ fn state<'a>(
         Entry::Occupied(o) => &mut o.into_mut().1,
         Entry::Vacant(v) => {
             let keyspace = epochs.get_or_create(view_id, epoch)?;
-            let stored = match keyspace.get(v.key().2.encode())? {
+            let stored = match keyspace.get(crate::state_key::encode(&v.key().2))? {
                 Some(bytes) => Some(Value::decode(&bytes)?),
                 None => None,
             };

@@ -546,3 +546,78 @@ async fn key_counts_are_exact_through_overwrites_deletes_and_reopens() {
     let store = open(dir.path());
     assert_eq!(keys_per_epoch(&store, "hits"), vec![970, 300]);
 }
+
+/// Pages through every key of `view` with `limit` placement hashes per page.
+async fn scan_all(store: &Store, view: &str, limit: usize) -> Vec<Key> {
+    let mut keys = Vec::new();
+    let mut from = 0u64;
+    loop {
+        let page = store.scan_keys(view, from, u64::MAX, limit).await.unwrap();
+        assert!(page.reached >= from, "a page went backwards");
+        keys.extend(page.keys.into_iter().map(|(key, value_type)| {
+            assert_eq!(value_type, ValueType::Counter);
+            key
+        }));
+        match page.reached.checked_add(1) {
+            Some(next) => from = next,
+            None => return keys,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_listings_page_through_every_epoch_listing_each_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .declare_view("pv", ViewSpec::new(ValueType::Counter))
+        .unwrap();
+    let base = 1_732_446_000;
+    // Keys in one epoch, in the other, and in both (each page must stop at the smaller
+    // reach of the two epochs, or a key of the farther one would be listed twice);
+    // partitions with several rows, which share a placement hash.
+    let mut updates = Vec::new();
+    for i in 0..120 {
+        let partition = format!("p{i}");
+        if i % 3 != 1 {
+            updates.push(incr(&partition, "", 1, Some(base)));
+        }
+        if i % 3 != 0 {
+            updates.push(incr(&partition, "", 1, Some(base + 7200)));
+        }
+        if i % 10 == 0 {
+            updates.push(incr(&partition, "a", 1, Some(base)));
+            updates.push(incr(&partition, "b", 1, Some(base + 7200)));
+        }
+    }
+    apply(&store, "pv", updates).await.unwrap();
+    // A deleted key is not listed (p1 lives in the second epoch only).
+    let delete = Update {
+        key: key("p1", ""),
+        op: Op::Delete,
+        ts_us: Some((base + 7200) * 1_000_000),
+        id: None,
+    };
+    apply(&store, "pv", vec![delete]).await.unwrap();
+    let mut expected: Vec<Key> = (0..120)
+        .filter(|i| *i != 1)
+        .map(|i| key(&format!("p{i}"), ""))
+        .chain((0..120).step_by(10).flat_map(|i| {
+            let p = format!("p{i}");
+            [key(&p, "a"), key(&p, "b")]
+        }))
+        .collect();
+    expected.sort();
+    for limit in [1, 3, 7, 1000] {
+        let mut listed = scan_all(&store, "pv", limit).await;
+        let pages_len = listed.len();
+        listed.sort();
+        listed.dedup();
+        assert_eq!(
+            listed.len(),
+            pages_len,
+            "a key listed twice with limit {limit}"
+        );
+        assert_eq!(listed, expected, "limit {limit}");
+    }
+}

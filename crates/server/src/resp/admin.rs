@@ -108,6 +108,8 @@ const COMMANDS: &[CommandSpec] = &[
         0,
     ),
     ("dbsize", 1, &["readonly", "fast"], 0, 0, 0),
+    ("scan", -2, &["readonly"], 0, 0, 0),
+    ("keys", 2, &["readonly"], 0, 0, 0),
     ("time", 1, &["loading", "stale", "fast"], 0, 0, 0),
     ("type", 2, &["readonly", "fast"], 1, 1, 1),
     ("unlink", -2, &["write", "fast"], 1, -1, 1),

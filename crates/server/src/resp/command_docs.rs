@@ -30,6 +30,8 @@ pub const DOCS: &[CommandDoc] = &[
     ("flushdb", "server", "differs", "Drops the implicit redis view's generation on every node in O(1)."),
     ("flushall", "server", "differs", "As FLUSHDB: declared views are left alone."),
     ("dbsize", "server", "differs", "Keys that exist on this node, exact as of its last checkpoint."),
+    ("scan", "generic", "differs", "Lists the implicit redis view's keys (not declared views' rows) from one live owner per partition; the cursor is a placement hash."),
+    ("keys", "generic", "differs", "As SCAN from 0 to the end, filtered by the pattern."),
     ("hincrby", "hash", "supported", "Increments a counter field (a clustering key of the hash's partition)."),
     ("hget", "hash", "supported", "Reads one field."),
     ("hgetall", "hash", "supported", "Reads every field of a hash."),

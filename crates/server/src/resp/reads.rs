@@ -12,7 +12,7 @@ use super::keys::REDIS_VIEW;
 use super::lookup::{apply, check, read, set_update, string_of, target};
 use super::session::Session;
 use super::step::Step;
-use super::{hashes, set_algebra};
+use super::{hashes, scan, set_algebra};
 
 /// True for the commands this module executes.
 pub fn handles(name: &str) -> bool {
@@ -37,6 +37,7 @@ pub fn handles(name: &str) -> bool {
             | "FLUSHALL"
     ) || set_algebra::handles(name)
         || hashes::handles(name)
+        || scan::handles(name)
 }
 
 /// The plan of a single-key read that can join a group (GET, HGET), or `None`.
@@ -276,6 +277,7 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
         }
         _ if set_algebra::handles(name) => set_algebra::run(session, name, args).await,
         _ if hashes::handles(name) => hashes::run(session, name, args).await,
+        _ if scan::handles(name) => scan::run(session, name, args).await,
         _ => Err(Reply::error(format!("ERR unknown command '{name}'"))),
     }
 }

@@ -342,16 +342,18 @@ impl ShardLoop {
             };
             if cached.dirty {
                 cached.dirty = false;
+                let placement = key.placement();
                 cached.counted = write_state(
                     &mut batch,
                     &mut counts,
                     *epoch_key,
                     &epoch_cache.keyspace,
                     cached.counted,
+                    placement,
                     key,
                     cached.value.as_ref(),
                 );
-                changed.push((epoch_key.0, epoch_key.1, key.placement()));
+                changed.push((epoch_key.0, epoch_key.1, placement));
             }
         }
         counts.write(&mut batch, self.shard.index)?;

@@ -62,7 +62,8 @@ impl Store {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             let scan = Scan {
-                prefix: Key::partition_prefix(&partition),
+                state_prefix: crate::state_key::partition_prefix(&partition),
+                table_prefix: Key::partition_prefix(&partition),
                 from: from.unwrap_or_default(),
                 to,
                 limit,
@@ -76,23 +77,25 @@ impl Store {
                 if epoch < first {
                     continue;
                 }
-                states.truncated |= scan.rows(&keyspace, |clustering, bytes| {
-                    let state = Value::decode(bytes)?;
-                    states
-                        .rows
-                        .entry(clustering)
-                        .or_default()
-                        .epochs
-                        .push((epoch, state));
-                    Ok(())
-                })?;
+                states.truncated |=
+                    scan.rows(&keyspace, &scan.state_prefix, |clustering, bytes| {
+                        let state = Value::decode(bytes)?;
+                        states
+                            .rows
+                            .entry(clustering)
+                            .or_default()
+                            .epochs
+                            .push((epoch, state));
+                        Ok(())
+                    })?;
             }
             if let Some(table) = table {
-                states.truncated |= scan.rows(&table, |clustering, bytes| {
-                    states.rows.entry(clustering).or_default().batch =
-                        Some(BatchValue::decode(bytes)?);
-                    Ok(())
-                })?;
+                states.truncated |=
+                    scan.rows(&table, &scan.table_prefix, |clustering, bytes| {
+                        states.rows.entry(clustering).or_default().batch =
+                            Some(BatchValue::decode(bytes)?);
+                        Ok(())
+                    })?;
             }
             Ok(states)
         })
@@ -103,7 +106,10 @@ impl Store {
 
 /// One partition's clustering range, as scanned in each keyspace (epochs, batch table).
 struct Scan {
-    prefix: Vec<u8>,
+    /// The partition's prefix in epoch keyspaces ([`crate::state_key`]).
+    state_prefix: Vec<u8>,
+    /// Its prefix in batch tables (the encoded key alone: they are read in key order).
+    table_prefix: Vec<u8>,
     from: Vec<u8>,
     to: Option<Vec<u8>>,
     limit: usize,
@@ -111,15 +117,17 @@ struct Scan {
 
 impl Scan {
     /// Calls `row` with (clustering key, stored bytes) of the first `limit` rows of the
-    /// range in `keyspace`; true when more rows were left.
+    /// range in `keyspace`, whose keys of the partition start with `prefix`; true when more
+    /// rows were left.
     fn rows(
         &self,
         keyspace: &fjall::Keyspace,
+        prefix: &[u8],
         mut row: impl FnMut(Vec<u8>, &[u8]) -> Result<()>,
     ) -> Result<bool> {
-        let lower = [self.prefix.as_slice(), &self.from].concat();
+        let lower = [prefix, &self.from].concat();
         let end = match &self.to {
-            Some(to) => Bound::Included([self.prefix.as_slice(), to].concat()),
+            Some(to) => Bound::Included([prefix, to].concat()),
             None => Bound::Unbounded,
         };
         for (taken, guard) in keyspace
@@ -127,13 +135,13 @@ impl Scan {
             .enumerate()
         {
             let (key, bytes) = guard.into_inner()?;
-            if !key.starts_with(&self.prefix) {
+            if !key.starts_with(prefix) {
                 break;
             }
             if taken == self.limit {
                 return Ok(true);
             }
-            row(key[self.prefix.len()..].to_vec(), &bytes)?;
+            row(key[prefix.len()..].to_vec(), &bytes)?;
         }
         Ok(false)
     }
