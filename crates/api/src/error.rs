@@ -124,6 +124,16 @@ pub enum Error {
         /// What it answered.
         reason: String,
     },
+    /// A register value or a set or HLL member longer than the node's
+    /// `--max-value-bytes`: values are kept in memory by their owners, so one huge value
+    /// would hold its size for as long as the key lives.
+    #[error("a value is {len} bytes; the limit is {limit} bytes (--max-value-bytes)")]
+    ValueTooLarge {
+        /// The value's length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The request does not apply to what it names (e.g. flushing a view of time epochs).
     #[error("{0}")]
     Unsupported(String),
@@ -176,6 +186,7 @@ impl Error {
                 | Error::UntypedBatch(_)
                 | Error::BatchRow(_)
                 | Error::Unsupported(_)
+                | Error::ValueTooLarge { .. }
                 | Error::UnknownMember(_)
                 | Error::Membership(_)
         )

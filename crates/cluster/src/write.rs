@@ -44,7 +44,7 @@ impl Cluster {
             return Ok(inner.store.apply_kind(view, updates, kind).await?);
         }
         inner.refuse_if_clock_skewed()?;
-        inner.store.refuse_future(&updates)?;
+        inner.store.refuse_out_of_bounds(&updates)?;
         let spec = inner.store.view(view)?;
         for update in &updates {
             validate(&spec, update).map_err(StoreError::from)?;

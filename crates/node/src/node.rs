@@ -70,10 +70,18 @@ pub struct NodeConfig {
     pub batch_grace: Duration,
     /// How far ahead of the node's clock an update's `ts` may be.
     pub max_future_ts: Duration,
+    /// Longest register value or set/HLL member an update may carry; also bounds every
+    /// Redis-protocol bulk string (at least 64 KiB), so an oversized one is refused
+    /// before it is read into memory.
+    pub max_value_bytes: usize,
     /// Age past which realtime epochs no batch view covers are dropped anyway (`None`:
     /// kept until a batch view covers them).
     pub retention: Option<Duration>,
 }
+
+/// The smallest Redis-protocol bulk limit, whatever `--max-value-bytes` says: keys,
+/// fields and arguments other than values must always fit.
+const MIN_BULK_LIMIT: usize = 64 * 1024;
 
 impl NodeConfig {
     /// A node in `data_dir` with the contract's default addresses.
@@ -95,6 +103,7 @@ impl NodeConfig {
             nats: None,
             batch_grace: speedlayer_store::DEFAULT_BATCH_GRACE,
             max_future_ts: speedlayer_store::DEFAULT_MAX_FUTURE_TS,
+            max_value_bytes: speedlayer_store::DEFAULT_MAX_VALUE_BYTES,
             retention: None,
         }
     }
@@ -161,6 +170,7 @@ impl Node {
         store_config.node_id = config.node_id.clone();
         store_config.batch_grace = config.batch_grace;
         store_config.max_future_ts = config.max_future_ts;
+        store_config.max_value_bytes = config.max_value_bytes;
         store_config.retention = config.retention;
         if let Some(shards) = config.shards {
             store_config.shards = shards;
@@ -219,6 +229,7 @@ impl Node {
         let max_clients = crate::open_files::client_budget(config.max_clients);
         let mut resp_shared = RespShared::new(ingest.clone(), config.requirepass.clone(), metrics);
         resp_shared.max_clients = max_clients;
+        resp_shared.limits.max_bulk_len = config.max_value_bytes.max(MIN_BULK_LIMIT);
         resp_shared.request_timeout = config.request_timeout;
         resp_shared.auth_throttle = auth_throttle;
         let resp_shared = Arc::new(resp_shared);

@@ -146,6 +146,12 @@ pub struct ServeArgs {
     /// seconds; later ones are refused with a 400 / `ERR` [default: 86400].
     #[arg(long)]
     pub max_future_ts_secs: Option<u64>,
+    /// Longest register value or set/HLL member an update may carry, in bytes; longer
+    /// ones are refused (HTTP 413 `value_too_large`, Redis `ERR`), and a Redis bulk string
+    /// longer than it (or 64 KiB, whichever is more) closes the connection before it is
+    /// read [default: 1048576].
+    #[arg(long)]
+    pub max_value_bytes: Option<usize>,
     /// Events the async queue may hold before `mode=async` submits are refused with 429
     /// [default: 10000000].
     #[arg(long)]

@@ -38,6 +38,7 @@ struct FileConfig {
     anti_entropy_interval_secs: Option<u64>,
     anti_entropy_mib_per_sec: Option<u64>,
     max_future_ts_secs: Option<u64>,
+    max_value_bytes: Option<usize>,
     queue_limit: Option<u64>,
     batch_grace: Option<u64>,
     retention: Option<u64>,
@@ -159,6 +160,9 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
     node.cluster = cluster_config;
     if let Some(secs) = args.max_future_ts_secs.or(file.max_future_ts_secs) {
         node.max_future_ts = Duration::from_secs(secs);
+    }
+    if let Some(bytes) = args.max_value_bytes.or(file.max_value_bytes) {
+        node.max_value_bytes = bytes;
     }
     if let Some(grace) = args.batch_grace.or(file.batch_grace) {
         node.batch_grace = std::time::Duration::from_secs(grace);

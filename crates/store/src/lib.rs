@@ -39,5 +39,5 @@ pub use metrics::StoreMetrics;
 pub use store::{
     validate, ApplyKind, EpochDigest, EpochInfo, ImportCheck, KeyPage, MergedLive, RangeDigests,
     RangeRow, RangeRows, RangeStates, Retired, Store, StoreConfig, Update, Written,
-    DEFAULT_BATCH_GRACE, DEFAULT_MAX_FUTURE_TS, MAX_TS_US,
+    DEFAULT_BATCH_GRACE, DEFAULT_MAX_FUTURE_TS, DEFAULT_MAX_VALUE_BYTES, MAX_TS_US,
 };

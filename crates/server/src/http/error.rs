@@ -48,6 +48,7 @@ impl From<Error> for ApiError {
             Error::UntypedBatch(_) => (StatusCode::BAD_REQUEST, "untyped_view"),
             Error::BatchRow(_) => (StatusCode::BAD_REQUEST, "invalid_batch_row"),
             Error::Unsupported(_) => (StatusCode::BAD_REQUEST, "unsupported"),
+            Error::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
             Error::UnknownMember(_) => (StatusCode::NOT_FOUND, "unknown_member"),
             Error::Membership(_) => (StatusCode::CONFLICT, "membership"),
             Error::BoundaryUnavailable { .. } => {

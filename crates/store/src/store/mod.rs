@@ -40,6 +40,9 @@ pub use range::RangeStates;
 pub use retire::Retired;
 pub use speedlayer_api::{validate, ApplyKind, EpochInfo, RangeRow, RangeRows, Update, MAX_TS_US};
 
+/// Default of [`StoreConfig::max_value_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+
 /// Default of [`StoreConfig::max_future_ts`]: a day.
 pub const DEFAULT_MAX_FUTURE_TS: Duration = Duration::from_secs(86_400);
 
@@ -71,9 +74,12 @@ pub struct StoreConfig {
     /// so reads that picked it (on any coordinator) finish before its data is dropped.
     pub batch_grace: Duration,
     /// How far ahead of this node's clock an update's event time (`ts`) may be; later
-    /// ones are refused ([`Store::refuse_future`]): a stamp far in the future would win
+    /// ones are refused ([`Store::refuse_out_of_bounds`]): a stamp far in the future would win
     /// every register write and sit in an epoch nobody reads yet.
     pub max_future_ts: Duration,
+    /// Longest register value or set/HLL member an update may carry; longer ones are
+    /// refused ([`Store::refuse_out_of_bounds`]).
+    pub max_value_bytes: usize,
     /// Realtime epochs whose end is older than this are dropped even when no batch view
     /// covers them (counted in `speedlayer_store_epochs_expired_uncovered_total`, logged
     /// as a warning). `None`: kept until a batch view covers them.
@@ -96,6 +102,7 @@ impl StoreConfig {
             epoch_memtable_bytes: 64 * 1024 * 1024,
             batch_grace: DEFAULT_BATCH_GRACE,
             max_future_ts: DEFAULT_MAX_FUTURE_TS,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             retention: None,
         }
     }
@@ -132,6 +139,7 @@ struct Inner {
     retire_gate: tokio::sync::RwLock<()>,
     batch_grace: Duration,
     max_future_ts: Duration,
+    max_value_bytes: usize,
     retention: Option<Duration>,
     queue: Arc<EventQueue>,
     clock: Clock,
@@ -330,6 +338,7 @@ impl Store {
                 retire_gate: tokio::sync::RwLock::new(()),
                 batch_grace: config.batch_grace,
                 max_future_ts: config.max_future_ts,
+                max_value_bytes: config.max_value_bytes,
                 retention: config.retention,
                 queue,
                 clock,

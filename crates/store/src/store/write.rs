@@ -14,11 +14,30 @@ use crate::error::{Result, StoreError};
 use crate::shard::{ShardMsg, ShardUpdate, UpdateResults};
 
 impl Store {
-    /// Refuses updates whose event time is more than [`StoreConfig::max_future_ts`]
-    /// ahead of this node's clock (merges of states are not updates and pass).
+    /// Refuses updates out of this node's bounds: an event time more than
+    /// [`StoreConfig::max_future_ts`] ahead of its clock, or a value longer than
+    /// [`StoreConfig::max_value_bytes`] (merges of states are not updates and pass).
+    /// What the coordinator checks before it sends updates to any replica.
     ///
     /// [`StoreConfig::max_future_ts`]: crate::StoreConfig::max_future_ts
-    pub fn refuse_future(&self, updates: &[Update]) -> Result<()> {
+    /// [`StoreConfig::max_value_bytes`]: crate::StoreConfig::max_value_bytes
+    pub fn refuse_out_of_bounds(&self, updates: &[Update]) -> Result<()> {
+        let limit = self.inner.max_value_bytes;
+        for update in updates {
+            let longest = match &update.op {
+                Op::Set(value) => value.len(),
+                Op::Add(members) | Op::Remove(members) | Op::PfAdd(members) => {
+                    members.iter().map(Vec::len).max().unwrap_or(0)
+                }
+                _ => 0,
+            };
+            if longest > limit {
+                return Err(StoreError::Request(speedlayer_api::Error::ValueTooLarge {
+                    len: longest,
+                    limit,
+                }));
+            }
+        }
         let bound = self.inner.max_future_ts;
         let horizon =
             (crate::clock::wall_clock_us() as i64).saturating_add(bound.as_micros() as i64);
@@ -139,7 +158,7 @@ impl Store {
         let mut late = Vec::new();
         let mut refused = Vec::new();
         let mut epochs = Vec::with_capacity(updates.len());
-        self.refuse_future(&updates)?;
+        self.refuse_out_of_bounds(&updates)?;
         for update in &updates {
             validate(&view, update)?;
         }
