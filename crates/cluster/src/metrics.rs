@@ -33,6 +33,9 @@ pub struct ClusterMetrics {
     pub clock_offset: Family<TargetLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Stale replicas sent a merged state by read repair.
     pub read_repairs: Counter,
+    /// Writes answered once W nodes held them while other replicas were still being
+    /// written (those finish in the background; a failure there becomes a hint).
+    pub writes_answered_early: Counter,
     /// Catalog entries learned from peers.
     pub catalog_learned: Counter,
     /// Catalog entries a peer declared differently (left as this node has them).
@@ -86,6 +89,11 @@ impl ClusterMetrics {
             "speedlayer_peer_up",
             "1 while the failure detector considers the peer up",
             self.peer_up.clone(),
+        );
+        registry.register(
+            "speedlayer_writes_answered_early",
+            "Writes answered at W acknowledgements while other replicas were still being written",
+            self.writes_answered_early.clone(),
         );
         registry.register(
             "speedlayer_read_repairs",

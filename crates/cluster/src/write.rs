@@ -4,7 +4,10 @@
 //! 1. picks the **applying replica** (itself when it owns the keys, else the first live
 //!    owner; a sloppy write falls back to itself when no owner is reachable) and has it
 //!    apply the updates durably, returning each update's delta ([`Value::delta`]);
-//! 2. sends the deltas to the other live owners, which merge them durably;
+//! 2. sends the deltas to the other live owners, which merge them durably, and goes on
+//!    as soon as W nodes hold the write: the owners still to answer finish in the
+//!    background, and one that fails then gets a hint (so a hung peer costs a write
+//!    nothing once W others answered);
 //! 3. if fewer than W nodes acknowledged and the write is sloppy, sends the deltas to
 //!    fallback nodes (next on the ring) that keep a hint for an owner they stand in for;
 //! 4. records hints (here) for every owner still missing, so it catches up when back;
@@ -16,6 +19,9 @@
 //!
 //! [`Value::delta`]: speedlayer_core::Value::delta
 
+use std::sync::Arc;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use speedlayer_core::{Applied, Epoch, OpError, Value};
 use speedlayer_store::{validate, ApplyKind, StoreError, Update, Written};
 
@@ -150,7 +156,7 @@ impl Cluster {
 
 impl ClusterNode {
     async fn write_group(
-        &self,
+        self: &Arc<Self>,
         view: &str,
         partition: u32,
         items: Vec<(usize, Update)>,
@@ -208,7 +214,9 @@ impl ClusterNode {
         }
 
         // 2. The other live owners, and the nodes taking the partition over (they do
-        // not count towards W; one that misses the write gets a hint).
+        // not count towards W; one that misses the write gets a hint). Once W nodes hold
+        // the write, the rest finish in the background.
+        let deltas = Arc::new(deltas);
         let mut acked = vec![applier];
         let others: Vec<usize> = live.iter().copied().filter(|&m| m != applier).collect();
         let pending: Vec<usize> = self
@@ -216,23 +224,35 @@ impl ClusterNode {
             .into_iter()
             .filter(|&m| m != applier)
             .collect();
-        let shared = &deltas;
-        let merges = others
+        let mut in_flight: Vec<usize> = others.iter().chain(&pending).copied().collect();
+        let mut merges: FuturesUnordered<_> = in_flight
             .iter()
-            .chain(&pending)
-            .map(|&m| async move { (m, self.merge_on(m, view, shared, None).await) });
+            .map(|&m| {
+                let (node, view, deltas) = (Arc::clone(self), view.to_owned(), Arc::clone(&deltas));
+                async move { (m, node.merge_on(m, &view, &deltas, None).await) }
+            })
+            .collect();
         let mut pending_missed = Vec::new();
-        for (member, ok) in futures_util::future::join_all(merges).await {
+        while acked.len() < w {
+            let Some((member, ok)) = merges.next().await else {
+                break;
+            };
+            in_flight.retain(|&m| m != member);
             match (ok, pending.contains(&member)) {
                 (true, false) => acked.push(member),
                 (false, true) => pending_missed.push(member),
                 _ => {}
             }
         }
+        if !merges.is_empty() {
+            let holds = acked.contains(&self.members.me());
+            self.finish_in_background(view, &deltas, merges, holds);
+        }
+        // Owners that did not take the write (not those still answering).
         let missing: Vec<usize> = owners
             .iter()
             .copied()
-            .filter(|m| !acked.contains(m))
+            .filter(|m| !acked.contains(m) && !in_flight.contains(m))
             .collect();
         if !pending_missed.is_empty() {
             if !acked.contains(&self.members.me()) {
@@ -301,6 +321,46 @@ impl ClusterNode {
             return Err(self.unavailable(w, n, reached, owners, &acked));
         }
         Ok(results)
+    }
+
+    /// Lets the replications of a write still in flight once it reached W finish on their
+    /// own: an owner (or next-ring owner) that then fails gets a hint here,
+    /// after this node merged the write itself if it does not hold it yet (a hint
+    /// holder hands over its own state). `holds`: this node already holds the write.
+    fn finish_in_background<F>(
+        self: &Arc<Self>,
+        view: &str,
+        deltas: &Arc<Deltas>,
+        mut merges: FuturesUnordered<F>,
+        holds: bool,
+    ) where
+        F: std::future::Future<Output = (usize, bool)> + Send + 'static,
+    {
+        let (node, view, deltas) = (Arc::clone(self), view.to_owned(), Arc::clone(deltas));
+        self.metrics.writes_answered_early.inc();
+        tokio::spawn(async move {
+            let mut missed = Vec::new();
+            while let Some((member, ok)) = merges.next().await {
+                if !ok {
+                    missed.push(member);
+                }
+            }
+            if missed.is_empty() {
+                return;
+            }
+            if !holds {
+                if let Err(e) = node.merge_here(&view, deltas.local.clone(), None).await {
+                    tracing::warn!(error = %e, "holding a write for hints failed; anti-entropy will repair its replicas");
+                    return;
+                }
+            }
+            for member in missed {
+                let owner = node.members.name(member);
+                if let Err(e) = node.record_hints(&owner, deltas.hint_keys(&view)).await {
+                    tracing::warn!(%owner, error = %e, "recording hints failed; anti-entropy will repair");
+                }
+            }
+        });
     }
 
     /// Applies `updates` on `member` as the coordinating replica. `Err(None)`: the member
