@@ -2,8 +2,9 @@
 //! `axum::serve` does not offer.
 //!
 //! - A client that stalls its request line or headers for `--request-timeout-secs` is
-//!   closed (slow-loris), as on the RESP port. (A body that stalls is not timed here:
-//!   the streamed routes, events and batch imports, legitimately take long.)
+//!   closed (slow-loris), as on the RESP port; so is one whose body sends nothing for
+//!   that long (tower-http's `TimeoutBody`: the clock restarts with every chunk, so the
+//!   streamed routes, events and batch imports, may take as long as they keep sending).
 //! - At most `--max-clients` connections are open on the port; one past the limit is
 //!   answered 503 `too_many_connections` and closed, and the port keeps serving.
 //! - On stop, each connection finishes the request it is serving and closes.
@@ -20,11 +21,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
+use tower_http::timeout::TimeoutBody;
 
 /// How the HTTP port bounds its clients.
 #[derive(Clone, Copy, Debug)]
 pub struct HttpLimits {
-    /// Longest a client may take to send a request's line and headers.
+    /// Longest a client may take to send a request's line and headers, and longest a
+    /// request body may go without sending a byte.
     pub header_timeout: Duration,
     /// Most connections open at once.
     pub max_connections: usize,
@@ -78,6 +81,7 @@ async fn connection(
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         // The client's address reaches the handlers (the failed-password throttle).
         request.extensions_mut().insert(ConnectInfo(peer));
+        let request = request.map(|body| TimeoutBody::new(header_timeout, body));
         app.clone().oneshot(request)
     });
     let served = hyper::server::conn::http1::Builder::new()

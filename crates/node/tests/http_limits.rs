@@ -1,6 +1,7 @@
 //! The HTTP port's limits on a real node over TCP: a client that stalls its request
-//! headers is closed (slow-loris), and connections past `--max-clients` are answered 503
-//! and closed while the others keep being served.
+//! headers or its body is closed (slow-loris), a body that keeps sending is not, and
+//! connections past `--max-clients` are answered 503 and closed while the others keep
+//! being served.
 
 // A test: a panic here is a failing test, not a crashed node.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -65,6 +66,68 @@ async fn a_client_that_stalls_its_headers_is_closed() {
     // Meanwhile and afterwards, others are served.
     let mut fine = TcpStream::connect(http_addr(&node)).await.unwrap();
     assert!(get(&mut fine, "/health").await.starts_with("HTTP/1.1 200"));
+}
+
+/// Reads until the node closes `stream` (or 10 s pass); what it answered first.
+async fn read_to_close(stream: &mut TcpStream) -> Option<String> {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()?;
+    Some(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_is_cut_off_and_one_that_keeps_sending_is_not() {
+    let node = TestNode::start_with(|c| c.request_timeout = Duration::from_secs(1)).await;
+    node.declare_ok("hits", "counter").await;
+    let head = |len: usize| {
+        format!(
+            "POST /v1/views/hits/update HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+        )
+    };
+    let body = br#"[{"key":"k","op":"incr","by":1},{"key":"k","op":"incr","by":2}]"#;
+
+    // Headers and half the body, then nothing: an error and the close, after the timeout.
+    let mut stalled = TcpStream::connect(http_addr(&node)).await.unwrap();
+    stalled
+        .write_all(head(body.len()).as_bytes())
+        .await
+        .unwrap();
+    stalled.write_all(&body[..10]).await.unwrap();
+    let started = Instant::now();
+    let answer = read_to_close(&mut stalled)
+        .await
+        .expect("a client stalling its body was still open after 10 s");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "cut off before the timeout: {took:?}"
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "answer to a stalled body: {answer:?}"
+    );
+
+    // The same body a byte every 300 ms (4 times the timeout in all): served.
+    let mut steady = TcpStream::connect(http_addr(&node)).await.unwrap();
+    steady.write_all(head(body.len()).as_bytes()).await.unwrap();
+    steady.write_all(&body[..body.len() - 12]).await.unwrap();
+    for byte in &body[body.len() - 12..] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        steady.write_all(&[*byte]).await.unwrap();
+    }
+    let answer = read_some(&mut steady, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""applied":2"#), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

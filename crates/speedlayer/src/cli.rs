@@ -108,8 +108,9 @@ pub struct ServeArgs {
     #[arg(long)]
     pub max_clients: Option<usize>,
     /// Seconds a Redis-protocol request, or an HTTP request's line and headers, may take
-    /// to arrive once its first byte has; a client that stalls mid-request is closed
-    /// (idle Redis clients are kept) [default: 30].
+    /// to arrive once its first byte has, and an HTTP body may go without a byte; a
+    /// client that stalls mid-request is closed (idle Redis clients are kept)
+    /// [default: 30].
     #[arg(long)]
     pub request_timeout_secs: Option<u64>,
     /// Partitions of the ring, fixed at cluster creation; the same on every node
