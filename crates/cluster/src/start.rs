@@ -180,6 +180,22 @@ async fn take_own_place(inner: &Arc<ClusterNode>) -> Option<Move> {
     inner.learn_records(kept.into_values().collect()).await;
     let me = inner.members.name(inner.members.me()).to_string();
     let node_id = inner.store.node_id().to_owned();
+    // The same data directory was a member under another address (the node was started
+    // with another --cluster): that address is this node's old self, which nobody will
+    // ever answer for; left in, it would stay an unreachable owner. It is removed, as an
+    // operator removes a dead node, and the node takes its place under its new address.
+    let moved_from: Vec<String> = inner
+        .records()
+        .values()
+        .filter(|r| r.node_id == node_id && r.addr != me && r.state.is_member())
+        .map(|r| r.addr.clone())
+        .collect();
+    for old in moved_from {
+        tracing::warn!(old = %old, new = %me, node = %node_id, "this node was a member at another cluster address; the old address is removed from the cluster");
+        inner
+            .set_state(&old, Some(&node_id), MemberState::Removed)
+            .await;
+    }
     let own = inner.own_record();
     match own.map(|r| r.state) {
         // Still a member: as it was (a join interrupted by a restart resumes).

@@ -215,7 +215,7 @@ impl ClusterNode {
 
         // 2. The other live owners, and the nodes taking the partition over (they do
         // not count towards W; one that misses the write gets a hint). Once W nodes hold
-        // the write, the rest finish in the background.
+        // the write (and the partition is not moving), the rest finish in the background.
         let deltas = Arc::new(deltas);
         let mut acked = vec![applier];
         let others: Vec<usize> = live.iter().copied().filter(|&m| m != applier).collect();
@@ -233,7 +233,11 @@ impl ClusterNode {
             })
             .collect();
         let mut pending_missed = Vec::new();
-        while acked.len() < w {
+        // While the partition moves, every replication is waited for, as before answering
+        // early existed: a join or leave copies from the owners it compares with and
+        // assumes they hold every acknowledged write.
+        let moving = !pending.is_empty();
+        while acked.len() < w || moving {
             let Some((member, ok)) = merges.next().await else {
                 break;
             };
