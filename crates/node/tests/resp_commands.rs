@@ -530,6 +530,25 @@ async fn type_mset_smismember_unlink_time_and_info_sections() {
     assert!(info.contains("arch_bits:64"), "{info}");
     assert!(info.contains("cluster_enabled:0"), "{info}");
     assert!(!info.contains("# Stats"), "{info}");
+
+    // CONFIG GET: true values of the settings that exist, by Redis glob; nothing else.
+    let config: Vec<(String, String)> =
+        pairs(cmd(&mut con, &["CONFIG", "GET", "max*", "APPENDFSYNC"]).await)
+            .iter()
+            .map(|(k, v)| (text(k), text(v)))
+            .collect();
+    let names: Vec<&str> = config.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["appendfsync", "maxclients"]);
+    assert_eq!(config[0].1, "always");
+    // --max-clients (10,000), or lower where the open-file limit cannot hold it.
+    let max_clients: usize = config[1].1.parse().unwrap();
+    assert!((1..=10_000).contains(&max_clients), "{config:?}");
+    let bulk_len = pairs(cmd(&mut con, &["CONFIG", "GET", "proto-max-bulk-len"]).await);
+    assert_eq!(text(&bulk_len[0].1), (1024 * 1024).to_string());
+    assert!(pairs(cmd(&mut con, &["CONFIG", "GET", "nosuch*"]).await).is_empty());
+    assert!(cmd_err(&mut con, &["CONFIG", "SET", "maxclients", "5"])
+        .await
+        .starts_with("ERR CONFIG SET is not supported"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ use speedlayer_resp::{Protocol, Reply, Request};
 
 use super::args::{arity, command_name, integer};
 use super::command_docs::{CommandDoc, DOCS};
+use super::glob;
 use super::keys::REDIS_VIEW;
 use super::session::Session;
 use super::write_options;
@@ -228,7 +229,7 @@ pub fn execute(session: &mut Session, name: &str, request: &Request) -> Reply {
         "ID" => write_options::id(session, args),
         "CONSISTENCY" => write_options::consistency(session, args),
         "COMMAND" => command(args),
-        "CONFIG" if args.len() >= 2 => config(args),
+        "CONFIG" if args.len() >= 2 => config(session, args),
         "INFO" => Reply::Verbatim {
             format: *b"txt",
             text: Bytes::from(info(session, &args[1..])),
@@ -501,23 +502,33 @@ fn command_docs(names: &[Bytes]) -> Reply {
 
 /// CONFIG GET answers the few parameters clients probe at start (redis-benchmark asks
 /// for `save` and `appendonly`); CONFIG SET is refused: settings come from the CLI.
-fn config(args: &[Bytes]) -> Reply {
+/// `CONFIG GET pattern…` answers the settings that exist here with their true values
+/// (Redis globs, as Redis 7 takes them); `CONFIG SET` is refused.
+fn config(session: &Session, args: &[Bytes]) -> Reply {
     match command_name(&args[1]).as_str() {
         "GET" if args.len() >= 3 => {
+            let shared = &session.shared;
+            let settings: [(&str, String); 7] = [
+                ("save", String::new()),
+                ("appendonly", "yes".into()),
+                ("appendfsync", "always".into()),
+                ("databases", "1".into()),
+                ("maxclients", shared.max_clients.to_string()),
+                ("proto-max-bulk-len", shared.limits.max_bulk_len.to_string()),
+                // Idle clients are never closed (a stalled request is, after the request
+                // timeout, which Redis has no setting for).
+                ("timeout", "0".into()),
+            ];
             let mut pairs = Vec::new();
-            for pattern in &args[2..] {
-                for (name, value) in [
-                    ("save", ""),
-                    ("appendonly", "yes"),
-                    ("appendfsync", "always"),
-                    ("databases", "1"),
-                ] {
-                    if pattern.eq_ignore_ascii_case(name.as_bytes()) || &pattern[..] == b"*" {
-                        pairs.push((
-                            Reply::Bulk(Bytes::from_static(name.as_bytes())),
-                            Reply::Bulk(Bytes::from_static(value.as_bytes())),
-                        ));
-                    }
+            for (name, value) in &settings {
+                if args[2..]
+                    .iter()
+                    .any(|pattern| glob::matches(&pattern.to_ascii_lowercase(), name.as_bytes()))
+                {
+                    pairs.push((
+                        Reply::Bulk(Bytes::copy_from_slice(name.as_bytes())),
+                        Reply::Bulk(Bytes::from(value.clone())),
+                    ));
                 }
             }
             Reply::Map(pairs)
