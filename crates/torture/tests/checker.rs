@@ -79,6 +79,29 @@ impl H {
         });
     }
 
+    /// An acknowledged attempt through `node` at `consistency` that took `took_us`.
+    fn timed(&mut self, op_id: u64, node: usize, consistency: &str, took_us: u64) {
+        let client = "c0w0".to_string();
+        self.push(|t| Record::Invoke {
+            t,
+            client: client.clone(),
+            op_id,
+            attempt: 1,
+            node,
+            proto: Proto::Http,
+            consistency: consistency.into(),
+            quorum: "sloppy".into(),
+            op: incr("k", 1, op_id),
+        });
+        self.t += took_us;
+        self.push(|t| Record::Ok {
+            t,
+            client,
+            op_id,
+            attempt: 1,
+        });
+    }
+
     fn finals(&mut self, view: &str, key: &str, values: [Value; 3]) {
         for (node, value) in values.into_iter().enumerate() {
             self.push(|t| Record::Final {
@@ -355,4 +378,27 @@ fn replicas_that_disagree_are_caught() {
     });
     let (ok, detail) = h.verdict("converged");
     assert!(!ok && detail.contains("cycle 2"), "{detail}");
+}
+
+#[test]
+fn writes_while_a_peer_hangs_are_measured_apart_from_the_paused_nodes_own() {
+    let mut h = H::new();
+    let all = vec![vec![Some(true); 3]; 3];
+    h.fault("Pause(b)", all.clone());
+    h.timed(1, 0, "quorum", 5_000);
+    h.timed(2, 2, "all", 2_000_000);
+    // Sent to the paused node itself: answered once it resumed.
+    h.timed(3, 1, "quorum", 3_000_000);
+    h.fault("Resume(b)", all);
+    let report = check(&h.records);
+    assert_eq!(report.slowest_write_while_hung_ms, Some(3000));
+    let past: Vec<(&str, u64)> = report
+        .slowest_write_past_hung_ms
+        .iter()
+        .map(|(c, ms)| (c.as_str(), *ms))
+        .collect();
+    assert_eq!(past, [("all", 2000), ("quorum", 5)]);
+    assert!(report
+        .to_string()
+        .contains("through another node while a peer hung: all 2000 ms, quorum 5 ms"));
 }

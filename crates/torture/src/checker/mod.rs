@@ -74,6 +74,10 @@ pub struct Report {
     pub by_fault: BTreeMap<String, FaultCost>,
     /// The slowest acknowledged write whose attempt overlapped a paused node (ms).
     pub slowest_write_while_hung_ms: Option<u64>,
+    /// The same, by consistency, of the attempts sent to another node than the paused
+    /// one (what a hung replica costs a write it is not coordinating; the paused node's
+    /// own clients wait for it to resume whatever the consistency).
+    pub slowest_write_past_hung_ms: BTreeMap<String, u64>,
     /// Convergence times of every cycle (ms), sorted.
     pub converged_ms: Vec<u64>,
 }
@@ -146,6 +150,18 @@ impl fmt::Display for Report {
         )?;
         if let Some(ms) = self.slowest_write_while_hung_ms {
             writeln!(f, "  slowest acknowledged write while a peer hung: {ms} ms")?;
+        }
+        if !self.slowest_write_past_hung_ms.is_empty() {
+            let by: Vec<String> = self
+                .slowest_write_past_hung_ms
+                .iter()
+                .map(|(consistency, ms)| format!("{consistency} {ms} ms"))
+                .collect();
+            writeln!(
+                f,
+                "  slowest acknowledged write through another node while a peer hung: {}",
+                by.join(", ")
+            )?;
         }
         Ok(())
     }
@@ -347,7 +363,8 @@ fn fault_word(step: &str) -> String {
 fn measure(report: &mut Report, ops: &HashMap<(String, u64), Logical>, records: &[Record]) {
     // Cycle windows: from the cycle's first fault record to its convergence record.
     let mut windows: BTreeMap<usize, (u64, u64, String)> = BTreeMap::new();
-    let mut hung: Vec<(u64, u64)> = Vec::new();
+    // (paused from, resumed at, the paused node's index).
+    let mut hung: Vec<(u64, u64, Option<usize>)> = Vec::new();
     let mut paused_since: BTreeMap<String, u64> = BTreeMap::new();
     for r in records {
         match r {
@@ -359,7 +376,13 @@ fn measure(report: &mut Report, ops: &HashMap<(String, u64), Logical>, records: 
                     paused_since.insert(node.to_string(), *t);
                 } else if let Some(node) = step.strip_prefix("Resume(") {
                     if let Some(from) = paused_since.remove(node) {
-                        hung.push((from, *t));
+                        let index = node
+                            .trim_end_matches(')')
+                            .chars()
+                            .next()
+                            .filter(char::is_ascii_lowercase)
+                            .map(|c| usize::from(c as u8 - b'a'));
+                        hung.push((from, *t, index));
                     }
                 }
             }
@@ -403,10 +426,26 @@ fn measure(report: &mut Report, ops: &HashMap<(String, u64), Logical>, records: 
             let (Some(end), true) = (a.ended, a.acked) else {
                 continue;
             };
-            if hung.iter().any(|(from, to)| a.invoked < *to && end > *from) {
+            let overlapping = hung
+                .iter()
+                .filter(|(from, to, _)| a.invoked < *to && end > *from);
+            let mut any = false;
+            let mut past = false;
+            for (_, _, paused) in overlapping {
+                any = true;
+                past |= *paused != Some(a.node);
+            }
+            if any {
                 let ms = (end - a.invoked) / 1000;
                 report.slowest_write_while_hung_ms =
                     Some(report.slowest_write_while_hung_ms.map_or(ms, |m| m.max(ms)));
+                if past {
+                    let slot = report
+                        .slowest_write_past_hung_ms
+                        .entry(a.consistency.clone())
+                        .or_insert(0);
+                    *slot = (*slot).max(ms);
+                }
             }
         }
     }
