@@ -35,6 +35,9 @@ impl Cluster {
     ) -> Result<KeyListing, ClusterError> {
         let count = count.max(1);
         self.inner.store.view(view)?;
+        // Once per call: every page this node answers itself lists every key acknowledged
+        // before the call (a peer checkpoints for each page it is asked for).
+        self.inner.store.checkpoint().await?;
         if self.is_single() {
             let page = self
                 .inner

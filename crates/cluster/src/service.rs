@@ -150,6 +150,7 @@ impl ClusterNode {
                 to,
                 limit,
             } => {
+                store.checkpoint().await?;
                 let page = store.scan_keys(view, *from, *to, *limit as usize).await?;
                 Response::Keys {
                     keys: page

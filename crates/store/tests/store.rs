@@ -551,6 +551,7 @@ async fn key_counts_are_exact_through_overwrites_deletes_and_reopens() {
 async fn scan_all(store: &Store, view: &str, limit: usize) -> Vec<Key> {
     let mut keys = Vec::new();
     let mut from = 0u64;
+    store.checkpoint().await.unwrap();
     loop {
         let page = store.scan_keys(view, from, u64::MAX, limit).await.unwrap();
         assert!(page.reached >= from, "a page went backwards");

@@ -23,11 +23,11 @@ pub struct KeyPage {
 impl Store {
     /// The existing keys of `view` whose placement hash is in `from..=to`: all of them for
     /// up to `limit` placement hashes (a partition key's rows, which share one, are never
-    /// split across pages). Checkpoints first, so every key acknowledged before the call
-    /// is listed. Batch rows are not listed: batch tables are in key order, not placement
+    /// split across pages), as of the last checkpoint: call [`Store::checkpoint`] first
+    /// (once per listing call, not per page) to list every key acknowledged before it.
+    /// Batch rows are not listed: batch tables are in key order, not placement
     /// order (the implicit Redis view, what `SCAN` lists, has none).
     pub async fn scan_keys(&self, view: &str, from: u64, to: u64, limit: usize) -> Result<KeyPage> {
-        self.checkpoint().await?;
         let view = self.view(view)?;
         let _reading = self.inner.retire_gate.read().await;
         let (boundary, _) = self.readable(&view, None)?;
