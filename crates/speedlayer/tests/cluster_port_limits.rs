@@ -13,15 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::cluster::{expect_closed, send_raw, Cluster, ClusterOptions, QUORUM};
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
+use support::rss_kib;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_on_the_cluster_port_cannot_make_a_node_hold_memory() {

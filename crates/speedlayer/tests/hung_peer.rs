@@ -8,7 +8,6 @@
 // A test: a panic here is a failing test, not a crashed node.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -16,14 +15,7 @@ use serde_json::json;
 mod support;
 
 use support::cluster::{read_counter, Cluster, ClusterOptions};
-
-fn signal(which: &str, pid: u32) {
-    let status = Command::new("kill")
-        .args([which, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {which} {pid}");
-}
+use support::signal;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_peer_adds_nothing_to_quorum_writes_and_catches_up_by_hints() {

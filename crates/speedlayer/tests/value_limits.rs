@@ -16,21 +16,10 @@ use serde_json::{json, Value};
 
 mod support;
 
-use support::Server;
+use support::{rss_kib, Server};
 
 /// The default limit.
 const LIMIT: usize = 1024 * 1024;
-
-/// The node's resident memory, from /proc.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
 
 /// One RESP request's encoding.
 fn encode(args: &[&[u8]]) -> Vec<u8> {
@@ -136,7 +125,7 @@ async fn values_longer_than_the_limit_are_refused_without_being_held() {
     // A 300 MB SET announced and streamed: refused at its header, and the node does not
     // grow by what the client sends after it.
     let pid = server.pid().unwrap();
-    let before = rss_bytes(pid);
+    let before = rss_kib(pid) * 1024;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .write_all(b"*3\r\n$3\r\nSET\r\n$4\r\nhuge\r\n$300000000\r\n")
@@ -149,7 +138,7 @@ async fn values_longer_than_the_limit_are_refused_without_being_held() {
     }
     drop(stream);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = rss_bytes(pid);
+    let after = rss_kib(pid) * 1024;
     assert!(
         after < before + 20 * 1024 * 1024,
         "resident memory grew from {before} to {after} bytes"

@@ -61,11 +61,7 @@ impl NatsServer {
     /// Stops the server with SIGTERM (it flushes its store) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let status = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .expect("kill -TERM");
-            assert!(status.success());
+            super::signal("-TERM", child.id());
             let _ = child.wait();
         }
     }
