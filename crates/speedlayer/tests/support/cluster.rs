@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -48,15 +47,9 @@ pub fn epoch_safe_ts() -> i64 {
     now - 60
 }
 
-/// `n` distinct free ports of 127.0.0.1: all bound at once, read, released.
+/// `n` distinct free ports of 127.0.0.1 (see [`super::free_port`]).
 pub fn free_port_set(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
+    (0..n).map(|_| super::free_port()).collect()
 }
 
 /// A small deterministic generator (xorshift64*) for random bytes and choices.

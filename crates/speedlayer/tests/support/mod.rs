@@ -162,14 +162,41 @@ impl Drop for Server {
     }
 }
 
-/// Two distinct free ports (HTTP, RESP): bound together, read, released.
+/// Two distinct free ports (HTTP, RESP), from [`free_port`].
 pub fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
+    (free_port(), free_port())
+}
+
+/// Where [`free_port`] hands ports out: below the kernel's ephemeral range (32768–60999
+/// here), so no outgoing connection — of this test or a parallel one — can be given a
+/// port between the check and the server's own bind.
+const TEST_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A port for a server a test starts, free when checked (bound and released).
+///
+/// Never the same port twice in one test process, and never one the kernel hands out for
+/// `bind(0)` or an outgoing connection: a port taken from the ephemeral range and released
+/// can be given to the next caller (two joiners once got the same HTTP port, and one of
+/// them died at start), or to any socket of a parallel test. Test processes start at
+/// different places in the range (by pid), so two of them rarely meet; a port someone
+/// holds is skipped.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(2_654_435_761) % span,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    for _ in 0..span {
+        let port = (TEST_PORTS.start + NEXT.fetch_add(1, Ordering::AcqRel) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
 /// A process's resident memory in KiB, from /proc.
