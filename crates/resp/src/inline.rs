@@ -35,6 +35,14 @@ pub(crate) fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Parsed
         _ => newline,
     };
     let args = split_args(&line.slice(..content_len))?;
+    if args.len() > limits.max_args {
+        // The same bound as a multibulk request's (found by the `resp_request` fuzz
+        // target: an inline line of 65 arguments passed a limit of 64).
+        return Err(ProtocolError::TooManyArgs {
+            count: args.len() as u64,
+            limit: limits.max_args,
+        });
+    }
     if args.is_empty() {
         Ok(Parsed::Skipped)
     } else {
@@ -178,6 +186,24 @@ mod tests {
 
     fn v(items: &[&[u8]]) -> Vec<Vec<u8>> {
         items.iter().map(|a| a.to_vec()).collect()
+    }
+
+    #[test]
+    fn an_inline_request_is_held_to_the_argument_limit_as_a_multibulk_one_is() {
+        let limits = Limits {
+            max_args: 2,
+            ..Limits::DEFAULT
+        };
+        let mut two = BytesMut::from(&b"GET a\r\n"[..]);
+        assert!(matches!(
+            parse_inline(&mut two, &limits),
+            Ok(Parsed::Request(_))
+        ));
+        let mut three = BytesMut::from(&b"SET a b\r\n"[..]);
+        assert!(matches!(
+            parse_inline(&mut three, &limits),
+            Err(ProtocolError::TooManyArgs { count: 3, limit: 2 })
+        ));
     }
 
     #[test]

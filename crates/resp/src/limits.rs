@@ -13,7 +13,7 @@
 pub struct Limits {
     /// Largest accepted bulk string, in bytes (Redis' `proto-max-bulk-len`).
     pub max_bulk_len: usize,
-    /// Largest accepted number of arguments in one multibulk request, and of
+    /// Largest accepted number of arguments in one request (multibulk or inline), and of
     /// elements in one reply aggregate.
     pub max_args: usize,
     /// Longest accepted inline command line (and simple reply line), in bytes,
