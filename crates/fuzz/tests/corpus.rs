@@ -3,6 +3,9 @@
 //! hand: minimising a corpus may drop them) through the same function the target calls, so
 //! whatever the fuzzer once found stays fixed, on a stable toolchain and without libFuzzer.
 
+// A test: a panic here is a failing test, not a crashed node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 fn fuzz_dir(kind: &str, target: &str) -> PathBuf {

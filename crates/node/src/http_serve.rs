@@ -8,6 +8,8 @@
 //! - At most `--max-clients` connections are open on the port; one past the limit is
 //!   answered 503 `too_many_connections` and closed, and the port keeps serving.
 //! - On stop, each connection finishes the request it is serving and closes.
+//! - With TLS (`--tls-cert`), a connection must finish its handshake within the header
+//!   timeout before hyper sees it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
@@ -33,11 +35,21 @@ pub struct HttpLimits {
     pub max_connections: usize,
 }
 
+/// What the port speaks.
+#[derive(Clone)]
+pub enum Security {
+    /// Plain HTTP.
+    Plain,
+    /// HTTPS: every connection is a TLS one.
+    Tls(crate::tls::TlsAcceptor),
+}
+
 /// Serves `app` on `listener` until `stop` turns true.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    security: Security,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let open = Arc::new(Semaphore::new(limits.max_connections));
@@ -61,9 +73,23 @@ pub async fn serve(
         };
         let app = app.clone();
         let stop = stop.clone();
+        let security = security.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            connection(stream, peer, app, limits.header_timeout, stop).await;
+            let _ = stream.set_nodelay(true);
+            match security {
+                Security::Plain => connection(stream, peer, app, limits.header_timeout, stop).await,
+                Security::Tls(tls) => {
+                    let handshake = tokio::time::timeout(limits.header_timeout, tls.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            connection(stream, peer, app, limits.header_timeout, stop).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
         });
     }
 }
@@ -71,13 +97,12 @@ pub async fn serve(
 /// Serves one connection's requests until it closes, stalls its headers, or the node
 /// stops.
 async fn connection(
-    stream: TcpStream,
+    stream: impl AsyncRead + AsyncWrite + Send + Unpin + 'static,
     peer: SocketAddr,
     app: Router,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         // The client's address reaches the handlers (the failed-password throttle).
         request.extensions_mut().insert(ConnectInfo(peer));

@@ -10,5 +10,6 @@
 mod http_serve;
 mod node;
 pub mod open_files;
+pub mod tls;
 
 pub use node::{Node, NodeConfig, ServerError, DEFAULT_MAX_BODY_BYTES};

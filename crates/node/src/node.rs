@@ -77,6 +77,8 @@ pub struct NodeConfig {
     /// Age past which realtime epochs no batch view covers are dropped anyway (`None`:
     /// kept until a batch view covers them).
     pub retention: Option<Duration>,
+    /// TLS on the HTTP and Redis-protocol ports (plain text when `None`).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// The smallest Redis-protocol bulk limit, whatever `--max-value-bytes` says: keys,
@@ -105,6 +107,7 @@ impl NodeConfig {
             max_future_ts: speedlayer_store::DEFAULT_MAX_FUTURE_TS,
             max_value_bytes: speedlayer_store::DEFAULT_MAX_VALUE_BYTES,
             retention: None,
+            tls: None,
         }
     }
 }
@@ -118,6 +121,9 @@ pub enum ServerError {
     /// Joining the cluster failed.
     #[error("cluster: {0}")]
     Cluster(#[from] ClusterError),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Binding a listener failed.
     #[error("listening on {addr}: {source}")]
     Bind {
@@ -165,6 +171,7 @@ impl Node {
         if let Some(nats) = &config.nats {
             nats.validate()?; // before anything starts
         }
+        let tls = config.tls.as_ref().map(|tls| tls.acceptor()).transpose()?;
         let mut registry = Registry::default();
         let mut store_config = StoreConfig::new(&config.data_dir);
         store_config.node_id = config.node_id.clone();
@@ -232,6 +239,7 @@ impl Node {
         resp_shared.limits.max_bulk_len = config.max_value_bytes.max(MIN_BULK_LIMIT);
         resp_shared.request_timeout = config.request_timeout;
         resp_shared.auth_throttle = auth_throttle;
+        resp_shared.tls = tls.clone();
         let resp_shared = Arc::new(resp_shared);
         let resp_task = tokio::spawn(resp::serve(resp_listener, resp_shared, stop.subscribe()));
         let app = http::router(state, config.max_body_bytes);
@@ -239,7 +247,13 @@ impl Node {
             header_timeout: config.request_timeout,
             max_connections: max_clients,
         };
-        let http_task = tokio::spawn(crate::http_serve::serve(listener, app, limits, stopped));
+        let security = match tls {
+            Some(tls) => crate::http_serve::Security::Tls(tls),
+            None => crate::http_serve::Security::Plain,
+        };
+        let http_task = tokio::spawn(crate::http_serve::serve(
+            listener, app, limits, security, stopped,
+        ));
         // Last, once the node serves: views from the config file are declared by now.
         let source_task = nats.map(|source| tokio::spawn(source.run(stop.subscribe())));
         let retire_task = tokio::spawn(retire(store.clone(), stop.subscribe()));

@@ -94,6 +94,17 @@ pub struct ServeArgs {
     /// Password clients must present (RESP AUTH, HTTP bearer token).
     #[arg(long, env = "SPEEDLAYER_REQUIREPASS", hide_env_values = true)]
     pub requirepass: Option<String>,
+    /// The node's TLS certificate chain (PEM, leaf first): the HTTP and Redis ports then
+    /// speak only TLS (HTTPS, `redis-cli --tls`). Needs `--tls-key`.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A CA (PEM) whose certificates clients must present on the HTTP and Redis ports
+    /// (mutual TLS); any client with TLS when absent. Needs `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Key-owner shards (threads) [default: one per core, at least 2].
     #[arg(long)]
     pub shards: Option<usize>,

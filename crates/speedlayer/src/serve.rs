@@ -26,6 +26,9 @@ struct FileConfig {
     replicas: Option<usize>,
     cluster_secret: Option<String>,
     requirepass: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     shards: Option<usize>,
     max_body_bytes: Option<usize>,
     max_clients: Option<usize>,
@@ -79,6 +82,19 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         .requirepass
         .or(file.requirepass)
         .filter(|p| !p.is_empty());
+    node.tls = match (
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+        args.tls_client_ca.or(file.tls_client_ca),
+    ) {
+        (Some(cert), Some(key), client_ca) => Some(speedlayer_node::tls::TlsConfig {
+            cert,
+            key,
+            client_ca,
+        }),
+        (None, None, None) => None,
+        _ => bail!("TLS needs both --tls-cert and --tls-key (tls_cert and tls_key in the config file); --tls-client-ca needs them too"),
+    };
     node.shards = args.shards.or(file.shards);
     if let Some(max) = args.max_clients.or(file.max_clients) {
         node.max_clients = max;

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use speedlayer_resp::{parse_request, Reply};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::session::Session;
@@ -15,20 +14,25 @@ use super::{stopping, RespShared};
 /// Most requests run as one pipeline before replies are written: bounds reply memory.
 const MAX_PIPELINE: usize = 4096;
 
-/// Serves one connection until the client quits, the stream fails or the node stops.
+/// The two ends of a connection's socket (`CLIENT LIST`, `CLIENT INFO`).
+pub struct Addrs {
+    /// The client's address.
+    pub peer: Option<std::net::SocketAddr>,
+    /// The node's address the client reached.
+    pub local: Option<std::net::SocketAddr>,
+}
+
+/// Serves one connection (plain TCP or TLS) until the client quits, the stream fails or
+/// the node stops.
 pub async fn run(
-    mut socket: TcpStream,
+    mut socket: impl AsyncRead + AsyncWrite + Unpin,
+    addrs: Addrs,
     shared: Arc<RespShared>,
     id: u64,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let limits = shared.limits;
-    let mut session = Session::new(
-        shared.clone(),
-        id,
-        socket.peer_addr().ok(),
-        socket.local_addr().ok(),
-    );
+    let mut session = Session::new(shared.clone(), id, addrs.peer, addrs.local);
     let _listed = Listed(shared, id);
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
@@ -58,10 +62,12 @@ pub async fn run(
             Reply::error(format!("ERR Protocol error: {e}"))
                 .encode(session.protocol(), &mut output);
             socket.write_all(&output).await?;
+            socket.flush().await?; // a TLS stream may hold the last record
             return Ok(());
         }
         if !output.is_empty() {
             socket.write_all(&output).await?;
+            socket.flush().await?;
             output.clear();
         }
         if session.quit() {
@@ -99,6 +105,7 @@ pub async fn run(
                 ))
                 .encode(session.protocol(), &mut output);
                 socket.write_all(&output).await?;
+                socket.flush().await?;
                 return Ok(());
             }
         };

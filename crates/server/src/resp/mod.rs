@@ -81,6 +81,9 @@ pub struct RespShared {
     pub auth_throttle: Arc<crate::auth::AuthThrottle>,
     /// Every open connection, for `CLIENT LIST`.
     pub clients: clients::ClientRegistry,
+    /// TLS on the port when set (`--tls-cert`): every connection must complete a TLS
+    /// handshake within `request_timeout` before a byte of it is parsed.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Default of [`RespShared::request_timeout`].
@@ -122,6 +125,7 @@ impl RespShared {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             auth_throttle: Arc::default(),
             clients: clients::ClientRegistry::default(),
+            tls: None,
         }
     }
 }
@@ -157,13 +161,36 @@ pub async fn serve(
                 let stop = stop.clone();
                 tokio::spawn(async move {
                     shared.stats.total_connections.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = connection::run(socket, shared.clone(), id, stop).await {
+                    if let Err(e) = connection(socket, shared.clone(), id, stop).await {
                         tracing::debug!(%peer, error = %e, "RESP connection ended with an error");
                     }
                     shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
                 });
             }
             _ = stopping(&mut stopped) => return Ok(()),
+        }
+    }
+}
+
+/// Serves one accepted connection, in TLS when the port is.
+async fn connection(
+    socket: tokio::net::TcpStream,
+    shared: Arc<RespShared>,
+    id: u64,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let addrs = connection::Addrs {
+        peer: socket.peer_addr().ok(),
+        local: socket.local_addr().ok(),
+    };
+    match shared.tls.clone() {
+        None => connection::run(socket, addrs, shared, id, stop).await,
+        Some(tls) => {
+            // A client that stalls its handshake is closed like one that stalls a request.
+            let stream = tokio::time::timeout(shared.request_timeout, tls.accept(socket))
+                .await
+                .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+            connection::run(stream, addrs, shared, id, stop).await
         }
     }
 }
