@@ -79,6 +79,9 @@ pub struct NodeConfig {
     pub retention: Option<Duration>,
     /// TLS on the HTTP and Redis-protocol ports (plain text when `None`).
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Mutual TLS on the cluster port and every internode connection (plain TCP, still
+    /// authenticated by the cluster secret, when `None`).
+    pub cluster_tls: Option<crate::tls::ClusterTlsConfig>,
 }
 
 /// The smallest Redis-protocol bulk limit, whatever `--max-value-bytes` says: keys,
@@ -108,6 +111,7 @@ impl NodeConfig {
             max_value_bytes: speedlayer_store::DEFAULT_MAX_VALUE_BYTES,
             retention: None,
             tls: None,
+            cluster_tls: None,
         }
     }
 }
@@ -172,6 +176,10 @@ impl Node {
             nats.validate()?; // before anything starts
         }
         let tls = config.tls.as_ref().map(|tls| tls.acceptor()).transpose()?;
+        let mut cluster_config = config.cluster.clone();
+        if let Some(cluster_tls) = &config.cluster_tls {
+            cluster_config.transport = Arc::new(cluster_tls.transport()?);
+        }
         let mut registry = Registry::default();
         let mut store_config = StoreConfig::new(&config.data_dir);
         store_config.node_id = config.node_id.clone();
@@ -190,7 +198,7 @@ impl Node {
         let (stop, stopped) = watch::channel(false);
         let cluster = Cluster::start(
             store.clone(),
-            config.cluster.clone(),
+            cluster_config,
             &mut registry,
             stop.subscribe(),
         )

@@ -105,6 +105,18 @@ pub struct ServeArgs {
     /// (mutual TLS); any client with TLS when absent. Needs `--tls-cert`.
     #[arg(long, requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// This node's certificate for the cluster port (PEM; it must name the IP address of
+    /// `--cluster`): every internode connection is then mutual TLS. Needs
+    /// `--cluster-tls-key` and `--cluster-tls-ca`, and every node of the cluster must use it.
+    #[arg(long, requires_all = ["cluster_tls_key", "cluster_tls_ca"])]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// The private key of `--cluster-tls-cert` (PEM).
+    #[arg(long, requires = "cluster_tls_cert")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signed every node's `--cluster-tls-cert`; a peer presenting any
+    /// other certificate, or none, is refused.
+    #[arg(long, requires = "cluster_tls_cert")]
+    pub cluster_tls_ca: Option<PathBuf>,
     /// Key-owner shards (threads) [default: one per core, at least 2].
     #[arg(long)]
     pub shards: Option<usize>,

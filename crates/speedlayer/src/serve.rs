@@ -29,6 +29,9 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
+    cluster_tls_cert: Option<PathBuf>,
+    cluster_tls_key: Option<PathBuf>,
+    cluster_tls_ca: Option<PathBuf>,
     shards: Option<usize>,
     max_body_bytes: Option<usize>,
     max_clients: Option<usize>,
@@ -94,6 +97,17 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
         }),
         (None, None, None) => None,
         _ => bail!("TLS needs both --tls-cert and --tls-key (tls_cert and tls_key in the config file); --tls-client-ca needs them too"),
+    };
+    node.cluster_tls = match (
+        args.cluster_tls_cert.or(file.cluster_tls_cert),
+        args.cluster_tls_key.or(file.cluster_tls_key),
+        args.cluster_tls_ca.or(file.cluster_tls_ca),
+    ) {
+        (Some(cert), Some(key), Some(ca)) => {
+            Some(speedlayer_node::tls::ClusterTlsConfig { cert, key, ca })
+        }
+        (None, None, None) => None,
+        _ => bail!("TLS between nodes needs --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca together (cluster_tls_cert, cluster_tls_key, cluster_tls_ca in the config file)"),
     };
     node.shards = args.shards.or(file.shards);
     if let Some(max) = args.max_clients.or(file.max_clients) {

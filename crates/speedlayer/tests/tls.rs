@@ -7,61 +7,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use support::pki::pki;
 use support::redis_cli::require_redis_cli;
 use support::{free_ports, Server, BIN};
-
-/// A CA and what it signed, as PEM files in a directory.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-}
-
-/// Writes `<ca>.pem`, and for each `(name, sans)` a `<name>.pem` / `<name>-key.pem` that CA
-/// signed.
-fn issue(dir: &Path, ca_name: &str, leaves: &[(&str, &[&str])]) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, format!("{ca_name} test CA"));
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join(format!("{ca_name}.pem")), ca_cert.pem()).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    for (name, sans) in leaves {
-        let key = KeyPair::generate().unwrap();
-        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let params = CertificateParams::new(sans).unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
-    }
-}
-
-fn pki(dir: &Path) -> Pki {
-    issue(
-        dir,
-        "ca",
-        &[
-            ("node", &["127.0.0.1", "localhost"]),
-            ("client", &["client"]),
-        ],
-    );
-    // A second CA, trusted by nobody: its client certificate must be refused.
-    issue(dir, "rogue", &[("rogue-client", &["client"])]);
-    Pki {
-        dir: dir.to_path_buf(),
-    }
-}
 
 fn redis_cli(port: u16, args: &[&str]) -> Output {
     Command::new("redis-cli")
@@ -139,7 +91,7 @@ fn wait_tls_ready(server: &mut Server, tls_args: &[&str]) {
     }
 }
 
-fn start(dir: &Path, pki: &Pki, extra: &[&str]) -> Server {
+fn start(dir: &Path, pki: &support::pki::Pki, extra: &[&str]) -> Server {
     let (http, resp) = free_ports();
     let mut args = vec![
         "--tls-cert".to_string(),

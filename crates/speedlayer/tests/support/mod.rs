@@ -14,6 +14,7 @@ pub mod batch;
 pub mod cluster;
 pub mod nats;
 pub mod netns;
+pub mod pki;
 pub mod redis_cli;
 
 /// The binary under test.
