@@ -148,6 +148,18 @@ pub trait Coordinator: Send + Sync {
         consistency: Consistency,
     ) -> Result<KeyAnswers, Error>;
 
+    /// [`Coordinator::read`] with set states restricted to `members` (other types whole):
+    /// what `SISMEMBER` needs, at a cost that does not grow with the set. Replicas answer
+    /// their restrictions and the coordinator joins them, which equals the restriction of
+    /// the join (see `OrSet::restricted_to`).
+    async fn read_members(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        members: Vec<Vec<u8>>,
+        consistency: Consistency,
+    ) -> Result<KeyAnswers, Error>;
+
     /// The values of `keys` in `view` at `consistency`, in order (`None`: no replica holds
     /// the key), each `batch ⊕ realtime` at one batch boundary.
     async fn get_many(

@@ -117,6 +117,16 @@ impl Coordinator for Cluster {
         Ok(Cluster::read(self, view, keys, consistency).await?)
     }
 
+    async fn read_members(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        members: Vec<Vec<u8>>,
+        consistency: Consistency,
+    ) -> Result<KeyAnswers, Error> {
+        Ok(Cluster::read_members(self, view, keys, members, consistency).await?)
+    }
+
     async fn range(&self, query: RangeQuery, consistency: Consistency) -> Result<RangeRows, Error> {
         Ok(Cluster::range(self, query, consistency).await?)
     }

@@ -102,13 +102,45 @@ impl Cluster {
         keys: Vec<Key>,
         consistency: Consistency,
     ) -> Result<KeyAnswers, ClusterError> {
+        self.read_restricted(view, keys, None, consistency).await
+    }
+
+    /// [`Cluster::read`] with set states restricted to `members` (a membership test):
+    /// each owner answers its restriction, and their join is the restriction of the
+    /// join, so the answer is what the whole read would say about those members, at a
+    /// cost independent of the set's size. Read repair joins the restricted answer into
+    /// owners that lack part of it, which is safe (it is a sub-state of the join).
+    pub async fn read_members(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        members: Vec<Vec<u8>>,
+        consistency: Consistency,
+    ) -> Result<KeyAnswers, ClusterError> {
+        let members: Arc<[Vec<u8>]> = Arc::from(members);
+        self.read_restricted(view, keys, Some(members), consistency)
+            .await
+    }
+
+    async fn read_restricted(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        members: Option<Arc<[Vec<u8>]>>,
+        consistency: Consistency,
+    ) -> Result<KeyAnswers, ClusterError> {
         let inner = &self.inner;
         if self.is_single() || consistency == Consistency::Local {
-            let (boundary, rows) = inner.store.states(view, keys, None).await?;
+            let (boundary, rows) = inner
+                .store
+                .states_restricted(view, keys, members, None)
+                .await?;
             return Ok(KeyAnswers { boundary, rows });
         }
         let (boundary, rows) = self
-            .at_current_boundary(view, |at| self.read_at(view, keys.clone(), consistency, at))
+            .at_current_boundary(view, |at| {
+                self.read_at(view, keys.clone(), members.clone(), consistency, at)
+            })
             .await?;
         Ok(KeyAnswers { boundary, rows })
     }
@@ -154,6 +186,7 @@ impl Cluster {
         &self,
         view: &str,
         keys: Vec<Key>,
+        members: Option<Arc<[Vec<u8>]>>,
         consistency: Consistency,
         at: BatchBoundary,
     ) -> Result<Vec<RowParts>, ReadAtError> {
@@ -164,9 +197,11 @@ impl Cluster {
             let owners = inner.ring().preference_list(partition).to_vec();
             let inner = self.inner.clone();
             let view = view.to_owned();
+            let members = members.clone();
             async move {
                 let (indexes, keys): (Vec<usize>, Vec<Key>) = items.into_iter().unzip();
-                let parts = read_group(inner, view, owners, keys, consistency, at).await?;
+                let scope = Scope { keys, members };
+                let parts = read_group(inner, view, owners, scope, consistency, at).await?;
                 Ok::<_, ReadAtError>(indexes.into_iter().zip(parts).collect::<Vec<_>>())
             }
         });
@@ -315,21 +350,41 @@ fn join_row(mine: &mut RowParts, theirs: &RowParts) {
 /// One owner's answer: the parts of every key asked, in order.
 type Answer = (usize, Vec<RowParts>);
 
+/// What a point read asks each owner: keys, and for a membership test the members.
+#[derive(Clone)]
+struct Scope {
+    keys: Vec<Key>,
+    members: Option<Arc<[Vec<u8>]>>,
+}
+
 async fn fetch_states(
     inner: Arc<ClusterNode>,
     member: usize,
     view: String,
-    keys: Vec<Key>,
+    scope: Scope,
     at: BatchBoundary,
 ) -> Fetched<Vec<RowParts>> {
+    let Scope { keys, members } = scope;
     if member == inner.members.me() {
-        let answer = inner.store.states(&view, keys, Some(at)).await;
+        let answer = inner
+            .store
+            .states_restricted(&view, keys, members, Some(at))
+            .await;
         return Fetched::local(member, answer.map(|(_, rows)| rows));
     }
-    let request = Request::States {
-        view: view.clone(),
-        keys: keys.iter().map(Key::encode).collect(),
-        at: at.0,
+    let encoded = keys.iter().map(Key::encode).collect();
+    let request = match members {
+        None => Request::States {
+            view: view.clone(),
+            keys: encoded,
+            at: at.0,
+        },
+        Some(members) => Request::MemberStates {
+            view: view.clone(),
+            keys: encoded,
+            at: at.0,
+            members: members.to_vec(),
+        },
     };
     let answer = inner.members.call(member, &request).await;
     if let Ok(Response::States { dropped, .. }) = &answer {
@@ -350,10 +405,11 @@ async fn read_group(
     inner: Arc<ClusterNode>,
     view: String,
     owners: Vec<usize>,
-    keys: Vec<Key>,
+    scope: Scope,
     consistency: Consistency,
     at: BatchBoundary,
 ) -> Result<Vec<RowParts>, ReadAtError> {
+    let keys = scope.keys.clone();
     let n = owners.len();
     let r = consistency.required(n);
     let live: Vec<usize> = owners
@@ -370,7 +426,7 @@ async fn read_group(
             inner.clone(),
             member,
             view.clone(),
-            keys.clone(),
+            scope.clone(),
             at,
         )));
     }

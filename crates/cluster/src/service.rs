@@ -44,6 +44,32 @@ impl Handler for ClusterNode {
 }
 
 impl ClusterNode {
+    /// The answer to `States` / `MemberStates`: this replica's parts of `keys` at `at`.
+    async fn states(
+        &self,
+        view: &str,
+        keys: &[Vec<u8>],
+        at: u64,
+        members: Option<Arc<[Vec<u8>]>>,
+    ) -> Result<Response, ClusterError> {
+        let store = &self.store;
+        let keys = wire::keys(keys)?;
+        let at = Some(BatchBoundary(at));
+        Ok(
+            match store.states_restricted(view, keys, members, at).await {
+                Ok((_, states)) => Response::States {
+                    rows: states.iter().map(wire::encode_row).collect(),
+                    dropped: store.dropped_indexes(view),
+                },
+                Err(StoreError::Request(speedlayer_api::Error::BoundaryUnavailable {
+                    current,
+                    ..
+                })) => Response::BoundaryUnavailable { current: current.0 },
+                Err(e) => return Err(e.into()),
+            },
+        )
+    }
+
     async fn serve(&self, request: &Request) -> Result<Response, ClusterError> {
         let store = &self.store;
         Ok(match request {
@@ -95,19 +121,15 @@ impl ClusterNode {
                 self.merge_here(view, states, hint_for.as_deref()).await?;
                 Response::Merged
             }
-            Request::States { view, keys, at } => {
-                let keys = wire::keys(keys)?;
-                match store.states(view, keys, Some(BatchBoundary(*at))).await {
-                    Ok((_, states)) => Response::States {
-                        rows: states.iter().map(wire::encode_row).collect(),
-                        dropped: store.dropped_indexes(view),
-                    },
-                    Err(StoreError::Request(speedlayer_api::Error::BoundaryUnavailable {
-                        current,
-                        ..
-                    })) => Response::BoundaryUnavailable { current: current.0 },
-                    Err(e) => return Err(e.into()),
-                }
+            Request::States { view, keys, at } => self.states(view, keys, *at, None).await?,
+            Request::MemberStates {
+                view,
+                keys,
+                at,
+                members,
+            } => {
+                let members = Some(Arc::from(members.as_slice()));
+                self.states(view, keys, *at, members).await?
             }
             Request::Range {
                 view,

@@ -205,6 +205,20 @@ pub enum Request {
         /// Most placement hashes in the page.
         limit: u32,
     },
+    /// `States` with set states restricted to `members` (a membership test): answered
+    /// with `States`, each set part holding only those members' dots and tombstones.
+    /// Appended last: older nodes cannot decode it and fail the call, which the
+    /// coordinator counts as that owner not answering.
+    MemberStates {
+        /// View name.
+        view: String,
+        /// Keys, [`Key::encode`] form.
+        keys: Vec<Vec<u8>>,
+        /// The batch boundary (Unix seconds) the coordinator reads at.
+        at: u64,
+        /// The members asked about.
+        members: Vec<Vec<u8>>,
+    },
 }
 
 /// What one replica of a partition asks another while comparing them. Ranges are

@@ -138,6 +138,15 @@ const DISTINCT: u8 = 2;
 const BATCH_ACTOR: &str = "";
 
 impl BatchValue {
+    /// This batch value restricted to `members` when it is a set state
+    /// ([`Value::restricted_to`]); any other whole.
+    pub fn restricted_to(&self, members: &[Vec<u8>]) -> BatchValue {
+        match self {
+            BatchValue::State(value) => BatchValue::State(value.restricted_to(members)),
+            other => other.clone(),
+        }
+    }
+
     /// Parses a row's JSON value for a view of `value_type` whose batch covers until
     /// `boundary`. Accepted forms: counter/gcounter an integer (gcounter ≥ 0); max/min an
     /// integer; register a string (it is older than every realtime write: its time is

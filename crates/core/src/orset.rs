@@ -118,6 +118,11 @@ impl OrSet {
 
     /// This set restricted to `members`: their live dots and tombstones. Merging it
     /// into a replica carries every change an add or remove of those members made.
+    ///
+    /// Also what a membership test reads (O(k log n), not a copy of every member): it is
+    /// a valid state of its own, and because tombstones are kept per member, restricting
+    /// commutes with the join (`(a ⊔ b)|m = a|m ⊔ b|m`), so replicas may answer with
+    /// their restrictions and the coordinator joins them.
     pub fn restricted_to(&self, members: &[Vec<u8>]) -> OrSet {
         let mut part = OrSet::default();
         for m in members {

@@ -213,6 +213,15 @@ impl Value {
         self.value_type() != ty && !self.exists() && !matches!(op, Op::Delete | Op::Merge(_))
     }
 
+    /// This state restricted to `members` when it is a set ([`OrSet::restricted_to`]: what
+    /// a membership test reads); any other type whole.
+    pub fn restricted_to(&self, members: &[Vec<u8>]) -> Value {
+        match self {
+            Value::Set(set) => Value::Set(set.restricted_to(members)),
+            other => other.clone(),
+        }
+    }
+
     /// Joins `other` into `self`. Refused (and `self` unchanged) if the types
     /// differ.
     pub fn merge(&mut self, other: &Value) -> Result<(), TypeMismatch> {

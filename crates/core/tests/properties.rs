@@ -264,6 +264,40 @@ proptest! {
     }
 
     #[test]
+    fn a_restriction_to_members_commutes_with_the_join_and_keeps_their_membership(
+        common in prop::collection::vec(arb_update(ValueType::Set), 0..16),
+        a_ops in prop::collection::vec(arb_update(ValueType::Set), 0..8),
+        b_ops in prop::collection::vec(arb_update(ValueType::Set), 0..8),
+        members in prop::collection::vec(arb_member(), 1..4),
+    ) {
+        // Two replicas with a shared history, then diverging (one removes what both
+        // saw added, the other adds again): where tombstones decide membership.
+        let mut a = Value::new(ValueType::Set);
+        for u in &common {
+            let _ = u.apply(&mut a);
+        }
+        let mut b = a.clone();
+        for u in &a_ops {
+            let _ = u.apply(&mut a);
+        }
+        for u in &b_ops {
+            let _ = u.apply(&mut b);
+        }
+        let whole = joined(&a, &b);
+        let of_parts = joined(&a.restricted_to(&members), &b.restricted_to(&members));
+        prop_assert_eq!(&whole.restricted_to(&members), &of_parts);
+        let (Value::Set(whole_set), Value::Set(parts_set)) = (&whole, &of_parts) else {
+            panic!("sets join to sets");
+        };
+        for member in &members {
+            prop_assert_eq!(whole_set.contains(member), parts_set.contains(member));
+        }
+        // Read repair joins a restriction into a replica: nothing a full join would not add.
+        let repaired = joined(&a, &whole.restricted_to(&members));
+        prop_assert_eq!(joined(&repaired, &whole), whole);
+    }
+
+    #[test]
     fn merge_is_associative((a, b, c) in arb_triple()) {
         let left = joined(&joined(&a, &b), &c);
         let right = joined(&a, &joined(&b, &c));

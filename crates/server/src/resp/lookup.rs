@@ -49,6 +49,37 @@ pub(super) async fn read(session: &Session, target: &Target) -> Result<Option<Re
     Ok(readings.into_iter().next().flatten())
 }
 
+/// The reading of `target` restricted to `members` when it is a set (what `SISMEMBER`
+/// and `SMISMEMBER` need; see `Coordinator::read_members`).
+pub(super) async fn read_members(
+    session: &Session,
+    target: &Target,
+    members: Vec<Vec<u8>>,
+) -> Result<Option<Reading>, Reply> {
+    let coordinator = &session.shared.coordinator;
+    let value_type = coordinator
+        .view(&target.view.name)
+        .map_err(|e| request_error(&e))?
+        .spec
+        .value_type
+        .typed();
+    let answers = coordinator
+        .read_members(
+            &target.view.name,
+            vec![target.key.clone()],
+            members,
+            session.options().consistency,
+        )
+        .await
+        .map_err(|e| request_error(&e))?;
+    match answers.rows.first() {
+        None => Ok(None),
+        Some(parts) => parts
+            .reading(value_type)
+            .map_err(|e| request_error(&speedlayer_api::Error::from(e))),
+    }
+}
+
 /// `Err(arity)` unless `ok`.
 pub(super) fn check(ok: bool, name: &str) -> Result<(), Reply> {
     if ok {

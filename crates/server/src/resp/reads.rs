@@ -9,7 +9,7 @@ use speedlayer_resp::{Reply, Request};
 
 use super::args::{request_error, wrongtype};
 use super::keys::REDIS_VIEW;
-use super::lookup::{apply, check, read, set_update, string_of, target};
+use super::lookup::{apply, check, read, read_members, set_update, string_of, target};
 use super::session::Session;
 use super::step::Step;
 use super::{hashes, scan, set_algebra};
@@ -198,7 +198,15 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
                 name,
             )?;
             let t = target(session, &args[1], None)?;
-            let set = match read(session, &t).await? {
+            let reading = match name {
+                // A membership test reads those members only, not the whole set.
+                "SISMEMBER" | "SMISMEMBER" => {
+                    let members = args[2..].iter().map(|m| m.to_vec()).collect();
+                    read_members(session, &t, members).await?
+                }
+                _ => read(session, &t).await?,
+            };
+            let set = match reading {
                 None => None,
                 Some(Reading::State(Value::Set(set))) => Some(set),
                 Some(_) => return Err(wrongtype()),

@@ -86,6 +86,8 @@ pub(crate) enum ShardMsg {
         view_id: u32,
         epochs: Vec<Epoch>,
         keys: Vec<(usize, Key)>,
+        /// Set states restricted to these members (a membership test) when given.
+        members: Option<Arc<[Vec<u8>]>>,
         reply: oneshot::Sender<Result<ReadResults>>,
     },
     /// Write every pending state to the epoch keyspaces (before a range scan).
@@ -229,9 +231,10 @@ impl ShardLoop {
                     view_id,
                     epochs,
                     keys,
+                    members,
                     reply,
                 } => {
-                    let _ = reply.send(self.read_all(view_id, &epochs, keys));
+                    let _ = reply.send(self.read_all(view_id, &epochs, keys, members.as_deref()));
                 }
                 ShardMsg::Checkpoint { done } => {
                     let _ =
@@ -520,6 +523,7 @@ impl ShardLoop {
         view_id: u32,
         epochs: &[Epoch],
         keys: Vec<(usize, Key)>,
+        members: Option<&[Vec<u8>]>,
     ) -> Result<ReadResults> {
         // After a failed round the cache was dropped and only the last checkpoint is
         // readable here (the log since is replayed at the next start): answering from it
@@ -535,7 +539,15 @@ impl ShardLoop {
                     continue;
                 };
                 if let Some(value) = &cached.value {
-                    parts.push((epoch, value.clone()));
+                    // A membership test copies its members, not a whole set: the shard
+                    // (and every other key on it) is held for O(k log n), not O(n).
+                    parts.push((
+                        epoch,
+                        match members {
+                            Some(members) => value.restricted_to(members),
+                            None => value.clone(),
+                        },
+                    ));
                 }
             }
             results.push((index, parts));

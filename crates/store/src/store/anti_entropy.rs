@@ -154,6 +154,7 @@ impl Store {
                 view_id: view.id,
                 epochs: vec![epoch],
                 keys,
+                members: None,
                 reply,
             })
             .await?;
