@@ -126,9 +126,35 @@ pub(crate) async fn leave(inner: Arc<ClusterNode>, mut stop: watch::Receiver<boo
     inner.set_state(&name, None, MemberState::Left).await;
     tracing::info!(
         handed_over = done.len(),
-        "left: this node owns nothing now and may be stopped"
+        "left: this node owns nothing now; handing on late writes"
     );
+    // A coordinator that had not yet heard of the switch (or of an earlier leaver's)
+    // may still have written here after the last comparison, and its write counted as
+    // acknowledged. Once every node has heard of `left`, compare what this node held
+    // once more with the partitions' owners, so such a write reaches them.
+    tokio::select! {
+        _ = tokio::time::sleep(SETTLE) => {}
+        _ = stop.wait_for(|s| *s) => return,
+    }
+    let ring = inner.ring();
+    let mut held: Vec<u32> = done.iter().map(|&(partition, _)| partition).collect();
+    held.sort_unstable();
+    held.dedup();
+    let pairs = ranked_pairs(&held, |p| ring.preference_list(p).to_vec(), |q| q != me);
+    let last_pass = move_partitions(&inner, &stop, "left (late writes)", pairs);
+    match tokio::time::timeout(LAST_PASS_LIMIT, last_pass).await {
+        Ok(true) => tracing::info!("left: late writes handed on; this node may be stopped"),
+        Ok(false) => {}
+        Err(_) => tracing::warn!(
+            "left: the last comparison with the owners did not finish in {LAST_PASS_LIMIT:?}; \
+             this node may be stopped, but writes it took after its last pass may be missing \
+             from the owners until anti-entropy or a read repairs them"
+        ),
+    }
 }
+
+/// Longest the comparison after turning `left` may take before the node gives up on it.
+const LAST_PASS_LIMIT: Duration = Duration::from_secs(120);
 
 /// Compares every (partition, peer) pair of `pending` (anti-entropy copies what differs
 /// both ways), retrying failures until each pair is done. True when done; false when

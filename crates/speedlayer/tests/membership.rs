@@ -295,6 +295,29 @@ async fn the_cluster_grows_to_five_and_shrinks_to_three_while_clients_write() {
     for c in clients {
         c.await.unwrap();
     }
+    // A leaver may be stopped once it has handed on what stale coordinators wrote to it
+    // after its last comparison (it says so in its log).
+    for leaver in [0, 1] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cluster.nodes[leaver]
+            .log_text()
+            .contains("late writes handed on")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "node {leaver} never finished its last pass"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let log = cluster.nodes[leaver].log_text();
+        let last_pass = log
+            .lines()
+            .find(|l| l.contains("(late writes): every partition"));
+        eprintln!(
+            "node {leaver}: {}",
+            last_pass.unwrap_or("no comparison after left")
+        );
+    }
     cluster.kill(0);
     cluster.kill(1);
 
