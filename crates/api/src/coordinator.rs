@@ -169,12 +169,21 @@ pub trait Coordinator: Send + Sync {
         consistency: Consistency,
     ) -> Result<Vec<Option<Reading>>, Error> {
         let value_type = self.view(view)?.spec.value_type.typed();
-        let answers = self.read(view, keys, consistency).await?;
-        answers
-            .rows
-            .iter()
-            .map(|parts| parts.reading(value_type).map_err(Error::from))
-            .collect()
+        readings(value_type, self.read(view, keys, consistency).await?)
+    }
+
+    /// [`Coordinator::get_many`] read through [`Coordinator::read_members`]: a set key's
+    /// reading holds only `members` (what `SISMEMBER` answers from).
+    async fn get_many_members(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        members: Vec<Vec<u8>>,
+        consistency: Consistency,
+    ) -> Result<Vec<Option<Reading>>, Error> {
+        let value_type = self.view(view)?.spec.value_type.typed();
+        let answers = self.read_members(view, keys, members, consistency).await?;
+        readings(value_type, answers)
     }
 
     /// Rows of one partition at `consistency`, combined, at one batch boundary.
@@ -211,4 +220,16 @@ pub trait BatchImport: Send {
     async fn stage(&mut self, rows: Vec<(Key, BatchValue)>) -> Result<(), Error>;
     /// Finishes staging everywhere and publishes the new boundary.
     async fn finish(self: Box<Self>) -> Result<ImportReport, Error>;
+}
+
+/// Each row's parts combined into its reading (`None`: no part holds the key).
+fn readings(
+    value_type: Option<speedlayer_core::ValueType>,
+    answers: KeyAnswers,
+) -> Result<Vec<Option<Reading>>, Error> {
+    answers
+        .rows
+        .iter()
+        .map(|parts| parts.reading(value_type).map_err(Error::from))
+        .collect()
 }

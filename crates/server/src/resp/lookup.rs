@@ -57,14 +57,8 @@ pub(super) async fn read_members(
     members: Vec<Vec<u8>>,
 ) -> Result<Option<Reading>, Reply> {
     let coordinator = &session.shared.coordinator;
-    let value_type = coordinator
-        .view(&target.view.name)
-        .map_err(|e| request_error(&e))?
-        .spec
-        .value_type
-        .typed();
-    let answers = coordinator
-        .read_members(
+    let readings = coordinator
+        .get_many_members(
             &target.view.name,
             vec![target.key.clone()],
             members,
@@ -72,12 +66,7 @@ pub(super) async fn read_members(
         )
         .await
         .map_err(|e| request_error(&e))?;
-    match answers.rows.first() {
-        None => Ok(None),
-        Some(parts) => parts
-            .reading(value_type)
-            .map_err(|e| request_error(&speedlayer_api::Error::from(e))),
-    }
+    Ok(readings.into_iter().next().flatten())
 }
 
 /// `Err(arity)` unless `ok`.
