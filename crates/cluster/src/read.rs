@@ -351,7 +351,6 @@ fn join_row(mine: &mut RowParts, theirs: &RowParts) {
 type Answer = (usize, Vec<RowParts>);
 
 /// What a point read asks each owner: keys, and for a membership test the members.
-#[derive(Clone)]
 struct Scope {
     keys: Vec<Key>,
     members: Option<Arc<[Vec<u8>]>>,
@@ -409,7 +408,7 @@ async fn read_group(
     consistency: Consistency,
     at: BatchBoundary,
 ) -> Result<Vec<RowParts>, ReadAtError> {
-    let keys = scope.keys.clone();
+    let Scope { keys, members } = scope;
     let n = owners.len();
     let r = consistency.required(n);
     let live: Vec<usize> = owners
@@ -426,7 +425,10 @@ async fn read_group(
             inner.clone(),
             member,
             view.clone(),
-            scope.clone(),
+            Scope {
+                keys: keys.clone(),
+                members: members.clone(),
+            },
             at,
         )));
     }

@@ -12,16 +12,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::pki::pki;
-use support::redis_cli::require_redis_cli;
+use support::redis_cli::{require_redis_cli, run_cli};
 use support::{free_ports, Server, BIN};
 
+/// `redis-cli -h 127.0.0.1 -p PORT args...` (stdin closed), whatever its exit status.
 fn redis_cli(port: u16, args: &[&str]) -> Output {
-    Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawning redis-cli")
+    run_cli(port, args, None)
 }
 
 fn text(output: &Output) -> String {
