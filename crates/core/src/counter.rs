@@ -39,6 +39,8 @@
 
 use std::collections::BTreeMap;
 
+use litemap::LiteMap;
+
 use crate::codec::{write_str, write_varint, write_zigzag, DecodeError, Reader};
 use crate::op::{ApplyCtx, OpError, Outcome};
 
@@ -185,14 +187,14 @@ impl WriterSlot {
 pub struct Counter {
     /// Node id → sums of anonymous updates coordinated by that node. Never holds
     /// an all-zero side.
-    nodes: BTreeMap<String, Side>,
+    nodes: LiteMap<String, Side>,
     /// Writer id → that writer's slot.
-    writers: BTreeMap<String, WriterSlot>,
+    writers: LiteMap<String, WriterSlot>,
     /// What deletes of this key observed: per slot, the sums it held when it was
     /// deleted (the join over every delete). The counter counts only what slots hold
     /// beyond that, so a delete removes what it saw and an update it did not see still
     /// counts (observed-remove). Never holds an all-zero side.
-    removed: BTreeMap<Slot, Side>,
+    removed: LiteMap<Slot, Side>,
     /// The exact (unclamped) total while it is known: an increment checks the `i64`
     /// range against it in O(1) instead of summing every slot and window. Filled by
     /// the first increment, kept by the increments after it, dropped by every other
@@ -400,6 +402,36 @@ impl Counter {
         }
     }
 
+    /// Approximate heap bytes this state holds ([`crate::footprint`]).
+    pub fn heap_bytes(&self) -> usize {
+        use crate::footprint::{block, btree};
+        use std::mem::size_of;
+        let names = |name: &String| block(name.len());
+        let nodes = block(self.nodes.len() * size_of::<(String, Side)>())
+            + self
+                .nodes
+                .iter()
+                .map(|(node, _)| names(node))
+                .sum::<usize>();
+        let writers = block(self.writers.len() * size_of::<(String, WriterSlot)>())
+            + self
+                .writers
+                .iter()
+                .map(|(writer, slot)| {
+                    names(writer) + btree(slot.recent.len(), size_of::<(u64, i64)>())
+                })
+                .sum::<usize>();
+        let removed = block(self.removed.len() * size_of::<(Slot, Side)>())
+            + self
+                .removed
+                .iter()
+                .map(|(slot, _)| match slot {
+                    Slot::Node(name) | Slot::Writer(name) => names(name),
+                })
+                .sum::<usize>();
+        nodes + writers + removed
+    }
+
     /// Number of writer slots this key holds (bounded by
     /// [`MAX_WRITERS_PER_KEY`] per replica).
     pub fn writer_count(&self) -> usize {
@@ -468,10 +500,7 @@ impl Counter {
             if side.is_zero() {
                 return Err(DecodeError::Invalid("counter node slot is zero"));
             }
-            if c.nodes
-                .last_key_value()
-                .is_some_and(|(k, _)| k.as_str() >= node)
-            {
+            if c.nodes.last().is_some_and(|(k, _)| k.as_str() >= node) {
                 return Err(DecodeError::Invalid("counter nodes not strictly sorted"));
             }
             c.nodes.insert(node.to_owned(), side);
@@ -479,10 +508,7 @@ impl Counter {
         let n_writers = r.read_len()?;
         for _ in 0..n_writers {
             let writer = r.read_str()?;
-            if c.writers
-                .last_key_value()
-                .is_some_and(|(k, _)| k.as_str() >= writer)
-            {
+            if c.writers.last().is_some_and(|(k, _)| k.as_str() >= writer) {
                 return Err(DecodeError::Invalid("counter writers not strictly sorted"));
             }
             let slot = decode_slot(r)?;
@@ -514,7 +540,7 @@ impl Counter {
             if side.is_zero() {
                 return Err(DecodeError::Invalid("counter removed slot is zero"));
             }
-            if c.removed.last_key_value().is_some_and(|(k, _)| *k >= slot) {
+            if c.removed.last().is_some_and(|(k, _)| *k >= slot) {
                 return Err(DecodeError::Invalid(
                     "counter removed slots not strictly sorted",
                 ));

@@ -84,6 +84,15 @@ fn locate(member: &[u8]) -> (usize, u8) {
 }
 
 impl Hll {
+    /// Approximate heap bytes this sketch holds ([`crate::footprint`]).
+    pub fn heap_bytes(&self) -> usize {
+        use crate::footprint::block;
+        match &self.registers {
+            Registers::Sparse(sparse) => block(sparse.len() * std::mem::size_of::<(u16, u8)>()),
+            Registers::Dense(dense) => block(dense.len()),
+        }
+    }
+
     /// A sketch of the given `M` registers, in its canonical form.
     fn from_dense(registers: Vec<u8>) -> Hll {
         let nonzero = registers.iter().filter(|r| **r != 0).count();

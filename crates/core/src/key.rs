@@ -46,6 +46,13 @@ pub struct Key {
 }
 
 impl Key {
+    /// Approximate heap bytes this key holds beyond `size_of::<Key>()`
+    /// ([`crate::footprint`]).
+    pub fn heap_bytes(&self) -> usize {
+        crate::footprint::block(self.partition.len())
+            + crate::footprint::block(self.clustering.len())
+    }
+
     /// Builds a key, checking the invariant.
     pub fn new(partition: Vec<u8>, clustering: Vec<u8>) -> Result<Key, KeyError> {
         if partition.is_empty() {

@@ -20,6 +20,7 @@ pub mod codec;
 pub mod counter;
 pub mod epoch;
 pub mod extremum;
+pub mod footprint;
 pub mod hll;
 pub mod key;
 pub mod op;

@@ -58,6 +58,25 @@ pub struct OrSet {
 }
 
 impl OrSet {
+    /// Approximate heap bytes this set holds ([`crate::footprint`]): O(members), like its
+    /// encoding.
+    pub fn heap_bytes(&self) -> usize {
+        use crate::footprint::{block, btree};
+        use std::mem::size_of;
+        let part = |map: &BTreeMap<Vec<u8>, BTreeSet<Dot>>| {
+            btree(map.len(), size_of::<(Vec<u8>, BTreeSet<Dot>)>())
+                + map
+                    .iter()
+                    .map(|(member, dots)| {
+                        block(member.len())
+                            + btree(dots.len(), size_of::<Dot>())
+                            + dots.iter().map(|d| block(d.actor.len())).sum::<usize>()
+                    })
+                    .sum::<usize>()
+        };
+        part(&self.adds) + part(&self.removed)
+    }
+
     /// The members, sorted by their bytes.
     pub fn members(&self) -> Vec<&[u8]> {
         self.adds.keys().map(Vec::as_slice).collect()

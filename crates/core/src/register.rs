@@ -34,6 +34,14 @@ impl Register {
         self.latest.as_ref().and_then(|w| w.value.as_deref())
     }
 
+    /// Approximate heap bytes this state holds ([`crate::footprint`]).
+    pub fn heap_bytes(&self) -> usize {
+        use crate::footprint::block;
+        self.latest.as_ref().map_or(0, |w| {
+            block(w.actor.len()) + w.value.as_ref().map_or(0, |v| block(v.len()))
+        })
+    }
+
     /// Event time of the winning write, in microseconds since the Unix epoch.
     pub fn timestamp_us(&self) -> Option<i64> {
         self.latest.as_ref().map(|w| w.ts_us)

@@ -191,6 +191,18 @@ impl Value {
         }
     }
 
+    /// Approximate heap bytes this state holds beyond `size_of::<Value>()`
+    /// ([`crate::footprint`]): what a cache of states charges it against a memory budget.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Value::Counter(c) | Value::Gcounter(c) => c.heap_bytes(),
+            Value::Max(_) | Value::Min(_) => 0,
+            Value::Register(r) => r.heap_bytes(),
+            Value::Set(s) => s.heap_bytes(),
+            Value::Hll(h) => h.heap_bytes(),
+        }
+    }
+
     /// True when the key holds something a client would see: a counter with an update
     /// no delete observed (even if its total is 0), a register with a value, a non-empty
     /// set; max, min and hll (which cannot be deleted) whenever they have a state at all,

@@ -56,6 +56,9 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Storage tuning.
     pub shards: Option<usize>,
+    /// Resident memory the node aims to stay within, bytes (the store's default, a
+    /// quarter of the RAM, when `None`); see [`speedlayer_store::MemoryShares`].
+    pub memory_limit: Option<u64>,
     /// Memtable size of each epoch keyspace (storage tuning; fjall's 64 MiB when `None`).
     pub epoch_memtable_bytes: Option<u64>,
     /// Cluster membership and request defaults (no seeds: a one-node database).
@@ -101,6 +104,7 @@ impl NodeConfig {
             max_clients: speedlayer_server::resp::DEFAULT_MAX_CLIENTS,
             request_timeout: speedlayer_server::resp::DEFAULT_REQUEST_TIMEOUT,
             shards: None,
+            memory_limit: None,
             epoch_memtable_bytes: None,
             cluster: ClusterConfig::single(SocketAddr::from(([127, 0, 0, 1], 7782))),
             ingest: IngestConfig::default(),
@@ -189,6 +193,9 @@ impl Node {
         store_config.retention = config.retention;
         if let Some(shards) = config.shards {
             store_config.shards = shards;
+        }
+        if let Some(bytes) = config.memory_limit {
+            store_config.memory_limit = bytes;
         }
         if let Some(bytes) = config.epoch_memtable_bytes {
             store_config.epoch_memtable_bytes = bytes;

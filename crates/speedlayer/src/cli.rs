@@ -176,6 +176,12 @@ pub struct ServeArgs {
     /// read [default: 1048576].
     #[arg(long)]
     pub max_value_bytes: Option<usize>,
+    /// Resident memory the node aims to stay within at any number of keys, e.g. `4GiB`,
+    /// `512MiB` or bytes: half goes to the cache of key states (cold keys are shed to
+    /// disk past it), the rest to the LSM's block cache, memtables and connections; at
+    /// least 256 MiB [default: a quarter of the RAM].
+    #[arg(long)]
+    pub memory_limit: Option<bytesize::ByteSize>,
     /// Events the async queue may hold before `mode=async` submits are refused with 429
     /// [default: 10000000].
     #[arg(long)]

@@ -45,6 +45,7 @@ struct FileConfig {
     anti_entropy_mib_per_sec: Option<u64>,
     max_future_ts_secs: Option<u64>,
     max_value_bytes: Option<usize>,
+    memory_limit: Option<bytesize::ByteSize>,
     queue_limit: Option<u64>,
     batch_grace: Option<u64>,
     retention: Option<u64>,
@@ -193,6 +194,15 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<NodeConfig> {
     }
     if let Some(bytes) = args.max_value_bytes.or(file.max_value_bytes) {
         node.max_value_bytes = bytes;
+    }
+    if let Some(limit) = args.memory_limit.or(file.memory_limit) {
+        if limit.as_u64() < speedlayer_store::MIN_MEMORY_LIMIT {
+            bail!(
+                "--memory-limit {limit} is below the smallest a node runs in ({})",
+                bytesize::ByteSize(speedlayer_store::MIN_MEMORY_LIMIT)
+            );
+        }
+        node.memory_limit = Some(limit.as_u64());
     }
     if let Some(grace) = args.batch_grace.or(file.batch_grace) {
         node.batch_grace = std::time::Duration::from_secs(grace);

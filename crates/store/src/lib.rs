@@ -25,6 +25,7 @@ pub mod event_queue;
 pub(crate) mod group_commit;
 pub mod hints;
 pub(crate) mod key_count;
+pub mod memory;
 pub mod metrics;
 pub(crate) mod shard;
 pub(crate) mod state_key;
@@ -35,6 +36,7 @@ pub use batch::BatchRecord;
 pub use catalog::{Declared, View, ViewSpec, ViewType, DEFAULT_EPOCH_SECS};
 pub use error::{Result, StoreError};
 pub use hints::{Hint, HintKey, Hints};
+pub use memory::{default_memory_limit, MemoryShares, MIN_MEMORY_LIMIT};
 pub use metrics::StoreMetrics;
 pub use store::{
     validate, ApplyKind, EpochDigest, EpochInfo, ImportCheck, KeyPage, MergedLive, RangeDigests,

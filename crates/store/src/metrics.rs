@@ -2,6 +2,7 @@
 //! in one test process must not share counters).
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -26,6 +27,12 @@ pub struct StoreMetrics {
     pub updates_stale: Counter,
     /// Owner-shard cache misses that read the LSM.
     pub cache_misses: Counter,
+    /// Cached states shed to stay within the memory budget (they are read again from the
+    /// LSM on their next use).
+    pub cache_evictions: Counter,
+    /// Bytes the owner shards' caches are charged, over all shards, as of their last
+    /// checkpoints: what the memory limit bounds.
+    pub cache_bytes: Gauge,
     /// Checkpoints: pending states written to their epoch keyspaces.
     pub checkpoints: Counter,
     /// Updates refused as late: their event time is before the view's batch boundary.
@@ -54,6 +61,8 @@ impl StoreMetrics {
             updates_duplicate: Counter::default(),
             updates_stale: Counter::default(),
             cache_misses: Counter::default(),
+            cache_evictions: Counter::default(),
+            cache_bytes: Gauge::default(),
             checkpoints: Counter::default(),
             late_events: Counter::default(),
             dropped_epoch_refusals: Counter::default(),
@@ -126,6 +135,16 @@ impl StoreMetrics {
             "checkpoints",
             "Checkpoints of pending states into the epoch keyspaces",
             self.checkpoints.clone(),
+        );
+        r.register(
+            "cache_evictions",
+            "Cached states shed to stay within the memory limit",
+            self.cache_evictions.clone(),
+        );
+        r.register(
+            "cache_bytes",
+            "Bytes charged to the owner shards' state caches (bounded by the memory limit)",
+            self.cache_bytes.clone(),
         );
         r.register(
             "cache_misses",

@@ -1,4 +1,12 @@
-//! An owner shard's in-memory states, by (view, epoch), then key.
+//! An owner shard's in-memory states, by (view, epoch), then key, within a byte budget.
+//!
+//! Every cached state is charged its approximate footprint ([`speedlayer_core::footprint`]):
+//! its key's and its value's heap; the hash tables count by their allocations (slots of
+//! about 200 bytes, 44–87 % used, which is most of a small state's cost). Past the shard's budget (a
+//! share of the node's `--memory-limit`), the shard checkpoints and then sheds cold states
+//! with a CLOCK sweep: a state used since the last sweep gets a second chance, the others
+//! go back to the LSM (they are on disk after the checkpoint) and are read again on their
+//! next use. So resident memory follows the budget, not the number of keys.
 
 use hashbrown::hash_map::{Entry, EntryRef};
 
@@ -12,11 +20,20 @@ use crate::error::Result;
 /// written, or deleted); writing `None` at a checkpoint is a removal. `dirty` marks a
 /// state changed since the last checkpoint: it must not be shed before one. `counted`
 /// says whether the keyspace holds a state of the key that exists (as of the last
-/// checkpoint), for the exact key counts ([`crate::key_count`]).
+/// checkpoint), for the exact key counts ([`crate::key_count`]). `used` is the CLOCK
+/// bit: set on every use, cleared by a sweep that spares the state. `charge` is what
+/// [`Totals::charges`] counts for this state, refreshed at each checkpoint that writes it.
 pub(super) struct CachedValue {
     pub value: Option<Value>,
     pub dirty: bool,
     pub counted: bool,
+    pub used: bool,
+    pub charge: usize,
+}
+
+/// What a state of `key` holding `value` is charged against the budget, beyond its slot.
+pub(super) fn charge(key: &Key, value: Option<&Value>) -> usize {
+    key.heap_bytes() + value.map_or(0, Value::heap_bytes)
 }
 
 impl EpochCache {
@@ -37,12 +54,18 @@ impl EpochCache {
 /// One hash lookup on a hit; on a miss, reads the LSM and clones the key into the map.
 fn load<'a>(
     epoch_cache: &'a mut EpochCache,
-    entries: &mut usize,
+    totals: &mut Totals,
     shard: &Shard,
     key: &Key,
 ) -> Result<&'a mut CachedValue> {
+    // An insert into a full table reallocates it: its size is counted again afterwards.
+    let full = epoch_cache.values.len() == epoch_cache.values.capacity();
     Ok(match epoch_cache.values.entry_ref(key) {
-        EntryRef::Occupied(o) => o.into_mut(),
+        EntryRef::Occupied(o) => {
+            let cached = o.into_mut();
+            cached.used = true;
+            cached
+        }
         EntryRef::Vacant(v) => {
             let value = if epoch_cache.complete {
                 None
@@ -53,11 +76,16 @@ fn load<'a>(
                     None => None,
                 }
             };
-            *entries += 1;
+            let charge = charge(key, value.as_ref());
+            totals.entries += 1;
+            totals.charges += charge;
+            totals.tables_stale |= full;
             v.insert(CachedValue {
                 counted: crate::key_count::counts(value.as_ref()),
                 value,
                 dirty: false,
+                used: true,
+                charge,
             })
         }
     })
@@ -73,13 +101,26 @@ pub(super) struct EpochCache {
     pub complete: bool,
 }
 
+/// Size of the cache over all epochs.
+#[derive(Default)]
+pub(super) struct Totals {
+    /// Cached states.
+    pub entries: usize,
+    /// Sum of their charges.
+    pub charges: usize,
+    /// The hash tables' allocations, as of the last [`Cache::bytes`] that found them
+    /// stale.
+    tables: usize,
+    /// A table was reallocated since `tables` was summed.
+    tables_stale: bool,
+}
+
 /// The owner's states.
 #[derive(Default)]
 pub(super) struct Cache {
     /// hashbrown's foldhash: looked up on every update (SipHash here was ~2 % of a `SET`).
     pub epochs: hashbrown::HashMap<(u32, Epoch), EpochCache>,
-    /// Number of cached keys over all epochs.
-    pub entries: usize,
+    pub totals: Totals,
 }
 
 impl Cache {
@@ -99,7 +140,7 @@ impl Cache {
                 None => return Ok(None),
             },
         };
-        load(epoch_cache, &mut self.entries, shard, key).map(Some)
+        load(epoch_cache, &mut self.totals, shard, key).map(Some)
     }
 
     /// The entry of `key` in `(view, epoch)`, creating the epoch's keyspace if needed.
@@ -116,13 +157,91 @@ impl Cache {
                 shard.epochs.get_or_create(view_id, epoch)?,
             )?),
         };
-        load(epoch_cache, &mut self.entries, shard, key)
+        load(epoch_cache, &mut self.totals, shard, key)
+    }
+
+    /// What the cache holds, bytes: the states' charges and the tables' allocations.
+    pub fn bytes(&mut self) -> usize {
+        if self.totals.tables_stale {
+            self.totals.tables = self.table_bytes();
+            self.totals.tables_stale = false;
+        }
+        self.totals.charges + self.totals.tables
+    }
+
+    fn table_bytes(&self) -> usize {
+        self.epochs
+            .values()
+            .map(|epoch_cache| epoch_cache.values.allocation_size())
+            .sum()
     }
 
     /// Drops every cached state. Only valid right after a checkpoint (nothing dirty).
     pub fn clear(&mut self) {
         self.epochs.clear();
-        self.entries = 0;
+        self.totals = Totals::default();
+    }
+
+    /// Sheds clean states until the cache is charged at most `target` bytes, coldest
+    /// first by CLOCK: the first sweep spares (and un-marks) states used since the last
+    /// sweep, the second takes what it meets. Only valid right after a checkpoint
+    /// (nothing dirty: a shed state is on disk). Returns how many states were shed.
+    ///
+    /// An epoch that lost a state no longer holds all of its shard's keys, so its misses
+    /// read the LSM again ([`EpochCache::complete`]). Tables left mostly empty are shrunk,
+    /// so the memory goes back to the allocator.
+    pub fn shed(&mut self, target: usize) -> usize {
+        // A table keeps its size while states leave it, unless it is shrunk, which halves
+        // it when fewer than about 2/5 of the slots it was grown for stay. So when the
+        // tables are most of the target, 3/5 of the states go and the tables are shrunk;
+        // else the states' charges fall to what the target leaves beside the tables.
+        let tables = self.table_bytes();
+        let (charge_target, entries_target) = if tables > target / 2 {
+            (
+                target.saturating_sub(tables / 2),
+                self.totals.entries / 5 * 2,
+            )
+        } else {
+            (target - tables, usize::MAX)
+        };
+        let Cache { epochs, totals } = self;
+        let before = totals.entries;
+        let mut remaining = totals.entries;
+        let done = |charges: usize, remaining: usize| {
+            charges <= charge_target && remaining <= entries_target
+        };
+        for spare_used in [true, false] {
+            for epoch_cache in epochs.values_mut() {
+                if done(totals.charges, remaining) {
+                    break;
+                }
+                let len = epoch_cache.values.len();
+                epoch_cache.values.retain(|_, cached| {
+                    if done(totals.charges, remaining) || cached.dirty {
+                        return true;
+                    }
+                    if spare_used && cached.used {
+                        cached.used = false;
+                        return true;
+                    }
+                    totals.charges -= cached.charge;
+                    remaining -= 1;
+                    false
+                });
+                if epoch_cache.values.len() < len {
+                    totals.entries -= len - epoch_cache.values.len();
+                    epoch_cache.complete = false;
+                    if epoch_cache.values.capacity() > 2 * epoch_cache.values.len() {
+                        epoch_cache.values.shrink_to_fit();
+                    }
+                }
+            }
+            if done(totals.charges, remaining) {
+                break;
+            }
+        }
+        totals.tables_stale = true;
+        before - totals.entries
     }
 
     /// Drops the states of one epoch. Freeing a million cached states takes a while, so
@@ -130,7 +249,9 @@ impl Cache {
     /// moves on in O(1).
     pub fn forget(&mut self, view_id: u32, epoch: Epoch) {
         if let Some(forgotten) = self.epochs.remove(&(view_id, epoch)) {
-            self.entries -= forgotten.values.len();
+            self.totals.entries -= forgotten.values.len();
+            self.totals.charges -= forgotten.values.values().map(|c| c.charge).sum::<usize>();
+            self.totals.tables_stale = true;
             if forgotten.values.len() > 10_000 {
                 let spawned = std::thread::Builder::new()
                     .name("free-epoch".into())

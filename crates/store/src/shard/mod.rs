@@ -40,6 +40,10 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 /// ...or once this many log bytes are pending (bounds replay time after a crash).
 const CHECKPOINT_LOG_BYTES: usize = 64 * 1024 * 1024;
 
+/// Capacity of the list of dirty keys kept across checkpoints (a key and its epoch,
+/// about 100 bytes each).
+const DIRTY_CAPACITY_KEPT: usize = 64 * 1024;
+
 /// One update routed to its owner shard, already validated against the view.
 pub(crate) struct ShardUpdate {
     /// Position in the caller's request, so replies from several shards reassemble.
@@ -111,8 +115,9 @@ pub(crate) struct Shard {
     pub node_id: String,
     pub commit: GroupCommit,
     pub metrics: StoreMetrics,
-    /// Cached states past this count are shed (after a checkpoint).
-    pub cache_limit: usize,
+    /// Bytes of cached states ([`cache`]) past which cold ones are shed, after a
+    /// checkpoint, down to three quarters of it: this shard's share of the memory limit.
+    pub cache_budget: usize,
     /// Range digests, invalidated by what each checkpoint writes.
     pub digests: Arc<DigestCache>,
 }
@@ -171,6 +176,8 @@ struct ShardLoop {
     cache: Cache,
     pending: Pending,
     next_round: u64,
+    /// The cache's bytes as last added to the node-wide gauge.
+    reported_bytes: usize,
 }
 
 impl ShardLoop {
@@ -185,7 +192,16 @@ impl ShardLoop {
                 since: Instant::now(),
             },
             next_round: 0,
+            reported_bytes: 0,
         }
+    }
+
+    /// Moves the node-wide cache gauge by this shard's change since its last report.
+    fn report_cache_size(&mut self) {
+        let now = self.cache.bytes();
+        let change = now as i64 - self.reported_bytes as i64;
+        self.shard.metrics.cache_bytes.inc_by(change);
+        self.reported_bytes = now;
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<ShardMsg>) {
@@ -257,7 +273,7 @@ impl ShardLoop {
             self.engine_failure(&e, &mut replies);
         }
         let due = self.pending.log_bytes >= CHECKPOINT_LOG_BYTES
-            || self.cache.entries > self.shard.cache_limit
+            || self.cache.bytes() > self.shard.cache_budget
             || (!self.pending.dirty.is_empty()
                 && self.pending.since.elapsed() >= CHECKPOINT_INTERVAL);
         // Once the journal failed, nothing more is written (checkpoints would fail on
@@ -265,8 +281,10 @@ impl ShardLoop {
         if due && !self.shard.commit.is_failed() {
             if let Err(e) = self.checkpoint() {
                 tracing::error!(error = %e, shard = self.shard.index, "checkpoint failed");
-            } else if self.cache.entries > self.shard.cache_limit {
-                self.cache.clear();
+            } else if self.cache.bytes() > self.shard.cache_budget {
+                let shed = self.cache.shed(self.shard.cache_budget / 4 * 3);
+                self.shard.metrics.cache_evictions.inc_by(shed as u64);
+                self.report_cache_size();
             }
         }
         if replies.is_empty() {
@@ -345,6 +363,9 @@ impl ShardLoop {
             };
             if cached.dirty {
                 cached.dirty = false;
+                let charge = cache::charge(key, cached.value.as_ref());
+                self.cache.totals.charges = self.cache.totals.charges - cached.charge + charge;
+                cached.charge = charge;
                 let placement = key.placement();
                 cached.counted = write_state(
                     &mut batch,
@@ -367,7 +388,12 @@ impl ShardLoop {
         // After the commit: a digest computed in between is refused by the cache.
         self.shard.digests.invalidate(changed);
         self.shard.metrics.checkpoints.inc();
+        self.report_cache_size();
         self.pending.dirty.clear();
+        if self.pending.dirty.capacity() > DIRTY_CAPACITY_KEPT {
+            // A burst of writes to many keys must not keep its list's peak size.
+            self.pending.dirty = Vec::new();
+        }
         self.pending.first_round = self.next_round;
         self.pending.log_bytes = 0;
         self.pending.since = Instant::now();

@@ -21,6 +21,7 @@ use crate::error::{Result, StoreError};
 use crate::event_queue::EventQueue;
 use crate::group_commit::GroupCommit;
 use crate::hints::{HintKey, Hints};
+use crate::memory::{default_memory_limit, MemoryShares, MIB};
 use crate::metrics::StoreMetrics;
 use crate::shard::{Shard, ShardMsg};
 use crate::update_log;
@@ -59,12 +60,12 @@ pub struct StoreConfig {
     pub node_id: Option<String>,
     /// Number of key-owner shards (threads).
     pub shards: usize,
-    /// Cached key states per shard before the cache is shed.
-    pub cache_entries_per_shard: usize,
+    /// Resident memory the store aims to stay within, bytes, at any number of keys
+    /// ([`MemoryShares`] says how it is split). Default: a quarter of the machine's RAM
+    /// ([`default_memory_limit`]).
+    pub memory_limit: u64,
     /// Messages queued per shard before callers wait (back-pressure).
     pub shard_queue: usize,
-    /// LSM block cache, bytes.
-    pub block_cache_bytes: u64,
     /// Memtable size of each epoch keyspace: past it, the epoch's recent writes go to a
     /// table file (and the journal holding them can be reclaimed). Smaller memtables put
     /// small epochs on disk sooner, so dropping them frees disk sooner, at the cost of
@@ -96,9 +97,8 @@ impl StoreConfig {
             data_dir: data_dir.into(),
             node_id: None,
             shards: cores.max(2),
-            cache_entries_per_shard: 1_000_000,
+            memory_limit: default_memory_limit(),
             shard_queue: 4096,
-            block_cache_bytes: 64 * 1024 * 1024,
             epoch_memtable_bytes: 64 * 1024 * 1024,
             batch_grace: DEFAULT_BATCH_GRACE,
             max_future_ts: DEFAULT_MAX_FUTURE_TS,
@@ -216,14 +216,19 @@ impl Store {
     /// and registers its metrics in `registry`.
     pub fn open(config: StoreConfig, registry: &mut Registry) -> Result<Store> {
         std::fs::create_dir_all(&config.data_dir)?;
+        let memory = MemoryShares::of(config.memory_limit, config.shards);
         let db = Database::builder(&config.data_dir)
-            .cache_size(config.block_cache_bytes)
+            .cache_size(memory.block_cache)
+            .max_journaling_size(memory.journal)
             .open()?;
         let catalog = Catalog::open(&db)?;
         let node_id = catalog.node_id(config.node_id.as_deref())?;
         // The name this replica's CRDT slots carry (see `Catalog::incarnation`).
         let replica = format!("{node_id}#{}", catalog.incarnation()?);
-        let epochs = Arc::new(EpochKeyspaces::open(&db, config.epoch_memtable_bytes)?);
+        let epochs = Arc::new(EpochKeyspaces::open(
+            &db,
+            config.epoch_memtable_bytes.min(memory.epoch_memtable),
+        )?);
         let batches = BatchTables::open(&db)?;
         let log = update_log::open(&db)?;
         let view_types: HashMap<u32, ViewType> = catalog
@@ -317,13 +322,20 @@ impl Store {
                 node_id: replica.clone(),
                 commit: commit.clone(),
                 metrics: metrics.clone(),
-                cache_limit: config.cache_entries_per_shard,
+                cache_budget: usize::try_from(memory.cache_per_shard).unwrap_or(usize::MAX),
                 digests: digests.clone(),
             };
             shard_threads.push(shard.spawn(rx)?);
             shards.push(tx);
         }
-        tracing::info!(dir = %config.data_dir.display(), node = %node_id, shards = shards.len(), "store open");
+        tracing::info!(
+            dir = %config.data_dir.display(),
+            node = %node_id,
+            shards = shards.len(),
+            memory_limit_mib = config.memory_limit / MIB,
+            cache_per_shard_mib = memory.cache_per_shard / MIB,
+            "store open"
+        );
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
