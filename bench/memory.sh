@@ -3,7 +3,8 @@
 # memory limit at any number of keys; measure RSS at 10 M keys"). One release node; KEYS distinct
 # counter keys are written with INCR through redis-cli --pipe in steps of STEP, and after each
 # step the node's RSS (VmRSS) is printed, then again after a checkpoint interval (12 s idle) and
-# after a restart. A sample of keys is read back at the end to check nothing was lost to eviction.
+# after a restart; `peak_mb` is the highest RSS sampled every 100 ms while writing. A sample of
+# keys is read back at the end to check nothing was lost to eviction.
 #
 # Settings: KEYS=10000000 STEP=1000000 MEMORY_LIMIT= (passed as --memory-limit when set)
 # SPEEDLAYER_BIN=target/release/speedlayer. Needs redis-tools and python3.
@@ -27,7 +28,13 @@ start() {
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$TMP"' EXIT
 rss() { awk '/VmRSS/ {printf "%d", $2/1024}' /proc/$PID/status; }
 start
-printf '%-12s %-22s %10s %12s\n' keys when rss_mb seconds
+echo 0 >"$TMP/peak"
+( peak=0; while kill -0 "$PID" 2>/dev/null; do
+    r=$(awk '/VmRSS/ {printf "%d", $2/1024}' /proc/"$PID"/status 2>/dev/null || echo 0)
+    [ "${r:-0}" -gt "$peak" ] && peak=$r && echo "$peak" >"$TMP/peak"
+    sleep 0.1
+  done ) &
+printf '%-12s %-22s %10s %12s %8s\n' keys when rss_mb seconds peak_mb
 printf '%-12s %-22s %10s %12s\n' 0 started "$(rss)" 0
 done_keys=0
 while [ "$done_keys" -lt "$KEYS" ]; do
@@ -47,7 +54,7 @@ out.write(b"".join(buf))
 PY
     t1=$(date +%s%N)
     done_keys=$next
-    printf '%-12s %-22s %10s %12s\n' "$done_keys" written "$(rss)" "$(( (t1 - t0) / 1000000000 ))"
+    printf '%-12s %-22s %10s %12s %8s\n' "$done_keys" written "$(rss)" "$(( (t1 - t0) / 1000000000 ))" "$(cat "$TMP/peak")"
 done
 sleep 12
 printf '%-12s %-22s %10s\n' "$done_keys" "after 12 s idle" "$(rss)"

@@ -177,9 +177,9 @@ pub struct ServeArgs {
     #[arg(long)]
     pub max_value_bytes: Option<usize>,
     /// Resident memory the node aims to stay within at any number of keys, e.g. `4GiB`,
-    /// `512MiB` or bytes: half goes to the cache of key states (cold keys are shed to
-    /// disk past it), the rest to the LSM's block cache, memtables and connections; at
-    /// least 256 MiB [default: a quarter of the RAM].
+    /// `512MiB` or bytes: a quarter goes to the cache of key states (cold keys are shed to
+    /// disk past it), the rest to memtables, the block cache and work in flight; at
+    /// least 512 MiB [default: a quarter of the RAM].
     #[arg(long)]
     pub memory_limit: Option<bytesize::ByteSize>,
     /// Events the async queue may hold before `mode=async` submits are refused with 429
@@ -302,6 +302,16 @@ pub struct NodeAccess {
         hide_env_values = true
     )]
     pub password: Option<String>,
+    /// CA certificate (PEM) to verify a node's TLS certificate with (the node serves TLS
+    /// with `--tls-cert`); an address without a scheme then means `https://`.
+    #[arg(long, env = "SPEEDLAYER_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for a node that requires one (`--tls-client-ca`).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 /// `batch-export` flags: where the view's declaration comes from (exactly one of

@@ -7,13 +7,12 @@ use crate::cli::{CtlArgs, CtlCommand};
 
 /// Runs one `ctl` command and prints its answer.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let base = crate::batch::base_url(&args.access.node);
-    let client = reqwest::Client::new();
+    let base = args.access.base_url();
+    let client = args.access.client(reqwest::Client::builder())?;
     let send = |method: reqwest::Method, path: String| {
-        let mut request = client.request(method, format!("{base}{path}"));
-        if let Some(pass) = &args.access.password {
-            request = request.bearer_auth(pass);
-        }
+        let request = args
+            .access
+            .authorize(client.request(method, format!("{base}{path}")));
         async move {
             let response = request
                 .send()

@@ -1,6 +1,7 @@
 //! The `speedlayer` binary: the CLI edge of the workspace (value types → node storage →
 //! cluster → front ends → **CLI**). Errors become `anyhow` here and nowhere else.
 
+mod access;
 mod batch;
 mod bench;
 mod cli;

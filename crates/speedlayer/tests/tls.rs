@@ -261,3 +261,109 @@ fn unusable_tls_material_stops_the_node_at_start_with_a_clear_error() {
     assert!(!half.status.success());
     assert!(text(&half).contains("--tls-key"), "{}", text(&half));
 }
+
+#[test]
+fn ctl_and_import_reach_a_node_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let ca = pki.path("ca.pem");
+    let (cert, key) = (pki.path("client.pem"), pki.path("client-key.pem"));
+    let mut server = start(dir.path(), &pki, &["--tls-client-ca", &ca]);
+    let http = server.http_port;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !python_https(http, Some(&ca), Some((&cert, &key)), "GET", "/health", "")
+        .starts_with("200")
+    {
+        server.assert_running();
+        assert!(Instant::now() < deadline, "no HTTPS answer within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let declared = python_https(
+        http,
+        Some(&ca),
+        Some((&cert, &key)),
+        "PUT",
+        "/v1/views/hits",
+        r#"{"type":"counter","epoch_secs":3600}"#,
+    );
+    assert!(declared.starts_with("20"), "{declared}");
+    let node = format!("127.0.0.1:{http}");
+    let speedlayer = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env_remove("SPEEDLAYER_NODE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("speedlayer")
+    };
+    let tls = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+
+    // ctl with the CA and a client certificate: the node answers over HTTPS.
+    let status = speedlayer(&[&["ctl", "--node", &node][..], &tls, &["status"]].concat());
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(text(&status).contains("hits"), "{}", text(&status));
+    // Without the client certificate the node refuses the handshake; without the CA,
+    // plain HTTP gets no answer from a TLS port: both fail, saying so.
+    let no_cert = speedlayer(&["ctl", "--node", &node, "--cacert", &ca, "status"]);
+    assert!(!no_cert.status.success(), "{}", text(&no_cert));
+    assert!(
+        text(&no_cert).contains("cannot reach"),
+        "{}",
+        text(&no_cert)
+    );
+    let plain = speedlayer(&["ctl", "--node", &node, "status"]);
+    assert!(!plain.status.success(), "{}", text(&plain));
+
+    // import streams a batch over the same TLS client.
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3600
+        - 1)
+        * 3600;
+    let rows = dir.path().join("rows.ndjson");
+    std::fs::write(&rows, "{\"key\":\"a\",\"clustering\":\"\",\"value\":5}\n").unwrap();
+    let covers = hour.to_string();
+    let imported = speedlayer(
+        &[
+            &[
+                "import",
+                "--view",
+                "hits",
+                "--covers-until",
+                &covers,
+                "--node",
+                &node,
+            ][..],
+            &tls,
+            &[rows.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert!(imported.status.success(), "{}", text(&imported));
+    let read = python_https(
+        http,
+        Some(&ca),
+        Some((&cert, &key)),
+        "GET",
+        "/v1/views/hits/get?key=a",
+        "",
+    );
+    assert!(read.starts_with("200") && read.contains('5'), "{read}");
+    // An unreadable CA file is a clear error before any request.
+    let missing = speedlayer(&[
+        "ctl",
+        "--node",
+        &node,
+        "--cacert",
+        "/nonexistent.pem",
+        "status",
+    ]);
+    assert!(
+        text(&missing).contains("--cacert /nonexistent.pem"),
+        "{}",
+        text(&missing)
+    );
+    server.assert_running();
+}

@@ -164,9 +164,12 @@ pub fn decode_record(bytes: &[u8]) -> Result<(String, Vec<LoggedUpdate>), Decode
     Ok((node, updates))
 }
 
-/// Opens the log keyspace.
-pub fn open(db: &Database) -> Result<Keyspace> {
-    Ok(db.keyspace(LOG_KEYSPACE, KeyspaceCreateOptions::default)?)
+/// Opens the log keyspace, whose memtable holds at most `memtable_bytes` (records stay
+/// in it until it is flushed, even after a checkpoint removed them).
+pub fn open(db: &Database, memtable_bytes: u64) -> Result<Keyspace> {
+    Ok(db.keyspace(LOG_KEYSPACE, || {
+        KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
+    })?)
 }
 
 /// What a replay did: the number of updates replayed, and the (view id, epoch, key) of

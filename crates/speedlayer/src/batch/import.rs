@@ -13,7 +13,7 @@ use speedlayer_events::bucket::Bucket;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::files::{byte_progress, is_stdin};
-use super::{base_url, boundary_secs, declaration, fetch_view, node_error};
+use super::{boundary_secs, declaration, fetch_view, node_error};
 use crate::cli::ImportArgs;
 
 /// Bytes per chunk of the request body.
@@ -24,12 +24,10 @@ const CHUNK: usize = 256 * 1024;
 /// what the node published.
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let covers_until = boundary_secs(args.covers_until)?;
-    let password = args.access.password.as_deref();
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .build()
-        .context("cannot set up the HTTP client")?;
-    let view = fetch_view(&client, &args.access.node, &args.view, password).await?;
+    let client = args
+        .access
+        .client(reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10)))?;
+    let view = fetch_view(&client, &args.access, &args.view).await?;
     let decl = declaration(&view).with_context(|| format!("view '{}'", args.view))?;
     // The node's own rule (speedlayer-core), checked before uploading anything.
     BatchBoundary::for_view(args.covers_until, decl.epoch_secs)
@@ -62,20 +60,13 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         (Box::new(file), total)
     };
     let progress = byte_progress(total, "sending rows");
-    let url = format!(
-        "{}/v1/views/{}/batch",
-        base_url(&args.access.node),
-        args.view
-    );
-    let mut request = client
+    let url = format!("{}/v1/views/{}/batch", args.access.base_url(), args.view);
+    let request = client
         .post(&url)
         .query(&[("covers_until", args.covers_until)])
         .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
         .body(reqwest::Body::wrap_stream(chunks(reader, progress.clone())));
-    if let Some(password) = password {
-        request = request.bearer_auth(password);
-    }
-    let sent = request.send().await;
+    let sent = args.access.authorize(request).send().await;
     progress.finish_and_clear();
     // A node that refuses a request early (an old node without the batch endpoint, a
     // boundary not after the view's current one, a body over its size limit) may close

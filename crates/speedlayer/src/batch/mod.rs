@@ -16,7 +16,7 @@ use speedlayer_api::{ViewSpec, ViewType};
 use speedlayer_core::{BatchBoundary, ValueType};
 use speedlayer_events::{MappingSpec, MAX_TS_SECS};
 
-use crate::cli::BatchExportArgs;
+use crate::cli::{BatchExportArgs, NodeAccess};
 
 /// What `batch-export` needs of a view's declaration.
 #[derive(Debug)]
@@ -66,16 +66,6 @@ pub fn boundary_secs(covers_until: u64) -> anyhow::Result<i64> {
     }
 }
 
-/// `http://` + the address, unless the user gave a URL already.
-pub fn base_url(node: &str) -> String {
-    let node = node.trim_end_matches('/');
-    if node.starts_with("http://") || node.starts_with("https://") {
-        node.to_string()
-    } else {
-        format!("http://{node}")
-    }
-}
-
 /// A node's error answer as one line: its `{"error","detail"}` when it sent JSON, else
 /// the raw text.
 pub fn node_error(status: reqwest::StatusCode, body: &str) -> String {
@@ -94,16 +84,13 @@ pub fn node_error(status: reqwest::StatusCode, body: &str) -> String {
 /// Fetches `GET /v1/views/{view}` from the node.
 pub async fn fetch_view(
     client: &reqwest::Client,
-    node: &str,
+    access: &NodeAccess,
     view: &str,
-    password: Option<&str>,
 ) -> anyhow::Result<Json> {
-    let url = format!("{}/v1/views/{view}", base_url(node));
-    let mut request = client.get(&url);
-    if let Some(password) = password {
-        request = request.bearer_auth(password);
-    }
-    let response = request
+    let node = &access.node;
+    let url = format!("{}/v1/views/{view}", access.base_url());
+    let response = access
+        .authorize(client.get(&url))
         .send()
         .await
         .with_context(|| format!("cannot reach the node at {node}"))?;
@@ -125,14 +112,8 @@ pub async fn export(args: BatchExportArgs) -> anyhow::Result<()> {
     let (name, json) = match (&args.view_spec, &args.view) {
         (Some(text), _) => ("--view-spec".to_string(), spec_json(text)?),
         (None, Some(view)) => {
-            let client = reqwest::Client::new();
-            let json = fetch_view(
-                &client,
-                &args.access.node,
-                view,
-                args.access.password.as_deref(),
-            )
-            .await?;
+            let client = args.access.client(reqwest::Client::builder())?;
+            let json = fetch_view(&client, &args.access, view).await?;
             (format!("view '{view}'"), json)
         }
         (None, None) => bail!("give the view's declaration: --view-spec JSON or --view NAME"),
@@ -201,8 +182,6 @@ mod tests {
             "400 Bad Request: invalid_boundary: not aligned"
         );
         assert_eq!(node_error(status, "oops\n"), "400 Bad Request: oops");
-        assert_eq!(base_url("127.0.0.1:1/"), "http://127.0.0.1:1");
-        assert_eq!(base_url("https://x"), "https://x");
         assert!(boundary_secs(0).is_err());
         assert_eq!(boundary_secs(3600).unwrap(), 3600);
     }

@@ -1,8 +1,10 @@
 //! An owner shard's in-memory states, by (view, epoch), then key, within a byte budget.
 //!
 //! Every cached state is charged its approximate footprint ([`speedlayer_core::footprint`]):
-//! its key's and its value's heap; the hash tables count by their allocations (slots of
-//! about 200 bytes, 44–87 % used, which is most of a small state's cost). Past the shard's budget (a
+//! its key's and its value's heap and its boxed entry; the hash tables count twice their
+//! allocations, because a full table reallocates at double its size while it still holds
+//! the old one. (Entries are boxed so that tables stay small: a slot is a key and a
+//! pointer, 56 bytes, not the 200 of a key and a state, and a resize copies only that.) Past the shard's budget (a
 //! share of the node's `--memory-limit`), the shard checkpoints and then sheds cold states
 //! with a CLOCK sweep: a state used since the last sweep gets a second chance, the others
 //! go back to the LSM (they are on disk after the checkpoint) and are read again on their
@@ -33,7 +35,9 @@ pub(super) struct CachedValue {
 
 /// What a state of `key` holding `value` is charged against the budget, beyond its slot.
 pub(super) fn charge(key: &Key, value: Option<&Value>) -> usize {
-    key.heap_bytes() + value.map_or(0, Value::heap_bytes)
+    speedlayer_core::footprint::block(std::mem::size_of::<CachedValue>())
+        + key.heap_bytes()
+        + value.map_or(0, Value::heap_bytes)
 }
 
 impl EpochCache {
@@ -80,13 +84,13 @@ fn load<'a>(
             totals.entries += 1;
             totals.charges += charge;
             totals.tables_stale |= full;
-            v.insert(CachedValue {
+            v.insert(Box::new(CachedValue {
                 counted: crate::key_count::counts(value.as_ref()),
                 value,
                 dirty: false,
                 used: true,
                 charge,
-            })
+            }))
         }
     })
 }
@@ -95,7 +99,7 @@ pub(super) struct EpochCache {
     pub keyspace: Keyspace,
     /// hashbrown for `entry_ref` (one hash lookup, key cloned only on insert) and its
     /// randomly seeded foldhash (fast, and not predictable by clients choosing keys).
-    pub values: hashbrown::HashMap<Key, CachedValue>,
+    pub values: hashbrown::HashMap<Key, Box<CachedValue>>,
     /// Every key of this shard that the keyspace holds is in `values` (see
     /// [`EpochCache::new`]), so a miss is an absent key.
     pub complete: bool,
@@ -160,7 +164,8 @@ impl Cache {
         load(epoch_cache, &mut self.totals, shard, key)
     }
 
-    /// What the cache holds, bytes: the states' charges and the tables' allocations.
+    /// What the cache holds, bytes: the states' charges and twice the tables' allocations
+    /// (see the module docs).
     pub fn bytes(&mut self) -> usize {
         if self.totals.tables_stale {
             self.totals.tables = self.table_bytes();
@@ -172,7 +177,7 @@ impl Cache {
     fn table_bytes(&self) -> usize {
         self.epochs
             .values()
-            .map(|epoch_cache| epoch_cache.values.allocation_size())
+            .map(|epoch_cache| 2 * epoch_cache.values.allocation_size())
             .sum()
     }
 

@@ -35,10 +35,9 @@ use cache::Cache;
 
 /// Most messages taken in one round; bounds the latency a round adds.
 const MAX_MESSAGES_PER_ROUND: usize = 1024;
-/// A checkpoint is due after this long with state changes pending...
+/// A checkpoint is due after this long with state changes pending, or once
+/// [`Shard::checkpoint_log_bytes`] are pending.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
-/// ...or once this many log bytes are pending (bounds replay time after a crash).
-const CHECKPOINT_LOG_BYTES: usize = 64 * 1024 * 1024;
 
 /// Capacity of the list of dirty keys kept across checkpoints (a key and its epoch,
 /// about 100 bytes each).
@@ -118,6 +117,9 @@ pub(crate) struct Shard {
     /// Bytes of cached states ([`cache`]) past which cold ones are shed, after a
     /// checkpoint, down to three quarters of it: this shard's share of the memory limit.
     pub cache_budget: usize,
+    /// Log bytes past which a checkpoint is due: bounds replay time after a crash and
+    /// the log's memtable (the memory limit's [`crate::MemoryShares::log`]).
+    pub checkpoint_log_bytes: usize,
     /// Range digests, invalidated by what each checkpoint writes.
     pub digests: Arc<DigestCache>,
 }
@@ -272,7 +274,7 @@ impl ShardLoop {
         if let Err(e) = self.write_record(&mut record, empty_record) {
             self.engine_failure(&e, &mut replies);
         }
-        let due = self.pending.log_bytes >= CHECKPOINT_LOG_BYTES
+        let due = self.pending.log_bytes >= self.shard.checkpoint_log_bytes
             || self.cache.bytes() > self.shard.cache_budget
             || (!self.pending.dirty.is_empty()
                 && self.pending.since.elapsed() >= CHECKPOINT_INTERVAL);

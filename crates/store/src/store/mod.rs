@@ -230,7 +230,7 @@ impl Store {
             config.epoch_memtable_bytes.min(memory.epoch_memtable),
         )?);
         let batches = BatchTables::open(&db)?;
-        let log = update_log::open(&db)?;
+        let log = update_log::open(&db, memory.log)?;
         let view_types: HashMap<u32, ViewType> = catalog
             .list()
             .iter()
@@ -323,6 +323,7 @@ impl Store {
                 commit: commit.clone(),
                 metrics: metrics.clone(),
                 cache_budget: usize::try_from(memory.cache_per_shard).unwrap_or(usize::MAX),
+                checkpoint_log_bytes: usize::try_from(memory.log).unwrap_or(usize::MAX),
                 digests: digests.clone(),
             };
             shard_threads.push(shard.spawn(rx)?);
