@@ -188,6 +188,21 @@ pub struct Counter {
     /// Node id → sums of anonymous updates coordinated by that node. Never holds
     /// an all-zero side.
     nodes: LiteMap<String, Side>,
+    /// Writer slots and deletes, which most counters never have: boxed, so that a
+    /// counter of anonymous increments (the common case, one per key and epoch, held in
+    /// owner shards' caches by the million) stays small. `None` and an empty box are the
+    /// same state.
+    ids_and_deletes: Option<Box<IdsAndDeletes>>,
+    /// The exact total while it is known and in the `i64` range: an increment checks
+    /// the range against it in O(1) instead of summing every slot and window. Filled by
+    /// the first increment, kept by the increments after it, dropped by every other
+    /// change (merge, delete). Not part of the state: equality and encoding ignore it.
+    cached_total: Option<i64>,
+}
+
+/// The parts of a [`Counter`] only updates with ids and deletes create.
+#[derive(Clone, Debug, Default)]
+struct IdsAndDeletes {
     /// Writer id → that writer's slot.
     writers: LiteMap<String, WriterSlot>,
     /// What deletes of this key observed: per slot, the sums it held when it was
@@ -195,16 +210,16 @@ pub struct Counter {
     /// beyond that, so a delete removes what it saw and an update it did not see still
     /// counts (observed-remove). Never holds an all-zero side.
     removed: LiteMap<Slot, Side>,
-    /// The exact (unclamped) total while it is known: an increment checks the `i64`
-    /// range against it in O(1) instead of summing every slot and window. Filled by
-    /// the first increment, kept by the increments after it, dropped by every other
-    /// change (merge, delete). Not part of the state: equality and encoding ignore it.
-    cached_total: Option<i128>,
 }
+
+static NO_WRITERS: LiteMap<String, WriterSlot> = LiteMap::new_vec();
+static NOTHING_REMOVED: LiteMap<Slot, Side> = LiteMap::new_vec();
 
 impl PartialEq for Counter {
     fn eq(&self, other: &Counter) -> bool {
-        self.nodes == other.nodes && self.writers == other.writers && self.removed == other.removed
+        self.nodes == other.nodes
+            && self.writers() == other.writers()
+            && self.removed() == other.removed()
     }
 }
 
@@ -220,6 +235,24 @@ enum Slot {
 }
 
 impl Counter {
+    /// Writer id → that writer's slot.
+    fn writers(&self) -> &LiteMap<String, WriterSlot> {
+        self.ids_and_deletes
+            .as_ref()
+            .map_or(&NO_WRITERS, |parts| &parts.writers)
+    }
+
+    /// What deletes of this key observed ([`IdsAndDeletes::removed`]).
+    fn removed(&self) -> &LiteMap<Slot, Side> {
+        self.ids_and_deletes
+            .as_ref()
+            .map_or(&NOTHING_REMOVED, |parts| &parts.removed)
+    }
+
+    fn ids_and_deletes_mut(&mut self) -> &mut IdsAndDeletes {
+        self.ids_and_deletes.get_or_insert_with(Box::default)
+    }
+
     /// The counter's value: the sum of all slots, computed without overflow and
     /// saturated to the `i64` range.
     pub fn total(&self) -> i64 {
@@ -230,7 +263,7 @@ impl Counter {
 
     /// The sum of all slots, unclamped.
     fn exact_total(&self) -> i128 {
-        self.cached_total.unwrap_or_else(|| {
+        self.cached_total.map(i128::from).unwrap_or_else(|| {
             self.live_slots()
                 .fold(0i128, |acc, side| acc.saturating_add(side.net()))
         })
@@ -250,7 +283,7 @@ impl Counter {
             .iter()
             .map(|(node, side)| self.beyond(|| Slot::Node(node.clone()), *side));
         let writers = self
-            .writers
+            .writers()
             .iter()
             .map(|(writer, slot)| self.beyond(|| Slot::Writer(writer.clone()), slot.sides()));
         nodes.chain(writers)
@@ -258,10 +291,10 @@ impl Counter {
 
     /// `side` less what deletes observed of the slot `slot` names.
     fn beyond(&self, slot: impl FnOnce() -> Slot, side: Side) -> Side {
-        if self.removed.is_empty() {
+        if self.removed().is_empty() {
             return side;
         }
-        match self.removed.get(&slot()) {
+        match self.removed().get(&slot()) {
             Some(seen) => Side {
                 p: side.p.saturating_sub(seen.p),
                 n: side.n.saturating_sub(seen.n),
@@ -281,14 +314,17 @@ impl Counter {
             .iter()
             .map(|(node, side)| (Slot::Node(node.clone()), *side))
             .chain(
-                self.writers
+                self.writers()
                     .iter()
                     .map(|(writer, slot)| (Slot::Writer(writer.clone()), slot.sides())),
             )
             .filter(|(_, side)| !side.is_zero())
             .collect();
-        for (slot, side) in seen {
-            self.removed.entry(slot).or_default().join(&side);
+        if !seen.is_empty() {
+            let removed = &mut self.ids_and_deletes_mut().removed;
+            for (slot, side) in seen {
+                removed.entry(slot).or_default().join(&side);
+            }
         }
         existed
     }
@@ -296,7 +332,12 @@ impl Counter {
     /// The part of this counter a delete writes: what deletes observed.
     pub fn removal_delta(&self) -> Counter {
         Counter {
-            removed: self.removed.clone(),
+            ids_and_deletes: (!self.removed().is_empty()).then(|| {
+                Box::new(IdsAndDeletes {
+                    removed: self.removed().clone(),
+                    ..IdsAndDeletes::default()
+                })
+            }),
             ..Counter::default()
         }
     }
@@ -315,11 +356,12 @@ impl Counter {
             return Err(OpError::Overflow);
         }
         let outcome = self.count(by, ctx)?;
-        self.cached_total = Some(if outcome == Outcome::Applied {
+        self.cached_total = i64::try_from(if outcome == Outcome::Applied {
             after
         } else {
             before
-        });
+        })
+        .ok();
         Ok(outcome)
     }
 
@@ -338,17 +380,18 @@ impl Counter {
             }
             return Ok(Outcome::Applied);
         };
-        if let Some(slot) = self.writers.get_mut(&id.writer) {
+        let writers = &mut self.ids_and_deletes_mut().writers;
+        if let Some(slot) = writers.get_mut(&id.writer) {
             return Ok(slot.apply(id.seq, by));
         }
-        if self.writers.len() >= MAX_WRITERS_PER_KEY {
+        if writers.len() >= MAX_WRITERS_PER_KEY {
             return Err(OpError::TooManyWriters {
                 limit: MAX_WRITERS_PER_KEY,
             });
         }
         let mut slot = WriterSlot::empty();
         let outcome = slot.apply(id.seq, by);
-        self.writers.insert(id.writer.clone(), slot);
+        writers.insert(id.writer.clone(), slot);
         Ok(outcome)
     }
 
@@ -362,8 +405,9 @@ impl Counter {
         let mut delta = Counter::default();
         match ctx.id {
             Some(id) => {
-                if let Some(slot) = self.writers.get(&id.writer) {
+                if let Some(slot) = self.writers().get(&id.writer) {
                     delta
+                        .ids_and_deletes_mut()
                         .writers
                         .insert(id.writer.clone(), slot.delta_for(id.seq));
                 }
@@ -381,8 +425,11 @@ impl Counter {
     /// observed joined per slot.
     pub fn merge(&mut self, other: &Counter) {
         self.cached_total = None;
-        for (slot, side) in &other.removed {
-            self.removed.entry(slot.clone()).or_default().join(side);
+        if !other.removed().is_empty() {
+            let removed = &mut self.ids_and_deletes_mut().removed;
+            for (slot, side) in other.removed() {
+                removed.entry(slot.clone()).or_default().join(side);
+            }
         }
         for (node, side) in &other.nodes {
             match self.nodes.get_mut(node) {
@@ -392,11 +439,14 @@ impl Counter {
                 }
             }
         }
-        for (writer, slot) in &other.writers {
-            match self.writers.get_mut(writer) {
-                Some(mine) => mine.merge(slot),
-                None => {
-                    self.writers.insert(writer.clone(), slot.clone());
+        if !other.writers().is_empty() {
+            let writers = &mut self.ids_and_deletes_mut().writers;
+            for (writer, slot) in other.writers() {
+                match writers.get_mut(writer) {
+                    Some(mine) => mine.merge(slot),
+                    None => {
+                        writers.insert(writer.clone(), slot.clone());
+                    }
                 }
             }
         }
@@ -413,34 +463,39 @@ impl Counter {
                 .iter()
                 .map(|(node, _)| names(node))
                 .sum::<usize>();
-        let writers = block(self.writers.len() * size_of::<(String, WriterSlot)>())
+        let boxed = if self.ids_and_deletes.is_some() {
+            block(size_of::<IdsAndDeletes>())
+        } else {
+            0
+        };
+        let writers = block(self.writers().len() * size_of::<(String, WriterSlot)>())
             + self
-                .writers
+                .writers()
                 .iter()
                 .map(|(writer, slot)| {
                     names(writer) + btree(slot.recent.len(), size_of::<(u64, i64)>())
                 })
                 .sum::<usize>();
-        let removed = block(self.removed.len() * size_of::<(Slot, Side)>())
+        let removed = block(self.removed().len() * size_of::<(Slot, Side)>())
             + self
-                .removed
+                .removed()
                 .iter()
                 .map(|(slot, _)| match slot {
                     Slot::Node(name) | Slot::Writer(name) => names(name),
                 })
                 .sum::<usize>();
-        nodes + writers + removed
+        nodes + boxed + writers + removed
     }
 
     /// Number of writer slots this key holds (bounded by
     /// [`MAX_WRITERS_PER_KEY`] per replica).
     pub fn writer_count(&self) -> usize {
-        self.writers.len()
+        self.writers().len()
     }
 
     /// True if nothing was ever subtracted: the invariant of a `gcounter`.
     pub(crate) fn grows_only(&self) -> bool {
-        self.nodes.values().all(|s| s.n == 0) && self.writers.values().all(WriterSlot::grows_only)
+        self.nodes.values().all(|s| s.n == 0) && self.writers().values().all(WriterSlot::grows_only)
     }
 
     /// Canonical encoding (maps in key order, recent seqs delta-coded).
@@ -451,8 +506,8 @@ impl Counter {
             write_varint(out, side.p);
             write_varint(out, side.n);
         }
-        write_varint(out, self.writers.len() as u64);
-        for (writer, slot) in &self.writers {
+        write_varint(out, self.writers().len() as u64);
+        for (writer, slot) in self.writers() {
             write_str(out, writer);
             write_varint(out, slot.floor);
             write_varint(out, slot.base.p);
@@ -467,9 +522,9 @@ impl Counter {
         }
         // Only a deleted counter writes this part, so counters never deleted keep the
         // encoding they had before deletes existed.
-        if !self.removed.is_empty() {
-            write_varint(out, self.removed.len() as u64);
-            for (slot, side) in &self.removed {
+        if !self.removed().is_empty() {
+            write_varint(out, self.removed().len() as u64);
+            for (slot, side) in self.removed() {
                 match slot {
                     Slot::Node(node) => {
                         out.push(0);
@@ -508,11 +563,16 @@ impl Counter {
         let n_writers = r.read_len()?;
         for _ in 0..n_writers {
             let writer = r.read_str()?;
-            if c.writers.last().is_some_and(|(k, _)| k.as_str() >= writer) {
+            if c.writers()
+                .last()
+                .is_some_and(|(k, _)| k.as_str() >= writer)
+            {
                 return Err(DecodeError::Invalid("counter writers not strictly sorted"));
             }
             let slot = decode_slot(r)?;
-            c.writers.insert(writer.to_owned(), slot);
+            c.ids_and_deletes_mut()
+                .writers
+                .insert(writer.to_owned(), slot);
         }
         // The removed part is last and present only when non-empty (the counter is the
         // last thing in a value's bytes).
@@ -540,12 +600,12 @@ impl Counter {
             if side.is_zero() {
                 return Err(DecodeError::Invalid("counter removed slot is zero"));
             }
-            if c.removed.last().is_some_and(|(k, _)| *k >= slot) {
+            if c.removed().last().is_some_and(|(k, _)| *k >= slot) {
                 return Err(DecodeError::Invalid(
                     "counter removed slots not strictly sorted",
                 ));
             }
-            c.removed.insert(slot, side);
+            c.ids_and_deletes_mut().removed.insert(slot, side);
         }
         Ok(c)
     }
