@@ -45,8 +45,7 @@ async fn metric(client: &Client, base: &str, name: &str) -> Option<f64> {
         .text()
         .await
         .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    support::sample(&text, name)
 }
 
 /// One body of a client: `BODY_EVENTS` pageviews over its urls, with ids (`with_ids`)

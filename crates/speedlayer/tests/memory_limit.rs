@@ -12,7 +12,7 @@ use std::process::Command;
 mod support;
 
 use support::redis_cli::{cli, require_redis_cli, run_cli};
-use support::{free_ports, rss_kib, Server, BIN};
+use support::{free_ports, rss_kib, sample, Server, BIN};
 
 const LIMIT_MIB: u64 = 512;
 /// Enough distinct counters to need ~700 MB resident if every state stayed cached.
@@ -30,9 +30,7 @@ fn incr_requests(keys: std::ops::Range<usize>) -> Vec<u8> {
 }
 
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+    sample(text, name).unwrap_or_else(|| panic!("{name} is not in /metrics"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

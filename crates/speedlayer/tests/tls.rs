@@ -315,13 +315,7 @@ fn ctl_and_import_reach_a_node_over_mutual_tls() {
     assert!(!plain.status.success(), "{}", text(&plain));
 
     // import streams a batch over the same TLS client.
-    let hour = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 3600
-        - 1)
-        * 3600;
+    let hour = support::batch::past_hour_start();
     let rows = dir.path().join("rows.ndjson");
     std::fs::write(&rows, "{\"key\":\"a\",\"clustering\":\"\",\"value\":5}\n").unwrap();
     let covers = hour.to_string();

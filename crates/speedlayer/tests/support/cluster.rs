@@ -905,9 +905,7 @@ impl Cluster {
     /// `speedlayer_store_epochs_retired_total`) in node `i`'s `/metrics`.
     pub async fn metric(&self, i: usize, name: &str) -> Result<f64, String> {
         let text = self.metrics_text(i).await?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|value| value.trim().parse().ok())
+        super::sample(&text, name)
             .ok_or_else(|| format!("n{}: no sample {name} in /metrics", i + 1))
     }
 }

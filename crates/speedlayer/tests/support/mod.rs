@@ -200,6 +200,15 @@ pub fn free_port() -> u16 {
     panic!("no free port in {TEST_PORTS:?}");
 }
 
+/// The value of the unlabelled Prometheus sample `name` (e.g.
+/// `speedlayer_store_cache_bytes`) in a `/metrics` text.
+pub fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
 /// A process's resident memory in KiB, from /proc.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
