@@ -160,6 +160,16 @@ pub trait Coordinator: Send + Sync {
         consistency: Consistency,
     ) -> Result<KeyAnswers, Error>;
 
+    /// The member count of each of `keys` in `view` at `consistency`, in order (0 for a
+    /// key no replica holds): `SCARD`. Answered from the owners' set summaries (count and
+    /// state digest, O(1) each) when they agree, from the joined members otherwise.
+    async fn set_cardinality(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        consistency: Consistency,
+    ) -> Result<Vec<speedlayer_core::Cardinality>, Error>;
+
     /// The values of `keys` in `view` at `consistency`, in order (`None`: no replica holds
     /// the key), each `batch ⊕ realtime` at one batch boundary.
     async fn get_many(

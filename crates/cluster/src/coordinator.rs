@@ -127,6 +127,15 @@ impl Coordinator for Cluster {
         Ok(Cluster::read_members(self, view, keys, members, consistency).await?)
     }
 
+    async fn set_cardinality(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        consistency: Consistency,
+    ) -> Result<Vec<speedlayer_core::Cardinality>, Error> {
+        Ok(Cluster::set_cardinality(self, view, keys, consistency).await?)
+    }
+
     async fn range(&self, query: RangeQuery, consistency: Consistency) -> Result<RangeRows, Error> {
         Ok(Cluster::range(self, query, consistency).await?)
     }

@@ -25,6 +25,7 @@
 //! declarations, drops and batch publications reach every node ([`catalog_sync`]).
 
 pub mod anti_entropy;
+pub mod cardinality;
 pub mod catalog_sync;
 pub(crate) mod catch_up;
 pub mod coordinator;

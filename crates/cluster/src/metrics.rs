@@ -20,6 +20,13 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Label of cardinality reads: how the count was answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnswerLabel {
+    /// `summary` (owners' counts and digests agreed) or `members` (a whole read).
+    pub answer: &'static str,
+}
+
 /// What the cluster layer counts.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterMetrics {
@@ -33,6 +40,8 @@ pub struct ClusterMetrics {
     pub clock_offset: Family<TargetLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Stale replicas sent a merged state by read repair.
     pub read_repairs: Counter,
+    /// Keys whose cardinality was read, by how it was answered.
+    pub cardinality_reads: Family<AnswerLabel, Counter>,
     /// Writes answered once W nodes held them while other replicas were still being
     /// written (those finish in the background; a failure there becomes a hint).
     pub writes_answered_early: Counter,
@@ -99,6 +108,11 @@ impl ClusterMetrics {
             "speedlayer_read_repairs",
             "Stale replicas repaired by reads",
             self.read_repairs.clone(),
+        );
+        registry.register(
+            "speedlayer_set_cardinality_reads",
+            "Keys whose set cardinality was read, by answer: summary (owners agreed on count and digest) or members (a whole read)",
+            self.cardinality_reads.clone(),
         );
         registry.register(
             "speedlayer_catalog_learned",

@@ -26,7 +26,7 @@ use crate::wire::{self, Request, Response};
 use speedlayer_api::Consistency;
 
 /// What one owner answered.
-enum Fetched<T> {
+pub(crate) enum Fetched<T> {
     /// Its parts.
     Parts(usize, T),
     /// It cannot read at the boundary asked: it knows a newer one (this coordinator is
@@ -38,7 +38,7 @@ enum Fetched<T> {
 
 impl<T> Fetched<T> {
     /// This node's own answer.
-    fn local(member: usize, answer: Result<T, StoreError>) -> Fetched<T> {
+    pub(crate) fn local(member: usize, answer: Result<T, StoreError>) -> Fetched<T> {
         match answer {
             Ok(parts) => Fetched::Parts(member, parts),
             Err(StoreError::Request(speedlayer_api::Error::BoundaryUnavailable {
@@ -50,7 +50,7 @@ impl<T> Fetched<T> {
     }
 
     /// A peer's answer, its parts decoded by `decode` (`None`: not the expected answer).
-    fn remote(
+    pub(crate) fn remote(
         member: usize,
         answer: Result<Response, crate::peer::RpcError>,
         decode: impl FnOnce(Response) -> Option<T>,
@@ -78,7 +78,7 @@ fn range_request(query: &RangeQuery, at: BatchBoundary) -> Request {
 }
 
 /// Why a read at one boundary did not complete.
-enum ReadAtError {
+pub(crate) enum ReadAtError {
     /// Too few owners could read at the boundary, and `member` knows a newer one.
     Behind(usize),
     /// Anything else.
@@ -148,7 +148,7 @@ impl Cluster {
     /// Runs `read` at this coordinator's current boundary of `view`; when too few owners
     /// could read at it because this node is behind, learns the newer boundary from one
     /// that knows it (catalog gossip, at once) and reads once more.
-    async fn at_current_boundary<T, F, Fut>(
+    pub(crate) async fn at_current_boundary<T, F, Fut>(
         &self,
         view: &str,
         read: F,
@@ -336,7 +336,7 @@ impl Cluster {
 
 /// Removes from `parts` the states of epochs dropped cluster-wide: a replica that had not
 /// heard of the drop when it answered may still hold them.
-fn without_dropped(parts: &mut RowParts, dropped: &BTreeSet<Epoch>) {
+pub(crate) fn without_dropped(parts: &mut RowParts, dropped: &BTreeSet<Epoch>) {
     parts.epochs.retain(|(epoch, _)| !dropped.contains(epoch));
 }
 
@@ -399,16 +399,29 @@ async fn fetch_states(
     })
 }
 
-/// Reads `keys` (all owned by `owners`) at `consistency` and boundary `at`.
-async fn read_group(
-    inner: Arc<ClusterNode>,
-    view: String,
-    owners: Vec<usize>,
-    scope: Scope,
+/// The answers a read waits for, and the owners still to answer (compared in the
+/// background for read repair).
+pub(crate) struct Gathered<T> {
+    /// (owner, answer) of the owners that answered, at least R of them.
+    pub answers: Vec<(usize, T)>,
+    /// The owners not waited for.
+    pub pending: FuturesUnordered<tokio::task::JoinHandle<Fetched<T>>>,
+}
+
+/// Asks every live owner (`fetch`) and waits for R answers at `consistency` (all of them
+/// at `all`). Fails as unavailable when fewer than R answer, or as behind when one of
+/// the others knows a newer boundary than `at`.
+pub(crate) async fn gather<T, Fut>(
+    inner: &ClusterNode,
+    owners: &[usize],
     consistency: Consistency,
     at: BatchBoundary,
-) -> Result<Vec<RowParts>, ReadAtError> {
-    let Scope { keys, members } = scope;
+    fetch: impl Fn(usize) -> Fut,
+) -> Result<Gathered<T>, ReadAtError>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = Fetched<T>> + Send + 'static,
+{
     let n = owners.len();
     let r = consistency.required(n);
     let live: Vec<usize> = owners
@@ -417,22 +430,13 @@ async fn read_group(
         .filter(|&m| inner.members.is_up(m))
         .collect();
     if live.len() < r {
-        return Err(inner.unavailable(r, n, live.len(), &owners, &live).into());
+        return Err(inner.unavailable(r, n, live.len(), owners, &live).into());
     }
     let mut pending = FuturesUnordered::new();
     for &member in &live {
-        pending.push(tokio::spawn(fetch_states(
-            inner.clone(),
-            member,
-            view.clone(),
-            Scope {
-                keys: keys.clone(),
-                members: members.clone(),
-            },
-            at,
-        )));
+        pending.push(tokio::spawn(fetch(member)));
     }
-    let mut answers: Vec<Answer> = Vec::new();
+    let mut answers = Vec::new();
     let mut ahead = None;
     while let Some(joined) = pending.next().await {
         match joined {
@@ -450,9 +454,38 @@ async fn read_group(
         }
         let answered: Vec<usize> = answers.iter().map(|(m, _)| *m).collect();
         return Err(inner
-            .unavailable(r, n, answers.len(), &owners, &answered)
+            .unavailable(r, n, answers.len(), owners, &answered)
             .into());
     }
+    Ok(Gathered { answers, pending })
+}
+
+/// Reads `keys` (all owned by `owners`) at `consistency` and boundary `at`.
+async fn read_group(
+    inner: Arc<ClusterNode>,
+    view: String,
+    owners: Vec<usize>,
+    scope: Scope,
+    consistency: Consistency,
+    at: BatchBoundary,
+) -> Result<Vec<RowParts>, ReadAtError> {
+    let Scope { keys, members } = scope;
+    let Gathered {
+        mut answers,
+        mut pending,
+    } = gather(&inner, &owners, consistency, at, |member| {
+        fetch_states(
+            inner.clone(),
+            member,
+            view.clone(),
+            Scope {
+                keys: keys.clone(),
+                members: members.clone(),
+            },
+            at,
+        )
+    })
+    .await?;
     if let Some(dropped) = inner.store.dropped(&view) {
         for (_, rows) in &mut answers {
             for parts in rows.iter_mut() {

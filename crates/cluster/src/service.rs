@@ -131,6 +131,23 @@ impl ClusterNode {
                 let members = Some(Arc::from(members.as_slice()));
                 self.states(view, keys, *at, members).await?
             }
+            Request::SetSummaries { view, keys, at } => {
+                let keys = wire::keys(keys)?;
+                match store
+                    .set_summaries(view, keys, Some(BatchBoundary(*at)))
+                    .await
+                {
+                    Ok((_, rows)) => Response::Summaries {
+                        rows,
+                        dropped: store.dropped_indexes(view),
+                    },
+                    Err(StoreError::Request(speedlayer_api::Error::BoundaryUnavailable {
+                        current,
+                        ..
+                    })) => Response::BoundaryUnavailable { current: current.0 },
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Request::Range {
                 view,
                 partition,

@@ -219,6 +219,17 @@ pub enum Request {
         /// The members asked about.
         members: Vec<Vec<u8>>,
     },
+    /// Each key's set summaries at a batch boundary (a cardinality read): answered with
+    /// `Summaries`. Appended last, as `MemberStates`; a coordinator whose owners cannot
+    /// answer it reads the members instead.
+    SetSummaries {
+        /// View name.
+        view: String,
+        /// Keys, [`Key::encode`] form.
+        keys: Vec<Vec<u8>>,
+        /// The batch boundary (Unix seconds) the coordinator reads at.
+        at: u64,
+    },
 }
 
 /// What one replica of a partition asks another while comparing them. Ranges are
@@ -426,6 +437,13 @@ pub enum Response {
     },
     /// The request failed on the responder.
     Failed(String),
+    /// Answer to `SetSummaries`, per key in order.
+    Summaries {
+        /// See [`speedlayer_core::RowSummary`].
+        rows: Vec<speedlayer_core::RowSummary>,
+        /// As in `States`.
+        dropped: Vec<u64>,
+    },
 }
 
 /// Why bytes from a peer could not be understood.

@@ -16,6 +16,7 @@
 //! in `tests/properties.rs` check both for every type.
 
 pub mod batch;
+pub mod cardinality;
 pub mod codec;
 pub mod counter;
 pub mod epoch;
@@ -31,6 +32,7 @@ pub mod value;
 pub mod value_type;
 
 pub use batch::{BatchBoundary, BatchValue, BatchValueError, BoundaryError, RowParts};
+pub use cardinality::{Cardinality, RowSummary};
 pub use codec::DecodeError;
 pub use counter::{Counter, MAX_WRITERS_PER_KEY, WRITER_WINDOW};
 pub use epoch::{Epoch, EpochError};
@@ -38,7 +40,7 @@ pub use extremum::Extremum;
 pub use hll::{Hll, HLL_PRECISION};
 pub use key::{placement_hash, Key, KeyError, MAX_KEY_PART_LEN};
 pub use op::{ApplyCtx, Op, OpError, Outcome, UpdateId};
-pub use orset::{Dot, OrSet};
+pub use orset::{Dot, OrSet, SetSummary};
 pub use reading::Reading;
 pub use register::Register;
 pub use value::{Applied, TypeMismatch, Value};

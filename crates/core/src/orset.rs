@@ -10,6 +10,10 @@
 //! the same dot, and removing one of them must not remove the others.
 //! Tombstones are never collected within a value; they go away with the
 //! value's epoch, which is the unit of expiry.
+//!
+//! A set can also keep a **digest** of its whole state ([`OrSet::summary`]): what lets a
+//! coordinator answer a cardinality from replicas' counts alone when their digests agree,
+//! instead of shipping and joining every member (see [`SetSummary`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,13 +52,48 @@ impl Dot {
 ///
 /// Invariants (kept by every operation so that equal states are `==` and
 /// encode to equal bytes): no member maps to an empty dot set, and no dot of a
-/// member is also among that member's tombstones.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+/// member is also among that member's tombstones. When `digest` is kept, it is
+/// [`OrSet::digest_of`] the state (every operation updates it by the entries it changed).
+#[derive(Clone, Debug, Default)]
 pub struct OrSet {
     /// Member → dots of its live adds.
     adds: BTreeMap<Vec<u8>, BTreeSet<Dot>>,
-    /// Member → dots of its removed adds (tombstones).
-    removed: BTreeMap<Vec<u8>, BTreeSet<Dot>>,
+    /// Member → dots of its removed adds (tombstones). Boxed, as the digest is, so that
+    /// a [`crate::Value`] stays within 56 bytes (`footprint::tests`).
+    #[allow(
+        clippy::box_collection,
+        reason = "one pointer instead of a 24-byte map keeps every cached Value at 56 bytes"
+    )]
+    removed: Box<BTreeMap<Vec<u8>, BTreeSet<Dot>>>,
+    /// The state's digest, once [`OrSet::summary`] asked for it (boxed: most sets never
+    /// keep one, and a [`crate::Value`] stays small).
+    digest: Option<Box<u128>>,
+}
+
+/// Equal states are equal whether or not either keeps its digest (a cache of the state).
+impl PartialEq for OrSet {
+    fn eq(&self, other: &OrSet) -> bool {
+        self.adds == other.adds && self.removed == other.removed
+    }
+}
+
+impl Eq for OrSet {}
+
+/// What a replica tells a coordinator about its state of a set, in O(1) once kept: its
+/// member count and a digest of its whole state (every member's live dots and
+/// tombstones). Replicas whose digests are equal hold equal states (up to a 128-bit
+/// hash collision), so their join is that state and its count is the answer; replicas
+/// whose digests differ must be joined member by member.
+///
+/// The digest is the wrapping sum of a 128-bit xxh3 of each member's entry, so an
+/// operation updates it by the entries it touched. Entries are canonical (sorted dots),
+/// so equal states give equal digests on every node and release that hashes the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SetSummary {
+    /// Members in the set (live adds).
+    pub members: u64,
+    /// Digest of the whole state.
+    pub digest: u128,
 }
 
 impl OrSet {
@@ -74,7 +113,10 @@ impl OrSet {
                     })
                     .sum::<usize>()
         };
-        part(&self.adds) + part(&self.removed)
+        part(&self.adds)
+            + part(&self.removed)
+            + block(size_of::<BTreeMap<(), ()>>())
+            + self.digest.as_ref().map_or(0, |_| block(size_of::<u128>()))
     }
 
     /// The members, sorted by their bytes.
@@ -102,22 +144,91 @@ impl OrSet {
         self.removed.values().map(BTreeSet::len).sum()
     }
 
+    /// The member count and state digest ([`SetSummary`]). The first call walks the set
+    /// (O(n)) and keeps the digest; from then on every change updates it by the entries
+    /// it touched, so later calls are O(1). A state read back from storage starts
+    /// without it.
+    pub fn summary(&mut self) -> SetSummary {
+        let digest = match &self.digest {
+            Some(digest) => **digest,
+            None => {
+                let digest = self.digest_of();
+                self.digest = Some(Box::new(digest));
+                digest
+            }
+        };
+        SetSummary {
+            members: self.adds.len() as u64,
+            digest,
+        }
+    }
+
+    /// The digest of the whole state, computed from scratch: the wrapping sum of
+    /// [`OrSet::entry_hash`] over every member with live dots or tombstones.
+    fn digest_of(&self) -> u128 {
+        let mut digest = 0u128;
+        for m in self.adds.keys() {
+            digest = digest.wrapping_add(self.entry_hash(m));
+        }
+        for m in self.removed.keys().filter(|m| !self.adds.contains_key(*m)) {
+            digest = digest.wrapping_add(self.entry_hash(m));
+        }
+        digest
+    }
+
+    /// The hash of `m`'s entry (its member bytes, live dots and tombstones); 0 for a
+    /// member the state does not mention, so absent entries add nothing to the digest.
+    fn entry_hash(&self, m: &[u8]) -> u128 {
+        let (adds, removed) = (self.adds.get(m), self.removed.get(m));
+        if adds.is_none() && removed.is_none() {
+            return 0;
+        }
+        let mut bytes = Vec::with_capacity(m.len() + 32);
+        write_bytes(&mut bytes, m);
+        for dots in [adds, removed] {
+            write_varint(&mut bytes, dots.map_or(0, BTreeSet::len) as u64);
+            for dot in dots.into_iter().flatten() {
+                write_str(&mut bytes, &dot.actor);
+                write_varint(&mut bytes, dot.seq);
+            }
+        }
+        xxhash_rust::xxh3::xxh3_128(&bytes)
+    }
+
+    /// Runs `change` on `m`'s entry, keeping the digest (when kept) up to date with it.
+    fn change_entry(&mut self, m: &[u8], change: impl FnOnce(&mut OrSet) -> bool) -> bool {
+        if self.digest.is_none() {
+            return change(self);
+        }
+        let before = self.entry_hash(m);
+        let changed = change(self);
+        if changed {
+            let after = self.entry_hash(m);
+            if let Some(digest) = &mut self.digest {
+                **digest = digest.wrapping_sub(before).wrapping_add(after);
+            }
+        }
+        changed
+    }
+
     /// Adds `members` under the dot [`Dot::for_ctx`]`(ctx)`. A member whose
     /// dot is already tombstoned stays removed. Returns whether anything changed.
     pub fn add(&mut self, members: &[Vec<u8>], ctx: &ApplyCtx<'_>) -> bool {
         let dot = Dot::for_ctx(ctx);
         let mut changed = false;
         for m in members {
-            if self.removed.get(m).is_some_and(|r| r.contains(&dot)) {
-                continue;
-            }
-            match self.adds.get_mut(m) {
-                Some(dots) => changed |= dots.insert(dot.clone()),
-                None => {
-                    self.adds.insert(m.clone(), BTreeSet::from([dot.clone()]));
-                    changed = true;
+            changed |= self.change_entry(m, |set| {
+                if set.removed.get(m).is_some_and(|r| r.contains(&dot)) {
+                    return false;
                 }
-            }
+                match set.adds.get_mut(m) {
+                    Some(dots) => dots.insert(dot.clone()),
+                    None => {
+                        set.adds.insert(m.clone(), BTreeSet::from([dot.clone()]));
+                        true
+                    }
+                }
+            });
         }
         changed
     }
@@ -127,10 +238,13 @@ impl OrSet {
     pub fn remove(&mut self, members: &[Vec<u8>]) -> bool {
         let mut changed = false;
         for m in members {
-            if let Some(dots) = self.adds.remove(m) {
-                self.removed.entry(m.clone()).or_default().extend(dots);
-                changed = true;
-            }
+            changed |= self.change_entry(m, |set| match set.adds.remove(m) {
+                Some(dots) => {
+                    set.removed.entry(m.clone()).or_default().extend(dots);
+                    true
+                }
+                None => false,
+            });
         }
         changed
     }
@@ -158,6 +272,30 @@ impl OrSet {
     /// Join: union of adds and of tombstones, then tombstoned dots are dropped
     /// from the adds (and members left without dots disappear).
     pub fn merge(&mut self, other: &OrSet) {
+        // Only the entries of members `other` mentions can change: the digest (when
+        // kept) moves by their hashes before and after.
+        let touched = || {
+            other.adds.keys().chain(
+                other
+                    .removed
+                    .keys()
+                    .filter(|m| !other.adds.contains_key(*m)),
+            )
+        };
+        let before = self
+            .digest
+            .is_some()
+            .then(|| touched().fold(0u128, |sum, m| sum.wrapping_add(self.entry_hash(m))));
+        self.join_entries(other);
+        if let Some(before) = before {
+            let after = touched().fold(0u128, |sum, m| sum.wrapping_add(self.entry_hash(m)));
+            if let Some(digest) = &mut self.digest {
+                **digest = digest.wrapping_sub(before).wrapping_add(after);
+            }
+        }
+    }
+
+    fn join_entries(&mut self, other: &OrSet) {
         union_into(&mut self.removed, &other.removed);
         union_into(&mut self.adds, &other.adds);
         let removed = &self.removed;
@@ -187,7 +325,11 @@ impl OrSet {
                 }
             }
         }
-        Ok(OrSet { adds, removed })
+        Ok(OrSet {
+            adds,
+            removed: Box::new(removed),
+            digest: None,
+        })
     }
 }
 
@@ -347,6 +489,96 @@ mod tests {
         s.merge(&other);
         assert_eq!(s.members(), vec![&b"b"[..]]);
         round_trip(&s);
+    }
+
+    /// One step of a replica's life: an add by one of two nodes, a remove, or a join
+    /// with the other replica.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Add(u8, bool, u64),
+        Remove(u8),
+        Join,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..6, any::<bool>(), 1u64..40).prop_map(|(m, n, u)| Step::Add(m, n, u)),
+            (0u8..6).prop_map(Step::Remove),
+            Just(Step::Join),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The digest kept through adds, removes and joins is the digest of the state
+        /// computed from scratch, and replicas that converge agree on it.
+        #[test]
+        fn a_kept_digest_is_the_digest_of_the_state(
+            steps in proptest::collection::vec((any_replica(), step()), 0..60),
+        ) {
+            let mut replicas = [OrSet::default(), OrSet::default()];
+            // One replica keeps its digest from the start, the other from halfway.
+            replicas[0].summary();
+            for (i, (which, step)) in steps.iter().enumerate() {
+                if i == steps.len() / 2 {
+                    replicas[1].summary();
+                }
+                let w = usize::from(*which);
+                match step {
+                    Step::Add(member, node, unique) => {
+                        let node = if *node { "n1" } else { "n2" };
+                        replicas[w].add(&[vec![*member]], &ctx(node, *unique));
+                    }
+                    Step::Remove(member) => {
+                        replicas[w].remove(&[vec![*member]]);
+                    }
+                    Step::Join => {
+                        let other = replicas[1 - w].clone();
+                        replicas[w].merge(&other);
+                    }
+                }
+                for r in &mut replicas {
+                    if r.digest.is_some() {
+                        let kept = r.summary();
+                        proptest::prop_assert_eq!(kept.digest, r.digest_of());
+                        proptest::prop_assert_eq!(kept.members as usize, r.len());
+                    }
+                }
+            }
+            let (a, b) = (replicas[0].clone(), replicas[1].clone());
+            replicas[0].merge(&b);
+            replicas[1].merge(&a);
+            proptest::prop_assert_eq!(&replicas[0], &replicas[1]);
+            proptest::prop_assert_eq!(replicas[0].summary(), replicas[1].summary());
+        }
+    }
+
+    fn any_replica() -> impl proptest::strategy::Strategy<Value = bool> {
+        proptest::prelude::any::<bool>()
+    }
+
+    #[test]
+    fn states_that_differ_have_different_digests() {
+        let mut a = OrSet::default();
+        a.add(&[m("x"), m("y")], &ctx("n1", 1));
+        let mut b = a.clone();
+        assert_eq!(a.summary(), b.summary());
+        // Same members, other dots: the states differ, so must their digests.
+        b.add(&[m("x")], &ctx("n2", 1));
+        assert_eq!(a.summary().members, b.summary().members);
+        assert_ne!(a.summary().digest, b.summary().digest);
+        // Same members, one has a tombstone the other lacks.
+        let mut c = a.clone();
+        c.add(&[m("z")], &ctx("n1", 2));
+        c.remove(&[m("z")]);
+        assert_eq!(c.summary().members, 2);
+        assert_ne!(a.summary().digest, c.summary().digest);
+        // A decoded copy starts without the digest and computes the same one.
+        let mut bytes = Vec::new();
+        c.encode_into(&mut bytes);
+        let mut decoded = OrSet::decode_from(&mut Reader::new(&bytes)).unwrap();
+        assert!(decoded.digest.is_none());
+        assert_eq!(decoded.summary(), c.summary());
     }
 
     #[test]

@@ -234,6 +234,15 @@ impl Value {
         }
     }
 
+    /// A set's member count and state digest ([`OrSet::summary`], O(1) once kept); `None`
+    /// for any other type.
+    pub fn set_summary(&mut self) -> Option<crate::SetSummary> {
+        match self {
+            Value::Set(set) => Some(set.summary()),
+            _ => None,
+        }
+    }
+
     /// Joins `other` into `self`. Refused (and `self` unchanged) if the types
     /// differ.
     pub fn merge(&mut self, other: &Value) -> Result<(), TypeMismatch> {

@@ -77,3 +77,75 @@ async fn membership_tests_agree_with_the_whole_set_through_every_node() {
     members.sort();
     assert_eq!(members, ["a", "c", "d"]);
 }
+
+/// `SCARD`'s summaries (count and state digest per owner) answered through node `at`:
+/// (`summary`, `members`) counts of the metric.
+async fn cardinality_reads(cluster: &Cluster, at: usize) -> (f64, f64) {
+    let text = cluster.metrics_text(at).await.unwrap();
+    let read = |answer: &str| {
+        let name = format!("speedlayer_set_cardinality_reads_total{{answer=\"{answer}\"}}");
+        support::sample(&text, &name).unwrap_or(0.0)
+    };
+    (read("summary"), read("members"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_cardinality_comes_from_digests_when_owners_agree_and_from_members_when_not() {
+    require_redis_cli();
+    // No hints, no anti-entropy: owners that missed writes stay different until a read
+    // joins them.
+    let options = ClusterOptions::new(3).args(&[
+        "--hinted-handoff",
+        "off",
+        "--anti-entropy-interval-secs",
+        "0",
+    ]);
+    let mut cluster = Cluster::start_ready(options).await;
+    let port = |cluster: &Cluster, i: usize| cluster.nodes[i].config().resp_port;
+
+    assert_eq!(session(port(&cluster, 0), "CONSISTENCY all\nSADD s a b c"), "OK\n3");
+    for i in 0..3 {
+        let before = cardinality_reads(&cluster, i).await;
+        assert_eq!(session(port(&cluster, i), "SCARD s\nSCARD nokey"), "3\n0", "node {i}");
+        let after = cardinality_reads(&cluster, i).await;
+        assert_eq!(after.0 - before.0, 2.0, "node {i}: both answered from summaries");
+        assert_eq!(after.1, before.1, "node {i}: no members read");
+    }
+    assert_eq!(
+        session(port(&cluster, 0), "SET str x\nSCARD str").lines().last(),
+        Some("WRONGTYPE Operation against a key holding the wrong kind of value")
+    );
+
+    // Owners with the same count and different members: nodes 1 and 2 miss an add of d,
+    // node 3 alone takes an add of x. Each owner counts 4; the set has 5.
+    cluster.kill(2);
+    assert_eq!(session(port(&cluster, 0), "SADD s d"), "1");
+    cluster.restart(2);
+    cluster.wait_all_up(Duration::from_secs(30)).await;
+    cluster.kill(0);
+    cluster.kill(1);
+    assert_eq!(session(port(&cluster, 2), "CONSISTENCY one\nSADD s x"), "OK\n1");
+    cluster.restart(0);
+    cluster.restart(1);
+    cluster.wait_all_up(Duration::from_secs(30)).await;
+    let p = port(&cluster, 0);
+    assert_eq!(session(p, "CONSISTENCY local\nSCARD s"), "OK\n4");
+    assert_eq!(
+        session(port(&cluster, 2), "CONSISTENCY local\nSCARD s"),
+        "OK\n4"
+    );
+    // At `all` the digests differ, so the members are joined (and the owners repaired).
+    let before = cardinality_reads(&cluster, 0).await;
+    assert_eq!(session(p, "CONSISTENCY all\nSCARD s"), "OK\n5");
+    let after = cardinality_reads(&cluster, 0).await;
+    assert_eq!(after.1 - before.1, 1.0, "the owners disagreed: members read");
+    // Repaired, the owners agree again: the count comes from their summaries.
+    assert_eq!(session(p, "CONSISTENCY all\nSCARD s"), "OK\n5");
+    let again = cardinality_reads(&cluster, 0).await;
+    assert_eq!(again.0 - after.0, 1.0, "repaired owners agree on the digest");
+    assert_eq!(again.1, after.1);
+    assert_eq!(
+        session(port(&cluster, 2), "CONSISTENCY local\nSCARD s"),
+        "OK\n5"
+    );
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use speedlayer_api::{Update, View};
-use speedlayer_core::{Hll, Key, Op, Reading, Value, ValueType};
+use speedlayer_core::{Cardinality, Hll, Key, Op, Reading, Value, ValueType};
 use speedlayer_resp::{Reply, Request};
 
 use super::args::{request_error, wrongtype};
@@ -188,7 +188,26 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
             }
             Ok(Reply::Integer(deleted))
         }
-        "SMEMBERS" | "SISMEMBER" | "SMISMEMBER" | "SCARD" => {
+        "SCARD" => {
+            check(args.len() == 2, name)?;
+            let t = target(session, &args[1], None)?;
+            // Owners answer counts with state digests; members are read only when they
+            // disagree.
+            let counts = session
+                .shared
+                .coordinator
+                .set_cardinality(&t.view.name, vec![t.key], session.options().consistency)
+                .await
+                .map_err(|e| request_error(&e))?;
+            match counts.first() {
+                Some(Cardinality::Members(n)) => {
+                    Ok(Reply::Integer(i64::try_from(*n).unwrap_or(i64::MAX)))
+                }
+                Some(Cardinality::WrongType) => Err(wrongtype()),
+                None => Ok(Reply::Integer(0)),
+            }
+        }
+        "SMEMBERS" | "SISMEMBER" | "SMISMEMBER" => {
             check(
                 match name {
                     "SISMEMBER" => args.len() == 3,
@@ -219,7 +238,8 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
                         .collect(),
                 ),
                 "SISMEMBER" => Reply::Integer(i64::from(set.is_some_and(|s| s.contains(&args[2])))),
-                "SMISMEMBER" => Reply::Array(
+                // SMISMEMBER
+                _ => Reply::Array(
                     args[2..]
                         .iter()
                         .map(|m| {
@@ -227,7 +247,6 @@ async fn run(session: &Session, name: &str, args: &[Bytes]) -> Result<Reply, Rep
                         })
                         .collect(),
                 ),
-                _ => Reply::Integer(set.map_or(0, |s| s.len() as i64)),
             })
         }
         "PFCOUNT" => {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace};
 use speedlayer_core::{
-    Applied, ApplyCtx, Epoch, Key, Op, OpError, Outcome, UpdateId, Value, ValueType,
+    Applied, ApplyCtx, Epoch, Key, Op, OpError, Outcome, SetSummary, UpdateId, Value, ValueType,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -71,7 +71,15 @@ pub(crate) type UpdateResults = Vec<(usize, Result<Applied, OpError>, Option<Val
 
 /// Per-key results of a read, tagged with their index: the key's state in each epoch
 /// that holds it, in the order of the epochs asked for.
-pub(crate) type ReadResults = Vec<(usize, Vec<(Epoch, Value)>)>;
+pub(crate) type ReadResults = PerKeyParts<Value>;
+
+/// Per asked key (with its index in the request): each epoch's set summary (`None`: the
+/// state is of another type).
+pub(crate) type SummaryResults = PerKeyParts<Option<SetSummary>>;
+
+/// Per asked key (with its index in the request): what was taken from its state in each
+/// epoch that holds one.
+pub(crate) type PerKeyParts<T> = Vec<(usize, Vec<(Epoch, T)>)>;
 
 /// What a shard is asked to do.
 pub(crate) enum ShardMsg {
@@ -92,6 +100,14 @@ pub(crate) enum ShardMsg {
         /// Set states restricted to these members (a membership test) when given.
         members: Option<Arc<[Vec<u8>]>>,
         reply: oneshot::Sender<Result<ReadResults>>,
+    },
+    /// Summarize keys' set states over the given epochs of a view
+    /// ([`speedlayer_core::OrSet::summary`]): what a cardinality read asks.
+    Summaries {
+        view_id: u32,
+        epochs: Vec<Epoch>,
+        keys: Vec<(usize, Key)>,
+        reply: oneshot::Sender<Result<SummaryResults>>,
     },
     /// Write every pending state to the epoch keyspaces (before a range scan).
     Checkpoint { done: oneshot::Sender<Result<()>> },
@@ -252,7 +268,21 @@ impl ShardLoop {
                     members,
                     reply,
                 } => {
-                    let _ = reply.send(self.read_all(view_id, &epochs, keys, members.as_deref()));
+                    // A membership test copies its members, not a whole set: the shard
+                    // (and every other key on it) is held for O(k log n), not O(n).
+                    let read = self.each_state(view_id, &epochs, keys, |value| match &members {
+                        Some(members) => value.restricted_to(members),
+                        None => value.clone(),
+                    });
+                    let _ = reply.send(read);
+                }
+                ShardMsg::Summaries {
+                    view_id,
+                    epochs,
+                    keys,
+                    reply,
+                } => {
+                    let _ = reply.send(self.each_state(view_id, &epochs, keys, Value::set_summary));
                 }
                 ShardMsg::Checkpoint { done } => {
                     let _ =
@@ -546,13 +576,15 @@ impl ShardLoop {
         Ok((result, delta))
     }
 
-    fn read_all(
+    /// `look` at the state of each key in each of `epochs` that holds one: what a read
+    /// (a copy, or a restriction to some members) or a summary takes from it.
+    fn each_state<T>(
         &mut self,
         view_id: u32,
         epochs: &[Epoch],
         keys: Vec<(usize, Key)>,
-        members: Option<&[Vec<u8>]>,
-    ) -> Result<ReadResults> {
+        mut look: impl FnMut(&mut Value) -> T,
+    ) -> Result<PerKeyParts<T>> {
         // After a failed round the cache was dropped and only the last checkpoint is
         // readable here (the log since is replayed at the next start): answering from it
         // would hide acknowledged updates. Refuse, so coordinators ask other replicas.
@@ -566,16 +598,8 @@ impl ShardLoop {
                 let Some(cached) = self.cache.existing(&self.shard, view_id, epoch, &key)? else {
                     continue;
                 };
-                if let Some(value) = &cached.value {
-                    // A membership test copies its members, not a whole set: the shard
-                    // (and every other key on it) is held for O(k log n), not O(n).
-                    parts.push((
-                        epoch,
-                        match members {
-                            Some(members) => value.restricted_to(members),
-                            None => value.clone(),
-                        },
-                    ));
+                if let Some(value) = &mut cached.value {
+                    parts.push((epoch, look(value)));
                 }
             }
             results.push((index, parts));

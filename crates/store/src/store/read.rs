@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use speedlayer_core::{BatchBoundary, BatchValue, Epoch, Key, Reading, RowParts};
+use speedlayer_core::{BatchBoundary, BatchValue, Epoch, Key, Reading, RowParts, RowSummary};
 
 use super::Store;
 use crate::catalog::View;
@@ -92,6 +92,47 @@ impl Store {
             }
         }
         Ok((boundary, parts))
+    }
+
+    /// Each key's set summaries at batch boundary `at` (the current one when `None`): per
+    /// live epoch at or after the boundary, the set's member count and digest (O(1) per
+    /// state once kept), and whether a batch row adds to it. What a replica answers a
+    /// cardinality read ([`speedlayer_core::RowSummary::agreed`]).
+    pub async fn set_summaries(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        at: Option<BatchBoundary>,
+    ) -> Result<(BatchBoundary, Vec<RowSummary>)> {
+        let view = self.view(view)?;
+        let _reading = self.inner.retire_gate.read().await;
+        let (boundary, table) = self.readable(&view, at)?;
+        let epochs = self.live_epochs_from(&view, boundary);
+        let encoded: Vec<Vec<u8>> = match &table {
+            Some(_) => keys.iter().map(Key::encode).collect(),
+            None => Vec::new(),
+        };
+        let per_epoch = self
+            .per_key(view.id, keys, |keys, reply| ShardMsg::Summaries {
+                view_id: view.id,
+                epochs: epochs.clone(),
+                keys,
+                reply,
+            })
+            .await?;
+        let mut rows: Vec<RowSummary> = per_epoch
+            .into_iter()
+            .map(|epochs| RowSummary {
+                batch: false,
+                epochs,
+            })
+            .collect();
+        if let Some(table) = table {
+            for (row, key) in rows.iter_mut().zip(&encoded) {
+                row.batch = table.contains_key(key)?;
+            }
+        }
+        Ok((boundary, rows))
     }
 
     /// The boundary a read at `at` uses (the current one when `None`) and its batch
