@@ -167,32 +167,22 @@ impl OrSet {
     /// [`OrSet::entry_hash`] over every member with live dots or tombstones.
     fn digest_of(&self) -> u128 {
         let mut digest = 0u128;
-        for m in self.adds.keys() {
-            digest = digest.wrapping_add(self.entry_hash(m));
+        let mut bytes = Vec::new();
+        for (m, dots) in &self.adds {
+            let hash = entry_hash(m, Some(dots), self.removed.get(m), &mut bytes);
+            digest = digest.wrapping_add(hash);
         }
-        for m in self.removed.keys().filter(|m| !self.adds.contains_key(*m)) {
-            digest = digest.wrapping_add(self.entry_hash(m));
+        for (m, dots) in self.removed.iter() {
+            if !self.adds.contains_key(m) {
+                digest = digest.wrapping_add(entry_hash(m, None, Some(dots), &mut bytes));
+            }
         }
         digest
     }
 
-    /// The hash of `m`'s entry (its member bytes, live dots and tombstones); 0 for a
-    /// member the state does not mention, so absent entries add nothing to the digest.
+    /// The hash of `m`'s entry in this state ([`entry_hash`]).
     fn entry_hash(&self, m: &[u8]) -> u128 {
-        let (adds, removed) = (self.adds.get(m), self.removed.get(m));
-        if adds.is_none() && removed.is_none() {
-            return 0;
-        }
-        let mut bytes = Vec::with_capacity(m.len() + 32);
-        write_bytes(&mut bytes, m);
-        for dots in [adds, removed] {
-            write_varint(&mut bytes, dots.map_or(0, BTreeSet::len) as u64);
-            for dot in dots.into_iter().flatten() {
-                write_str(&mut bytes, &dot.actor);
-                write_varint(&mut bytes, dot.seq);
-            }
-        }
-        xxhash_rust::xxh3::xxh3_128(&bytes)
+        entry_hash(m, self.adds.get(m), self.removed.get(m), &mut Vec::new())
     }
 
     /// Runs `change` on `m`'s entry, keeping the digest (when kept) up to date with it.
@@ -351,6 +341,30 @@ fn union_into(
             }
         }
     }
+}
+
+/// The hash of a member's entry: its bytes, live dots and tombstones, in a canonical
+/// byte form hashed by xxh3-128 (`bytes` is scratch space, reused across a walk); 0 for
+/// a member the state does not mention, so absent entries add nothing to a digest.
+fn entry_hash(
+    m: &[u8],
+    adds: Option<&BTreeSet<Dot>>,
+    removed: Option<&BTreeSet<Dot>>,
+    bytes: &mut Vec<u8>,
+) -> u128 {
+    if adds.is_none() && removed.is_none() {
+        return 0;
+    }
+    bytes.clear();
+    write_bytes(bytes, m);
+    for dots in [adds, removed] {
+        write_varint(bytes, dots.map_or(0, BTreeSet::len) as u64);
+        for dot in dots.into_iter().flatten() {
+            write_str(bytes, &dot.actor);
+            write_varint(bytes, dot.seq);
+        }
+    }
+    xxhash_rust::xxh3::xxh3_128(bytes)
 }
 
 /// Member count, then per member: bytes and its dots grouped by actor

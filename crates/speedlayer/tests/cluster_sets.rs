@@ -2,6 +2,8 @@
 //! nodes and the real redis-cli show they still answer what the whole set says, through
 //! any node, after a remove on another node, and when one owner missed an add (the
 //! owners' restrictions are joined, and read repair carries the missed add to it).
+//! `SCARD` answers from the owners' counts when their state digests agree, and joins the
+//! members when owners with equal counts hold different sets.
 
 // A test: a panic here is a failing test, not a crashed node.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -103,16 +105,29 @@ async fn set_cardinality_comes_from_digests_when_owners_agree_and_from_members_w
     let mut cluster = Cluster::start_ready(options).await;
     let port = |cluster: &Cluster, i: usize| cluster.nodes[i].config().resp_port;
 
-    assert_eq!(session(port(&cluster, 0), "CONSISTENCY all\nSADD s a b c"), "OK\n3");
+    assert_eq!(
+        session(port(&cluster, 0), "CONSISTENCY all\nSADD s a b c"),
+        "OK\n3"
+    );
     for i in 0..3 {
         let before = cardinality_reads(&cluster, i).await;
-        assert_eq!(session(port(&cluster, i), "SCARD s\nSCARD nokey"), "3\n0", "node {i}");
+        assert_eq!(
+            session(port(&cluster, i), "SCARD s\nSCARD nokey"),
+            "3\n0",
+            "node {i}"
+        );
         let after = cardinality_reads(&cluster, i).await;
-        assert_eq!(after.0 - before.0, 2.0, "node {i}: both answered from summaries");
+        assert_eq!(
+            after.0 - before.0,
+            2.0,
+            "node {i}: both answered from summaries"
+        );
         assert_eq!(after.1, before.1, "node {i}: no members read");
     }
     assert_eq!(
-        session(port(&cluster, 0), "SET str x\nSCARD str").lines().last(),
+        session(port(&cluster, 0), "SET str x\nSCARD str")
+            .lines()
+            .last(),
         Some("WRONGTYPE Operation against a key holding the wrong kind of value")
     );
 
@@ -124,7 +139,10 @@ async fn set_cardinality_comes_from_digests_when_owners_agree_and_from_members_w
     cluster.wait_all_up(Duration::from_secs(30)).await;
     cluster.kill(0);
     cluster.kill(1);
-    assert_eq!(session(port(&cluster, 2), "CONSISTENCY one\nSADD s x"), "OK\n1");
+    assert_eq!(
+        session(port(&cluster, 2), "CONSISTENCY one\nSADD s x"),
+        "OK\n1"
+    );
     cluster.restart(0);
     cluster.restart(1);
     cluster.wait_all_up(Duration::from_secs(30)).await;
@@ -138,11 +156,19 @@ async fn set_cardinality_comes_from_digests_when_owners_agree_and_from_members_w
     let before = cardinality_reads(&cluster, 0).await;
     assert_eq!(session(p, "CONSISTENCY all\nSCARD s"), "OK\n5");
     let after = cardinality_reads(&cluster, 0).await;
-    assert_eq!(after.1 - before.1, 1.0, "the owners disagreed: members read");
+    assert_eq!(
+        after.1 - before.1,
+        1.0,
+        "the owners disagreed: members read"
+    );
     // Repaired, the owners agree again: the count comes from their summaries.
     assert_eq!(session(p, "CONSISTENCY all\nSCARD s"), "OK\n5");
     let again = cardinality_reads(&cluster, 0).await;
-    assert_eq!(again.0 - after.0, 1.0, "repaired owners agree on the digest");
+    assert_eq!(
+        again.0 - after.0,
+        1.0,
+        "repaired owners agree on the digest"
+    );
     assert_eq!(again.1, after.1);
     assert_eq!(
         session(port(&cluster, 2), "CONSISTENCY local\nSCARD s"),
