@@ -10,6 +10,9 @@ use crate::catalog::View;
 use crate::error::{Result, StoreError};
 use crate::shard::ShardMsg;
 
+/// Where a shard sends its per-key answers to a point read.
+type ShardReply<T> = tokio::sync::oneshot::Sender<Result<Vec<(usize, T)>>>;
+
 impl Store {
     /// The value of `key` in `view` at its current batch boundary: the batch row ⊕ the
     /// live epochs from the boundary on; `None` when no part holds the key. Parts hold
@@ -56,40 +59,30 @@ impl Store {
         members: Option<Arc<[Vec<u8>]>>,
         at: Option<BatchBoundary>,
     ) -> Result<(BatchBoundary, Vec<RowParts>)> {
-        let view = self.view(view)?;
-        let _reading = self.inner.retire_gate.read().await;
-        let (boundary, table) = self.readable(&view, at)?;
-        let epochs = self.live_epochs_from(&view, boundary);
-        let encoded: Vec<Vec<u8>> = match &table {
-            Some(_) => keys.iter().map(Key::encode).collect(),
-            None => Vec::new(),
-        };
-        let per_epoch = self
-            .per_key(view.id, keys, |keys, reply| ShardMsg::Read {
-                view_id: view.id,
-                epochs: epochs.clone(),
-                keys,
-                members: members.clone(),
-                reply,
+        let (boundary, rows) = self
+            .point_read(view, keys, at, |view_id, epochs, keys, reply| {
+                ShardMsg::Read {
+                    view_id,
+                    epochs,
+                    keys,
+                    members: members.clone(),
+                    reply,
+                }
             })
             .await?;
-        let mut parts: Vec<RowParts> = per_epoch
-            .into_iter()
-            .map(|epochs| RowParts {
-                batch: None,
-                epochs,
-            })
-            .collect();
-        if let Some(table) = table {
-            for (row, key) in parts.iter_mut().zip(&encoded) {
-                if let Some(bytes) = table.get(key)? {
+        let mut parts = Vec::with_capacity(rows.len());
+        for (epochs, batch) in rows {
+            let batch = match batch {
+                Some(bytes) => {
                     let batch = BatchValue::decode(&bytes)?;
-                    row.batch = Some(match &members {
+                    Some(match &members {
                         Some(members) => batch.restricted_to(members),
                         None => batch,
-                    });
+                    })
                 }
-            }
+                None => None,
+            };
+            parts.push(RowParts { batch, epochs });
         }
         Ok((boundary, parts))
     }
@@ -104,6 +97,37 @@ impl Store {
         keys: Vec<Key>,
         at: Option<BatchBoundary>,
     ) -> Result<(BatchBoundary, Vec<RowSummary>)> {
+        let (boundary, rows) = self
+            .point_read(view, keys, at, |view_id, epochs, keys, reply| {
+                ShardMsg::Summaries {
+                    view_id,
+                    epochs,
+                    keys,
+                    reply,
+                }
+            })
+            .await?;
+        let rows = rows
+            .into_iter()
+            .map(|(epochs, batch)| RowSummary {
+                batch: batch.is_some(),
+                epochs,
+            })
+            .collect();
+        Ok((boundary, rows))
+    }
+
+    /// A point read of `keys` at batch boundary `at` (the current one when `None`): each
+    /// key's shard answers `message` about its states in the live epochs from the boundary
+    /// on, and each key's batch row bytes are read from the boundary's table. Returns the
+    /// boundary used and, per key in order, (shard answer, batch row).
+    async fn point_read<T: Default>(
+        &self,
+        view: &str,
+        keys: Vec<Key>,
+        at: Option<BatchBoundary>,
+        message: impl Fn(u32, Vec<Epoch>, Vec<(usize, Key)>, ShardReply<T>) -> ShardMsg,
+    ) -> Result<(BatchBoundary, Vec<(T, Option<fjall::Slice>)>)> {
         let view = self.view(view)?;
         let _reading = self.inner.retire_gate.read().await;
         let (boundary, table) = self.readable(&view, at)?;
@@ -112,25 +136,18 @@ impl Store {
             Some(_) => keys.iter().map(Key::encode).collect(),
             None => Vec::new(),
         };
-        let per_epoch = self
-            .per_key(view.id, keys, |keys, reply| ShardMsg::Summaries {
-                view_id: view.id,
-                epochs: epochs.clone(),
-                keys,
-                reply,
+        let answers = self
+            .per_key(view.id, keys, |keys, reply| {
+                message(view.id, epochs.clone(), keys, reply)
             })
             .await?;
-        let mut rows: Vec<RowSummary> = per_epoch
-            .into_iter()
-            .map(|epochs| RowSummary {
-                batch: false,
-                epochs,
-            })
-            .collect();
-        if let Some(table) = table {
-            for (row, key) in rows.iter_mut().zip(&encoded) {
-                row.batch = table.contains_key(key)?;
-            }
+        let mut rows = Vec::with_capacity(answers.len());
+        for (index, answer) in answers.into_iter().enumerate() {
+            let batch = match (&table, encoded.get(index)) {
+                (Some(table), Some(key)) => table.get(key)?,
+                _ => None,
+            };
+            rows.push((answer, batch));
         }
         Ok((boundary, rows))
     }
