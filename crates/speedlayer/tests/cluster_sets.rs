@@ -22,17 +22,21 @@ fn session(port: u16, commands: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn membership_tests_agree_with_the_whole_set_through_every_node() {
-    require_redis_cli();
-    // No hints, no anti-entropy: an owner that missed a write only learns it by repair.
-    let options = ClusterOptions::new(3).args(&[
+/// Three nodes without hints or anti-entropy: an owner that missed a write stays
+/// different until a read joins the owners and repairs it.
+fn repaired_by_reads_only() -> ClusterOptions {
+    ClusterOptions::new(3).args(&[
         "--hinted-handoff",
         "off",
         "--anti-entropy-interval-secs",
         "0",
-    ]);
-    let mut cluster = Cluster::start_ready(options).await;
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_tests_agree_with_the_whole_set_through_every_node() {
+    require_redis_cli();
+    let mut cluster = Cluster::start_ready(repaired_by_reads_only()).await;
     let port = |cluster: &Cluster, i: usize| cluster.nodes[i].config().resp_port;
 
     assert_eq!(session(port(&cluster, 0), "SADD s a b c"), "3");
@@ -94,15 +98,7 @@ async fn cardinality_reads(cluster: &Cluster, at: usize) -> (f64, f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_cardinality_comes_from_digests_when_owners_agree_and_from_members_when_not() {
     require_redis_cli();
-    // No hints, no anti-entropy: owners that missed writes stay different until a read
-    // joins them.
-    let options = ClusterOptions::new(3).args(&[
-        "--hinted-handoff",
-        "off",
-        "--anti-entropy-interval-secs",
-        "0",
-    ]);
-    let mut cluster = Cluster::start_ready(options).await;
+    let mut cluster = Cluster::start_ready(repaired_by_reads_only()).await;
     let port = |cluster: &Cluster, i: usize| cluster.nodes[i].config().resp_port;
 
     assert_eq!(
